@@ -1,0 +1,15 @@
+-- spec/helper.lua: loaded by busted before every spec file (see .busted).
+local lupine = require "lupine"
+
+-- Specs provoke errors on purpose; keep the log to real surprises unless asked.
+lupine.setLogLevel(os.getenv("LUPINE_LOG_LEVEL") or "error")
+
+-- Open descriptors of this process, to check that nothing leaks.
+local pid = assert(io.open("/proc/self/stat")):read("n")
+function _G.open_fds()
+  local n = 0
+  local p = io.popen("ls /proc/" .. pid .. "/fd 2>/dev/null")
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n
+end

@@ -1,0 +1,645 @@
+// channel.c: socket channels: the read loop, flushing, connect, close and
+// teardown. Everything here runs on the channel's loop thread.
+//
+// Rules kept:
+// - Any call that fires events can run a handler that closes the channel;
+//   after each fire the code re-checks LP_CH_CLOSED before touching the fd.
+// - Close is immediate below the pipeline (fd closed, pending writes failed,
+//   close future done); channelInactive, channelUnregistered and the pipeline's
+//   destruction run later as one deferred task, so a handler that closes its
+//   channel never has its pipeline freed under it.
+// - A reference is held across every callback that may drop the last one.
+#include "channel.h"
+
+#include "buffer.h"
+#include "future.h"
+#include "log.h"
+
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ALLOC_START_IDX 5  // 2 KiB
+#define ALLOC_MAX_IDX (LP_POOL_MAX_SHIFT - LP_POOL_MIN_SHIFT)
+
+static atomic_uint_fast64_t next_channel_id = 1;
+
+static void on_readable(struct ev_loop *ev, ev_io *w, int revents);
+static void on_writable(struct ev_loop *ev, ev_io *w, int revents);
+static void teardown(lp_task *t, lp_loop *loop);
+
+void lp_channel_config_default(lp_channel_config *c) {
+  memset(c, 0, sizeof *c);
+  c->tcp_nodelay = true;
+  c->auto_read = true;
+  c->auto_backpressure = true;
+  c->close_on_exception = true;
+  c->max_messages_per_read = 16;
+  c->high_water = 64 * 1024;
+  c->low_water = 32 * 1024;
+  c->max_pending = 16u * 1024 * 1024;
+}
+
+lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int fd, const lp_channel_config *cfg) {
+  lp_channel *ch = calloc(1, sizeof *ch);
+  if (!ch) return NULL;
+  ch->loop = loop;
+  ch->unsafe = unsafe;
+  ch->id = atomic_fetch_add(&next_channel_id, 1);
+  ch->fd = fd;
+  ch->refs = 1;
+  ch->alloc_idx = ALLOC_START_IDX;
+  ch->host_ref = ch->host_attr = -1;
+  ch->worker = loop->id;
+  if (cfg) ch->config = *cfg;
+  else lp_channel_config_default(&ch->config);
+  lp_outbound_init(&ch->out);
+  lp_pipeline_init(&ch->pipeline, ch);
+  lp_list_init(&ch->link);
+  ev_io_init(&ch->rio, on_readable, fd, EV_READ);
+  ev_io_init(&ch->wio, on_writable, fd, EV_WRITE);
+  if (fd >= 0) {
+    ch->flags |= LP_CH_CONNECTED;
+    lp_sock_local(fd, &ch->local);
+    lp_sock_peer(fd, &ch->remote);
+  }
+  return ch;
+}
+
+void lp_channel_unref(lp_channel *ch) {
+  if (--ch->refs) return;
+  if (ch->unsafe->free) ch->unsafe->free(ch);
+  if (ch->close_future) lp_future_unref(ch->close_future);
+  if (ch->fd >= 0) close(ch->fd); // never registered
+  free(ch);
+}
+
+int lp_channel_apply_socket_options(lp_channel *ch) {
+  const lp_channel_config *c = &ch->config;
+  int fd = ch->fd, rc = 0;
+  if (fd < 0) return 0;
+  if (ch->local.sa.sa_family == AF_INET || ch->local.sa.sa_family == AF_INET6)
+    rc = lp_sock_set_int(fd, IPPROTO_TCP, TCP_NODELAY, c->tcp_nodelay);
+  if (!rc && c->keepalive) rc = lp_sock_set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+  if (!rc && c->rcvbuf > 0) rc = lp_sock_set_int(fd, SOL_SOCKET, SO_RCVBUF, c->rcvbuf);
+  if (!rc && c->sndbuf > 0) rc = lp_sock_set_int(fd, SOL_SOCKET, SO_SNDBUF, c->sndbuf);
+  return rc;
+}
+
+void lp_channel_fire(lp_channel *ch, int ev, lp_msg *m) {
+  lp_pipeline_enter(&ch->pipeline);
+  lp_pipeline_fire(&ch->pipeline, ev, m);
+  lp_pipeline_leave(&ch->pipeline);
+}
+
+void lp_channel_register(lp_channel *ch) {
+  lp_list_push(&ch->loop->channels, &ch->link);
+  ch->loop->nchannels++;
+  ch->flags |= LP_CH_REGISTERED;
+  lp_channel_ref(ch);
+  lp_channel_fire(ch, LP_EV_REGISTERED, NULL);
+  if ((ch->flags & (LP_CH_CONNECTED | LP_CH_CLOSED)) == LP_CH_CONNECTED) lp_channel_activate(ch);
+  lp_channel_unref(ch);
+}
+
+void lp_channel_activate(lp_channel *ch) {
+  if (ch->flags & (LP_CH_ACTIVE | LP_CH_CLOSED)) return;
+  ch->flags |= LP_CH_ACTIVE | LP_CH_WAS_ACTIVE | LP_CH_CONNECTED;
+  lp_channel_ref(ch);
+  lp_channel_fire(ch, LP_EV_ACTIVE, NULL);
+  lp_channel_update_reading(ch); // the head's channelActive: read if autoRead
+  lp_channel_unref(ch);
+}
+
+// ---- reading -------------------------------------------------------------
+
+void lp_channel_update_reading(lp_channel *ch) {
+  uint32_t f = ch->flags;
+  bool want = false;
+  if ((f & (LP_CH_ACTIVE | LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) == LP_CH_ACTIVE && ch->fd >= 0) {
+    bool backpressured = ch->config.auto_backpressure && (f & LP_CH_UNWRITABLE);
+    want = (f & LP_CH_READ_PENDING) || (ch->config.auto_read && !backpressured);
+  }
+  if (want && !ev_is_active(&ch->rio)) ev_io_start(ch->loop->ev, &ch->rio);
+  else if (!want && ev_is_active(&ch->rio)) ev_io_stop(ch->loop->ev, &ch->rio);
+}
+
+static void input_eof(lp_channel *ch) {
+  if (!ch->config.allow_half_closure || (ch->flags & LP_CH_OUTPUT_SHUTDOWN)) {
+    lp_channel_close_now(ch);
+    return;
+  }
+  ch->flags |= LP_CH_INPUT_SHUTDOWN;
+  lp_channel_update_reading(ch);
+  static const lp_event_info ev = {"inputShutdown", NULL, -1};
+  lp_msg m = lp_msg_event(&ev);
+  lp_channel_fire(ch, LP_EV_USER_EVENT, &m);
+}
+
+static void read_loop(lp_channel *ch) {
+  lp_pool *pool = ch->loop->pool;
+  const uint32_t max = ch->config.max_messages_per_read ? ch->config.max_messages_per_read : 1;
+  uint32_t nmsg = 0;
+  size_t total = 0;
+  int err = 0;
+  bool eof = false;
+  lp_channel_ref(ch);
+  lp_pipeline_enter(&ch->pipeline);
+  ch->flags |= LP_CH_IN_READ;
+  while (nmsg < max) {
+    uint32_t f = ch->flags;
+    if (f & (LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) break;
+    if (f & LP_CH_READ_PENDING) ch->flags &= ~(uint32_t)LP_CH_READ_PENDING;
+    else if (!ch->config.auto_read || (ch->config.auto_backpressure && (f & LP_CH_UNWRITABLE))) break;
+    lp_buf *b = lp_buf_new(pool, (size_t)1 << (LP_POOL_MIN_SHIFT + ch->alloc_idx));
+    if (!b) {
+      err = ENOMEM;
+      break;
+    }
+    ssize_t n;
+    do n = read(ch->fd, b->data, b->cap);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0) {
+      int e = errno;
+      lp_buf_unref(b);
+      if (n == 0) eof = true;
+      else if (e != EAGAIN && e != EWOULDBLOCK) err = e;
+      break;
+    }
+    size_t cap = b->cap;
+    b->wr = (size_t)n;
+    nmsg++;
+    total += (size_t)n;
+    lp_msg m = lp_msg_buf(b);
+    lp_pipeline_fire(&ch->pipeline, LP_EV_READ, &m);
+    if ((size_t)n < cap) break; // the socket is drained, most likely: skip the EAGAIN read
+    if (ch->alloc_idx < ALLOC_MAX_IDX) ch->alloc_idx++;
+  }
+  ch->flags &= ~(uint32_t)LP_CH_IN_READ;
+  if (nmsg && !(ch->flags & LP_CH_CLOSED)) lp_pipeline_fire(&ch->pipeline, LP_EV_READ_COMPLETE, NULL);
+  // Shrink slowly: two events in a row that used under half the guess.
+  if (nmsg && ch->alloc_idx > 0 && total < ((size_t)1 << (LP_POOL_MIN_SHIFT + ch->alloc_idx - 1))) {
+    if (++ch->shrink_votes >= 2) {
+      ch->alloc_idx--;
+      ch->shrink_votes = 0;
+    }
+  } else if (nmsg) {
+    ch->shrink_votes = 0;
+  }
+  if (!(ch->flags & LP_CH_CLOSED)) {
+    if (err) {
+      lp_error e;
+      lp_error_sys(&e, err, "read");
+      lp_msg m = lp_msg_err(&e);
+      lp_pipeline_fire(&ch->pipeline, LP_EV_EXCEPTION, &m);
+      lp_channel_close_now(ch);
+    } else if (eof) {
+      input_eof(ch);
+    } else {
+      lp_channel_update_reading(ch);
+    }
+  }
+  lp_pipeline_leave(&ch->pipeline);
+  lp_channel_unref(ch);
+}
+
+static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  read_loop(lp_container_of(w, lp_channel, rio));
+}
+
+// ---- writing -------------------------------------------------------------
+
+void lp_channel_update_writability(lp_channel *ch) {
+  bool unwritable = ch->flags & LP_CH_UNWRITABLE;
+  if (!unwritable && ch->out.pending > ch->config.high_water) ch->flags |= LP_CH_UNWRITABLE;
+  else if (unwritable && ch->out.pending <= ch->config.low_water) ch->flags &= ~(uint32_t)LP_CH_UNWRITABLE;
+  else return;
+  if (ch->flags & LP_CH_CLOSED) return;
+  lp_channel_fire(ch, LP_EV_WRITABILITY, NULL);
+  if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
+}
+
+static void report_unobserved(lp_future *f, void *ud) {
+  lp_channel *ch = ud;
+  if (!f->cause) return;
+  if (!ch->pipeline.destroyed) {
+    lp_msg m = lp_msg_err(f->cause);
+    lp_channel_fire(ch, LP_EV_EXCEPTION, &m);
+  } else {
+    lp_log(LP_LOG_INFO, ch->id, "a write failed and nobody listened: %s", f->cause->message);
+  }
+}
+
+static void drop_channel_ref(void *ud) { lp_channel_unref(ud); }
+
+lp_future *lp_channel_new_promise(lp_channel *ch) {
+  lp_future *f = lp_future_new(ch->loop);
+  if (f) lp_future_on_unobserved(f, report_unobserved, drop_channel_ref, lp_channel_ref(ch));
+  return f;
+}
+
+void lp_channel_fail_promise(lp_channel *ch, lp_future *promise, const lp_error *err) {
+  if (promise) {
+    lp_future_fail(promise, err);
+    return;
+  }
+  lp_future *f = lp_channel_new_promise(ch);
+  if (!f) {
+    lp_log(LP_LOG_WARN, ch->id, "a write failed: %s", err->message);
+    return;
+  }
+  lp_future_fail(f, err);
+  lp_future_unref(f);
+}
+
+static void fail_closed(lp_channel *ch, lp_future *promise) {
+  lp_error e;
+  lp_error_named(&e, LP_ECLOSED, "channel #%llu is closed", (unsigned long long)ch->id);
+  lp_channel_fail_promise(ch, promise, &e);
+}
+
+static void do_flush(lp_channel *ch);
+
+static void finish_shutdown_output(lp_channel *ch) {
+  if (ch->fd >= 0 && shutdown(ch->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+    lp_log(LP_LOG_DEBUG, ch->id, "shutdown(SHUT_WR): %s", strerror(errno));
+  if (ch->flags & LP_CH_INPUT_SHUTDOWN) lp_channel_close_now(ch);
+}
+
+static void do_flush(lp_channel *ch) {
+  for (int spin = 0; spin < LP_WRITE_SPIN_COUNT && lp_outbound_has_flushed(&ch->out); spin++) {
+    bool would_block;
+    ssize_t w = lp_outbound_write(&ch->out, ch->fd, &would_block);
+    if (w < 0) {
+      lp_error e;
+      lp_error_sys(&e, (int)-w, "write");
+      lp_outbound_fail(&ch->out, &e, true, false);
+      lp_channel_close_now(ch);
+      return;
+    }
+    if (would_block) break;
+  }
+  bool more = lp_outbound_has_flushed(&ch->out);
+  if (more && !ev_is_active(&ch->wio)) ev_io_start(ch->loop->ev, &ch->wio);
+  else if (!more && ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+  if (!more && (ch->flags & LP_CH_OUTPUT_SHUTDOWN) && !ch->out.head) finish_shutdown_output(ch);
+  if (!(ch->flags & LP_CH_CLOSED)) lp_channel_update_writability(ch);
+}
+
+static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
+  if (ch->flags & (LP_CH_CLOSED | LP_CH_OUTPUT_SHUTDOWN)) {
+    lp_msg_release(m);
+    fail_closed(ch, promise);
+    return;
+  }
+  lp_bytes b = {0};
+  lp_error e;
+  if (m->kind == LP_MSG_BUF) {
+    b.buf = m->u.buf;
+    m->kind = LP_MSG_NONE;
+  } else if (m->kind == LP_MSG_HOST && ch->loop->host_ops && ch->loop->host_ops->to_bytes) {
+    if (ch->loop->host_ops->to_bytes(ch->loop, m, &b, &e) != 0) {
+      lp_channel_fail_promise(ch, promise, &e);
+      return;
+    }
+  } else {
+    static const char *const kinds[] = {"nothing", "buffer", "value", "error", "event", "pointer"};
+    lp_error_named(&e, LP_EUNSUPPORTED, "cannot write %s to channel #%llu: add an encoder", kinds[m->kind],
+                   (unsigned long long)ch->id);
+    lp_msg_release(m);
+    lp_channel_fail_promise(ch, promise, &e);
+    return;
+  }
+  size_t len = b.buf ? lp_buf_readable(b.buf) : b.len;
+  if (len > ch->config.max_pending || ch->out.pending > ch->config.max_pending - len) {
+    lp_error_named(&e, LP_EWRITEFULL, "%zu bytes pending on channel #%llu, limit %zu (maxPendingBytes)",
+                   ch->out.pending + len, (unsigned long long)ch->id, ch->config.max_pending);
+    e.limit = (long long)ch->config.max_pending;
+    e.length = (long long)(ch->out.pending + len);
+    lp_bytes_release(&b);
+    lp_channel_fail_promise(ch, promise, &e);
+    return;
+  }
+  if (lp_outbound_add(&ch->out, &b, promise) != 0) {
+    lp_error_sys(&e, ENOMEM, "write");
+    lp_channel_fail_promise(ch, promise, &e);
+    return;
+  }
+  lp_channel_update_writability(ch);
+}
+
+static void sock_flush(lp_channel *ch) {
+  lp_outbound_add_flush(&ch->out);
+  if ((ch->flags & (LP_CH_CLOSED | LP_CH_CONNECTING)) || ch->fd < 0 || ev_is_active(&ch->wio)) return;
+  if (!(ch->flags & LP_CH_ACTIVE)) return; // written when the connection is up
+  do_flush(ch);
+}
+
+static void sock_read(lp_channel *ch) {
+  ch->flags |= LP_CH_READ_PENDING;
+  if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
+}
+
+static void sock_close(lp_channel *ch, lp_future *promise) {
+  lp_channel_close_now(ch);
+  if (promise) lp_future_succeed(promise);
+}
+
+// ---- connecting ------------------------------------------------------------
+
+typedef struct connect_state {
+  lp_future *promise;
+  ev_timer timer;
+  lp_channel *ch;
+} connect_state;
+
+static void connect_done(lp_channel *ch, int err, int code) {
+  connect_state *cs = ch->kind_state;
+  lp_future *promise = cs ? cs->promise : NULL;
+  if (cs) {
+    cs->promise = NULL;
+    ev_timer_stop(ch->loop->ev, &cs->timer);
+  }
+  ch->flags &= ~(uint32_t)LP_CH_CONNECTING;
+  if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+  if (err || code) {
+    lp_error e;
+    char addr[64];
+    lp_addr_format(&ch->remote, addr, sizeof addr);
+    if (code) lp_error_named(&e, code, "connect to %s timed out", addr);
+    else lp_error_sys(&e, err, "connect");
+    if (!code) snprintf(e.message, sizeof e.message, "%s: %s (connect to %s)", e.kind, strerror(err), addr);
+    lp_channel_close_now(ch);
+    if (promise) lp_future_fail(promise, &e);
+  } else {
+    lp_sock_local(ch->fd, &ch->local);
+    lp_channel_apply_socket_options(ch);
+    if (promise) lp_future_succeed(promise);
+    lp_channel_activate(ch);
+    if (!(ch->flags & LP_CH_CLOSED) && lp_outbound_has_flushed(&ch->out)) do_flush(ch);
+  }
+  if (promise) lp_future_unref(promise);
+}
+
+static void on_connect_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  connect_state *cs = lp_container_of(w, connect_state, timer);
+  lp_channel *ch = cs->ch;
+  lp_channel_ref(ch);
+  connect_done(ch, 0, LP_ECONNTIMEOUT);
+  lp_channel_unref(ch);
+}
+
+static void sock_connect(lp_channel *ch, lp_msg *m, lp_future *promise) {
+  const lp_sockaddr *addr = m->kind == LP_MSG_PTR ? m->u.ptr : NULL;
+  int err = 0;
+  if (!addr) err = EINVAL;
+  else if (ch->flags & LP_CH_CLOSED) err = EBADF;
+  else if (ch->flags & LP_CH_CONNECTING) err = EALREADY;
+  else if (ch->fd >= 0) err = EISCONN;
+  if (err) {
+    if (promise) lp_future_fail_code(promise, -err, "connect");
+    return;
+  }
+  ch->remote = *addr;
+  int fd = -1;
+  int rc = lp_sock_connect_start(addr, &fd);
+  if (rc != 0 && rc != -EINPROGRESS) {
+    if (fd >= 0) close(fd);
+    lp_error e;
+    char a[64];
+    lp_error_sys(&e, -rc, "connect");
+    snprintf(e.message, sizeof e.message, "%s: %s (connect to %s)", e.kind, strerror(-rc),
+             lp_addr_format(addr, a, sizeof a));
+    lp_channel_close_now(ch);
+    if (promise) lp_future_fail(promise, &e);
+    return;
+  }
+  ch->fd = fd;
+  ev_io_set(&ch->rio, fd, EV_READ);
+  ev_io_set(&ch->wio, fd, EV_WRITE);
+  connect_state *cs = ch->kind_state;
+  if (cs) cs->promise = promise ? lp_future_ref(promise) : NULL;
+  if (rc == 0) {
+    connect_done(ch, 0, 0);
+    return;
+  }
+  ch->flags |= LP_CH_CONNECTING;
+  ev_io_start(ch->loop->ev, &ch->wio);
+  if (cs && cs->timer.repeat > 0) {
+    ev_timer_set(&cs->timer, cs->timer.repeat, 0.);
+    ev_timer_start(ch->loop->ev, &cs->timer);
+  }
+}
+
+static void sock_free(lp_channel *ch) {
+  connect_state *cs = ch->kind_state;
+  if (!cs) return;
+  if (cs->promise) lp_future_unref(cs->promise);
+  free(cs);
+  ch->kind_state = NULL;
+}
+
+// Prepare a client channel (no fd yet) so that connect can time out.
+int lp_channel_prepare_connect(lp_channel *ch, double timeout) {
+  connect_state *cs = calloc(1, sizeof *cs);
+  if (!cs) return -ENOMEM;
+  cs->ch = ch;
+  ev_timer_init(&cs->timer, on_connect_timeout, timeout, 0.);
+  cs->timer.repeat = timeout; // remembered until connect starts
+  ch->kind_state = cs;
+  return 0;
+}
+
+static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  lp_channel *ch = lp_container_of(w, lp_channel, wio);
+  lp_channel_ref(ch);
+  if (ch->flags & LP_CH_CONNECTING) {
+    int rc = lp_sock_error(ch->fd);
+    connect_done(ch, -rc, 0);
+  } else {
+    do_flush(ch);
+  }
+  lp_channel_unref(ch);
+}
+
+const lp_channel_unsafe lp_socket_unsafe = {
+    "socket", sock_write, sock_flush, sock_read, sock_close, sock_connect, sock_free,
+};
+
+// ---- closing -------------------------------------------------------------
+
+lp_future *lp_channel_close_future(lp_channel *ch) {
+  if (!ch->close_future) {
+    ch->close_future = lp_future_new(ch->loop);
+    if (ch->close_future && (ch->flags & LP_CH_CLOSED)) lp_future_succeed(ch->close_future);
+  }
+  return ch->close_future;
+}
+
+void lp_channel_close_now(lp_channel *ch) {
+  if (ch->flags & LP_CH_CLOSED) return;
+  ch->flags |= LP_CH_CLOSED;
+  ch->flags &= ~(uint32_t)LP_CH_ACTIVE;
+  lp_channel_ref(ch);
+  if (ev_is_active(&ch->rio)) ev_io_stop(ch->loop->ev, &ch->rio);
+  if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+  connect_state *cs = ch->unsafe == &lp_socket_unsafe ? ch->kind_state : NULL;
+  if (cs) {
+    ev_timer_stop(ch->loop->ev, &cs->timer);
+    if (cs->promise) {
+      lp_future *p = cs->promise;
+      cs->promise = NULL;
+      lp_future_fail_code(p, LP_ECLOSED, "channel closed before it connected");
+      lp_future_unref(p);
+    }
+  }
+  if (ch->fd >= 0) {
+    close(ch->fd);
+    ch->fd = -1;
+  }
+  lp_error e;
+  lp_error_named(&e, LP_ECLOSED, "channel #%llu closed before the write completed", (unsigned long long)ch->id);
+  lp_outbound_fail(&ch->out, &e, false, true);
+  if (ch->close_future) lp_future_succeed(ch->close_future);
+  ch->teardown.run = teardown;
+  lp_loop_defer(ch->loop, &ch->teardown);
+  // The loop's reference now belongs to the teardown task.
+  lp_channel_unref(ch);
+}
+
+static void teardown(lp_task *t, lp_loop *loop) {
+  lp_channel *ch = lp_container_of(t, lp_channel, teardown);
+  lp_pipeline *p = &ch->pipeline;
+  lp_pipeline_enter(p);
+  if (ch->flags & LP_CH_WAS_ACTIVE) lp_pipeline_fire(p, LP_EV_INACTIVE, NULL);
+  if (ch->flags & LP_CH_REGISTERED) lp_pipeline_fire(p, LP_EV_UNREGISTERED, NULL);
+  lp_pipeline_leave(p);
+  lp_pipeline_destroy(p);
+  // Anything written by handlers during inactive/unregistered has failed already.
+  ch->flags |= LP_CH_TORN_DOWN;
+  if (!lp_list_empty(&ch->link)) {
+    lp_list_remove(&ch->link);
+    loop->nchannels--;
+  }
+  if (loop->host_ops && loop->host_ops->channel_teardown) loop->host_ops->channel_teardown(ch);
+  lp_channel_unref(ch); // the loop's reference
+}
+
+void lp_channel_close_all(lp_loop *loop) {
+  lp_list *n = loop->channels.next;
+  while (n != &loop->channels) {
+    lp_channel *ch = lp_container_of(n, lp_channel, link);
+    n = n->next;
+    lp_channel_close_now(ch);
+  }
+}
+
+// ---- entry points ----------------------------------------------------------
+
+void lp_channel_unsafe_op(lp_channel *ch, int op, lp_msg *m, lp_future *promise) {
+  const lp_channel_unsafe *u = ch->unsafe;
+  switch (op) {
+  case LP_OP_WRITE: u->write(ch, m, promise); break;
+  case LP_OP_FLUSH: u->flush(ch); break;
+  case LP_OP_READ: u->read(ch); break;
+  case LP_OP_CLOSE: u->close(ch, promise); break;
+  case LP_OP_CONNECT:
+    if (u->connect) u->connect(ch, m, promise);
+    else if (promise) lp_future_fail_code(promise, -EOPNOTSUPP, "connect");
+    break;
+  default: break;
+  }
+}
+
+void lp_channel_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
+  lp_pipeline_enter(&ch->pipeline);
+  lp_pipeline_op(&ch->pipeline, LP_OP_WRITE, m, promise);
+  lp_pipeline_leave(&ch->pipeline);
+}
+
+void lp_channel_flush(lp_channel *ch) {
+  lp_pipeline_enter(&ch->pipeline);
+  lp_pipeline_op(&ch->pipeline, LP_OP_FLUSH, NULL, NULL);
+  lp_pipeline_leave(&ch->pipeline);
+}
+
+void lp_channel_read(lp_channel *ch) {
+  lp_pipeline_enter(&ch->pipeline);
+  lp_pipeline_op(&ch->pipeline, LP_OP_READ, NULL, NULL);
+  lp_pipeline_leave(&ch->pipeline);
+}
+
+void lp_channel_close(lp_channel *ch, lp_future *promise) {
+  if (ch->pipeline.destroyed) {
+    lp_channel_close_now(ch);
+    if (promise) lp_future_succeed(promise);
+    return;
+  }
+  lp_pipeline_enter(&ch->pipeline);
+  lp_pipeline_op(&ch->pipeline, LP_OP_CLOSE, NULL, promise);
+  lp_pipeline_leave(&ch->pipeline);
+}
+
+void lp_channel_set_auto_read(lp_channel *ch, bool on) {
+  ch->config.auto_read = on;
+  if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
+}
+
+int lp_channel_shutdown_output(lp_channel *ch, lp_future *promise) {
+  if (ch->flags & LP_CH_CLOSED) {
+    if (promise) lp_future_fail_code(promise, LP_ECLOSED, "channel is closed");
+    return LP_ECLOSED;
+  }
+  if (!(ch->flags & LP_CH_OUTPUT_SHUTDOWN)) {
+    ch->flags |= LP_CH_OUTPUT_SHUTDOWN;
+    // What was written before goes out first; the FIN follows the last byte.
+    lp_outbound_add_flush(&ch->out);
+    if (!ch->out.head) finish_shutdown_output(ch);
+    else if (!ev_is_active(&ch->wio) && (ch->flags & LP_CH_ACTIVE)) do_flush(ch);
+  }
+  if (promise) lp_future_succeed(promise);
+  return 0;
+}
+
+int lp_channel_set_water_marks(lp_channel *ch, size_t low, size_t high) {
+  if (low > high) return -EINVAL;
+  ch->config.low_water = low;
+  ch->config.high_water = high;
+  if (!(ch->flags & LP_CH_CLOSED)) lp_channel_update_writability(ch);
+  return 0;
+}
+
+// ---- descriptions ------------------------------------------------------------
+
+void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen) {
+  char l[64], r[64];
+  if (ch->fd < 0 && !(ch->flags & LP_CH_WAS_ACTIVE) && ch->unsafe != &lp_socket_unsafe) {
+    snprintf(out, outlen, "#%llu %s", (unsigned long long)ch->id, ch->unsafe->kind);
+    return;
+  }
+  lp_addr_format(&ch->local, l, sizeof l);
+  lp_addr_format(&ch->remote, r, sizeof r);
+  snprintf(out, outlen, "#%llu %s <- %s", (unsigned long long)ch->id, l, r);
+}
+
+void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, size_t outlen) {
+  switch (m ? m->kind : LP_MSG_NONE) {
+  case LP_MSG_ERROR: snprintf(out, outlen, "%s", m->u.err->message); break;
+  case LP_MSG_BUF: snprintf(out, outlen, "a buffer of %zu bytes", lp_buf_readable(m->u.buf)); break;
+  case LP_MSG_EVENT: snprintf(out, outlen, "event %s", m->u.event->kind); break;
+  case LP_MSG_HOST:
+    if (ch->loop->host_ops && ch->loop->host_ops->describe) {
+      ch->loop->host_ops->describe(ch->loop, m, out, outlen);
+      break;
+    }
+    /* fallthrough */
+  default: snprintf(out, outlen, "(no detail)"); break;
+  }
+}

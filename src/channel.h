@@ -1,0 +1,144 @@
+// channel.h: a connection (or an embedded, socket-less stand-in) with its
+// pipeline and outbound buffer. A channel lives on one loop for its whole life
+// and is touched only from that loop's thread.
+//
+// Lifetime: lp_channel_new returns a channel holding one reference for the
+// loop, dropped when its teardown (channelInactive, channelUnregistered,
+// pipeline destroyed) has run after close. Host handles take their own
+// references with lp_channel_ref.
+#ifndef LP_CHANNEL_H
+#define LP_CHANNEL_H
+
+#include "common.h"
+#include "error.h"
+#include "loop.h"
+#include "outbound.h"
+#include "pipeline.h"
+#include "socket.h"
+
+typedef struct lp_channel_config {
+  bool tcp_nodelay;        // default true
+  bool keepalive;          // default false
+  bool auto_read;          // default true
+  bool allow_half_closure; // default false
+  bool auto_backpressure;  // default true: stop reading while unwritable
+  bool close_on_exception; // default true: an exception at the tail closes
+  int rcvbuf, sndbuf;      // 0: the system's default
+  uint32_t max_messages_per_read; // default 16
+  size_t high_water, low_water;   // default 64 KiB / 32 KiB
+  size_t max_pending;      // default 16 MiB: writes past it fail (WriteBufferFull)
+} lp_channel_config;
+
+void lp_channel_config_default(lp_channel_config *c);
+
+enum {
+  LP_CH_REGISTERED = 1 << 0,
+  LP_CH_ACTIVE = 1 << 1,
+  LP_CH_CLOSED = 1 << 2,
+  LP_CH_TORN_DOWN = 1 << 3,
+  LP_CH_INPUT_SHUTDOWN = 1 << 4,
+  LP_CH_OUTPUT_SHUTDOWN = 1 << 5,
+  LP_CH_READ_PENDING = 1 << 6, // a read() demand not yet served
+  LP_CH_UNWRITABLE = 1 << 7,
+  LP_CH_CONNECTING = 1 << 8,
+  LP_CH_WAS_ACTIVE = 1 << 9,   // fire channelInactive at teardown
+  LP_CH_IN_READ = 1 << 10,     // inside the read loop
+  LP_CH_CONNECTED = 1 << 11,   // the fd is a connected socket
+};
+
+// What the head does for each outbound op: socket I/O, or an embedded queue.
+typedef struct lp_channel_unsafe {
+  const char *kind;
+  void (*write)(lp_channel *ch, lp_msg *m, lp_future *promise);
+  void (*flush)(lp_channel *ch);
+  void (*read)(lp_channel *ch);
+  void (*close)(lp_channel *ch, lp_future *promise);
+  void (*connect)(lp_channel *ch, lp_msg *m, lp_future *promise);
+  void (*free)(lp_channel *ch); // release kind-specific state
+} lp_channel_unsafe;
+
+extern const lp_channel_unsafe lp_socket_unsafe;
+
+struct lp_channel {
+  lp_loop *loop;
+  const lp_channel_unsafe *unsafe;
+  uint64_t id;
+  int fd;
+  uint32_t refs;
+  uint32_t flags;
+  uint8_t alloc_idx;      // adaptive receive size: 1 << (LP_POOL_MIN_SHIFT + alloc_idx)
+  uint8_t shrink_votes;
+  ev_io rio, wio;
+  lp_outbound out;
+  lp_pipeline pipeline;
+  lp_future *close_future; // created on first request or at close
+  lp_sockaddr local, remote;
+  lp_channel_config config;
+  lp_list link;            // in loop->channels while open
+  lp_task teardown;
+  void *kind_state;        // unsafe-specific (connect state, embedded queue)
+  int host_ref;            // host's strong reference to its handle, -1 none
+  int host_attr;           // host's attribute table reference, -1 none
+  int worker;              // worker id of the loop (for the host)
+};
+
+// A channel over fd (-1 for none), not yet registered. NULL on ENOMEM.
+lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int fd, const lp_channel_config *cfg);
+static inline lp_channel *lp_channel_ref(lp_channel *ch) { ch->refs++; return ch; }
+void lp_channel_unref(lp_channel *ch);
+// Apply socket options from the config to the fd (0 or -errno).
+int lp_channel_apply_socket_options(lp_channel *ch);
+// Register on the loop: channelRegistered; and, when the fd is connected,
+// channelActive and reading (autoRead).
+void lp_channel_register(lp_channel *ch);
+// The connection is now established (accepted, or a connect that finished).
+void lp_channel_activate(lp_channel *ch);
+
+// A client channel (fd -1) that will connect: connect fails with
+// ConnectTimeout after timeout seconds (0: no limit). 0 or -ENOMEM.
+int lp_channel_prepare_connect(lp_channel *ch, double timeout);
+
+// Outbound operations through the whole pipeline (from the tail).
+void lp_channel_write(lp_channel *ch, lp_msg *m, lp_future *promise);
+void lp_channel_flush(lp_channel *ch);
+void lp_channel_read(lp_channel *ch);
+void lp_channel_close(lp_channel *ch, lp_future *promise);
+// Immediate close below the pipeline (errors, shutdown). cause may be NULL.
+void lp_channel_close_now(lp_channel *ch);
+void lp_channel_close_all(lp_loop *loop);
+// Stop or resume reading (autoRead at run time).
+void lp_channel_set_auto_read(lp_channel *ch, bool on);
+// Shut the write side down once flushed data is written (half-close).
+int lp_channel_shutdown_output(lp_channel *ch, lp_future *promise);
+int lp_channel_set_water_marks(lp_channel *ch, size_t low, size_t high);
+
+// The channel's close future (borrowed; created on demand). NULL on ENOMEM.
+lp_future *lp_channel_close_future(lp_channel *ch);
+// A promise for a write on ch: when it fails and nobody listens or looks, the
+// failure is fired as exceptionCaught (or logged once the pipeline is gone).
+lp_future *lp_channel_new_promise(lp_channel *ch);
+// Fail promise (or report err when promise is NULL) as a write failure.
+void lp_channel_fail_promise(lp_channel *ch, lp_future *promise, const lp_error *err);
+
+static inline bool lp_channel_is_active(const lp_channel *ch) {
+  return (ch->flags & (LP_CH_ACTIVE | LP_CH_CLOSED)) == LP_CH_ACTIVE;
+}
+static inline bool lp_channel_is_writable(const lp_channel *ch) {
+  return !(ch->flags & (LP_CH_UNWRITABLE | LP_CH_CLOSED));
+}
+
+// Fire an inbound event from the head, bracketing pipeline depth.
+void lp_channel_fire(lp_channel *ch, int ev, lp_msg *m);
+
+// Low level: the head's entry point for outbound ops.
+void lp_channel_unsafe_op(lp_channel *ch, int op, lp_msg *m, lp_future *promise);
+// Recompute read interest after autoRead, backpressure or a read() demand.
+void lp_channel_update_reading(lp_channel *ch);
+// Writability from pending bytes; fires channelWritabilityChanged on a change.
+void lp_channel_update_writability(lp_channel *ch);
+
+// "#3 127.0.0.1:5000 <- 127.0.0.1:41234" for logs.
+void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen);
+void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,44 @@
+// error.c: error codes to kinds and messages.
+#include "error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const named[] = {
+    "ClosedChannel",      "WriteBufferFull", "TooLongFrame",    "CorruptedFrame",
+    "UnsupportedMessage", "ReadTimeout",     "WriteTimeout",    "ConnectTimeout",
+    "DecoderError",       "HostError",       "Shutdown",
+};
+
+const char *lp_errno_name(int err) {
+  const char *n = strerrorname_np(err);
+  return n ? n : "EUNKNOWN";
+}
+
+const char *lp_error_kind(int code) {
+  if (code <= LP_ECLOSED && code > LP_ECLOSED - (int)LP_ARRAY_LEN(named))
+    return named[LP_ECLOSED - code];
+  if (code < 0) return lp_errno_name(-code);
+  return "Error";
+}
+
+void lp_error_sys(lp_error *e, int err, const char *what) {
+  e->code = -err;
+  e->kind = lp_errno_name(err);
+  e->limit = e->length = -1;
+  snprintf(e->message, sizeof e->message, "%s%s%s: %s", what ? what : "", what ? ": " : "",
+           e->kind, strerror(err));
+}
+
+void lp_error_named(lp_error *e, int code, const char *fmt, ...) {
+  e->code = code;
+  e->kind = lp_error_kind(code);
+  e->limit = e->length = -1;
+  int n = snprintf(e->message, sizeof e->message, "%s: ", e->kind);
+  va_list ap;
+  va_start(ap, fmt);
+  if (n > 0 && (size_t)n < sizeof e->message) vsnprintf(e->message + n, sizeof e->message - (size_t)n, fmt, ap);
+  va_end(ap);
+}

@@ -1,0 +1,147 @@
+// loop.c: the event loop. Deferred tasks run from an ev_prepare watcher, that
+// is after the callbacks of one poll and before the next poll blocks; a task
+// that defers another makes the next poll non-blocking (ev_idle) rather than
+// looping here, so I/O is never starved by a task that keeps rescheduling.
+#include "loop.h"
+
+#include "buffer.h"
+#include "channel.h"
+
+#include <stdlib.h>
+
+#define TASKS_PER_TURN 1024
+
+static void take_posted(lp_loop *loop) {
+  pthread_mutex_lock(&loop->lock);
+  lp_task *head = loop->posted;
+  lp_task **tail = loop->posted_tail;
+  loop->posted = NULL;
+  loop->posted_tail = &loop->posted;
+  pthread_mutex_unlock(&loop->lock);
+  if (!head) return;
+  *loop->deferred_tail = head;
+  loop->deferred_tail = tail;
+}
+
+size_t lp_loop_run_tasks(lp_loop *loop) {
+  take_posted(loop);
+  size_t n = 0;
+  while (loop->deferred && n < TASKS_PER_TURN) {
+    lp_task *t = loop->deferred;
+    loop->deferred = t->next;
+    if (!loop->deferred) loop->deferred_tail = &loop->deferred;
+    t->next = NULL;
+    t->run(t, loop);
+    n++;
+  }
+  return n;
+}
+
+static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  lp_loop *loop = lp_container_of(w, lp_loop, prepare);
+  lp_loop_run_tasks(loop);
+  if (loop->deferred) {
+    if (!ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
+  } else if (ev_is_active(&loop->idle)) {
+    ev_idle_stop(loop->ev, &loop->idle);
+  }
+}
+
+static void on_idle(struct ev_loop *ev, ev_idle *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(w), LP_UNUSED(revents);
+}
+
+static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  take_posted(lp_container_of(w, lp_loop, wakeup));
+}
+
+lp_loop *lp_loop_new(int id) {
+  lp_loop *loop = calloc(1, sizeof *loop);
+  if (!loop) return NULL;
+  // The first loop of the process may take the default loop (signals live there);
+  // every other gets its own.
+  loop->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
+  loop->pool = lp_pool_new();
+  if (!loop->ev || !loop->pool) {
+    if (loop->ev) ev_loop_destroy(loop->ev);
+    lp_pool_free(loop->pool);
+    free(loop);
+    return NULL;
+  }
+  loop->id = id;
+  pthread_mutex_init(&loop->lock, NULL);
+  loop->posted_tail = &loop->posted;
+  loop->deferred_tail = &loop->deferred;
+  lp_list_init(&loop->channels);
+  loop->thread = pthread_self();
+  ev_set_userdata(loop->ev, loop);
+  ev_async_init(&loop->wakeup, on_wakeup);
+  ev_async_start(loop->ev, &loop->wakeup);
+  ev_unref(loop->ev); // tasks alone do not keep the loop running
+  ev_prepare_init(&loop->prepare, on_prepare);
+  ev_prepare_start(loop->ev, &loop->prepare);
+  ev_unref(loop->ev);
+  ev_idle_init(&loop->idle, on_idle);
+  return loop;
+}
+
+void lp_loop_free(lp_loop *loop) {
+  if (!loop) return;
+  lp_channel_close_all(loop);
+  // Teardown of closed channels runs as deferred tasks: let them finish.
+  for (int i = 0; i < 64 && (loop->deferred || loop->posted); i++) lp_loop_run_tasks(loop);
+  ev_ref(loop->ev);
+  ev_async_stop(loop->ev, &loop->wakeup);
+  ev_ref(loop->ev);
+  ev_prepare_stop(loop->ev, &loop->prepare);
+  if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
+  ev_loop_destroy(loop->ev);
+  lp_pool_free(loop->pool);
+  pthread_mutex_destroy(&loop->lock);
+  free(loop);
+}
+
+void lp_loop_run(lp_loop *loop) {
+  loop->stop_requested = false;
+  loop->thread = pthread_self();
+  while (!loop->stop_requested) {
+    if (!ev_run(loop->ev, 0)) {
+      // Nothing active; tasks deferred by the last callbacks may start more.
+      if (!loop->deferred && !loop->posted) break;
+      lp_loop_run_tasks(loop);
+    }
+  }
+}
+
+void lp_loop_run_once(lp_loop *loop, bool block) {
+  loop->thread = pthread_self();
+  ev_run(loop->ev, block ? EVRUN_ONCE : EVRUN_NOWAIT);
+  if (!block) lp_loop_run_tasks(loop);
+}
+
+void lp_loop_stop(lp_loop *loop) {
+  loop->stop_requested = true;
+  ev_break(loop->ev, EVBREAK_ALL);
+}
+
+void lp_loop_post(lp_loop *loop, lp_task *t) {
+  t->next = NULL;
+  pthread_mutex_lock(&loop->lock);
+  *loop->posted_tail = t;
+  loop->posted_tail = &t->next;
+  pthread_mutex_unlock(&loop->lock);
+  ev_async_send(loop->ev, &loop->wakeup); // the only off-thread libev call
+}
+
+void lp_loop_defer(lp_loop *loop, lp_task *t) {
+  t->next = NULL;
+  *loop->deferred_tail = t;
+  loop->deferred_tail = &t->next;
+  if (!ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
+}
+
+double lp_loop_now(lp_loop *loop) { return ev_now(loop->ev); }
+
+bool lp_loop_in_thread(const lp_loop *loop) { return pthread_equal(loop->thread, pthread_self()); }

@@ -1,0 +1,78 @@
+// loop.h: an event loop is an ev_loop, two task queues and a buffer pool.
+//   - posted tasks come from any thread (mutex-guarded list + ev_async wakeup);
+//   - deferred tasks come from the loop's own thread and run before the loop
+//     next blocks (future notifications, pipeline teardown, execute()).
+// Tasks are intrusive: the caller embeds an lp_task and owns its memory until
+// its run function is called (run once, on the loop's thread).
+#ifndef LP_LOOP_H
+#define LP_LOOP_H
+
+#include "common.h"
+#include <ev.h>
+#include <pthread.h>
+
+typedef struct lp_task lp_task;
+typedef void (*lp_task_fn)(lp_task *t, lp_loop *loop);
+struct lp_task {
+  lp_task *next;
+  lp_task_fn run;
+};
+
+struct lp_msg;
+struct lp_bytes;
+struct lp_error;
+
+// What the embedding (the Lua binding) provides to the core. All optional.
+typedef struct lp_host_ops {
+  // Turn a host message reaching the head into bytes; 0, or -1 with err set
+  // (the message is released either way).
+  int (*to_bytes)(lp_loop *loop, struct lp_msg *m, struct lp_bytes *out, struct lp_error *err);
+  // Turn a host message into an LP_MSG_BUF in place (a Buffer handed off, or a
+  // string copied), for native handlers that need bytes; 0, or -1 with err set
+  // and the message left as it was.
+  int (*to_buf)(lp_loop *loop, struct lp_msg *m, struct lp_error *err);
+  // One line describing a host message, for logs.
+  void (*describe)(lp_loop *loop, const struct lp_msg *m, char *out, size_t outlen);
+  // A channel finished its teardown: drop the host's strong references to it.
+  void (*channel_teardown)(lp_channel *ch);
+  // A context left its pipeline (after handlerRemoved): drop the host's cached handle.
+  void (*ctx_removed)(lp_ctx *ctx);
+  // A context is being freed: drop the host's reference to its handler.
+  void (*ctx_free)(lp_ctx *ctx);
+  // A future with a host reference (host_ref >= 0) is being freed.
+  void (*future_free)(lp_future *f);
+} lp_host_ops;
+
+struct lp_loop {
+  struct ev_loop *ev;
+  int id;                  // worker id for logs: 0 inline/boss, 1..N workers
+  ev_async wakeup;
+  ev_prepare prepare;
+  ev_idle idle;            // active while deferred tasks wait: keeps poll from blocking
+  pthread_mutex_t lock;
+  lp_task *posted, **posted_tail;
+  lp_task *deferred, **deferred_tail;
+  lp_pool *pool;
+  lp_list channels;        // open channels of this loop (lp_channel.link)
+  size_t nchannels;
+  const lp_host_ops *host_ops;
+  void *host;              // the binding's per-loop state (lua_State holder)
+  pthread_t thread;        // the thread that runs this loop
+  bool stop_requested;
+};
+
+lp_loop *lp_loop_new(int id);    // NULL on ENOMEM; caller frees with lp_loop_free
+void lp_loop_free(lp_loop *loop); // closes every channel still open first
+// Run until lp_loop_stop or until nothing active is left.
+void lp_loop_run(lp_loop *loop);
+// One iteration; blocks for events when block is true.
+void lp_loop_run_once(lp_loop *loop, bool block);
+void lp_loop_stop(lp_loop *loop);
+void lp_loop_post(lp_loop *loop, lp_task *t);   // any thread
+void lp_loop_defer(lp_loop *loop, lp_task *t);  // loop thread only
+// Run the deferred tasks now (embedded channels, tests). Returns how many ran.
+size_t lp_loop_run_tasks(lp_loop *loop);
+double lp_loop_now(lp_loop *loop);
+bool lp_loop_in_thread(const lp_loop *loop);
+
+#endif

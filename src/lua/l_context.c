@@ -1,0 +1,742 @@
+// l_context.c: Lua handlers in the pipeline, lupine.Context, lupine.Pipeline,
+// lupine.NativeHandler, and the host hooks the core calls.
+//
+// References: a context of a Lua handler holds a registry reference to its
+// handler (host_ref, dropped when the context is freed) and caches its
+// lupine.Context box (box_ref, dropped when it leaves the pipeline, so the box
+// can be collected). A box holds a reference on the context and one on its
+// channel. Messages from Lua travel as LP_MSG_HOST: a stack slot of the state
+// that made them (host->cur), valid for the duration of that call.
+#include "lbind.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define STRING_COPY_MAX 1024 // strings up to this size are copied, longer ones pinned
+
+typedef struct {
+  lp_ctx *ctx;
+} l_ctx;
+
+typedef struct {
+  lp_channel *ch;
+} l_pipeline;
+
+static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->loop->host; }
+
+// ---- messages between Lua and the core -------------------------------------------
+
+static lp_msg host_msg(int idx) {
+  lp_msg m = {LP_MSG_HOST, idx, {NULL}};
+  return m;
+}
+
+static void push_event(lua_State *L, const lp_event_info *e) {
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, e->kind);
+  lua_setfield(L, -2, "kind");
+  if (e->state) {
+    lua_pushstring(L, e->state);
+    lua_setfield(L, -2, "state");
+  }
+  if (e->first >= 0) {
+    lua_pushboolean(L, e->first);
+    lua_setfield(L, -2, "first");
+  }
+}
+
+// Push m for a Lua handler; a buffer moves into the new box.
+static void push_msg(lua_State *L, lp_msg *m) {
+  switch (m->kind) {
+  case LP_MSG_BUF:
+    l_buffer_push(L, m->u.buf);
+    m->kind = LP_MSG_NONE;
+    break;
+  case LP_MSG_HOST: lua_pushvalue(L, m->host); break;
+  case LP_MSG_ERROR: l_push_error(L, m->u.err); break;
+  case LP_MSG_EVENT: push_event(L, m->u.event); break;
+  case LP_MSG_PTR: {
+    char a[80];
+    lua_pushstring(L, lp_addr_format(m->u.ptr, a, sizeof a));
+    break;
+  }
+  default: lua_pushnil(L); break;
+  }
+}
+
+static void unpin_string(void *ud, int ref) {
+  l_host *h = ud;
+  if (!h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, ref);
+}
+
+static void unsupported(lp_error *err, lua_State *L, int idx) {
+  lp_error_named(err, LP_EUNSUPPORTED, "cannot write a %s: add an encoder to turn it into bytes", luaL_typename(L, idx));
+}
+
+static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
+  l_host *h = loop->host;
+  lua_State *L = h->cur;
+  int idx = m->host;
+  lp_buf *b = NULL;
+  if (luaL_testudata(L, idx, "lupine.Buffer")) {
+    b = l_buffer_test(L, idx);
+    if (!b) {
+      lp_error_named(err, LP_EUNSUPPORTED, "lupine.Buffer used after release or hand-off");
+      return -1;
+    }
+    b = l_buffer_take(L, idx);
+  } else if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    b = lp_buf_from(loop->pool, s, len);
+    if (!b) {
+      lp_error_sys(err, ENOMEM, "copying a string");
+      return -1;
+    }
+  } else {
+    unsupported(err, L, idx);
+    return -1;
+  }
+  m->kind = LP_MSG_BUF;
+  m->u.buf = b;
+  return 0;
+}
+
+static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
+  l_host *h = loop->host;
+  lua_State *L = h->cur;
+  int idx = m->host;
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    if (len > STRING_COPY_MAX) { // written in place: the string stays pinned until written
+      lua_pushvalue(L, idx);
+      out->tag = luaL_ref(L, LUA_REGISTRYINDEX);
+      out->p = (const uint8_t *)s;
+      out->len = len;
+      out->release = unpin_string;
+      out->ud = h;
+      return 0;
+    }
+  }
+  if (host_to_buf(loop, m, err) != 0) return -1;
+  out->buf = m->u.buf;
+  m->kind = LP_MSG_NONE;
+  return 0;
+}
+
+static void host_describe(lp_loop *loop, const lp_msg *m, char *out, size_t outlen) {
+  lua_State *L = ((l_host *)loop->host)->cur;
+  snprintf(out, outlen, "%s", luaL_tolstring(L, m->host, NULL));
+  lua_pop(L, 1);
+}
+
+// ---- calling Lua handlers ----------------------------------------------------------
+
+static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise);
+
+static void pass_on(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
+  if (ev < LP_EV_FIRST_OUTBOUND) lp_ctx_fire(c, ev, m);
+  else lp_ctx_op(c, ev, m, promise);
+}
+
+// The handler raised; its error is on the top of L.
+static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) {
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    lua_pushfstring(L, "handler '%s' %s: %s", c->name, lp_event_name[ev], lua_tostring(L, -1));
+    lua_remove(L, -2);
+  }
+  lp_channel *ch = lp_ctx_channel(c);
+  if (ev == LP_EV_EXCEPTION) {
+    lp_log(LP_LOG_ERROR, ch->id, "exceptionCaught raised (not passed on): %s", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    return;
+  }
+  if (promise && !lp_future_done(promise)) { // an outbound op failed: its promise says so
+    lp_error e;
+    lp_error_named(&e, LP_EHOST, "%s", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 1);
+    if (promise->host_ref < 0) {
+      lua_pushvalue(L, -1);
+      promise->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lp_channel_fail_promise(ch, promise, &e);
+    return;
+  }
+  lp_msg em = host_msg(lua_gettop(L));
+  if ((c->mask & LP_MASK(LP_EV_EXCEPTION)) && !c->removed) call_handler(c, LP_EV_EXCEPTION, &em, NULL);
+  else lp_ctx_fire(c, LP_EV_EXCEPTION, &em);
+}
+
+static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
+  l_host *h = host_of(c);
+  if (LP_UNLIKELY(h->closing)) {
+    if (m) lp_msg_release(m);
+    return;
+  }
+  lua_State *L = h->cur;
+  int top = lua_gettop(L);
+  luaL_checkstack(L, 8, "lupine: calling a handler");
+  lua_pushcfunction(L, l_traceback);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
+  if (LP_UNLIKELY(lua_getfield(L, -1, lp_event_name[ev]) != LUA_TFUNCTION)) {
+    lua_settop(L, top); // the method is gone since the handler was added
+    pass_on(c, ev, m, promise);
+    return;
+  }
+  lua_insert(L, -2); // method, self
+  l_context_push(L, c);
+  int nargs = 2;
+  if (m) {
+    push_msg(L, m);
+    nargs++;
+  }
+  if (ev == LP_OP_WRITE || ev == LP_OP_CLOSE || ev == LP_OP_CONNECT) {
+    if (promise) l_future_push(L, promise);
+    else lua_pushnil(L);
+    nargs++;
+  }
+  if (LP_UNLIKELY(lua_pcall(L, nargs, 0, top + 1) != LUA_OK)) handler_failed(c, ev, L, promise);
+  lua_settop(L, top);
+}
+
+static void lua_inbound(lp_ctx *c, int ev, lp_msg *m) { call_handler(c, ev, m, NULL); }
+static void lua_outbound(lp_ctx *c, int op, lp_msg *m, lp_future *promise) { call_handler(c, op, m, promise); }
+
+// handlerAdded / handlerRemoved: not pipeline events, called when present.
+static bool call_lifecycle(lp_ctx *c, const char *method) {
+  l_host *h = host_of(c);
+  if (h->closing) return true;
+  lua_State *L = h->cur;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, l_traceback);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
+  if (lua_getfield(L, -1, method) != LUA_TFUNCTION) {
+    lua_settop(L, top);
+    return true;
+  }
+  lua_insert(L, -2);
+  l_context_push(L, c);
+  bool ok = lua_pcall(L, 2, 0, top + 1) == LUA_OK;
+  if (!ok) {
+    lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "handler '%s' %s raised: %s", c->name, method,
+           luaL_tolstring(L, -1, NULL));
+  }
+  lua_settop(L, top);
+  return ok;
+}
+
+static void lua_added(lp_ctx *c) {
+  if (!call_lifecycle(c, "handlerAdded")) {
+    // As in Netty: a handler that fails to be added is removed again.
+    lp_pipeline_remove(c->pipeline, c);
+  }
+}
+
+static void lua_removed(lp_ctx *c) { call_lifecycle(c, "handlerRemoved"); }
+
+static const lp_handler_ops lua_handler_ops = {
+    "handler", 0, lua_added, lua_removed, lua_inbound, lua_outbound, NULL,
+};
+
+static uint32_t handler_mask(lua_State *L, int h) {
+  uint32_t mask = 0;
+  for (int e = 0; e < LP_EV_COUNT; e++) {
+    if (lua_getfield(L, h, lp_event_name[e]) == LUA_TFUNCTION) mask |= LP_MASK(e);
+    lua_pop(L, 1);
+  }
+  return mask;
+}
+
+// ---- host hooks ---------------------------------------------------------------------
+
+static void host_ctx_removed(lp_ctx *c) {
+  l_host *h = host_of(c);
+  if (c->box_ref >= 0 && !h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->box_ref);
+  c->box_ref = -1;
+}
+
+static void host_ctx_free(lp_ctx *c) {
+  l_host *h = host_of(c);
+  if (c->host_ref >= 0 && !h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->host_ref);
+  c->host_ref = -1;
+}
+
+static void host_future_free(lp_future *f) {
+  l_host *h = f->loop->host;
+  if (h && !h->closing && f->host_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, f->host_ref);
+  f->host_ref = -1;
+}
+
+const lp_host_ops l_host_ops = {
+    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, host_future_free,
+};
+
+// ---- lupine.Context ------------------------------------------------------------------
+
+void l_context_push(lua_State *L, lp_ctx *c) {
+  if (c->box_ref >= 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+    return;
+  }
+  l_ctx *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->ctx = c;
+  c->refs++;
+  lp_channel_ref(lp_ctx_channel(c));
+  luaL_setmetatable(L, "lupine.Context");
+  if (!c->removed) { // cached while linked; a removed context gets an uncached box
+    lua_pushvalue(L, -1);
+    c->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+static lp_ctx *check_ctx(lua_State *L, int i) {
+  l_ctx *box = luaL_checkudata(L, i, "lupine.Context");
+  return box->ctx;
+}
+
+static int ctx_gc(lua_State *L) {
+  l_ctx *box = luaL_checkudata(L, 1, "lupine.Context");
+  if (box->ctx) {
+    lp_channel *ch = lp_ctx_channel(box->ctx);
+    lp_ctx_unref(box->ctx);
+    lp_channel_unref(ch);
+    box->ctx = NULL;
+  }
+  return 0;
+}
+
+// ctx:fireXxx(...): one C function per event, the event id as upvalue.
+static int ctx_fire(lua_State *L) {
+  lp_ctx *c = check_ctx(L, 1);
+  int ev = (int)lua_tointeger(L, lua_upvalueindex(1));
+  l_host *h = host_of(c);
+  lua_State *prev = l_enter(h, L);
+  if (ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION) {
+    luaL_checkany(L, 2);
+    lp_msg m = host_msg(2);
+    lp_ctx_fire(c, ev, &m);
+  } else {
+    lp_ctx_fire(c, ev, NULL);
+  }
+  l_leave(h, prev);
+  lua_settop(L, 1);
+  return 1;
+}
+
+// Outbound from a context (from = ctx) or the channel/pipeline (from = tail).
+int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
+  luaL_checkany(L, 2);
+  lp_channel *ch = lp_ctx_channel(from);
+  lp_future *f = l_future_test(L, 3);
+  if (f) lp_future_ref(f);
+  else if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "write: out of memory");
+  l_host *h = ch->loop->host;
+  lua_State *prev = l_enter(h, L);
+  lp_msg m = host_msg(2);
+  lp_pipeline *p = from->pipeline;
+  lp_pipeline_enter(p);
+  lp_ctx_op(from, LP_OP_WRITE, &m, f);
+  if (flush) lp_ctx_op(from, LP_OP_FLUSH, NULL, NULL);
+  lp_pipeline_leave(p);
+  l_leave(h, prev);
+  l_future_push(L, f);
+  lp_future_unref(f);
+  return 1;
+}
+
+int l_outbound_simple(lua_State *L, lp_ctx *from, int op) {
+  lp_channel *ch = lp_ctx_channel(from);
+  l_host *h = ch->loop->host;
+  lp_future *f = NULL;
+  if (op == LP_OP_CLOSE) {
+    f = l_future_test(L, 2);
+    if (f) lp_future_ref(f);
+    else if (!(f = lp_future_new(ch->loop))) return luaL_error(L, "close: out of memory");
+  }
+  lua_State *prev = l_enter(h, L);
+  lp_pipeline *p = from->pipeline;
+  lp_pipeline_enter(p);
+  lp_ctx_op(from, op, NULL, f);
+  lp_pipeline_leave(p);
+  l_leave(h, prev);
+  if (!f) {
+    lua_settop(L, 1);
+    return 1;
+  }
+  l_future_push(L, f);
+  lp_future_unref(f);
+  return 1;
+}
+
+static int ctx_write(lua_State *L) { return l_outbound_write(L, check_ctx(L, 1), false); }
+static int ctx_write_and_flush(lua_State *L) { return l_outbound_write(L, check_ctx(L, 1), true); }
+static int ctx_flush(lua_State *L) { return l_outbound_simple(L, check_ctx(L, 1), LP_OP_FLUSH); }
+static int ctx_read(lua_State *L) { return l_outbound_simple(L, check_ctx(L, 1), LP_OP_READ); }
+static int ctx_close(lua_State *L) { return l_outbound_simple(L, check_ctx(L, 1), LP_OP_CLOSE); }
+
+static int ctx_new_promise(lua_State *L) {
+  lp_future *f = lp_channel_new_promise(lp_ctx_channel(check_ctx(L, 1)));
+  if (!f) return luaL_error(L, "newPromise: out of memory");
+  l_future_push(L, f);
+  lp_future_unref(f);
+  return 1;
+}
+
+static int ctx_is_removed(lua_State *L) {
+  lua_pushboolean(L, check_ctx(L, 1)->removed);
+  return 1;
+}
+
+static int ctx_index(lua_State *L) {
+  lp_ctx *c = check_ctx(L, 1);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  const char *k = lua_tostring(L, 2);
+  if (!k) return 0;
+  lp_channel *ch = lp_ctx_channel(c);
+  if (strcmp(k, "channel") == 0) l_channel_push(L, ch);
+  else if (strcmp(k, "name") == 0) lua_pushstring(L, c->name);
+  else if (strcmp(k, "handler") == 0) lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
+  else if (strcmp(k, "pipeline") == 0) l_pipeline_push(L, ch);
+  else if (strcmp(k, "executor") == 0) l_loop_push(L, ch->loop->host);
+  else if (strcmp(k, "attr") == 0) {
+    l_channel_push(L, ch);
+    lua_getfield(L, -1, "attr");
+  } else return 0;
+  return 1;
+}
+
+static int ctx_tostring(lua_State *L) {
+  lp_ctx *c = check_ctx(L, 1);
+  lua_pushfstring(L, "lupine.Context('%s' on channel #%I%s)", c->name, (lua_Integer)lp_ctx_channel(c)->id,
+                  c->removed ? ", removed" : "");
+  return 1;
+}
+
+// ---- lupine.Pipeline -----------------------------------------------------------------
+
+void l_pipeline_push(lua_State *L, lp_channel *ch) {
+  l_pipeline *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->ch = lp_channel_ref(ch);
+  luaL_setmetatable(L, "lupine.Pipeline");
+}
+
+static lp_pipeline *check_pipeline(lua_State *L, int i) {
+  return &((l_pipeline *)luaL_checkudata(L, i, "lupine.Pipeline"))->ch->pipeline;
+}
+
+static int pipeline_gc(lua_State *L) {
+  l_pipeline *box = luaL_checkudata(L, 1, "lupine.Pipeline");
+  if (box->ch) lp_channel_unref(box->ch);
+  box->ch = NULL;
+  return 0;
+}
+
+l_native *l_native_new(lua_State *L, size_t size, const char *type_name) {
+  l_native *n = lua_newuserdatauv(L, size, 0);
+  memset(n, 0, size);
+  n->type_name = type_name;
+  luaL_setmetatable(L, "lupine.NativeHandler");
+  return n;
+}
+
+static int native_gc(lua_State *L) {
+  l_native *n = luaL_checkudata(L, 1, "lupine.NativeHandler");
+  if (n->free) n->free(n);
+  n->free = NULL;
+  return 0;
+}
+
+static int native_tostring(lua_State *L) {
+  l_native *n = luaL_checkudata(L, 1, "lupine.NativeHandler");
+  lua_pushfstring(L, "lupine.NativeHandler(%s)", n->type_name);
+  return 1;
+}
+
+// Make a context for the handler at index hi (table or native factory).
+static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) {
+  hi = lua_absindex(L, hi);
+  if (p->destroyed) luaL_error(L, "pipeline of channel #%I is gone (the channel was closed)", (lua_Integer)p->channel->id);
+  if (name && lp_pipeline_get(p, name)) luaL_error(L, "pipeline: duplicate handler name '%s'", name);
+  lp_ctx *c;
+  l_native *n = luaL_testudata(L, hi, "lupine.NativeHandler");
+  if (n) {
+    char gen[96];
+    if (!name) {
+      lp_pipeline_gen_name(p, n->type_name, gen, sizeof gen);
+      name = gen;
+    }
+    c = n->make(n, p, name, L);
+  } else {
+    luaL_argexpected(L, lua_istable(L, hi), hi, "handler table");
+    char gen[96];
+    if (!name) {
+      const char *base = lua_getfield(L, hi, "name") == LUA_TSTRING ? lua_tostring(L, -1) : "handler";
+      lp_pipeline_gen_name(p, base, gen, sizeof gen);
+      lua_pop(L, 1);
+      name = gen;
+    }
+    c = lp_ctx_new(p, &lua_handler_ops, NULL, name);
+    if (c) c->mask = handler_mask(L, hi);
+  }
+  if (!c) luaL_error(L, "pipeline: out of memory");
+  lua_pushvalue(L, hi);
+  c->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return c;
+}
+
+static void link_ctx(lua_State *L, lp_pipeline *p, int where, const char *base, lp_ctx *c) {
+  l_host *h = p->channel->loop->host;
+  lua_State *prev = l_enter(h, L);
+  int rc = lp_pipeline_add(p, where, base, c);
+  l_leave(h, prev);
+  if (rc == 0) return;
+  char name[128];
+  snprintf(name, sizeof name, "%s", c->name);
+  lp_ctx_unref(c);
+  if (rc == -EEXIST) luaL_error(L, "pipeline: duplicate handler name '%s'", name);
+  if (rc == -ENOENT) luaL_error(L, "pipeline: no handler named '%s'", base);
+  luaL_error(L, "pipeline of channel #%I is gone (the channel was closed)", (lua_Integer)p->channel->id);
+}
+
+// addFirst/addLast([name,] handler): name may be nil or absent.
+static int pipeline_add_end(lua_State *L, int where) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  const char *name = NULL;
+  int hi = 2;
+  if (lua_gettop(L) >= 3) {
+    name = luaL_optstring(L, 2, NULL);
+    hi = 3;
+  }
+  lp_ctx *c = make_ctx(L, p, name, hi);
+  link_ctx(L, p, where, NULL, c);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int pipeline_add_first(lua_State *L) { return pipeline_add_end(L, LP_ADD_FIRST); }
+static int pipeline_add_last(lua_State *L) { return pipeline_add_end(L, LP_ADD_LAST); }
+
+static int pipeline_add_rel(lua_State *L, int where) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  const char *base = luaL_checkstring(L, 2);
+  const char *name = luaL_optstring(L, 3, NULL);
+  if (!lp_pipeline_get(p, base)) return luaL_error(L, "pipeline: no handler named '%s'", base);
+  lp_ctx *c = make_ctx(L, p, name, 4);
+  link_ctx(L, p, where, base, c);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int pipeline_add_before(lua_State *L) { return pipeline_add_rel(L, LP_ADD_BEFORE); }
+static int pipeline_add_after(lua_State *L) { return pipeline_add_rel(L, LP_ADD_AFTER); }
+
+// Find a context by name, handler (table or factory) or Context.
+static lp_ctx *find_ctx(lua_State *L, lp_pipeline *p, int i) {
+  if (lua_type(L, i) == LUA_TSTRING) return lp_pipeline_get(p, lua_tostring(L, i));
+  l_ctx *box = luaL_testudata(L, i, "lupine.Context");
+  if (box) return box->ctx && !box->ctx->removed && box->ctx->pipeline == p ? box->ctx : NULL;
+  for (lp_ctx *c = lp_pipeline_first(p); c; c = lp_pipeline_next(p, c)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
+    bool same = lua_rawequal(L, -1, i);
+    lua_pop(L, 1);
+    if (same) return c;
+  }
+  return NULL;
+}
+
+static lp_ctx *check_find(lua_State *L, lp_pipeline *p, int i) {
+  lp_ctx *c = find_ctx(L, p, i);
+  if (!c) {
+    if (lua_type(L, i) == LUA_TSTRING) luaL_error(L, "pipeline: no handler named '%s'", lua_tostring(L, i));
+    luaL_error(L, "pipeline: no such handler (%s)", luaL_tolstring(L, i, NULL));
+  }
+  return c;
+}
+
+static int pipeline_remove(lua_State *L) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  lp_ctx *c = check_find(L, p, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref); // the removed handler, returned
+  l_host *h = p->channel->loop->host;
+  lua_State *prev = l_enter(h, L);
+  lp_pipeline_remove(p, c);
+  l_leave(h, prev);
+  return 1;
+}
+
+static int pipeline_replace(lua_State *L) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  lp_ctx *old = check_find(L, p, 2);
+  const char *name = luaL_optstring(L, 3, NULL);
+  if (name && strcmp(name, old->name) != 0 && lp_pipeline_get(p, name))
+    return luaL_error(L, "pipeline: duplicate handler name '%s'", name);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, old->host_ref); // returned
+  // The new context may take the old one's name: build it unnamed, then rename.
+  lp_ctx *c = make_ctx(L, p, NULL, 4);
+  char *nm = strdup(name ? name : old->name);
+  if (!nm) {
+    lp_ctx_unref(c);
+    return luaL_error(L, "pipeline: out of memory");
+  }
+  free(c->name);
+  c->name = nm;
+  l_host *h = p->channel->loop->host;
+  lua_State *prev = l_enter(h, L);
+  int rc = lp_pipeline_replace(p, old, c);
+  l_leave(h, prev);
+  if (rc) {
+    lp_ctx_unref(c);
+    return luaL_error(L, "pipeline: cannot replace '%s'", old->name);
+  }
+  return 1;
+}
+
+static int pipeline_get(lua_State *L) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  lp_ctx *c = lp_pipeline_get(p, luaL_checkstring(L, 2));
+  if (!c) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
+  return 1;
+}
+
+static int pipeline_context(lua_State *L) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  lp_ctx *c = find_ctx(L, p, 2);
+  if (!c) return 0;
+  l_context_push(L, c);
+  return 1;
+}
+
+static int pipeline_names(lua_State *L) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  lua_createtable(L, (int)p->count, 0);
+  int i = 1;
+  for (lp_ctx *c = lp_pipeline_first(p); c; c = lp_pipeline_next(p, c)) {
+    lua_pushstring(L, c->name);
+    lua_rawseti(L, -2, i++);
+  }
+  return 1;
+}
+
+static int pipeline_fire(lua_State *L) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  int ev = (int)lua_tointeger(L, lua_upvalueindex(1));
+  l_host *h = p->channel->loop->host;
+  lua_State *prev = l_enter(h, L);
+  lp_pipeline_enter(p);
+  if (ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION) {
+    luaL_checkany(L, 2);
+    lp_msg m = host_msg(2);
+    lp_pipeline_fire(p, ev, &m);
+  } else {
+    lp_pipeline_fire(p, ev, NULL);
+  }
+  lp_pipeline_leave(p);
+  l_leave(h, prev);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int pipeline_write(lua_State *L) { return l_outbound_write(L, &check_pipeline(L, 1)->tail, false); }
+static int pipeline_write_and_flush(lua_State *L) { return l_outbound_write(L, &check_pipeline(L, 1)->tail, true); }
+static int pipeline_flush(lua_State *L) { return l_outbound_simple(L, &check_pipeline(L, 1)->tail, LP_OP_FLUSH); }
+static int pipeline_read(lua_State *L) { return l_outbound_simple(L, &check_pipeline(L, 1)->tail, LP_OP_READ); }
+static int pipeline_close(lua_State *L) { return l_outbound_simple(L, &check_pipeline(L, 1)->tail, LP_OP_CLOSE); }
+
+static int pipeline_index(lua_State *L) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "channel") == 0) {
+    l_channel_push(L, p->channel);
+    return 1;
+  }
+  return 0;
+}
+
+static int pipeline_len(lua_State *L) {
+  lua_pushinteger(L, check_pipeline(L, 1)->count);
+  return 1;
+}
+
+static int pipeline_tostring(lua_State *L) {
+  lp_pipeline *p = check_pipeline(L, 1);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "lupine.Pipeline(#%I: head", (lua_Integer)p->channel->id);
+  luaL_addvalue(&b);
+  for (lp_ctx *c = lp_pipeline_first(p); c; c = lp_pipeline_next(p, c)) {
+    luaL_addstring(&b, ", ");
+    luaL_addstring(&b, c->name);
+  }
+  luaL_addstring(&b, ", tail)");
+  luaL_pushresult(&b);
+  return 1;
+}
+
+// ---- registration -----------------------------------------------------------------------
+
+static const char *const fire_names[LP_EV_FIRST_OUTBOUND] = {
+    "fireChannelRegistered", "fireChannelUnregistered", "fireChannelActive",
+    "fireChannelInactive",   "fireChannelRead",         "fireChannelReadComplete",
+    "fireUserEventTriggered", "fireChannelWritabilityChanged", "fireExceptionCaught",
+};
+
+static void add_fire_methods(lua_State *L, lua_CFunction fn) {
+  for (int e = 0; e < LP_EV_FIRST_OUTBOUND; e++) {
+    lua_pushinteger(L, e);
+    lua_pushcclosure(L, fn, 1);
+    lua_setfield(L, -2, fire_names[e]);
+  }
+}
+
+static const luaL_Reg ctx_methods[] = {
+    {"write", ctx_write}, {"writeAndFlush", ctx_write_and_flush}, {"flush", ctx_flush},
+    {"read", ctx_read},   {"close", ctx_close},                   {"newPromise", ctx_new_promise},
+    {"isRemoved", ctx_is_removed}, {NULL, NULL},
+};
+
+static const luaL_Reg pipeline_methods[] = {
+    {"addFirst", pipeline_add_first},   {"addLast", pipeline_add_last},   {"addBefore", pipeline_add_before},
+    {"addAfter", pipeline_add_after},   {"remove", pipeline_remove},      {"replace", pipeline_replace},
+    {"get", pipeline_get},              {"context", pipeline_context},    {"names", pipeline_names},
+    {"write", pipeline_write},          {"writeAndFlush", pipeline_write_and_flush},
+    {"flush", pipeline_flush},          {"read", pipeline_read},          {"close", pipeline_close},
+    {NULL, NULL},
+};
+
+static void new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction fire, lua_CFunction index,
+                     lua_CFunction gc, lua_CFunction tostring) {
+  luaL_newmetatable(L, name);
+  lua_pushcfunction(L, gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  add_fire_methods(L, fire);
+  lua_pushcclosure(L, index, 1);
+  lua_setfield(L, -2, "__index");
+}
+
+void l_context_open(lua_State *L) {
+  new_type(L, "lupine.Context", ctx_methods, ctx_fire, ctx_index, ctx_gc, ctx_tostring);
+  lua_pop(L, 1);
+  new_type(L, "lupine.Pipeline", pipeline_methods, pipeline_fire, pipeline_index, pipeline_gc, pipeline_tostring);
+  lua_pushcfunction(L, pipeline_len);
+  lua_setfield(L, -2, "__len");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, "lupine.NativeHandler");
+  lua_pushcfunction(L, native_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, native_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+}

@@ -1,0 +1,200 @@
+// l_future.c: lupine.Future, a box around an lp_future.
+//
+// Lua listeners: each addListener takes a registry reference to the function,
+// released right after it runs (or when the future is freed unrun).
+#include "lbind.h"
+
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct {
+  lp_future *f;
+} l_future;
+
+typedef struct {
+  l_host *host;
+  int fn_ref;
+} l_listener;
+
+lp_future *l_future_test(lua_State *L, int i) {
+  l_future *box = luaL_testudata(L, i, "lupine.Future");
+  return box ? box->f : NULL;
+}
+
+lp_future *l_future_check(lua_State *L, int i) { return ((l_future *)luaL_checkudata(L, i, "lupine.Future"))->f; }
+
+void l_future_push(lua_State *L, lp_future *f) {
+  l_future *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->f = lp_future_ref(f);
+  luaL_setmetatable(L, "lupine.Future");
+}
+
+int l_future_new(lua_State *L) {
+  lp_future *f = lp_future_new(l_host_get(L)->loop);
+  if (!f) return luaL_error(L, "lupine.promise: out of memory");
+  l_future_push(L, f);
+  lp_future_unref(f);
+  return 1;
+}
+
+static int future_gc(lua_State *L) {
+  l_future *box = luaL_checkudata(L, 1, "lupine.Future");
+  if (box->f) lp_future_unref(box->f);
+  box->f = NULL;
+  return 0;
+}
+
+static int future_is_done(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  f->observed = true;
+  lua_pushboolean(L, lp_future_done(f));
+  return 1;
+}
+
+static int future_is_success(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  f->observed = true;
+  lua_pushboolean(L, lp_future_ok(f));
+  return 1;
+}
+
+static int future_cause(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  f->observed = true;
+  if (f->state != LP_FUTURE_FAILED) return 0;
+  if (f->host_ref >= 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
+    return 1;
+  }
+  if (f->cause) l_push_error(L, f->cause);
+  else lua_pushliteral(L, "failed (no detail: out of memory)");
+  return 1;
+}
+
+// The value of a successful future: a channel (connect) or what setSuccess got.
+static int push_value(lua_State *L, lp_future *f) {
+  if (f->state != LP_FUTURE_SUCCESS) return 0;
+  if (f->value) l_channel_push(L, f->value);
+  else if (f->host_ref >= 0) lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
+  else return 0;
+  return 1;
+}
+
+static int future_get(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  f->observed = true;
+  return push_value(L, f);
+}
+
+static void run_listener(lp_future *f, void *ud) {
+  l_listener *l = ud;
+  l_host *h = l->host;
+  if (!h->closing) {
+    lua_State *L = h->cur;
+    lua_checkstack(L, 4);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->fn_ref);
+    l_future_push(L, f);
+    l_pcall_log(L, 1, "a future listener", 0);
+    luaL_unref(L, LUA_REGISTRYINDEX, l->fn_ref);
+  }
+  free(l);
+}
+
+static int future_add_listener(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  l_listener *l = malloc(sizeof *l);
+  if (!l) return luaL_error(L, "addListener: out of memory");
+  l->host = l_host_get(L);
+  lua_pushvalue(L, 2);
+  l->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (lp_future_add_listener(f, run_listener, l) != 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, l->fn_ref);
+    free(l);
+    return luaL_error(L, "addListener: out of memory");
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int future_set_success(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  if (lp_future_done(f)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (!lua_isnoneornil(L, 2)) {
+    lua_pushvalue(L, 2);
+    f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_pushboolean(L, lp_future_succeed(f) == 0);
+  return 1;
+}
+
+static int future_set_failure(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  luaL_checkany(L, 2);
+  if (lp_future_done(f)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lp_error e;
+  lp_error_named(&e, LP_EHOST, "%s", luaL_tolstring(L, 2, NULL));
+  lua_getfield(L, 2, "kind"); // keep a lupine error's kind
+  if (lua_type(L, 2) == LUA_TTABLE && lua_type(L, -1) == LUA_TSTRING) {
+    lua_getfield(L, 2, "message");
+    if (lua_isstring(L, -1)) snprintf(e.message, sizeof e.message, "%s", lua_tostring(L, -1));
+  }
+  lua_pushvalue(L, 2);
+  f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushboolean(L, lp_future_fail(f, &e) == 0);
+  return 1;
+}
+
+static bool is_done(lua_State *L, void *ud) {
+  LP_UNUSED(L);
+  return lp_future_done(ud);
+}
+
+// f:sync([timeout]): run the loop until f is done; return its value, or raise its cause.
+static int future_sync(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  double timeout = luaL_optnumber(L, 2, 5.0);
+  l_host *h = l_host_get(L);
+  f->observed = true;
+  if (!lp_future_done(f)) {
+    if (h->running) return luaL_error(L, "sync() called from inside the event loop would block it: use addListener");
+    if (!l_run_until(h, L, is_done, f, timeout)) return luaL_error(L, "sync: the future was not done within %f s", timeout);
+  }
+  if (lp_future_ok(f)) return push_value(L, f);
+  future_cause(L);
+  return lua_error(L);
+}
+
+static int future_tostring(lua_State *L) {
+  lp_future *f = l_future_check(L, 1);
+  const char *st = f->state == LP_FUTURE_PENDING ? "pending" : f->state == LP_FUTURE_SUCCESS ? "success" : "failed";
+  if (f->state == LP_FUTURE_FAILED && f->cause) lua_pushfstring(L, "lupine.Future(failed: %s)", f->cause->message);
+  else lua_pushfstring(L, "lupine.Future(%s)", st);
+  return 1;
+}
+
+static const luaL_Reg methods[] = {
+    {"isDone", future_is_done},       {"isSuccess", future_is_success}, {"cause", future_cause},
+    {"get", future_get},              {"addListener", future_add_listener},
+    {"setSuccess", future_set_success}, {"setFailure", future_set_failure}, {"sync", future_sync},
+    {NULL, NULL},
+};
+
+void l_future_open(lua_State *L) {
+  luaL_newmetatable(L, "lupine.Future");
+  lua_pushcfunction(L, future_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, future_tostring);
+  lua_setfield(L, -2, "__tostring");
+  luaL_newlib(L, methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}

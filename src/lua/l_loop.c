@@ -1,0 +1,276 @@
+// l_loop.c: lupine.Loop (the state's event loop, also ctx.executor) and
+// lupine.Timer (schedule / scheduleAtFixedRate handles).
+//
+// A timer's userdata holds its ev_timer; while the timer is active a registry
+// reference roots the userdata, so an unreferenced running timer is never
+// collected, and a cancelled or finished one is.
+#include "lbind.h"
+
+#include "log.h"
+
+#include <stdlib.h>
+
+typedef struct {
+  l_host *h;
+} l_loop;
+
+typedef struct {
+  ev_timer w;
+  l_host *h;
+  int fn_ref;
+  int self_ref;
+  bool periodic;
+} l_timer;
+
+typedef struct {
+  lp_task task;
+  l_host *h;
+  int fn_ref;
+} l_exec;
+
+static l_host *check_loop(lua_State *L) {
+  l_host *h = ((l_loop *)luaL_checkudata(L, 1, "lupine.Loop"))->h;
+  if (!h->loop) luaL_error(L, "lupine.Loop: the loop is gone");
+  return h;
+}
+
+void l_loop_push(lua_State *L, l_host *h) {
+  l_loop *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->h = h;
+  luaL_setmetatable(L, "lupine.Loop");
+}
+
+static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(w), LP_UNUSED(revents);
+}
+
+bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), void *ud, double timeout) {
+  struct ev_loop *ev = h->loop->ev;
+  lua_State *prev = l_enter(h, L);
+  h->running++;
+  ev_now_update(ev);
+  double deadline = ev_now(ev) + timeout;
+  ev_timer t; // wakes the poll at the deadline
+  ev_timer_init(&t, on_deadline, timeout, 0.);
+  ev_timer_start(ev, &t);
+  bool ok;
+  while (!(ok = done(L, ud)) && ev_now(ev) < deadline) lp_loop_run_once(h->loop, true);
+  ev_timer_stop(ev, &t);
+  h->running--;
+  l_leave(h, prev);
+  return ok;
+}
+
+typedef struct {
+  int pred;       // stack index of the predicate (function or future)
+  bool failed;    // the predicate raised; its error is on the stack top
+} until_state;
+
+static bool until_done(lua_State *L, void *ud) {
+  until_state *st = ud;
+  lp_future *f = l_future_test(L, st->pred);
+  if (f) return lp_future_done(f);
+  lua_pushcfunction(L, l_traceback);
+  lua_pushvalue(L, st->pred);
+  if (lua_pcall(L, 0, 1, -2) != LUA_OK) {
+    st->failed = true;
+    lua_remove(L, -2); // keep the error on top
+    return true;
+  }
+  bool ok = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  return ok;
+}
+
+// loop:runUntil(pred, [timeout = 5]): run until pred() is true (or pred, a
+// future, is done); raises when the time runs out, with what it waited for.
+static int loop_run_until(lua_State *L) {
+  l_host *h = check_loop(L);
+  if (!l_future_test(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  double timeout = luaL_optnumber(L, 3, 5.0);
+  const char *what = luaL_optstring(L, 4, NULL);
+  until_state st = {2, false};
+  bool ok = l_run_until(h, L, until_done, &st, timeout);
+  if (st.failed) return lua_error(L);
+  if (!ok) {
+    if (what) return luaL_error(L, "runUntil: timed out after %f s waiting for %s", timeout, what);
+    return luaL_error(L, "runUntil: timed out after %f s", timeout);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static bool never(lua_State *L, void *ud) {
+  LP_UNUSED(L), LP_UNUSED(ud);
+  return false;
+}
+
+static int loop_run_for(lua_State *L) {
+  l_host *h = check_loop(L);
+  l_run_until(h, L, never, NULL, luaL_checknumber(L, 2));
+  return 0;
+}
+
+static int loop_run(lua_State *L) {
+  l_host *h = check_loop(L);
+  if (h->running) return luaL_error(L, "loop:run() called while the loop is already running");
+  lua_State *prev = l_enter(h, L);
+  h->running++;
+  lp_loop_run(h->loop);
+  h->running--;
+  l_leave(h, prev);
+  return 0;
+}
+
+static int loop_stop(lua_State *L) {
+  lp_loop_stop(check_loop(L)->loop);
+  return 0;
+}
+
+static int loop_now(lua_State *L) {
+  lua_pushnumber(L, lp_loop_now(check_loop(L)->loop));
+  return 1;
+}
+
+static int loop_channel_count(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_loop(L)->loop->nchannels);
+  return 1;
+}
+
+// ---- execute ----------------------------------------------------------------
+
+static void run_exec(lp_task *t, lp_loop *loop) {
+  LP_UNUSED(loop);
+  l_exec *x = lp_container_of(t, l_exec, task);
+  l_host *h = x->h;
+  if (!h->closing) {
+    lua_State *L = h->cur;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->fn_ref);
+    l_pcall_log(L, 0, "a task given to execute()", 0);
+    luaL_unref(L, LUA_REGISTRYINDEX, x->fn_ref);
+  }
+  free(x);
+}
+
+static int loop_execute(lua_State *L) {
+  l_host *h = check_loop(L);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  l_exec *x = malloc(sizeof *x);
+  if (!x) return luaL_error(L, "execute: out of memory");
+  x->h = h;
+  x->task.run = run_exec;
+  lua_pushvalue(L, 2);
+  x->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lp_loop_defer(h->loop, &x->task);
+  return 0;
+}
+
+// ---- timers -------------------------------------------------------------------
+
+static void timer_release(lua_State *L, l_timer *t) {
+  if (t->h->loop && ev_is_active(&t->w)) ev_timer_stop(t->h->loop->ev, &t->w);
+  if (t->fn_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, t->fn_ref);
+  if (t->self_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, t->self_ref);
+  t->fn_ref = t->self_ref = LUA_NOREF;
+}
+
+static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  l_timer *t = lp_container_of(w, l_timer, w);
+  l_host *h = t->h;
+  if (h->closing) return;
+  lua_State *L = h->cur;
+  lua_checkstack(L, 4);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref); // keep t alive through the call
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
+  bool ok = l_pcall_log(L, 0, t->periodic ? "a periodic task" : "a scheduled task", 0);
+  // A periodic task that fails is not run again (as in Netty).
+  if (!t->periodic || !ok) timer_release(L, t);
+  lua_pop(L, 1);
+}
+
+static int schedule(lua_State *L, double after, double period, int fn) {
+  l_host *h = check_loop(L);
+  luaL_checktype(L, fn, LUA_TFUNCTION);
+  if (!(after >= 0) || !(period >= 0)) return luaL_error(L, "schedule: delays must be non-negative numbers");
+  l_timer *t = lua_newuserdatauv(L, sizeof *t, 0);
+  t->h = h;
+  t->periodic = period > 0;
+  t->fn_ref = t->self_ref = LUA_NOREF;
+  ev_timer_init(&t->w, on_timer, after, period);
+  luaL_setmetatable(L, "lupine.Timer");
+  lua_pushvalue(L, fn);
+  t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, -1);
+  t->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ev_timer_start(h->loop->ev, &t->w);
+  return 1;
+}
+
+static int loop_schedule(lua_State *L) { return schedule(L, luaL_checknumber(L, 2), 0, 3); }
+
+static int loop_schedule_at_fixed_rate(lua_State *L) {
+  double period = luaL_checknumber(L, 3);
+  if (!(period > 0)) return luaL_argerror(L, 3, "period must be positive");
+  return schedule(L, luaL_checknumber(L, 2), period, 4);
+}
+
+static int timer_cancel(lua_State *L) {
+  l_timer *t = luaL_checkudata(L, 1, "lupine.Timer");
+  bool was = t->h->loop && ev_is_active(&t->w);
+  timer_release(L, t);
+  lua_pushboolean(L, was);
+  return 1;
+}
+
+static int timer_is_active(lua_State *L) {
+  l_timer *t = luaL_checkudata(L, 1, "lupine.Timer");
+  lua_pushboolean(L, t->h->loop && ev_is_active(&t->w));
+  return 1;
+}
+
+static int timer_gc(lua_State *L) {
+  l_timer *t = luaL_checkudata(L, 1, "lupine.Timer");
+  if (t->h->loop && ev_is_active(&t->w)) ev_timer_stop(t->h->loop->ev, &t->w);
+  return 0;
+}
+
+static int loop_tostring(lua_State *L) {
+  l_host *h = check_loop(L);
+  lua_pushfstring(L, "lupine.Loop(worker %d, %d channels)", h->loop->id, (int)h->loop->nchannels);
+  return 1;
+}
+
+static const luaL_Reg loop_methods[] = {
+    {"run", loop_run},
+    {"runUntil", loop_run_until},
+    {"runFor", loop_run_for},
+    {"stop", loop_stop},
+    {"now", loop_now},
+    {"channelCount", loop_channel_count},
+    {"execute", loop_execute},
+    {"schedule", loop_schedule},
+    {"scheduleAtFixedRate", loop_schedule_at_fixed_rate},
+    {NULL, NULL},
+};
+
+static const luaL_Reg timer_methods[] = {
+    {"cancel", timer_cancel},
+    {"isActive", timer_is_active},
+    {NULL, NULL},
+};
+
+void l_loop_open(lua_State *L) {
+  luaL_newmetatable(L, "lupine.Loop");
+  lua_pushcfunction(L, loop_tostring);
+  lua_setfield(L, -2, "__tostring");
+  luaL_newlib(L, loop_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, "lupine.Timer");
+  lua_pushcfunction(L, timer_gc);
+  lua_setfield(L, -2, "__gc");
+  luaL_newlib(L, timer_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+}

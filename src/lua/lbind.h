@@ -1,0 +1,116 @@
+// lbind.h: what the Lua binding files share. Each l_<type>.c exposes one
+// native type to Lua; l_lupine.c opens the module and owns the per-state host.
+//
+// The host: every lua_State that uses lupine has one l_host (in its registry),
+// holding the loop that state drives. In the inline mode the host creates the
+// loop on first use; a worker thread's state gets its worker loop from the
+// launcher. Handlers are always called on host->cur: the state (main thread or
+// coroutine) that entered the C code currently running.
+#ifndef LP_LBIND_H
+#define LP_LBIND_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "buffer.h"
+#include "channel.h"
+#include "error.h"
+#include "future.h"
+#include "loop.h"
+#include "pipeline.h"
+#include "server.h"
+
+typedef struct l_host {
+  lua_State *L;     // the main thread of the state
+  lua_State *cur;   // the thread that entered the running C call
+  lp_loop *loop;
+  bool owns_loop;   // inline mode: freed with the state
+  bool closing;     // the state is closing: call no more Lua
+  int running;      // nesting of loop runs driven from this state
+} l_host;
+
+// ---- l_lupine.c ----------------------------------------------------------------
+l_host *l_host_get(lua_State *L);                 // creates the inline loop on first use
+l_host *l_host_attach(lua_State *L, lp_loop *loop); // a worker state: use this loop
+static inline lp_pool *l_pool(lua_State *L) { return l_host_get(L)->loop->pool; }
+// Enter C from Lua state L: handlers called from here run on L. Returns the previous.
+static inline lua_State *l_enter(l_host *h, lua_State *L) { lua_State *prev = h->cur; h->cur = L; return prev; }
+static inline void l_leave(l_host *h, lua_State *prev) { h->cur = prev; }
+// Sync failure convention: pushes nil, "EADDRINUSE: Address already in use", "EADDRINUSE"; returns 3.
+int l_fail(lua_State *L, int rc, const char *what);
+// Push an error object: a table { kind, message, code, limit?, length? } whose
+// __tostring is its message (metatable "lupine.Error").
+void l_push_error(lua_State *L, const lp_error *e);
+// Message handler for lua_pcall: appends a traceback to string errors.
+int l_traceback(lua_State *L);
+// Call the function at the top with nargs below it under pcall + traceback; on
+// error log it (what = "timer callback", ...). Pops everything. Returns ok.
+bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id);
+// Read an integer option field, raising "<what>: option 'name' must be ..." on a wrong type.
+lua_Integer l_opt_int(lua_State *L, int t, const char *field, lua_Integer def, lua_Integer min, lua_Integer max);
+bool l_opt_bool(lua_State *L, int t, const char *field, bool def);
+double l_opt_number(lua_State *L, int t, const char *field, double def);
+const char *l_opt_string(lua_State *L, int t, const char *field, const char *def);
+// Parse channel options from table t into cfg (raising on a bad name or value).
+void l_channel_config_read(lua_State *L, int t, lp_channel_config *cfg);
+
+// ---- l_buffer.c ----------------------------------------------------------------
+void l_buffer_open(lua_State *L);
+void l_buffer_push(lua_State *L, lp_buf *b);  // the new box takes the reference
+lp_buf *l_buffer_check(lua_State *L, int i);  // raises when not a live Buffer
+lp_buf *l_buffer_test(lua_State *L, int i);   // NULL when not a live Buffer
+lp_buf *l_buffer_take(lua_State *L, int i);   // hand-off: empties the box (raises if released)
+int l_buffer_new(lua_State *L);               // lupine.buffer([capacity | string])
+
+// ---- l_future.c ----------------------------------------------------------------
+void l_future_open(lua_State *L);
+void l_future_push(lua_State *L, lp_future *f); // the box takes a new reference
+lp_future *l_future_check(lua_State *L, int i);
+lp_future *l_future_test(lua_State *L, int i);
+int l_future_new(lua_State *L);                 // lupine.promise()
+
+// ---- l_loop.c ------------------------------------------------------------------
+void l_loop_open(lua_State *L);
+void l_loop_push(lua_State *L, l_host *h);      // the state's loop object
+// Run the loop from state L until done(L, ud) or timeout seconds; returns done.
+bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), void *ud, double timeout);
+
+// ---- l_channel.c ----------------------------------------------------------------
+void l_channel_open(lua_State *L);
+void l_channel_push(lua_State *L, lp_channel *ch);
+lp_channel *l_channel_check(lua_State *L, int i);
+int l_server_new(lua_State *L);                 // lupine.server{...}
+int l_connect(lua_State *L);                    // lupine.connect{...}
+
+// Build a channel for an accepted fd on h's loop, run init(ch) (the function
+// referenced by init_ref) and register it; an init that raises closes only
+// that channel, with a log line.
+void l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref);
+void l_channel_teardown(lp_channel *ch); // host hook: drop the strong handle
+
+// ---- native handlers -------------------------------------------------------------
+// A native handler factory exposed to Lua (frame decoders, encoders, idle
+// state): a userdata whose metatable is "lupine.NativeHandler" and whose memory
+// starts with this header. Adding it to a pipeline calls make() for a fresh
+// context (per-channel state), so one factory serves every channel.
+typedef struct l_native {
+  const char *type_name;
+  lp_ctx *(*make)(struct l_native *self, lp_pipeline *p, const char *name, lua_State *L);
+  void (*free)(struct l_native *self); // __gc; may be NULL
+} l_native;
+// New factory userdata of size bytes (>= sizeof(l_native)), header zeroed, on the stack.
+l_native *l_native_new(lua_State *L, size_t size, const char *type_name);
+
+// ---- l_context.c ----------------------------------------------------------------
+void l_context_open(lua_State *L);
+void l_context_push(lua_State *L, lp_ctx *ctx);
+void l_pipeline_push(lua_State *L, lp_channel *ch);
+// Outbound calls from Lua starting at `from` (a context, or the pipeline's tail
+// for channel/pipeline calls). write: (self, msg [, promise]) -> future;
+// simple ops (flush, read, close [, promise]) -> self, or a future for close.
+int l_outbound_write(lua_State *L, lp_ctx *from, bool flush);
+int l_outbound_simple(lua_State *L, lp_ctx *from, int op);
+// Host hooks the core calls (installed on every loop a host drives).
+extern const lp_host_ops l_host_ops;
+
+#endif

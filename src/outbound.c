@@ -1,0 +1,155 @@
+// outbound.c: queue, gathering writes and completion of write promises.
+// Entry structs are cached per thread (each loop runs on its own thread), so
+// the steady-state write path does not call malloc.
+#include "outbound.h"
+
+#include "buffer.h"
+#include "future.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define ENTRY_CACHE_MAX 1024
+
+static _Thread_local lp_out_entry *entry_cache;
+static _Thread_local unsigned entry_cached;
+
+static lp_out_entry *entry_get(void) {
+  lp_out_entry *e = entry_cache;
+  if (e) {
+    entry_cache = e->next;
+    entry_cached--;
+    return e;
+  }
+  return malloc(sizeof *e);
+}
+
+static void entry_put(lp_out_entry *e) {
+  if (entry_cached < ENTRY_CACHE_MAX) {
+    e->next = entry_cache;
+    entry_cache = e;
+    entry_cached++;
+  } else {
+    free(e);
+  }
+}
+
+void lp_bytes_release(lp_bytes *b) {
+  if (b->buf) lp_buf_unref(b->buf);
+  else if (b->release) b->release(b->ud, b->tag);
+  b->buf = NULL;
+  b->release = NULL;
+}
+
+void lp_outbound_init(lp_outbound *ob) {
+  ob->head = ob->unflushed = ob->tail = NULL;
+  ob->pending = 0;
+  ob->flushed = 0;
+}
+
+int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise) {
+  lp_out_entry *e = entry_get();
+  if (!e) {
+    lp_bytes_release(bytes);
+    return -ENOMEM;
+  }
+  e->next = NULL;
+  e->bytes = *bytes;
+  if (e->bytes.buf) {
+    e->bytes.p = lp_buf_rptr(e->bytes.buf);
+    e->bytes.len = lp_buf_readable(e->bytes.buf);
+  }
+  e->promise = promise ? lp_future_ref(promise) : NULL;
+  if (ob->tail) ob->tail->next = e;
+  else ob->head = e;
+  ob->tail = e;
+  if (!ob->unflushed) ob->unflushed = e;
+  ob->pending += e->bytes.len;
+  return 0;
+}
+
+void lp_outbound_add_flush(lp_outbound *ob) {
+  for (lp_out_entry *e = ob->unflushed; e; e = e->next) ob->flushed++;
+  ob->unflushed = NULL;
+}
+
+// Remove the first entry (it must be flushed) and complete its promise.
+static void pop_done(lp_outbound *ob) {
+  lp_out_entry *e = ob->head;
+  ob->head = e->next;
+  if (!ob->head) ob->tail = NULL;
+  ob->flushed--;
+  lp_bytes_release(&e->bytes);
+  lp_future *f = e->promise;
+  entry_put(e);
+  if (f) {
+    lp_future_succeed(f);
+    lp_future_unref(f);
+  }
+}
+
+ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block) {
+  *would_block = false;
+  struct iovec iov[LP_IOV_MAX];
+  int n = 0;
+  size_t offered = 0;
+  size_t k = 0;
+  for (lp_out_entry *e = ob->head; k < ob->flushed && n < LP_IOV_MAX && offered < LP_WRITE_SPIN_BYTES;
+       e = e->next, k++) {
+    if (!e->bytes.len) continue;
+    iov[n].iov_base = (void *)e->bytes.p;
+    iov[n].iov_len = e->bytes.len;
+    offered += e->bytes.len;
+    n++;
+  }
+  ssize_t w = 0;
+  if (n) {
+    struct msghdr mh = {0};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = (size_t)n;
+    do w = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (w < 0 && errno == EINTR);
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        *would_block = true;
+        return 0;
+      }
+      return -errno;
+    }
+    if ((size_t)w < offered) *would_block = true;
+  }
+  size_t left = (size_t)w;
+  ob->pending -= left;
+  while (ob->flushed && ob->head->bytes.len <= left) {
+    left -= ob->head->bytes.len;
+    pop_done(ob);
+  }
+  if (left) { // a partly written entry
+    ob->head->bytes.p += left;
+    ob->head->bytes.len -= left;
+  }
+  return w;
+}
+
+void lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, bool quiet) {
+  lp_out_entry *keep = only_flushed ? ob->unflushed : NULL;
+  while (ob->head && ob->head != keep) {
+    lp_out_entry *e = ob->head;
+    ob->head = e->next;
+    if (ob->unflushed == e) ob->unflushed = NULL;
+    ob->pending -= e->bytes.len;
+    lp_bytes_release(&e->bytes);
+    lp_future *f = e->promise;
+    entry_put(e);
+    if (f) {
+      f->quiet = f->quiet || quiet;
+      quiet = true;
+      lp_future_fail(f, err);
+      lp_future_unref(f);
+    }
+  }
+  ob->flushed = 0;
+  if (!ob->head) ob->tail = NULL;
+}

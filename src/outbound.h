@@ -1,0 +1,56 @@
+// outbound.h: a channel's writes between write() and the kernel. Entries stay
+// unflushed until flush(); only flushed ones reach writev(). Both count toward
+// the pending bytes that drive the water marks, since unflushed bytes hold
+// memory too. Each entry owns its bytes (a buffer reference, or host bytes
+// with a release callback) and, when given, its promise.
+#ifndef LP_OUTBOUND_H
+#define LP_OUTBOUND_H
+
+#include "common.h"
+#include "error.h"
+#include <sys/types.h>
+
+#define LP_IOV_MAX 64                    // iovecs per writev
+#define LP_WRITE_SPIN_BYTES (1u << 20)   // bytes per writev at most
+#define LP_WRITE_SPIN_COUNT 16           // writevs per flush before yielding
+
+// Bytes for the head to write: either a buffer (one reference, moved in) or
+// host memory that stays valid until release(ud, tag) is called.
+typedef struct lp_bytes {
+  lp_buf *buf;
+  const uint8_t *p;
+  size_t len;
+  void (*release)(void *ud, int tag);
+  void *ud;
+  int tag;
+} lp_bytes;
+
+typedef struct lp_out_entry {
+  struct lp_out_entry *next;
+  lp_bytes bytes;       // bytes.p/len advance as they are written
+  lp_future *promise;   // may be NULL
+} lp_out_entry;
+
+typedef struct lp_outbound {
+  lp_out_entry *head;      // first flushed entry (or first unflushed when none)
+  lp_out_entry *unflushed; // first unflushed entry, NULL when none
+  lp_out_entry *tail;
+  size_t pending;          // bytes not yet written, flushed or not
+  size_t flushed;          // entries flushed and not yet written
+} lp_outbound;
+
+void lp_outbound_init(lp_outbound *ob);
+// Queue bytes (ownership moves in). -ENOMEM: nothing queued, bytes released.
+int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise);
+void lp_outbound_add_flush(lp_outbound *ob);
+static inline bool lp_outbound_has_flushed(const lp_outbound *ob) { return ob->flushed > 0; }
+// Write flushed entries to fd. Returns bytes written (>= 0), with *would_block
+// set when the socket took less than offered; or -errno on a write error.
+// Entries written in full are completed (their promises succeed).
+ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block);
+// Fail and drop entries: all of them, or only the flushed ones. The first
+// failed promise is reported when unobserved unless quiet; the rest are quiet.
+void lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, bool quiet);
+void lp_bytes_release(lp_bytes *b);
+
+#endif

@@ -1,0 +1,129 @@
+// test_outbound.c: the outbound buffer over a socketpair: flushed vs
+// unflushed entries, gathering writes, partial writes, promise completion in
+// order, pending-byte accounting, and failure (first reported, rest quiet).
+#include "buffer.h"
+#include "check.h"
+#include "future.h"
+#include "outbound.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static int released;
+static void release_ext(void *ud, int tag) {
+  (void)ud;
+  released += tag;
+}
+
+static size_t drain(int fd, char *out, size_t cap) {
+  size_t n = 0;
+  ssize_t r;
+  while (n < cap && (r = read(fd, out + n, cap - n)) > 0) n += (size_t)r;
+  return n;
+}
+
+int main(void) {
+  int sv[2];
+  CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  fcntl(sv[0], F_SETFL, O_NONBLOCK);
+  fcntl(sv[1], F_SETFL, O_NONBLOCK);
+  lp_pool *pool = lp_pool_new();
+  lp_outbound ob;
+  lp_outbound_init(&ob);
+
+  // Two buffers and one external string; nothing goes out before a flush.
+  lp_future *f1 = lp_future_new(NULL), *f2 = lp_future_new(NULL), *f3 = lp_future_new(NULL);
+  lp_bytes b1 = {.buf = lp_buf_from(pool, "hello ", 6)};
+  lp_bytes b2 = {.buf = lp_buf_from(pool, "", 0)}; // empty writes complete in order too
+  static const char ext[] = "world";
+  lp_bytes b3 = {.p = (const uint8_t *)ext, .len = 5, .release = release_ext, .tag = 7};
+  CHECK(lp_outbound_add(&ob, &b1, f1) == 0);
+  CHECK(lp_outbound_add(&ob, &b2, f2) == 0);
+  bool wb;
+  CHECK(ob.pending == 6);
+  CHECK(lp_outbound_write(&ob, sv[0], &wb) == 0 && !wb); // nothing flushed yet
+  lp_outbound_add_flush(&ob);
+  CHECK(lp_outbound_add(&ob, &b3, f3) == 0); // after the flush: stays unflushed
+  CHECK(ob.pending == 11 && ob.flushed == 2);
+  CHECK(lp_outbound_write(&ob, sv[0], &wb) == 6 && !wb);
+  CHECK(lp_future_ok(f1) && lp_future_ok(f2) && !lp_future_done(f3));
+  CHECK(ob.pending == 5 && released == 0);
+  lp_outbound_add_flush(&ob);
+  CHECK(lp_outbound_write(&ob, sv[0], &wb) == 5);
+  CHECK(lp_future_ok(f3) && released == 7 && ob.pending == 0 && ob.head == NULL);
+  char got[64] = {0};
+  CHECK(drain(sv[1], got, sizeof got) == 11 && strcmp(got, "hello world") == 0);
+
+  // Partial writes: fill the socket; the rest waits, offsets advance.
+  int small = 4096;
+  setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+  size_t total = 0;
+  lp_future *big[8];
+  for (int i = 0; i < 8; i++) {
+    lp_bytes b = {.buf = lp_buf_new(pool, 65536)};
+    memset(b.buf->data, 'a' + i, 65536);
+    b.buf->wr = 65536;
+    big[i] = lp_future_new(NULL);
+    CHECK(lp_outbound_add(&ob, &b, big[i]) == 0);
+    total += 65536;
+  }
+  lp_outbound_add_flush(&ob);
+  ssize_t w = lp_outbound_write(&ob, sv[0], &wb);
+  CHECK(w > 0 && (size_t)w < total && wb);
+  CHECK(ob.pending == total - (size_t)w);
+  // Drain the reader and keep writing until everything went out, in order.
+  static char sink[65536 * 8];
+  size_t got_n = 0;
+  for (int spins = 0; ob.flushed && spins < 100000; spins++) {
+    ssize_t r = read(sv[1], sink + got_n, sizeof sink - got_n);
+    if (r > 0) got_n += (size_t)r;
+    CHECK(lp_outbound_write(&ob, sv[0], &wb) >= 0);
+  }
+  got_n += drain(sv[1], sink + got_n, sizeof sink - got_n);
+  CHECK(got_n == total && ob.pending == 0);
+  bool ordered = true;
+  for (size_t i = 0; i < total; i++) ordered &= sink[i] == (char)('a' + i / 65536);
+  CHECK(ordered);
+  for (int i = 0; i < 8; i++) {
+    CHECK(lp_future_ok(big[i]));
+    lp_future_unref(big[i]);
+  }
+
+  // Failure: the flushed entries fail (the first reported), unflushed stay.
+  lp_future *g1 = lp_future_new(NULL), *g2 = lp_future_new(NULL), *g3 = lp_future_new(NULL);
+  lp_bytes c1 = {.buf = lp_buf_from(pool, "a", 1)}, c2 = {.buf = lp_buf_from(pool, "b", 1)};
+  lp_bytes c3 = {.p = (const uint8_t *)ext, .len = 5, .release = release_ext, .tag = 100};
+  lp_outbound_add(&ob, &c1, g1);
+  lp_outbound_add(&ob, &c2, g2);
+  lp_outbound_add_flush(&ob);
+  lp_outbound_add(&ob, &c3, g3);
+  lp_error e;
+  lp_error_sys(&e, EPIPE, "write");
+  lp_outbound_fail(&ob, &e, true, false);
+  CHECK(g1->state == LP_FUTURE_FAILED && !g1->quiet && g1->cause && g1->cause->code == -EPIPE);
+  CHECK(g2->state == LP_FUTURE_FAILED && g2->quiet);
+  CHECK(!lp_future_done(g3) && ob.pending == 5 && ob.flushed == 0);
+  CHECK(strcmp(g1->cause->message, "write: EPIPE: Broken pipe") == 0);
+  lp_error_named(&e, LP_ECLOSED, "closed");
+  lp_outbound_fail(&ob, &e, false, true);
+  CHECK(g3->state == LP_FUTURE_FAILED && g3->quiet && released == 107);
+  CHECK(ob.head == NULL && ob.tail == NULL && ob.pending == 0);
+  CHECK(strcmp(lp_error_kind(LP_ECLOSED), "ClosedChannel") == 0);
+
+  // A write error comes back as -errno.
+  close(sv[1]);
+  lp_bytes d = {.buf = lp_buf_from(pool, "zz", 2)};
+  lp_outbound_add(&ob, &d, NULL);
+  lp_outbound_add_flush(&ob);
+  CHECK(lp_outbound_write(&ob, sv[0], &wb) == -EPIPE);
+  lp_outbound_fail(&ob, &e, false, true);
+
+  lp_future_unref(f1), lp_future_unref(f2), lp_future_unref(f3);
+  lp_future_unref(g1), lp_future_unref(g2), lp_future_unref(g3);
+  close(sv[0]);
+  lp_pool_free(pool);
+  return check_report();
+}
