@@ -618,15 +618,21 @@ int lp_channel_set_water_marks(lp_channel *ch, size_t low, size_t high) {
 
 // ---- descriptions ------------------------------------------------------------
 
-void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen) {
+void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
   char l[64], r[64];
-  if (ch->fd < 0 && !(ch->flags & LP_CH_WAS_ACTIVE) && ch->unsafe != &lp_socket_unsafe) {
-    snprintf(out, outlen, "#%llu %s", (unsigned long long)ch->id, ch->unsafe->kind);
+  if (ch->unsafe != &lp_socket_unsafe) {
+    snprintf(out, outlen, "%s", ch->unsafe->kind);
     return;
   }
   lp_addr_format(&ch->local, l, sizeof l);
   lp_addr_format(&ch->remote, r, sizeof r);
-  snprintf(out, outlen, "#%llu %s <- %s", (unsigned long long)ch->id, l, r);
+  snprintf(out, outlen, "%s <- %s", l, r);
+}
+
+void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen) {
+  char a[140];
+  lp_channel_addresses(ch, a, sizeof a);
+  snprintf(out, outlen, "#%llu %s", (unsigned long long)ch->id, a);
 }
 
 void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, size_t outlen) {

@@ -137,7 +137,9 @@ void lp_channel_update_reading(lp_channel *ch);
 // Writability from pending bytes; fires channelWritabilityChanged on a change.
 void lp_channel_update_writability(lp_channel *ch);
 
-// "#3 127.0.0.1:5000 <- 127.0.0.1:41234" for logs.
+// "127.0.0.1:5000 <- 127.0.0.1:41234" (local <- remote), for logs.
+void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen);
+// "#3 127.0.0.1:5000 <- 127.0.0.1:41234".
 void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen);
 void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, size_t outlen);
 

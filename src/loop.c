@@ -40,8 +40,9 @@ size_t lp_loop_run_tasks(lp_loop *loop) {
 static void on_prepare(struct ev_loop *ev, ev_prepare *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
   lp_loop *loop = lp_container_of(w, lp_loop, prepare);
-  lp_loop_run_tasks(loop);
-  if (loop->deferred) {
+  // Tasks that ran may have changed what a caller of run_once waits for: poll
+  // without blocking once so control returns to it.
+  if (lp_loop_run_tasks(loop) || loop->deferred) {
     if (!ev_is_active(&loop->idle)) ev_idle_start(loop->ev, &loop->idle);
   } else if (ev_is_active(&loop->idle)) {
     ev_idle_stop(loop->ev, &loop->idle);

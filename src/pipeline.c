@@ -56,8 +56,8 @@ void lp_pipeline_tail_exception(lp_pipeline *p, lp_msg *m) {
   lp_channel *ch = p->channel;
   char what[LP_ERROR_MESSAGE_MAX * 4];
   lp_channel_describe_msg(ch, m, what, sizeof what);
-  char addr[128];
-  lp_channel_describe(ch, addr, sizeof addr);
+  char addr[160];
+  lp_channel_addresses(ch, addr, sizeof addr);
   bool closing = ch->config.close_on_exception && !(ch->flags & LP_CH_CLOSED);
   lp_log(LP_LOG_WARN, ch->id, "%s: unhandled exception reached the tail of the pipeline%s: %s", addr,
          closing ? " (closing the channel)" : "", what);
