@@ -151,9 +151,12 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
     lua_remove(L, -2);
   }
   lp_channel *ch = lp_ctx_channel(c);
-  if (ev == LP_EV_EXCEPTION) {
-    lp_log(LP_LOG_ERROR, ch->id, "exceptionCaught raised (not passed on): %s", luaL_tolstring(L, -1, NULL));
+  if (ev == LP_EV_EXCEPTION) { // not passed on (it would loop): handled as the tail would
+    bool closing = ch->config.close_on_exception && !(ch->flags & LP_CH_CLOSED);
+    lp_log(LP_LOG_WARN, ch->id, "exceptionCaught raised%s: %s", closing ? " (closing the channel)" : "",
+           luaL_tolstring(L, -1, NULL));
     lua_pop(L, 1);
+    if (closing) lp_channel_close(ch, NULL);
     return;
   }
   if (promise && !lp_future_done(promise)) { // an outbound op failed: its promise says so

@@ -64,7 +64,7 @@ static int future_cause(lua_State *L) {
   lp_future *f = l_future_check(L, 1);
   f->observed = true;
   if (f->state != LP_FUTURE_FAILED) return 0;
-  if (f->host_ref >= 0) {
+  if (f->host_ref >= 0 && f->cause && f->cause->code == LP_EHOST) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
     return 1;
   }
@@ -76,8 +76,7 @@ static int future_cause(lua_State *L) {
 // The value of a successful future: a channel (connect) or what setSuccess got.
 static int push_value(lua_State *L, lp_future *f) {
   if (f->state != LP_FUTURE_SUCCESS) return 0;
-  if (f->value) l_channel_push(L, f->value);
-  else if (f->host_ref >= 0) lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
+  if (f->host_ref >= 0) lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
   else return 0;
   return 1;
 }
@@ -176,7 +175,11 @@ static int future_sync(lua_State *L) {
 static int future_tostring(lua_State *L) {
   lp_future *f = l_future_check(L, 1);
   const char *st = f->state == LP_FUTURE_PENDING ? "pending" : f->state == LP_FUTURE_SUCCESS ? "success" : "failed";
-  if (f->state == LP_FUTURE_FAILED && f->cause) lua_pushfstring(L, "lupine.Future(failed: %s)", f->cause->message);
+  if (f->state == LP_FUTURE_FAILED && f->host_ref >= 0 && f->cause && f->cause->code == LP_EHOST) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
+    lua_pushfstring(L, "lupine.Future(failed: %s)", luaL_tolstring(L, -1, NULL));
+  } else if (f->state == LP_FUTURE_FAILED && f->cause)
+    lua_pushfstring(L, "lupine.Future(failed: %s)", f->cause->message);
   else lua_pushfstring(L, "lupine.Future(%s)", st);
   return 1;
 }

@@ -188,14 +188,12 @@ void l_channel_config_read(lua_State *L, int t, lp_channel_config *c) {
       for (int i = 0; channel_options[i]; i++)
         if (strcmp(lua_tostring(L, -2), channel_options[i]) == 0) known = true;
     if (!known) {
-      luaL_Buffer b;
-      luaL_buffinit(L, &b);
+      char list[512] = "";
       for (int i = 0; channel_options[i]; i++) {
-        luaL_addstring(&b, i ? ", " : "");
-        luaL_addstring(&b, channel_options[i]);
+        if (i) strncat(list, ", ", sizeof list - strlen(list) - 1);
+        strncat(list, channel_options[i], sizeof list - strlen(list) - 1);
       }
-      luaL_pushresult(&b);
-      luaL_error(L, "unknown channel option '%s' (known: %s)", luaL_tolstring(L, -3, NULL), lua_tostring(L, -2));
+      luaL_error(L, "unknown channel option '%s' (known: %s)", luaL_tolstring(L, -2, NULL), list);
     }
     lua_pop(L, 1);
   }

@@ -1,0 +1,142 @@
+-- Errors in handlers: exceptionCaught on the same handler with a traceback,
+-- propagation, the tail's log-and-close, and handlers that fail on everything.
+local lupine = require "lupine"
+local test = require "lupine.test"
+
+local loop = lupine.loop()
+
+describe("handler errors", function()
+  it("become exceptionCaught on the same handler, with its name, the event and a traceback", function()
+    local caught
+    local Boom = {}
+    function Boom:channelRead(ctx, buf)
+      buf:release()
+      error("boom")
+    end
+    function Boom:exceptionCaught(ctx, err)
+      caught = err
+      ctx:writeAndFlush("caught\n")
+    end
+    local server = test.server(function(ch) ch.pipeline:addLast("boom", Boom) end)
+    local c = test.client(server.port)
+    c:send("x")
+    assert.equal("caught", c:receiveLine())
+    assert.is_string(caught)
+    assert.matches("^handler 'boom' channelRead: spec/exception_spec.lua:%d+: boom", caught)
+    assert.matches("stack traceback:", caught, 1, true)
+    c:close()
+    server:close()
+  end)
+
+  it("go to the next handler's exceptionCaught when the failing one has none; error tables pass as they are", function()
+    local caught
+    local Fails = {}
+    function Fails:channelRead(_, buf)
+      buf:release()
+      error({ code = 42 })
+    end
+    local Catcher = {}
+    function Catcher:exceptionCaught(ctx, err)
+      caught = err
+      ctx:close()
+    end
+    local server = test.server(function(ch) ch.pipeline:addLast("fails", Fails):addLast("catcher", Catcher) end)
+    local c = test.client(server.port)
+    c:send("x")
+    test.eventually(function() return caught ~= nil end)
+    assert.same({ code = 42 }, caught)
+    test.eventually(function() return c.closed end)
+    server:close()
+  end)
+
+  it("close the channel when they reach the tail (closeOnException), and keep it open when told not to", function()
+    local Fails = {}
+    function Fails:channelRead(ctx, buf)
+      ctx:writeAndFlush(buf:readString()) -- echo first, then fail
+      error("unhandled on purpose")
+    end
+    local server = test.server(function(ch) ch.pipeline:addLast("fails", Fails) end)
+    local c = test.client(server.port)
+    c:send("a")
+    assert.equal("a", c:receive(1))
+    test.eventually(function() return c.closed end, 5, "the server to close the channel")
+    server:close()
+
+    server = test.server(function(ch) ch.pipeline:addLast("fails", Fails) end,
+      { options = { closeOnException = false } })
+    c = test.client(server.port)
+    for i = 1, 3 do
+      c:send(tostring(i))
+      assert.equal(tostring(i), c:receive(1))
+    end
+    assert.is_false(c.closed)
+    c:close()
+    server:close()
+  end)
+
+  it("in exceptionCaught itself are logged, not looped; a handler failing on every event leaves others alone", function()
+    local Hopeless = {}
+    local calls = 0
+    for _, e in ipairs { "channelRegistered", "channelActive", "channelRead", "channelReadComplete",
+      "channelInactive", "channelUnregistered", "exceptionCaught" } do
+      Hopeless[e] = function()
+        calls = calls + 1
+        error("fails in " .. e)
+      end
+    end
+    local bad = test.server(function(ch) ch.pipeline:addLast("hopeless", Hopeless) end)
+    local good = test.server(dofile("examples/echo.lua"))
+    local g = test.client(good.port)
+    local b = test.client(bad.port)
+    b:send("x")
+    g:send("still fine")
+    assert.equal("still fine", g:receive(10))
+    test.eventually(function() return b.closed end, 5, "the failing channel to close")
+    assert.is_true(calls >= 4)
+    g:send("again")
+    assert.equal("again", g:receive(5))
+    g:close()
+    good:close()
+    bad:close()
+  end)
+
+  it("in init(ch) close only that channel", function()
+    local n = 0
+    local server = test.server(function(ch)
+      n = n + 1
+      if n == 1 then error("init fails for the first") end
+      ch.pipeline:addLast { channelRead = function(_, ctx, b) ctx:writeAndFlush(b) end }
+    end)
+    local first = test.client(server.port)
+    test.eventually(function() return first.closed end, 5, "the first channel to close")
+    local second = test.client(server.port)
+    second:send("ok")
+    assert.equal("ok", second:receive(2))
+    second:close()
+    server:close()
+  end)
+
+  it("fail the promise of an outbound operation, which then reaches exceptionCaught when nobody listens", function()
+    local caught, future
+    local BadWrite = {}
+    function BadWrite:write() error("encoder broke") end
+    local Front = {}
+    function Front:channelRead(ctx, buf)
+      buf:release()
+      future = ctx:writeAndFlush("x")
+    end
+    function Front:exceptionCaught(ctx, err)
+      caught = err
+      ctx:close()
+    end
+    local server = test.server(function(ch) ch.pipeline:addLast("bad", BadWrite):addLast("front", Front) end)
+    local c = test.client(server.port)
+    c:send("go")
+    test.eventually(function() return caught ~= nil end)
+    assert.matches("handler 'bad' write: .*encoder broke", tostring(caught))
+    assert.is_false(future:isSuccess())
+    assert.matches("encoder broke", tostring(future:cause()))
+    c:close()
+    server:close()
+  end)
+end)

@@ -1,0 +1,114 @@
+-- The loop as Lua sees it: runUntil, timers, execute; and futures made in Lua.
+local lupine = require "lupine"
+
+local loop = lupine.loop()
+
+describe("lupine.Loop", function()
+  it("is one loop per Lua state", function()
+    assert.equal(tostring(loop), tostring(lupine.loop()))
+    assert.matches("^lupine.Loop%(worker 0, %d+ channels%)$", tostring(loop))
+  end)
+
+  it("runUntil returns once the predicate holds, and raises when time runs out", function()
+    local n = 0
+    loop:schedule(0.01, function() n = 1 end)
+    assert.is_true(loop:runUntil(function() return n == 1 end, 2))
+    local t0 = loop:now()
+    assert.has_error(function() loop:runUntil(function() return false end, 0.05, "nothing") end,
+      "runUntil: timed out after 0.05 s waiting for nothing")
+    assert.is_true(loop:now() - t0 >= 0.04)
+    assert.has_error(function() loop:runUntil(function() error("pred broke") end, 1) end)
+  end)
+
+  it("runs a one-shot timer once and a periodic one until cancelled", function()
+    local once, ticks = 0, 0
+    local t1 = loop:schedule(0.01, function() once = once + 1 end)
+    local t2
+    t2 = loop:scheduleAtFixedRate(0.005, 0.005, function()
+      ticks = ticks + 1
+      if ticks == 3 then t2:cancel() end
+    end)
+    assert.is_true(t1:isActive())
+    loop:runFor(0.1)
+    assert.equal(1, once)
+    assert.equal(3, ticks)
+    assert.is_false(t1:isActive())
+    assert.is_false(t2:isActive())
+    assert.is_false(t2:cancel()) -- already stopped
+  end)
+
+  it("cancels a timer before it fires", function()
+    local fired = false
+    local t = loop:schedule(0.02, function() fired = true end)
+    assert.is_true(t:cancel())
+    loop:runFor(0.05)
+    assert.is_false(fired)
+  end)
+
+  it("keeps going when a timer callback raises, and stops a periodic task that raised", function()
+    local after, periodic = false, 0
+    loop:schedule(0, function() error("timer fails") end)
+    loop:scheduleAtFixedRate(0, 0.005, function()
+      periodic = periodic + 1
+      error("periodic fails")
+    end)
+    loop:schedule(0.01, function() after = true end)
+    loop:runFor(0.05)
+    assert.is_true(after)
+    assert.equal(1, periodic)
+  end)
+
+  it("runs execute() tasks later, in order", function()
+    local order = {}
+    loop:execute(function() order[#order + 1] = 1 end)
+    loop:execute(function() order[#order + 1] = 2 end)
+    assert.same({}, order)
+    loop:runUntil(function() return #order == 2 end, 1)
+    assert.same({ 1, 2 }, order)
+  end)
+
+  it("rejects bad timer arguments", function()
+    assert.has_error(function() loop:schedule(-1, print) end, "schedule: delays must be non-negative numbers")
+    assert.has_error(function() loop:scheduleAtFixedRate(0, 0, print) end)
+    assert.has_error(function() loop:schedule(1, "not a function") end)
+  end)
+end)
+
+describe("lupine.Future", function()
+  it("completes once, with a value or a cause", function()
+    local p = lupine.promise()
+    assert.is_false(p:isDone())
+    assert.is_true(p:setSuccess(42))
+    assert.is_false(p:setSuccess(43))
+    assert.is_false(p:setFailure("late"))
+    assert.is_true(p:isSuccess())
+    assert.equal(42, p:get())
+    local q = lupine.promise()
+    assert.is_true(q:setFailure("it broke"))
+    assert.is_false(q:isSuccess())
+    assert.equal("it broke", q:cause())
+    assert.is_nil(q:get())
+    assert.matches("^lupine.Future%(failed: it broke%)$", tostring(q))
+  end)
+
+  it("notifies listeners later and in order, also those added after completion", function()
+    local p = lupine.promise()
+    local seen = {}
+    p:addListener(function(f) seen[#seen + 1] = "a" .. tostring(f:get()) end)
+    p:setSuccess("!")
+    p:addListener(function(f) seen[#seen + 1] = "b" .. tostring(f:get()) end)
+    assert.same({}, seen)
+    loop:runUntil(function() return #seen == 2 end, 1)
+    assert.same({ "a!", "b!" }, seen)
+  end)
+
+  it("sync() waits for the result or raises the cause", function()
+    local p = lupine.promise()
+    loop:schedule(0.01, function() p:setSuccess("done") end)
+    assert.equal("done", p:sync(1))
+    local q = lupine.promise()
+    loop:schedule(0.01, function() q:setFailure("nope") end)
+    assert.has_error(function() q:sync(1) end, "nope")
+    assert.has_error(function() lupine.promise():sync(0.02) end)
+  end)
+end)
