@@ -57,7 +57,7 @@ lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int f
   ch->worker = loop->id;
   if (cfg) ch->config = *cfg;
   else lp_channel_config_default(&ch->config);
-  lp_outbound_init(&ch->out);
+  lp_outbound_init(&ch->out, &loop->out_cache);
   lp_pipeline_init(&ch->pipeline, ch);
   lp_list_init(&ch->link);
   ev_io_init(&ch->rio, on_readable, fd, EV_READ);

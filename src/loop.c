@@ -100,6 +100,7 @@ void lp_loop_free(lp_loop *loop) {
   if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
   ev_loop_destroy(loop->ev);
   lp_pool_free(loop->pool);
+  lp_out_cache_drain(&loop->out_cache);
   pthread_mutex_destroy(&loop->lock);
   free(loop);
 }

@@ -8,6 +8,7 @@
 #define LP_LOOP_H
 
 #include "common.h"
+#include "outbound.h"
 #include <ev.h>
 #include <pthread.h>
 
@@ -53,6 +54,7 @@ struct lp_loop {
   lp_task *posted, **posted_tail;
   lp_task *deferred, **deferred_tail;
   lp_pool *pool;
+  lp_out_cache out_cache;  // outbound entries, reused
   lp_list channels;        // open channels of this loop (lp_channel.link)
   size_t nchannels;
   const lp_host_ops *host_ops;

@@ -1,6 +1,6 @@
 // outbound.c: queue, gathering writes and completion of write promises.
-// Entry structs are cached per thread (each loop runs on its own thread), so
-// the steady-state write path does not call malloc.
+// Entry structs come from the loop's cache, so the steady-state write path
+// does not call malloc.
 #include "outbound.h"
 
 #include "buffer.h"
@@ -13,27 +13,33 @@
 
 #define ENTRY_CACHE_MAX 1024
 
-static _Thread_local lp_out_entry *entry_cache;
-static _Thread_local unsigned entry_cached;
-
-static lp_out_entry *entry_get(void) {
-  lp_out_entry *e = entry_cache;
+static lp_out_entry *entry_get(lp_out_cache *c) {
+  lp_out_entry *e = c ? c->free : NULL;
   if (e) {
-    entry_cache = e->next;
-    entry_cached--;
+    c->free = e->next;
+    c->n--;
     return e;
   }
   return malloc(sizeof *e);
 }
 
-static void entry_put(lp_out_entry *e) {
-  if (entry_cached < ENTRY_CACHE_MAX) {
-    e->next = entry_cache;
-    entry_cache = e;
-    entry_cached++;
+static void entry_put(lp_out_cache *c, lp_out_entry *e) {
+  if (c && c->n < ENTRY_CACHE_MAX) {
+    e->next = c->free;
+    c->free = e;
+    c->n++;
   } else {
     free(e);
   }
+}
+
+void lp_out_cache_drain(lp_out_cache *c) {
+  while (c->free) {
+    lp_out_entry *e = c->free;
+    c->free = e->next;
+    free(e);
+  }
+  c->n = 0;
 }
 
 void lp_bytes_release(lp_bytes *b) {
@@ -43,14 +49,15 @@ void lp_bytes_release(lp_bytes *b) {
   b->release = NULL;
 }
 
-void lp_outbound_init(lp_outbound *ob) {
+void lp_outbound_init(lp_outbound *ob, lp_out_cache *cache) {
+  ob->cache = cache;
   ob->head = ob->unflushed = ob->tail = NULL;
   ob->pending = 0;
   ob->flushed = 0;
 }
 
 int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise) {
-  lp_out_entry *e = entry_get();
+  lp_out_entry *e = entry_get(ob->cache);
   if (!e) {
     lp_bytes_release(bytes);
     return -ENOMEM;
@@ -83,7 +90,7 @@ static void pop_done(lp_outbound *ob) {
   ob->flushed--;
   lp_bytes_release(&e->bytes);
   lp_future *f = e->promise;
-  entry_put(e);
+  entry_put(ob->cache, e);
   if (f) {
     lp_future_succeed(f);
     lp_future_unref(f);
@@ -142,7 +149,7 @@ void lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, b
     ob->pending -= e->bytes.len;
     lp_bytes_release(&e->bytes);
     lp_future *f = e->promise;
-    entry_put(e);
+    entry_put(ob->cache, e);
     if (f) {
       f->quiet = f->quiet || quiet;
       quiet = true;

@@ -31,7 +31,15 @@ typedef struct lp_out_entry {
   lp_future *promise;   // may be NULL
 } lp_out_entry;
 
+// Free entry structs of one loop, reused so that writing does not call malloc.
+typedef struct lp_out_cache {
+  lp_out_entry *free;
+  unsigned n;
+} lp_out_cache;
+void lp_out_cache_drain(lp_out_cache *c);
+
 typedef struct lp_outbound {
+  lp_out_cache *cache;     // the loop's entry cache (NULL: malloc/free)
   lp_out_entry *head;      // first flushed entry (or first unflushed when none)
   lp_out_entry *unflushed; // first unflushed entry, NULL when none
   lp_out_entry *tail;
@@ -39,7 +47,7 @@ typedef struct lp_outbound {
   size_t flushed;          // entries flushed and not yet written
 } lp_outbound;
 
-void lp_outbound_init(lp_outbound *ob);
+void lp_outbound_init(lp_outbound *ob, lp_out_cache *cache);
 // Queue bytes (ownership moves in). -ENOMEM: nothing queued, bytes released.
 int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise);
 void lp_outbound_add_flush(lp_outbound *ob);

@@ -31,8 +31,9 @@ int main(void) {
   fcntl(sv[0], F_SETFL, O_NONBLOCK);
   fcntl(sv[1], F_SETFL, O_NONBLOCK);
   lp_pool *pool = lp_pool_new();
+  lp_out_cache cache = {NULL, 0};
   lp_outbound ob;
-  lp_outbound_init(&ob);
+  lp_outbound_init(&ob, &cache);
 
   // Two buffers and one external string; nothing goes out before a flush.
   lp_future *f1 = lp_future_new(NULL), *f2 = lp_future_new(NULL), *f3 = lp_future_new(NULL);
@@ -124,6 +125,8 @@ int main(void) {
   lp_future_unref(f1), lp_future_unref(f2), lp_future_unref(f3);
   lp_future_unref(g1), lp_future_unref(g2), lp_future_unref(g3);
   close(sv[0]);
+  CHECK(cache.n > 0); // entries were reused through the cache
+  lp_out_cache_drain(&cache);
   lp_pool_free(pool);
   return check_report();
 }
