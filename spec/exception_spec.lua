@@ -140,3 +140,43 @@ describe("handler errors", function()
     server:close()
   end)
 end)
+
+describe("handlers with unusual tables", function()
+  it("a strict handler refuses to be added with the error of its __index", function()
+    local Strict = setmetatable({}, { __index = function(_, k) error("strict: no field " .. k) end })
+    local err
+    local server = test.server(function(ch)
+      err = select(2, pcall(ch.pipeline.addLast, ch.pipeline, "strict", Strict))
+    end)
+    local c = test.client(server.port)
+    test.eventually(function() return err ~= nil end)
+    assert.matches("strict: no field channelRegistered", err)
+    c:close()
+    server:close()
+  end)
+
+  it("a handler whose method lookup raises during an event gives exceptionCaught, not a crash", function()
+    local lookups, caught = 0, nil
+    local Flaky = setmetatable({}, {
+      __index = function(_, k)
+        if k ~= "channelRead" then return nil end
+        lookups = lookups + 1
+        if lookups > 1 then error("flaky lookup") end -- fine when added, raises when called
+        return function() end
+      end,
+    })
+    local server = test.server(function(ch)
+      ch.pipeline:addLast("flaky", Flaky)
+      ch.pipeline:addLast("catch", { exceptionCaught = function(_, ctx, err)
+        caught = err
+        ctx:writeAndFlush("recovered")
+      end })
+    end)
+    local c = test.client(server.port)
+    c:send("x")
+    assert.equal("recovered", c:receive(9))
+    assert.matches("^handler 'flaky' channelRead: .*flaky lookup", caught)
+    c:close()
+    server:close()
+  end)
+end)

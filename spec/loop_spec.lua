@@ -67,6 +67,13 @@ describe("lupine.Loop", function()
     assert.same({ 1, 2 }, order)
   end)
 
+  it("refuses to be run again from inside itself", function()
+    local err
+    loop:schedule(0, function() err = select(2, pcall(loop.runUntil, loop, function() return true end)) end)
+    loop:runFor(0.02)
+    assert.matches("runUntil called from inside the running loop", err)
+  end)
+
   it("rejects bad timer arguments", function()
     assert.has_error(function() loop:schedule(-1, print) end, "schedule: delays must be non-negative numbers")
     assert.has_error(function() loop:scheduleAtFixedRate(0, 0, print) end)

@@ -286,6 +286,15 @@ static int channel_get_config(lua_State *L) {
 
 // ---- accepting -------------------------------------------------------------------------
 
+// Under pcall: init(ch), with [1] init and [2] the channel as light userdata
+// (its box is made here, where running out of memory is caught).
+static int call_init(lua_State *L) {
+  l_channel_push(L, lua_touserdata(L, 2));
+  lua_replace(L, 2);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
 void l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref) {
   lp_channel *ch = lp_channel_new(h->loop, &lp_socket_unsafe, fd, cfg);
   if (!ch) {
@@ -301,10 +310,11 @@ void l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref) {
   }
   lua_State *L = h->cur;
   lua_checkstack(L, 4);
+  lua_pushcfunction(L, call_init);
   lua_rawgeti(L, LUA_REGISTRYINDEX, init_ref);
-  l_channel_push(L, ch);
+  lua_pushlightuserdata(L, ch);
   lp_pipeline_enter(&ch->pipeline);
-  bool ok = l_pcall_log(L, 1, "init(ch)", ch->id);
+  bool ok = l_pcall_log(L, 2, "init(ch)", ch->id);
   lp_pipeline_leave(&ch->pipeline);
   if (!ok) {
     lp_log(LP_LOG_WARN, ch->id, "closing the channel: its init function failed");

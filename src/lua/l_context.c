@@ -130,9 +130,7 @@ static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err)
 }
 
 static void host_describe(lp_loop *loop, const lp_msg *m, char *out, size_t outlen) {
-  lua_State *L = ((l_host *)loop->host)->cur;
-  snprintf(out, outlen, "%s", luaL_tolstring(L, m->host, NULL));
-  lua_pop(L, 1);
+  l_tostring(((l_host *)loop->host)->cur, m->host, out, outlen);
 }
 
 // ---- calling Lua handlers ----------------------------------------------------------
@@ -144,29 +142,40 @@ static void pass_on(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   else lp_ctx_op(c, ev, m, promise);
 }
 
-// The handler raised; its error is on the top of L.
-static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) {
-  if (lua_type(L, -1) == LUA_TSTRING) {
-    lua_pushfstring(L, "handler '%s' %s: %s", c->name, lp_event_name[ev], lua_tostring(L, -1));
-    lua_remove(L, -2);
+// Runs under lua_pcall: "handler 'name' event: " in front of a string error.
+static int decorate(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    const lp_ctx *c = lua_touserdata(L, 2);
+    lua_pushfstring(L, "handler '%s' %s: %s", c->name, lp_event_name[lua_tointeger(L, 3)], lua_tostring(L, 1));
+  } else {
+    lua_settop(L, 1);
   }
+  return 1;
+}
+
+// The handler raised; its error is on the top of L. Everything here that can
+// raise (allocations) runs protected: this is called from libev callbacks.
+static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) {
+  lua_pushcfunction(L, decorate);
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, c);
+  lua_pushinteger(L, ev);
+  lua_pcall(L, 3, 1, 0); // on failure (out of memory) that error stands in
   lp_channel *ch = lp_ctx_channel(c);
+  char text[LP_ERROR_MESSAGE_MAX];
   if (ev == LP_EV_EXCEPTION) { // not passed on (it would loop): handled as the tail would
     bool closing = ch->config.close_on_exception && !(ch->flags & LP_CH_CLOSED);
     lp_log(LP_LOG_WARN, ch->id, "exceptionCaught raised%s: %s", closing ? " (closing the channel)" : "",
-           luaL_tolstring(L, -1, NULL));
+           l_tostring(L, -1, text, sizeof text));
     lua_pop(L, 1);
     if (closing) lp_channel_close(ch, NULL);
     return;
   }
   if (promise && !lp_future_done(promise)) { // an outbound op failed: its promise says so
     lp_error e;
-    lp_error_named(&e, LP_EHOST, "%s", luaL_tolstring(L, -1, NULL));
-    lua_pop(L, 1);
-    if (promise->host_ref < 0) {
-      lua_pushvalue(L, -1);
-      promise->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
+    lp_error_named(&e, LP_EHOST, "%s", l_tostring(L, -1, text, sizeof text));
+    if (promise->host_ref < 0) promise->host_ref = l_ref(L);
+    else lua_pop(L, 1);
     lp_channel_fail_promise(ch, promise, &e);
     return;
   }
@@ -175,35 +184,64 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
   else lp_ctx_fire(c, LP_EV_EXCEPTION, &em);
 }
 
-static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
-  l_host *h = host_of(c);
-  if (LP_UNLIKELY(h->closing)) {
-    if (m) lp_msg_release(m);
-    return;
-  }
-  lua_State *L = h->cur;
-  int top = lua_gettop(L);
-  luaL_checkstack(L, 8, "lupine: calling a handler");
-  lua_pushcfunction(L, l_traceback);
+typedef struct {
+  lp_ctx *c;
+  int ev;
+  lp_msg *m;
+  lp_future *promise;
+  bool missing; // the method is gone since the handler was added
+} invocation;
+
+// Runs under lua_pcall, so that nothing raised here (a strict __index on the
+// handler, out of memory) unwinds through libev. [1] the invocation, [2] the
+// message when it is a host value.
+static int invoke(lua_State *L) {
+  invocation *a = lua_touserdata(L, 1);
+  lp_ctx *c = a->c;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
-  if (LP_UNLIKELY(lua_getfield(L, -1, lp_event_name[ev]) != LUA_TFUNCTION)) {
-    lua_settop(L, top); // the method is gone since the handler was added
-    pass_on(c, ev, m, promise);
-    return;
+  if (LP_UNLIKELY(lua_getfield(L, -1, lp_event_name[a->ev]) != LUA_TFUNCTION)) {
+    a->missing = true;
+    return 0;
   }
   lua_insert(L, -2); // method, self
   l_context_push(L, c);
   int nargs = 2;
-  if (m) {
-    push_msg(L, m);
+  if (a->m) {
+    if (a->m->kind == LP_MSG_HOST) lua_pushvalue(L, 2);
+    else push_msg(L, a->m);
     nargs++;
   }
-  if (ev == LP_OP_WRITE || ev == LP_OP_CLOSE || ev == LP_OP_CONNECT) {
-    if (promise) l_future_push(L, promise);
+  if (a->ev == LP_OP_WRITE || a->ev == LP_OP_CLOSE || a->ev == LP_OP_CONNECT) {
+    if (a->promise) l_future_push(L, a->promise);
     else lua_pushnil(L);
     nargs++;
   }
-  if (LP_UNLIKELY(lua_pcall(L, nargs, 0, top + 1) != LUA_OK)) handler_failed(c, ev, L, promise);
+  lua_call(L, nargs, 0);
+  return 0;
+}
+
+static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
+  l_host *h = host_of(c);
+  lua_State *L = h->cur;
+  if (LP_UNLIKELY(h->closing || !lua_checkstack(L, 8))) {
+    if (m) lp_msg_release(m);
+    if (!h->closing) lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "Lua stack overflow: event dropped");
+    return;
+  }
+  int top = lua_gettop(L);
+  invocation a = {c, ev, m, promise, false};
+  lua_pushcfunction(L, l_traceback);
+  lua_pushcfunction(L, invoke);
+  lua_pushlightuserdata(L, &a);
+  if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);
+  else lua_pushnil(L);
+  if (LP_UNLIKELY(lua_pcall(L, 2, 0, top + 1) != LUA_OK)) {
+    if (m && m->kind == LP_MSG_BUF) lp_msg_release(m); // not handed over
+    handler_failed(c, ev, L, promise);
+  } else if (LP_UNLIKELY(a.missing)) {
+    lua_settop(L, top);
+    pass_on(c, ev, m, promise);
+  }
   lua_settop(L, top);
 }
 
@@ -226,8 +264,9 @@ static bool call_lifecycle(lp_ctx *c, const char *method) {
   l_context_push(L, c);
   bool ok = lua_pcall(L, 2, 0, top + 1) == LUA_OK;
   if (!ok) {
+    char text[LP_ERROR_MESSAGE_MAX];
     lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "handler '%s' %s raised: %s", c->name, method,
-           luaL_tolstring(L, -1, NULL));
+           l_tostring(L, -1, text, sizeof text));
   }
   lua_settop(L, top);
   return ok;

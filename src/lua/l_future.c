@@ -87,15 +87,24 @@ static int future_get(lua_State *L) {
   return push_value(L, f);
 }
 
+// Under pcall: fn(future), with [1] fn and [2] the future as light userdata.
+static int call_listener(lua_State *L) {
+  l_future_push(L, lua_touserdata(L, 2));
+  lua_replace(L, 2);
+  lua_call(L, 1, 0);
+  return 0;
+}
+
 static void run_listener(lp_future *f, void *ud) {
   l_listener *l = ud;
   l_host *h = l->host;
   if (!h->closing) {
     lua_State *L = h->cur;
     lua_checkstack(L, 4);
+    lua_pushcfunction(L, call_listener);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->fn_ref);
-    l_future_push(L, f);
-    l_pcall_log(L, 1, "a future listener", 0);
+    lua_pushlightuserdata(L, f);
+    l_pcall_log(L, 2, "a future listener", 0);
     luaL_unref(L, LUA_REGISTRYINDEX, l->fn_ref);
   }
   free(l);

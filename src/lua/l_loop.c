@@ -84,8 +84,15 @@ static bool until_done(lua_State *L, void *ud) {
 
 // loop:runUntil(pred, [timeout = 5]): run until pred() is true (or pred, a
 // future, is done); raises when the time runs out, with what it waited for.
+static void not_nested(lua_State *L, l_host *h, const char *what) {
+  if (h->running)
+    luaL_error(L, "%s called from inside the running loop (a handler, timer or listener): use a "
+                  "listener or schedule() instead of waiting", what);
+}
+
 static int loop_run_until(lua_State *L) {
   l_host *h = check_loop(L);
+  not_nested(L, h, "runUntil");
   if (!l_future_test(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   double timeout = luaL_optnumber(L, 3, 5.0);
   const char *what = luaL_optstring(L, 4, NULL);
@@ -107,13 +114,14 @@ static bool never(lua_State *L, void *ud) {
 
 static int loop_run_for(lua_State *L) {
   l_host *h = check_loop(L);
+  not_nested(L, h, "runFor");
   l_run_until(h, L, never, NULL, luaL_checknumber(L, 2));
   return 0;
 }
 
 static int loop_run(lua_State *L) {
   l_host *h = check_loop(L);
-  if (h->running) return luaL_error(L, "loop:run() called while the loop is already running");
+  not_nested(L, h, "run");
   lua_State *prev = l_enter(h, L);
   h->running++;
   lp_loop_run(h->loop);

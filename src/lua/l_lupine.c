@@ -9,6 +9,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,12 +111,44 @@ int l_traceback(lua_State *L) {
   return 1;
 }
 
+static int tostring_protected(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+const char *l_tostring(lua_State *L, int idx, char *buf, size_t len) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, tostring_protected);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) snprintf(buf, len, "%s", lua_tostring(L, -1));
+  else snprintf(buf, len, "(a %s whose tostring failed)", luaL_typename(L, idx));
+  lua_pop(L, 1);
+  return buf;
+}
+
+static int ref_protected(lua_State *L) {
+  lua_pushinteger(L, luaL_ref(L, LUA_REGISTRYINDEX));
+  return 1;
+}
+
+int l_ref(lua_State *L) {
+  lua_pushcfunction(L, ref_protected);
+  lua_insert(L, -2);
+  int ref = LUA_NOREF;
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) ref = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return ref;
+}
+
 bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id) {
   int base = lua_gettop(L) - nargs; // the function's slot
   lua_pushcfunction(L, l_traceback);
   lua_insert(L, base);
   bool ok = lua_pcall(L, nargs, 0, base) == LUA_OK;
-  if (!ok) lp_log(LP_LOG_ERROR, channel_id, "%s raised: %s", what, luaL_tolstring(L, -1, NULL));
+  if (!ok) {
+    char text[1024];
+    lp_log(LP_LOG_ERROR, channel_id, "%s raised: %s", what, l_tostring(L, -1, text, sizeof text));
+  }
   lua_settop(L, base - 1);
   return ok;
 }

@@ -41,6 +41,11 @@ int l_fail(lua_State *L, int rc, const char *what);
 // Push an error object: a table { kind, message, code, limit?, length? } whose
 // __tostring is its message (metatable "lupine.Error").
 void l_push_error(lua_State *L, const lp_error *e);
+// tostring(v) of the value at idx into buf, protected (a __tostring that
+// raises, out of memory): safe from libev callbacks. Returns buf.
+const char *l_tostring(lua_State *L, int idx, char *buf, size_t len);
+// luaL_ref of the value on top (popped), protected; LUA_NOREF on failure.
+int l_ref(lua_State *L);
 // Message handler for lua_pcall: appends a traceback to string errors.
 int l_traceback(lua_State *L);
 // Call the function at the top with nargs below it under pcall + traceback; on
