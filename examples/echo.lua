@@ -14,8 +14,12 @@ function Echo:channelReadComplete(ctx)
   ctx:flush() -- one writev for everything read in this batch
 end
 
+-- A peer that resets or vanishes is routine for a server: note it quietly.
+local routine = { ECONNRESET = true, EPIPE = true, ETIMEDOUT = true }
+
 function Echo:exceptionCaught(ctx, err)
-  lupine.log("warn", ctx.channel, tostring(err))
+  local kind = type(err) == "table" and err.kind
+  lupine.log(routine[kind] and "debug" or "warn", ctx.channel, tostring(err))
   ctx:close()
 end
 
