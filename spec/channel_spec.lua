@@ -300,4 +300,29 @@ describe("lupine.Channel", function()
     assert.equal(before, open_fds())
     server:close()
   end)
+
+  it("keeps Lua memory and descriptors flat over thousands of connections (every reference released at close)", function()
+    local server = test.server(function(ch)
+      ch.attr.big = ("x"):rep(1000) -- per-channel state must go with the channel
+      ch.pipeline:addLast("echo", { channelRead = function(_, ctx, b) ctx:writeAndFlush(b) end })
+    end)
+    local function cycle(n)
+      for i = 1, n do
+        local c = test.client(server.port)
+        c:send("p")
+        c:receive(1)
+        c:close()
+      end
+      test.eventually(function() return loop:channelCount() == 0 end)
+      collectgarbage()
+      collectgarbage()
+      return collectgarbage("count"), open_fds()
+    end
+    local kb1, fds1 = cycle(300)
+    local kb2, fds2 = cycle(1500)
+    assert.equal(fds1, fds2)
+    assert.is_true(kb2 - kb1 < 64, ("Lua memory grew by %.1f KiB over 1500 connections"):format(kb2 - kb1))
+    server:close()
+  end)
 end)
+

@@ -42,6 +42,7 @@ void lp_future_unref(lp_future *f) {
     free(l);
   }
   drop_unobserved(f);
+  if (f->value_drop) f->value_drop(f->value);
   if (f->host_ref >= 0 && f->loop && f->loop->host_ops && f->loop->host_ops->future_free)
     f->loop->host_ops->future_free(f);
   free(f->cause);

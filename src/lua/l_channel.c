@@ -435,6 +435,8 @@ static int server_tostring(lua_State *L) {
 
 // ---- connecting --------------------------------------------------------------------------
 
+static void drop_channel(void *ch) { lp_channel_unref(ch); }
+
 // lupine.connect{ host, port, init = fn, timeout = 5, options = {...} } -> future of the channel
 int l_connect(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -468,8 +470,8 @@ int l_connect(lua_State *L) {
     lp_future_fail_code(f, -ENOMEM, "connect");
     return 1;
   }
-  l_channel_push(L, ch);
-  f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX); // the future's value: the channel
+  f->value = lp_channel_ref(ch); // the future's value: the channel
+  f->value_drop = drop_channel;
   lua_State *prev = l_enter(h, L);
   if (init) {
     lua_pushvalue(L, init);

@@ -1,11 +1,10 @@
 // l_context.c: Lua handlers in the pipeline, lupine.Context, lupine.Pipeline,
 // lupine.NativeHandler, and the host hooks the core calls.
 //
-// References: a context of a Lua handler holds a registry reference to its
-// handler (host_ref, dropped when the context is freed) and caches its
-// lupine.Context box (box_ref, dropped when it leaves the pipeline, so the box
-// can be collected). A box holds a reference on the context and one on its
-// channel. Messages from Lua travel as LP_MSG_HOST: a stack slot of the state
+// References: a context holds a registry reference to its handler (host_ref)
+// and caches its lupine.Context table (box_ref); both are dropped when it
+// leaves the pipeline. The table's box holds a reference on the context and
+// one on its channel, so a handle kept by Lua stays safe to use. Messages from Lua travel as LP_MSG_HOST: a stack slot of the state
 // that made them (host->cur), valid for the duration of that call.
 #include "lbind.h"
 
@@ -300,17 +299,19 @@ static uint32_t handler_mask(lua_State *L, int h) {
 
 // ---- host hooks ---------------------------------------------------------------------
 
+// A context out of its pipeline is never called again: drop both references
+// at once, not when its memory goes (after the GC finds its handle), so that
+// registry slots are reused promptly under connection churn.
 static void host_ctx_removed(lp_ctx *c) {
   l_host *h = host_of(c);
-  if (c->box_ref >= 0 && !h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->box_ref);
-  c->box_ref = -1;
+  if (!h->closing) {
+    if (c->box_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->box_ref);
+    if (c->host_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->host_ref);
+  }
+  c->box_ref = c->host_ref = -1;
 }
 
-static void host_ctx_free(lp_ctx *c) {
-  l_host *h = host_of(c);
-  if (c->host_ref >= 0 && !h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->host_ref);
-  c->host_ref = -1;
-}
+static void host_ctx_free(lp_ctx *c) { host_ctx_removed(c); }
 
 static void host_future_free(lp_future *f) {
   l_host *h = f->loop->host;

@@ -76,7 +76,8 @@ static int future_cause(lua_State *L) {
 // The value of a successful future: a channel (connect) or what setSuccess got.
 static int push_value(lua_State *L, lp_future *f) {
   if (f->state != LP_FUTURE_SUCCESS) return 0;
-  if (f->host_ref >= 0) lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
+  if (f->value) l_channel_push(L, f->value);
+  else if (f->host_ref >= 0) lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
   else return 0;
   return 1;
 }
