@@ -11,28 +11,25 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct {
-  lp_buf *buf;
-} l_buffer;
+typedef l_buffer_box l_buffer;
 
-#define MT "lupine.Buffer"
 #define DEFAULT_CAPACITY 256
 
 static const char *const used_msg = "lupine.Buffer used after release or hand-off";
 
 lp_buf *l_buffer_test(lua_State *L, int i) {
-  l_buffer *box = luaL_testudata(L, i, MT);
+  l_buffer *box = l_testudata(L, i, &l_key_buffer);
   return box ? box->buf : NULL;
 }
 
 lp_buf *l_buffer_check(lua_State *L, int i) {
-  l_buffer *box = luaL_checkudata(L, i, MT);
+  l_buffer *box = l_checkudata(L, i, &l_key_buffer, "lupine.Buffer");
   if (!box->buf) luaL_error(L, "%s", used_msg);
   return box->buf;
 }
 
 lp_buf *l_buffer_take(lua_State *L, int i) {
-  l_buffer *box = luaL_checkudata(L, i, MT);
+  l_buffer *box = l_checkudata(L, i, &l_key_buffer, "lupine.Buffer");
   if (!box->buf) luaL_error(L, "%s", used_msg);
   lp_buf *b = box->buf;
   box->buf = NULL;
@@ -40,9 +37,8 @@ lp_buf *l_buffer_take(lua_State *L, int i) {
 }
 
 void l_buffer_push(lua_State *L, lp_buf *b) {
-  l_buffer *box = lua_newuserdatauv(L, sizeof *box, 0);
+  l_buffer *box = l_newudata(L, sizeof *box, 0, &l_key_buffer);
   box->buf = b;
-  luaL_setmetatable(L, MT);
 }
 
 static void push_new(lua_State *L, lp_buf *b) {
@@ -388,7 +384,7 @@ static int buffer_index_of(lua_State *L) {
 // ---- lifetime and metamethods ---------------------------------------------------------
 
 static int buffer_release(lua_State *L) { // __gc, __close and :release()
-  l_buffer *box = luaL_checkudata(L, 1, MT);
+  l_buffer *box = l_checkudata(L, 1, &l_key_buffer, "lupine.Buffer");
   if (box->buf) {
     lp_buf_unref(box->buf);
     box->buf = NULL;
@@ -399,7 +395,7 @@ static int buffer_release(lua_State *L) { // __gc, __close and :release()
 static int buffer_len(lua_State *L) { return buffer_readable_bytes(L); }
 
 static int buffer_tostring(lua_State *L) {
-  l_buffer *box = luaL_checkudata(L, 1, MT);
+  l_buffer *box = l_checkudata(L, 1, &l_key_buffer, "lupine.Buffer");
   if (!box->buf) lua_pushliteral(L, "lupine.Buffer(released)");
   else
     lua_pushfstring(L, "lupine.Buffer(ridx=%I, widx=%I, cap=%I)", (lua_Integer)box->buf->rd,
@@ -439,7 +435,7 @@ static const luaL_Reg methods[] = {
 };
 
 void l_buffer_open(lua_State *L) {
-  luaL_newmetatable(L, MT); // also sets __name
+  l_newmetatable(L, "lupine.Buffer", &l_key_buffer); // also sets __name
   luaL_setfuncs(L, meta, 0);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
