@@ -357,10 +357,24 @@ typedef struct connect_state {
   lp_future *promise;
   ev_timer timer;
   lp_channel *ch;
+  double timeout;          // seconds for all attempts together; 0: no limit
+  uint8_t nalts, next_alt; // addresses to try in turn when one fails
+  lp_sockaddr alts[LP_CONNECT_MAX_FALLBACKS];
 } connect_state;
+
+static void attempt(lp_channel *ch, const lp_sockaddr *addr);
 
 static void connect_done(lp_channel *ch, int err, int code) {
   connect_state *cs = ch->kind_state;
+  if (err && !code && cs && cs->next_alt < cs->nalts && !(ch->flags & LP_CH_CLOSED)) {
+    // Refused or unreachable: the next address, within the same time limit.
+    if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+    ch->flags &= ~(uint32_t)LP_CH_CONNECTING;
+    if (ch->fd >= 0) close(ch->fd);
+    ch->fd = -1;
+    attempt(ch, &cs->alts[cs->next_alt++]);
+    return;
+  }
   lp_future *promise = cs ? cs->promise : NULL;
   if (cs) {
     cs->promise = NULL;
@@ -372,7 +386,7 @@ static void connect_done(lp_channel *ch, int err, int code) {
     lp_error e;
     char addr[64];
     lp_addr_format(&ch->remote, addr, sizeof addr);
-    if (code) lp_error_named(&e, code, "connect to %s timed out", addr);
+    if (code) lp_error_named(&e, code, "connect to %s timed out after %g s", addr, cs ? cs->timeout : 0.);
     else lp_error_sys(&e, err, "connect");
     if (!code) snprintf(e.message, sizeof e.message, "%s: %s (connect to %s)", e.kind, strerror(err), addr);
     lp_channel_close_now(ch);
@@ -396,6 +410,35 @@ static void on_connect_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
   lp_channel_unref(ch);
 }
 
+// Start a non-blocking connect to addr; an address that fails at once
+// (unreachable network, no such family) moves on to the next one.
+static void attempt(lp_channel *ch, const lp_sockaddr *addr) {
+  connect_state *cs = ch->kind_state;
+  for (;;) {
+    ch->remote = *addr;
+    int fd = -1;
+    int rc = lp_sock_connect_start(addr, &fd);
+    if (rc == 0 || rc == -EINPROGRESS) {
+      ch->fd = fd;
+      ev_io_set(&ch->rio, fd, EV_READ);
+      ev_io_set(&ch->wio, fd, EV_WRITE);
+      if (rc == 0) {
+        connect_done(ch, 0, 0);
+      } else {
+        ch->flags |= LP_CH_CONNECTING;
+        ev_io_start(ch->loop->ev, &ch->wio);
+      }
+      return;
+    }
+    if (fd >= 0) close(fd);
+    if (!cs || cs->next_alt >= cs->nalts) {
+      connect_done(ch, -rc, 0);
+      return;
+    }
+    addr = &cs->alts[cs->next_alt++];
+  }
+}
+
 static void sock_connect(lp_channel *ch, lp_msg *m, lp_future *promise) {
   const lp_sockaddr *addr = m->kind == LP_MSG_PTR ? m->u.ptr : NULL;
   int err = 0;
@@ -403,39 +446,21 @@ static void sock_connect(lp_channel *ch, lp_msg *m, lp_future *promise) {
   else if (ch->flags & LP_CH_CLOSED) err = EBADF;
   else if (ch->flags & LP_CH_CONNECTING) err = EALREADY;
   else if (ch->fd >= 0) err = EISCONN;
+  else if (!ch->kind_state && lp_channel_prepare_connect(ch, 0) != 0) err = ENOMEM;
   if (err) {
     if (promise) lp_future_fail_code(promise, -err, "connect");
     return;
   }
-  ch->remote = *addr;
-  int fd = -1;
-  int rc = lp_sock_connect_start(addr, &fd);
-  if (rc != 0 && rc != -EINPROGRESS) {
-    if (fd >= 0) close(fd);
-    lp_error e;
-    char a[64];
-    lp_error_sys(&e, -rc, "connect");
-    snprintf(e.message, sizeof e.message, "%s: %s (connect to %s)", e.kind, strerror(-rc),
-             lp_addr_format(addr, a, sizeof a));
-    lp_channel_close_now(ch);
-    if (promise) lp_future_fail(promise, &e);
-    return;
-  }
-  ch->fd = fd;
-  ev_io_set(&ch->rio, fd, EV_READ);
-  ev_io_set(&ch->wio, fd, EV_WRITE);
   connect_state *cs = ch->kind_state;
-  if (cs) cs->promise = promise ? lp_future_ref(promise) : NULL;
-  if (rc == 0) {
-    connect_done(ch, 0, 0);
-    return;
-  }
-  ch->flags |= LP_CH_CONNECTING;
-  ev_io_start(ch->loop->ev, &ch->wio);
-  if (cs && cs->timer.repeat > 0) {
-    ev_timer_set(&cs->timer, cs->timer.repeat, 0.);
+  if (cs->promise) lp_future_unref(cs->promise);
+  cs->promise = promise ? lp_future_ref(promise) : NULL;
+  if (cs->timeout > 0) {
+    ev_timer_set(&cs->timer, cs->timeout, 0.);
     ev_timer_start(ch->loop->ev, &cs->timer);
   }
+  lp_channel_ref(ch);
+  attempt(ch, addr);
+  lp_channel_unref(ch);
 }
 
 static void sock_free(lp_channel *ch) {
@@ -448,12 +473,24 @@ static void sock_free(lp_channel *ch) {
 
 // Prepare a client channel (no fd yet) so that connect can time out.
 int lp_channel_prepare_connect(lp_channel *ch, double timeout) {
-  connect_state *cs = calloc(1, sizeof *cs);
-  if (!cs) return -ENOMEM;
-  cs->ch = ch;
-  ev_timer_init(&cs->timer, on_connect_timeout, timeout, 0.);
-  cs->timer.repeat = timeout; // remembered until connect starts
-  ch->kind_state = cs;
+  connect_state *cs = ch->kind_state;
+  if (!cs) {
+    if (!(cs = calloc(1, sizeof *cs))) return -ENOMEM;
+    cs->ch = ch;
+    ev_timer_init(&cs->timer, on_connect_timeout, 0., 0.);
+    ch->kind_state = cs;
+  }
+  cs->timeout = timeout > 0 ? timeout : 0;
+  return 0;
+}
+
+int lp_channel_set_connect_fallbacks(lp_channel *ch, const lp_sockaddr *addrs, size_t n) {
+  connect_state *cs = ch->kind_state;
+  if (!cs || (ch->flags & (LP_CH_CONNECTING | LP_CH_CLOSED)) || ch->fd >= 0) return -EINVAL;
+  if (n > LP_CONNECT_MAX_FALLBACKS) n = LP_CONNECT_MAX_FALLBACKS;
+  memcpy(cs->alts, addrs, n * sizeof *addrs);
+  cs->nalts = (uint8_t)n;
+  cs->next_alt = 0;
   return 0;
 }
 

@@ -95,8 +95,20 @@ void lp_channel_register(lp_channel *ch);
 void lp_channel_activate(lp_channel *ch);
 
 // A client channel (fd -1) that will connect: connect fails with
-// ConnectTimeout after timeout seconds (0: no limit). 0 or -ENOMEM.
+// ConnectTimeout after timeout seconds (0: no limit), counted from the start
+// of the connect operation over all the addresses tried. 0 or -ENOMEM.
 int lp_channel_prepare_connect(lp_channel *ch, double timeout);
+// Addresses the head tries in turn, after the one the connect operation
+// carries, when connecting fails (refused, unreachable). Copied; at most
+// LP_CONNECT_MAX_FALLBACKS. After prepare_connect, before connect. 0 or -EINVAL.
+#define LP_CONNECT_MAX_FALLBACKS 7
+int lp_channel_set_connect_fallbacks(lp_channel *ch, const lp_sockaddr *addrs, size_t n);
+// Connect a registered client channel to host:port (Netty's Bootstrap.connect
+// after registration): numeric addresses connect at once, names resolve first
+// (resolver.c) and every address found is tried in order. timeout bounds the
+// whole (ConnectTimeout). promise (may be NULL) gets the outcome: a failed
+// connect closes the channel. Implemented in bootstrap.c.
+void lp_channel_connect_host(lp_channel *ch, const char *host, int port, double timeout, lp_future *promise);
 
 // Outbound operations through the whole pipeline (from the tail).
 void lp_channel_write(lp_channel *ch, lp_msg *m, lp_future *promise);

@@ -9,7 +9,7 @@
 static const char *const named[] = {
     "ClosedChannel",      "WriteBufferFull", "TooLongFrame",    "CorruptedFrame",
     "UnsupportedMessage", "ReadTimeout",     "WriteTimeout",    "ConnectTimeout",
-    "DecoderError",       "HostError",       "Shutdown",
+    "DecoderError",       "HostError",       "Shutdown",        "UnknownHost",
 };
 
 const char *lp_errno_name(int err) {

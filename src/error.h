@@ -19,6 +19,7 @@ enum {
   LP_EDECODER = -10009,     // DecoderError: a decoder broke its contract
   LP_EHOST = -10010,        // HostError: raised by a handler (Lua error)
   LP_ESHUTDOWN = -10011,    // Shutdown: the loop is shutting down
+  LP_EUNKNOWNHOST = -10012, // UnknownHost: a name did not resolve
 };
 
 #define LP_ERROR_MESSAGE_MAX 200

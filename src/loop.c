@@ -6,6 +6,7 @@
 
 #include "buffer.h"
 #include "channel.h"
+#include "resolver.h"
 
 #include <stdlib.h>
 
@@ -91,6 +92,8 @@ lp_loop *lp_loop_new(int id) {
 void lp_loop_free(lp_loop *loop) {
   if (!loop) return;
   lp_channel_close_all(loop);
+  lp_resolver_free(loop->resolver); // lookups still running fail, as deferred tasks
+  loop->resolver = NULL;
   // Teardown of closed channels runs as deferred tasks: let them finish.
   for (int i = 0; i < 64 && (loop->deferred || loop->posted); i++) lp_loop_run_tasks(loop);
   ev_ref(loop->ev);

@@ -59,6 +59,7 @@ struct lp_loop {
   unsigned nfree_futures;
   lp_list channels;        // open channels of this loop (lp_channel.link)
   size_t nchannels;
+  struct lp_resolver *resolver; // name lookups (resolver.c), made on first use
   const lp_host_ops *host_ops;
   void *host;              // the binding's per-loop state (lua_State holder)
   pthread_t thread;        // the thread that runs this loop

@@ -437,7 +437,14 @@ static int server_tostring(lua_State *L) {
 
 static void drop_channel(void *ch) { lp_channel_unref(ch); }
 
-// lupine.connect{ host, port, init = fn, timeout = 5, options = {...} } -> future of the channel
+// lupine.connect{ host, port, init = fn, timeout = 5, options = {...} } -> future of the channel.
+// The channel is made, init(ch) runs and the channel registers at once; then
+// the connect: a numeric address directly, a name after the loop's resolver
+// answered (every address found is tried in order). timeout (seconds, 0: no
+// limit) bounds the lookup and the connect together. A failed connect closes
+// the channel and fails the future: "ECONNREFUSED: Connection refused (connect
+// to 127.0.0.1:1)", "ConnectTimeout: connect to ... timed out after 5 s",
+// "UnknownHost: cannot resolve 'x': Domain name not found".
 int l_connect(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
@@ -445,6 +452,7 @@ int l_connect(lua_State *L) {
   int port = (int)l_opt_int(L, 1, "port", -1, 1, 65535);
   if (port < 0) return luaL_error(L, "lupine.connect: 'port' is required");
   double timeout = l_opt_number(L, 1, "timeout", 5.0);
+  if (!(timeout >= 0) || timeout > 1e9) return luaL_error(L, "lupine.connect: 'timeout' must be seconds >= 0 (0: no limit)");
   int init = 0;
   if (lua_getfield(L, 1, "init") == LUA_TFUNCTION) init = lua_gettop(L);
   else if (!lua_isnil(L, -1)) return luaL_error(L, "lupine.connect: 'init' must be a function(ch)");
@@ -457,16 +465,8 @@ int l_connect(lua_State *L) {
   l_future_push(L, f);
   lp_future_unref(f); // the box holds it
   int fidx = lua_gettop(L);
-  lp_sockaddr addr;
-  if (lp_addr_parse(host, port, &addr) != 0) {
-    lp_future_fail_code(f, -EINVAL, "connect");
-    snprintf(f->cause->message, sizeof f->cause->message,
-             "EINVAL: cannot resolve '%s': only numeric addresses and localhost are supported", host);
-    return 1;
-  }
   lp_channel *ch = lp_channel_new(h->loop, &lp_socket_unsafe, -1, &cfg);
-  if (!ch || lp_channel_prepare_connect(ch, timeout > 0 ? timeout : 0) != 0) {
-    if (ch) lp_channel_close_now(ch);
+  if (!ch) {
     lp_future_fail_code(f, -ENOMEM, "connect");
     return 1;
   }
@@ -474,24 +474,26 @@ int l_connect(lua_State *L) {
   f->value_drop = drop_channel;
   lua_State *prev = l_enter(h, L);
   if (init) {
+    lua_pushcfunction(L, l_traceback);
+    lua_pushcfunction(L, call_init);
     lua_pushvalue(L, init);
-    l_channel_push(L, ch);
+    lua_pushlightuserdata(L, ch);
     lp_pipeline_enter(&ch->pipeline);
-    bool ok = l_pcall_log(L, 1, "init(ch)", ch->id);
+    int rc = lua_pcall(L, 2, 0, fidx + 1);
     lp_pipeline_leave(&ch->pipeline);
-    if (!ok) {
+    if (rc != LUA_OK) { // the future says why; the channel never registers
+      char text[LP_ERROR_MESSAGE_MAX];
+      lp_error e;
+      lp_error_named(&e, LP_EHOST, "init(ch) raised: %s", l_tostring(L, -1, text, sizeof text));
       lp_channel_close_now(ch);
-      lp_future_fail_code(f, LP_EHOST, "the init function of the connection raised (see the log)");
+      lp_future_fail(f, &e);
       l_leave(h, prev);
       lua_settop(L, fidx);
       return 1;
     }
   }
   lp_channel_register(ch);
-  lp_msg m = {LP_MSG_PTR, 0, {.ptr = &addr}};
-  lp_pipeline_enter(&ch->pipeline);
-  lp_pipeline_op(&ch->pipeline, LP_OP_CONNECT, &m, f);
-  lp_pipeline_leave(&ch->pipeline);
+  lp_channel_connect_host(ch, host, port, timeout, f);
   l_leave(h, prev);
   lua_settop(L, fidx);
   return 1;
@@ -524,8 +526,22 @@ static const luaL_Reg config_methods[] = {
     {NULL, NULL},
 };
 
+// server:setAutoRead(false) stops accepting (connections wait in the kernel's
+// backlog, then are refused or left waiting by it), true resumes: Netty's
+// autoRead on a server channel.
+static int server_set_auto_read(lua_State *L) {
+  l_server *ls = check_server(L);
+  luaL_checktype(L, 2, LUA_TBOOLEAN);
+  if (!ls->h || ls->s.closed) return luaL_error(L, "setAutoRead: the server is closed");
+  if (lua_toboolean(L, 2)) lp_server_start(&ls->s);
+  else lp_server_stop(&ls->s);
+  lua_settop(L, 1);
+  return 1;
+}
+
 static const luaL_Reg server_methods[] = {
     {"close", server_close},
+    {"setAutoRead", server_set_auto_read},
     {NULL, NULL},
 };
 

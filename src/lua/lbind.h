@@ -126,6 +126,10 @@ int l_connect(lua_State *L);                    // lupine.connect{...}
 void l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref);
 void l_channel_teardown(lp_channel *ch); // host hook: drop the strong handle
 
+// ---- l_client.c, l_handler.c ------------------------------------------------------
+void l_client_open(lua_State *L);  // adds resolve, setResolver to the module table on top
+void l_handler_open(lua_State *L); // adds _handler (native handler factories) to it
+
 // ---- native handlers -------------------------------------------------------------
 // A native handler factory exposed to Lua (frame decoders, encoders, idle
 // state): a userdata whose metatable is "lupine.NativeHandler" and whose memory
