@@ -534,7 +534,9 @@ void lp_channel_close_now(lp_channel *ch) {
     if (cs->promise) {
       lp_future *p = cs->promise;
       cs->promise = NULL;
-      lp_future_fail_code(p, LP_ECLOSED, "channel closed before it connected");
+      lp_error e;
+      lp_error_named(&e, LP_ECLOSED, "channel #%llu closed before it connected", (unsigned long long)ch->id);
+      lp_future_fail(p, &e);
       lp_future_unref(p);
     }
   }

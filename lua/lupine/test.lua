@@ -1,6 +1,16 @@
 -- lupine.test: helpers for scripted tests (busted specs or plain scripts).
 -- Everything runs on this state's inline loop and real sockets; a wait that
 -- runs out of time raises an error saying what it waited for and what it got.
+--
+--   local server = test.server(app)              -- 127.0.0.1, a free port
+--   local c = test.client(server.port)           -- a synchronous client
+--   c:send("PING\r\n")
+--   assert.equal("+PONG", c:receiveLine())      -- or receive(n), receiveUntil, expect
+--   c:close()
+--
+-- The client is a real lupine client channel (lupine.connect) whose pipeline
+-- ends in a collector; the waits run the loop, so servers in the same loop
+-- keep serving while a spec waits.
 local lupine = require "lupine"
 
 local test = {}
@@ -9,14 +19,25 @@ test.timeout = 5 -- seconds, the default for every wait below
 
 local function loop() return lupine.loop() end
 
--- Run the loop until pred() is true; raises after timeout seconds.
+-- Run the loop until pred() is true; raises after timeout seconds, naming what
+-- it waited for (what, or "the condition").
 function test.eventually(pred, timeout, what)
-  return loop():runUntil(pred, timeout or test.timeout, what)
+  timeout = timeout or test.timeout
+  local held = false
+  local ok, err = pcall(loop().runUntil, loop(), function()
+    held = pred() and true or false
+    return held
+  end, timeout)
+  if ok then return true end
+  if not held and type(err) == "string" and err:find("^runUntil: timed out") then
+    error(("test.eventually: %s did not hold within %g s"):format(what or "the condition", timeout), 2)
+  end
+  error(err, 0) -- the predicate raised: its own error
 end
 
--- Start a server on 127.0.0.1, port 0 (or opts.port). app_or_init is an app
--- table (with init) or an init(ch) function. Returns the lupine.Server; its
--- .host, .port and .localAddress say where it listens.
+-- Start a server on 127.0.0.1, port 0 (or opts.host, opts.port). app_or_init
+-- is an app table (with init and maybe options) or an init(ch) function.
+-- Returns the lupine.Server, its host and its port.
 function test.server(app_or_init, opts)
   opts = opts or {}
   local init, options = app_or_init, opts.options
@@ -24,15 +45,47 @@ function test.server(app_or_init, opts)
     init = app_or_init.init
     options = options or app_or_init.options
   end
-  assert(type(init) == "function", "test.server: need an init(ch) function or an app table")
+  if type(init) ~= "function" then error("test.server: need an init(ch) function or an app table", 2) end
   local server, err = lupine.server {
-    host = opts.host or "127.0.0.1", port = opts.port or 0, init = init, options = options,
+    host = opts.host or "127.0.0.1", port = opts.port or 0, init = init, options = options, backlog = opts.backlog,
   }
   if not server then error("test.server: " .. err, 2) end
-  return server
+  return server, server.host, server.port
 end
 
--- A synchronous client over a real lupine client channel.
+-- A port on 127.0.0.1 that was free a moment ago (for servers we start as
+-- processes: redis-server --port ...).
+function test.freePort()
+  local s = assert(lupine.server { port = 0, init = function(ch) ch:close() end })
+  local port = s.port
+  s:close()
+  return port
+end
+
+-- An address whose connects never complete: a listener that does not accept,
+-- its backlog filled. Returns { host, port, close = function }.
+function test.blackhole()
+  local server = assert(lupine.server { port = 0, backlog = 1, init = function(ch) ch:close() end })
+  server:setAutoRead(false)
+  local fillers = {}
+  local function close()
+    for _, ch in ipairs(fillers) do ch:close() end
+    server:close()
+  end
+  for _ = 1, 16 do
+    local f = lupine.connect { port = server.port, timeout = 0.25 }
+    loop():runUntil(f, 5, "a connect to the backlog")
+    if not f:isSuccess() then -- the backlog is full: SYNs are dropped from now on
+      return { host = "127.0.0.1", port = server.port, close = close }
+    end
+    fillers[#fillers + 1] = f:get()
+  end
+  close()
+  error("test.blackhole: the kernel kept completing connections to a listener that does not accept", 2)
+end
+
+-- ---- a synchronous client ------------------------------------------------------------
+
 local Client = {}
 Client.__index = Client
 
@@ -41,23 +94,44 @@ local function preview(s)
   return ("%q"):format(s)
 end
 
--- test.client(host, port, opts) or test.client(port): connects at once.
--- opts.timeout: the default wait (test.timeout); opts.options: channel options.
+local function is_buffer(v) return getmetatable(v) == "lupine.Buffer" end
+
+-- test.client(host, port [, opts]) or test.client(port [, opts]): connects at
+-- once (raising when it cannot). opts.timeout: the default wait (test.timeout);
+-- opts.options: channel options; opts.init(ch): add handlers (codecs) before
+-- the collector. Bytes (strings, Buffers) that reach the collector go to the
+-- byte inbox (receive...), any other message to the message inbox
+-- (receiveMessage).
 function test.client(host, port, opts)
   if type(host) == "number" then host, port, opts = "127.0.0.1", host, port end
   opts = opts or {}
-  local self = setmetatable({ timeout = opts.timeout or test.timeout, inbox = "", closed = false }, Client)
+  local self = setmetatable({
+    timeout = opts.timeout or test.timeout,
+    chunks = {}, buf = "", messages = {}, events = {},
+    closed = false, eof = false,
+  }, Client)
   local collector = { name = "test.client" }
   function collector.channelRead(_, _, msg)
-    self.inbox = self.inbox .. (type(msg) == "string" and msg or msg:readString())
+    if type(msg) == "string" then self.chunks[#self.chunks + 1] = msg
+    elseif is_buffer(msg) then self.chunks[#self.chunks + 1] = msg:readString()
+    else self.messages[#self.messages + 1] = msg end
   end
-  function collector.channelInactive() self.closed = true end
-  function collector.exceptionCaught(_, _, err) self.error = err end
+  function collector.userEventTriggered(_, _, evt)
+    self.events[#self.events + 1] = evt
+    if type(evt) == "table" and evt.kind == "inputShutdown" then self.eof = true end
+  end
+  function collector.channelInactive()
+    self.closed, self.eof = true, true
+  end
+  function collector.exceptionCaught(_, _, err) self.error = self.error or err end
   local f = lupine.connect {
     host = host, port = port, timeout = self.timeout, options = opts.options,
-    init = function(ch) ch.pipeline:addLast(collector) end,
+    init = function(ch)
+      if opts.init then opts.init(ch) end
+      ch.pipeline:addLast(collector)
+    end,
   }
-  loop():runUntil(f, self.timeout + 1, "the connection to " .. host .. ":" .. port)
+  loop():runUntil(f, self.timeout + 1, ("the connection to %s:%s"):format(host, port))
   if not f:isSuccess() then
     error(("test.client: connect to %s:%s failed: %s"):format(host, port, tostring(f:cause())), 2)
   end
@@ -65,35 +139,66 @@ function test.client(host, port, opts)
   return self
 end
 
+-- The bytes received and not yet taken.
+function Client:received()
+  if #self.chunks > 0 then
+    self.buf = self.buf .. table.concat(self.chunks)
+    self.chunks = {}
+  end
+  return self.buf
+end
+
+function Client:isOpen() return self.channel:isOpen() end
+
+-- Send data (a string or a Buffer) and wait until it is written.
 function Client:send(data)
   local f = self.channel:writeAndFlush(data, lupine.promise())
-  loop():runUntil(f, self.timeout, "a write to complete")
+  local ok = pcall(loop().runUntil, loop(), f, self.timeout)
+  if not ok then error(("send: not written within %g s (is the peer reading?)"):format(self.timeout), 2) end
   if not f:isSuccess() then error("send: " .. tostring(f:cause()), 2) end
   return self
 end
 
--- Wait until take(inbox) returns a value (and the rest); raise after the timeout.
-function Client:_wait(what, take, timeout)
-  local result
-  local ok = pcall(loop().runUntil, loop(), function()
-    local v, rest = take(self.inbox)
-    if v ~= nil then
-      result, self.inbox = v, rest
-      return true
-    end
-    return self.closed
-  end, timeout or self.timeout)
-  if result ~= nil then return result end
-  local why = self.closed and "the connection closed" or ("timed out after %gs"):format(timeout or self.timeout)
-  error(("%s: %s; received so far: %s"):format(what, why, preview(self.inbox)), 3)
+-- Half-close: the peer reads EOF, this client can still receive.
+function Client:shutdownOutput()
+  local f = self.channel:shutdownOutput()
+  loop():runUntil(f, self.timeout, "the output shutdown")
+  return self
 end
 
+-- Wait until take(received) returns a value (and the rest to keep); raise after
+-- the timeout, or when the input ended first, with what arrived.
+function Client:_wait(what, take, timeout)
+  timeout = timeout or self.timeout
+  local result
+  local ok, err = pcall(loop().runUntil, loop(), function()
+    local v, rest = take(self:received())
+    if v ~= nil then
+      result, self.buf = v, rest
+      return true
+    end
+    return self.eof
+  end, timeout)
+  if result ~= nil then return result end
+  if not ok and not (type(err) == "string" and err:find("^runUntil: timed out")) then error(err, 0) end
+  local why
+  if self.eof then
+    why = self.closed and "the connection closed" or "the peer shut its output down"
+    if self.error then why = why .. " (" .. tostring(self.error) .. ")" end
+  else
+    why = ("timed out after %g s"):format(timeout)
+  end
+  error(("%s: %s; received so far: %s"):format(what, why, preview(self:received())), 3)
+end
+
+-- Exactly n bytes.
 function Client:receive(n, timeout)
   return self:_wait(("receive(%d)"):format(n), function(s)
     if #s >= n then return s:sub(1, n), s:sub(n + 1) end
   end, timeout)
 end
 
+-- The bytes before delim (plain text, not a pattern); delim is consumed.
 function Client:receiveUntil(delim, timeout)
   return self:_wait(("receiveUntil(%q)"):format(delim), function(s)
     local i, j = s:find(delim, 1, true)
@@ -101,12 +206,17 @@ function Client:receiveUntil(delim, timeout)
   end, timeout)
 end
 
+-- One line, without its "\n" or "\r\n".
 function Client:receiveLine(timeout)
-  local line = self:receiveUntil("\n", timeout)
+  local line = self:_wait("receiveLine()", function(s)
+    local i = s:find("\n", 1, true)
+    if i then return s:sub(1, i - 1), s:sub(i + 1) end
+  end, timeout)
   return (line:gsub("\r$", ""))
 end
 
--- Wait until the received data matches pattern; returns the match (or its captures).
+-- Wait until the received bytes match pattern (a Lua pattern); everything up
+-- to the end of the match is consumed. Returns the captures, or the match.
 function Client:expect(pattern, timeout)
   local caps
   self:_wait(("expect(%q)"):format(pattern), function(s)
@@ -119,11 +229,26 @@ function Client:expect(pattern, timeout)
   return table.unpack(caps)
 end
 
--- Everything until the peer closes.
+-- The next message that was not bytes (a decoder's output).
+function Client:receiveMessage(timeout)
+  timeout = timeout or self.timeout
+  local ok = pcall(loop().runUntil, loop(), function() return #self.messages > 0 or self.eof end, timeout)
+  if #self.messages > 0 then return table.remove(self.messages, 1) end
+  local why = self.eof and "the connection closed" or ("timed out after %g s"):format(timeout)
+  if ok and self.error then why = why .. " (" .. tostring(self.error) .. ")" end
+  error(("receiveMessage(): %s; bytes received so far: %s"):format(why, preview(self:received())), 2)
+end
+
+-- Everything until the peer closes (or shuts its output down).
 function Client:receiveAll(timeout)
-  loop():runUntil(function() return self.closed end, timeout or self.timeout, "the peer to close")
-  local s = self.inbox
-  self.inbox = ""
+  timeout = timeout or self.timeout
+  local ok = pcall(loop().runUntil, loop(), function() return self.eof end, timeout)
+  if not ok then
+    error(("receiveAll(): the peer did not close within %g s; received so far: %s"):format(timeout,
+      preview(self:received())), 2)
+  end
+  local s = self:received()
+  self.buf = ""
   return s
 end
 
@@ -131,9 +256,74 @@ function Client:close()
   if not self.channel then return end
   local f = self.channel:close()
   loop():runUntil(f, self.timeout, "the close to complete")
-  self.closed = true
+  self.closed, self.eof = true, true
 end
 
 Client.__close = Client.close
+
+-- ---- processes -------------------------------------------------------------------------
+
+local Process = {}
+Process.__index = Process
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Start a program in the background: test.spawn({ "redis-server", "--port", 6400 }
+-- [, { env = { K = "v" } }]). Its output goes to a file (p:output()). Returns a
+-- process with .pid, :isRunning(), :output(), :stop(). The program must exist:
+-- a missing one raises here, loudly.
+function test.spawn(argv, opts)
+  opts = opts or {}
+  if type(argv) ~= "table" or type(argv[1]) ~= "string" then error("test.spawn: expected { program, args... }", 2) end
+  local which = io.popen("command -v " .. quote(argv[1]) .. " 2>/dev/null")
+  local found = which:read("l")
+  which:close()
+  if not found then error(("test.spawn: '%s' is not installed (not on PATH)"):format(argv[1]), 2) end
+  local words = {}
+  for k, v in pairs(opts.env or {}) do words[#words + 1] = quote(k .. "=" .. tostring(v)) end
+  if #words > 0 then table.insert(words, 1, "env") end
+  for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
+  local log = os.tmpname()
+  local p = io.popen(("%s >%s 2>&1 </dev/null & echo $!"):format(table.concat(words, " "), quote(log)))
+  local pid = tonumber(p:read("l"))
+  p:close()
+  if not pid then error("test.spawn: could not start " .. argv[1], 2) end
+  return setmetatable({ pid = pid, log = log, name = argv[1] }, Process)
+end
+
+-- Running, and not a zombie nobody reaped yet.
+function Process:isRunning()
+  local f = io.open("/proc/" .. self.pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("a")
+  f:close()
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+function Process:output()
+  local f = io.open(self.log)
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+-- SIGTERM, wait (running the loop) up to timeout, then SIGKILL. Idempotent.
+function Process:stop(timeout)
+  if self.stopped then return end
+  self.stopped = true
+  if self:isRunning() then
+    os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
+    local ok = pcall(loop().runUntil, loop(), function() return not self:isRunning() end, timeout or test.timeout)
+    if not ok then
+      os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
+      pcall(loop().runUntil, loop(), function() return not self:isRunning() end, 2)
+    end
+  end
+  os.remove(self.log)
+end
+
+Process.__close = Process.stop
 
 return test
