@@ -458,6 +458,10 @@ int l_connect(lua_State *L) {
   else if (!lua_isnil(L, -1)) return luaL_error(L, "lupine.connect: 'init' must be a function(ch)");
   lp_channel_config cfg;
   lp_channel_config_default(&cfg);
+  // A client's reads answer its writes; they are not made by them. Pausing its
+  // reads while it cannot write would deadlock it against any server that
+  // does the same (both sides full, neither reading): off unless asked.
+  cfg.auto_backpressure = false;
   if (lua_getfield(L, 1, "options") != LUA_TNIL) l_channel_config_read(L, -1, &cfg);
   lua_pop(L, 1);
   lp_future *f = lp_future_new(h->loop);
