@@ -23,6 +23,12 @@ local function pattern(n)
   return table.concat(parts)
 end
 
+-- Every spec here leaves no channel behind (some server channels do not read,
+-- so they would not notice their peer leaving: the specs close them).
+after_each(function()
+  test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")
+end)
+
 describe("autoRead", function()
   it("off: one channelRead per read() demand, however much is waiting", function()
     local reads, completes, bytes = 0, 0, 0
@@ -61,6 +67,7 @@ describe("autoRead", function()
     chans[1]:read() -- ch:read() asks too
     test.eventually(function() return reads == before + 1 end)
     c:close()
+    chans[1]:close() -- not reading: it would not notice the client left
     server:close()
   end)
 end)
@@ -304,6 +311,7 @@ describe("half-closure", function()
     assert.same({ "inputShutdown" }, events)
     assert.is_true(ch:isOpen())
     c:close()
+    ch:close()
     server:close()
   end)
 end)

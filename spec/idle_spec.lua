@@ -27,6 +27,10 @@ local function serve(first, extra)
   return server, seen
 end
 
+after_each(function()
+  test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")
+end)
+
 describe("lupine.handler.idleState", function()
   it("fires reader idle after the period of silence, first = true, then once per period with first = false", function()
     local server, seen = serve(handler.idleState { readerIdle = 0.2 }, function(ch)
