@@ -16,6 +16,7 @@ end
 
 -- Run fn, then check that every descriptor it opened is closed again.
 local function no_leak(fn)
+  test.eventually(function() return loop:channelCount() == 0 end, 5, "channels of earlier specs to close")
   local before = open_fds()
   fn()
   test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")

@@ -19,20 +19,27 @@ test.timeout = 5 -- seconds, the default for every wait below
 
 local function loop() return lupine.loop() end
 
--- Run the loop until pred() is true; raises after timeout seconds, naming what
--- it waited for (what, or "the condition").
-function test.eventually(pred, timeout, what)
-  timeout = timeout or test.timeout
+-- Run the loop until pred() holds or timeout seconds pass (false then). A
+-- ticker wakes the loop every 10 ms, so that conditions outside the loop (a
+-- file, a process) are seen too, not only those that events change.
+local function poll(pred, timeout)
+  local ticker = loop():scheduleAtFixedRate(0.01, 0.01, function() end)
   local held = false
   local ok, err = pcall(loop().runUntil, loop(), function()
     held = pred() and true or false
     return held
   end, timeout)
-  if ok then return true end
-  if not held and type(err) == "string" and err:find("^runUntil: timed out") then
-    error(("test.eventually: %s did not hold within %g s"):format(what or "the condition", timeout), 2)
-  end
+  ticker:cancel()
+  if ok or (not held and type(err) == "string" and err:find("^runUntil: timed out")) then return held end
   error(err, 0) -- the predicate raised: its own error
+end
+
+-- Run the loop until pred() is true; raises after timeout seconds, naming what
+-- it waited for (what, or "the condition").
+function test.eventually(pred, timeout, what)
+  timeout = timeout or test.timeout
+  if poll(pred, timeout) then return true end
+  error(("test.eventually: %s did not hold within %g s"):format(what or "the condition", timeout), 2)
 end
 
 -- Start a server on 127.0.0.1, port 0 (or opts.host, opts.port). app_or_init
@@ -284,11 +291,15 @@ function test.spawn(argv, opts)
   if #words > 0 then table.insert(words, 1, "env") end
   for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
   local log = os.tmpname()
-  local p = io.popen(("%s >%s 2>&1 </dev/null & echo $!"):format(table.concat(words, " "), quote(log)))
-  local pid = tonumber(p:read("l"))
-  p:close()
-  if not pid then error("test.spawn: could not start " .. argv[1], 2) end
-  return setmetatable({ pid = pid, log = log, name = argv[1] }, Process)
+  -- The shell stays, waiting for the program: it reaps it when it ends (no
+  -- zombie left), and stop() reaps the shell.
+  local shell = io.popen(("%s >%s 2>&1 </dev/null & echo $!; wait"):format(table.concat(words, " "), quote(log)))
+  local pid = tonumber(shell:read("l"))
+  if not pid then
+    shell:close()
+    error("test.spawn: could not start " .. argv[1], 2)
+  end
+  return setmetatable({ pid = pid, log = log, name = argv[1], shell = shell }, Process)
 end
 
 -- Running, and not a zombie nobody reaped yet.
@@ -315,12 +326,12 @@ function Process:stop(timeout)
   self.stopped = true
   if self:isRunning() then
     os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
-    local ok = pcall(loop().runUntil, loop(), function() return not self:isRunning() end, timeout or test.timeout)
-    if not ok then
+    if not poll(function() return not self:isRunning() end, timeout or test.timeout) then
       os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
-      pcall(loop().runUntil, loop(), function() return not self:isRunning() end, 2)
+      poll(function() return not self:isRunning() end, 2)
     end
   end
+  self.shell:close() -- the shell ends with the program
   os.remove(self.log)
 end
 

@@ -1,0 +1,163 @@
+-- lupine.test: servers, synchronous clients whose waits report what arrived
+-- when they fail, eventually, blackhole, freePort, spawn.
+local lupine = require "lupine"
+local test = require "lupine.test"
+
+local loop = lupine.loop()
+
+-- A server that runs script(ctx) when a client connects.
+local function scripted(script, options)
+  return test.server(function(ch)
+    ch.pipeline:addLast("script", {
+      channelActive = function(_, ctx) script(ctx) end,
+      channelRead = function(_, _, buf) buf:release() end,
+    })
+  end, { options = options })
+end
+
+-- Send the pieces with a pause between them: the client sees them in separate reads.
+local function drip(ctx, pieces, gap)
+  local i = 0
+  local function next_piece()
+    i = i + 1
+    if i > #pieces or not ctx.channel:isOpen() then return end
+    ctx:writeAndFlush(pieces[i])
+    ctx.executor:schedule(gap or 0.01, next_piece)
+  end
+  next_piece()
+end
+
+local function err_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return tostring(err)
+end
+
+describe("lupine.test", function()
+  after_each(function()
+    test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")
+  end)
+
+  it("test.server listens on 127.0.0.1, a free port, and returns the server, its host and port", function()
+    local server, host, port = test.server(dofile("examples/echo.lua"))
+    assert.equal("127.0.0.1", host)
+    assert.equal(server.port, port)
+    assert.is_true(port > 0)
+    assert.has_error(function() test.server(42) end, "test.server: need an init(ch) function or an app table")
+    server:close()
+  end)
+
+  it("receives across reads: receive(n), receiveLine, receiveUntil, expect with captures", function()
+    local server = scripted(function(ctx)
+      drip(ctx, { "HEL", "LO\r", "\nsecond li", "ne\nkey=", "value;", "rest:", "123 tail" })
+    end)
+    local c = test.client(server.port)
+    assert.equal("HELLO", c:receiveLine())
+    assert.equal("second line", c:receiveLine())
+    assert.equal("key=value", c:receiveUntil(";"))
+    assert.equal("123", c:expect("rest:(%d+)"))
+    assert.equal(" tai", c:receive(4))
+    assert.equal("l", c:received())
+    c:close()
+    server:close()
+  end)
+
+  it("reports what was received when a wait times out", function()
+    local server = scripted(function(ctx) ctx:writeAndFlush("abc") end)
+    local c = test.client(server.port)
+    local t0 = loop:now()
+    local err = err_of(c.receive, c, 10, 0.2)
+    assert.is_true(loop:now() - t0 >= 0.19)
+    assert.matches('^spec/testkit_spec.lua:%d+: receive%(10%): timed out after 0.2 s; received so far: "abc"$', err)
+    assert.matches('expect%("xyz"%): timed out after 0.1 s; received so far: "abc"$', err_of(c.expect, c, "xyz", 0.1))
+    assert.equal("abc", c:receive(3)) -- nothing was lost by the failed waits
+    c:close()
+    server:close()
+  end)
+
+  it("reports a connection that closed, with what came before and the error that closed it", function()
+    local server = scripted(function(ctx) ctx:writeAndFlush("partial", function() ctx:close() end) end)
+    local c = test.client(server.port)
+    assert.matches('receiveLine%(%): the connection closed; received so far: "partial"$', err_of(c.receiveLine, c))
+    -- A peer that resets: it closes with our bytes unread (it never reads).
+    local rst = scripted(function(ctx)
+      ctx.executor:schedule(0.1, function() ctx.channel:close() end)
+    end, { autoRead = false })
+    local c2 = test.client(rst.port)
+    c2:send("unread")
+    local err = err_of(c2.receive, c2, 5)
+    assert.matches("receive%(5%): the connection closed %(read: ECONNRESET: Connection reset by peer%); received so far: \"\"$",
+      err)
+    server:close()
+    rst:close()
+  end)
+
+  it("times out a send the peer does not read", function()
+    local chans = {}
+    local server = test.server(function(ch) chans[#chans + 1] = ch end, { options = { autoRead = false, rcvBuf = 4096 } })
+    local c = test.client(server.port, { timeout = 0.3, options = { sndBuf = 4096 } })
+    local err = err_of(c.send, c, ("s"):rep(8 * 1024 * 1024))
+    assert.matches("send: not written within 0.3 s %(is the peer reading%?%)$", err)
+    c:close()
+    chans[1]:close()
+    server:close()
+  end)
+
+  it("hands messages that are not bytes to receiveMessage (a decoder added with opts.init)", function()
+    local server = scripted(function(ctx) ctx:writeAndFlush("a=1\nb=2\n") end)
+    local Lines = {}
+    function Lines:channelRead(ctx, buf)
+      self.pending = (self.pending or "") .. buf:readString()
+      for k, v in self.pending:gmatch("(%w+)=(%w+)\n") do ctx:fireChannelRead { key = k, value = v } end
+      self.pending = self.pending:gsub(".*\n", "")
+    end
+    local c = test.client(server.port, { init = function(ch) ch.pipeline:addLast("lines", setmetatable({}, { __index = Lines })) end })
+    assert.same({ key = "a", value = "1" }, c:receiveMessage())
+    assert.same({ key = "b", value = "2" }, c:receiveMessage())
+    assert.matches('receiveMessage%(%): timed out after 0.1 s; bytes received so far: ""$', err_of(c.receiveMessage, c, 0.1))
+    c:close()
+    server:close()
+  end)
+
+  it("raises when it cannot connect, naming the cause", function()
+    local port = test.freePort()
+    assert.equal(("test.client: connect to 127.0.0.1:%d failed: ECONNREFUSED: Connection refused (connect to 127.0.0.1:%d)")
+      :format(port, port), err_of(test.client, port):gsub("^[^:]+:%d+: ", ""))
+  end)
+
+  it("eventually waits for conditions outside the loop too, and names what did not happen", function()
+    local flag = os.tmpname()
+    os.remove(flag)
+    os.execute(("(sleep 0.2; touch %s) &"):format(flag))
+    local t0 = loop:now()
+    test.eventually(function()
+      local f = io.open(flag)
+      if f then f:close() end
+      return f ~= nil
+    end, 5)
+    assert.is_true(loop:now() - t0 < 2) -- seen soon after, not at the timeout
+    os.remove(flag)
+    assert.matches("test.eventually: the flag did not hold within 0.1 s$",
+      err_of(test.eventually, function() return false end, 0.1, "the flag"))
+    assert.matches("boom", err_of(test.eventually, function() error("boom") end, 1))
+  end)
+
+  it("spawns programs and stops them; a missing program fails loudly", function()
+    local p = test.spawn { "sleep", "30" }
+    assert.is_true(p:isRunning())
+    p:stop()
+    assert.is_false(p:isRunning())
+    assert.has_error(function() test.spawn { "no-such-program-lupine" } end,
+      "test.spawn: 'no-such-program-lupine' is not installed (not on PATH)")
+  end)
+
+  it("blackhole: connects to it neither complete nor fail until their timeout", function()
+    local hole = test.blackhole()
+    local f = lupine.connect { port = hole.port, timeout = 0.2 }
+    loop:runFor(0.1)
+    assert.is_false(f:isDone())
+    loop:runUntil(f, 5)
+    assert.equal("ConnectTimeout", f:cause().kind)
+    hole.close()
+  end)
+end)
