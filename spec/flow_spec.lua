@@ -85,15 +85,16 @@ describe("autoBackpressure", function()
       dofile("examples/echo.lua").init(ch) -- the example's echo handler, which never looks at writability
     end)
     local received = {}
+    -- More than the kernel's buffers both ways can hold (a few MiB each).
     local client = lupine.connect {
-      port = server.port, options = { autoRead = false },
+      port = server.port, options = { autoRead = false, maxPendingBytes = 64 * 1024 * 1024 },
       init = function(ch)
         ch.pipeline:addLast { channelRead = function(_, _, buf) received[#received + 1] = buf:readString() end }
       end,
     }
     loop:runUntil(client, 5)
     local ch = client:get()
-    local data = pattern(12 * 1024 * 1024)
+    local data = pattern(32 * 1024 * 1024)
     local sent = ch:writeAndFlush(data, lupine.promise())
     -- Wait until the server stops reading: its count holds still.
     local last, still, deadline = -1, 0, loop:now() + 10
@@ -120,7 +121,7 @@ describe("autoBackpressure", function()
       local n = 0
       for _, s in ipairs(received) do n = n + #s end
       return n == #data
-    end, 20, "the whole echo")
+    end, 60, "the whole echo")
     assert.is_true(table.concat(received) == data, "the echo differs")
     assert.is_true(sent:isSuccess())
     ch:close()
