@@ -190,7 +190,8 @@ describe("lupine.connect", function()
 
   it("fails with UnknownHost for a name nobody knows, and ConnectTimeout for a lookup that takes too long", function()
     no_leak(function()
-      local dns = fake_dns.start { zone = { ["silent.lupine.test"] = { silent = true } } }
+      local dns = fake_dns.start { zone = { ["silent.lupine.test"] = { silent = true },
+        ["hole.lupine.test"] = { a = { "127.0.0.1" } } } }
       lupine.setResolver { servers = "127.0.0.1:" .. dns.port, tcp = true }
       local f = lupine.connect { host = "nosuch.lupine.test", port = 80 }
       loop:runUntil(f, 5)
@@ -202,6 +203,12 @@ describe("lupine.connect", function()
       assert.equal("ConnectTimeout: connect to silent.lupine.test:80 timed out after 0.3 s (resolving the name)",
         g:cause().message)
       assert.is_true(loop:now() - t0 < 3)
+      -- A name that resolves to an address that never answers: one limit for both.
+      local hole = test.blackhole()
+      local h = lupine.connect { host = "hole.lupine.test", port = hole.port, timeout = 0.4 }
+      loop:runUntil(h, 5)
+      assert.equal(("ConnectTimeout: connect to 127.0.0.1:%d timed out after 0.4 s"):format(hole.port), h:cause().message)
+      hole.close()
       lupine.setResolver(nil)
       dns:close()
     end)
@@ -221,6 +228,42 @@ describe("lupine.connect", function()
       assert.equal(("ClosedChannel: channel #%d closed before it connected"):format(ch.id), f:cause().message)
       lupine.setResolver(nil)
       dns:close()
+    end)
+  end)
+
+  it("passes the connect operation through outbound handlers, which may change the address", function()
+    no_leak(function()
+      local real = test.server(function() end)
+      local seen = {}
+      local Redirect = {}
+      function Redirect:connect(ctx, address, promise)
+        seen[#seen + 1] = address
+        ctx:connect("127.0.0.1:" .. real.port, promise) -- wherever it was going, go here
+      end
+      local f = lupine.connect { port = closed_port(), init = function(ch) ch.pipeline:addLast("redirect", Redirect) end }
+      loop:runUntil(f, 5)
+      assert.is_true(f:isSuccess(), tostring((f:cause())))
+      assert.equal(1, #seen)
+      assert.matches("^127%.0%.0%.1:%d+$", seen[1])
+      assert.equal("127.0.0.1:" .. real.port, f:get().remoteAddress)
+      f:get():close()
+      local bad_ok, bad_err
+      local v6_port = closed_port()
+      local g = lupine.connect {
+        port = real.port,
+        init = function(ch)
+          ch.pipeline:addLast { connect = function(_, ctx, _, promise)
+            bad_ok, bad_err = pcall(ctx.connect, ctx, "example.com:80", promise) -- names were resolved before
+            ctx:connect("[::1]:" .. v6_port, promise)
+          end }
+        end,
+      }
+      loop:runUntil(g, 5)
+      assert.is_false(bad_ok)
+      assert.matches('expected a numeric address "host:port"', bad_err)
+      assert.is_false(g:isSuccess())
+      assert.matches("%(connect to %[::1%]:" .. v6_port .. "%)$", g:cause().message)
+      real:close()
     end)
   end)
 

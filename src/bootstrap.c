@@ -23,7 +23,7 @@ typedef struct connect_job {
   lp_future *promise;  // a reference, or NULL
   lp_resolve_req *req; // while the lookup runs
   ev_timer timer;
-  double timeout, started;
+  double timeout;
   int port;
   int refs;
   bool finished;       // the promise has its outcome, or the connect operation has it
@@ -37,12 +37,8 @@ static void fail_closed(lp_channel *ch, lp_future *promise) {
   lp_future_fail(promise, &e);
 }
 
-static void connect_op(lp_channel *ch, const lp_sockaddr *addrs, size_t n, double timeout, lp_future *promise) {
-  if (lp_channel_prepare_connect(ch, timeout) != 0) {
-    lp_channel_close_now(ch);
-    if (promise) lp_future_fail_code(promise, -ENOMEM, "connect");
-    return;
-  }
+// The connect operation, through the pipeline to the head (prepared already).
+static void connect_op(lp_channel *ch, const lp_sockaddr *addrs, size_t n, lp_future *promise) {
   if (n > 1) lp_channel_set_connect_fallbacks(ch, addrs + 1, n - 1);
   lp_msg m = {LP_MSG_PTR, 0, {.ptr = (void *)(uintptr_t)addrs}};
   lp_pipeline_enter(&ch->pipeline);
@@ -85,9 +81,7 @@ static void on_resolved(void *ud, const lp_error *err, const lp_sockaddr *addrs,
     lp_channel_close_now(ch);
     if (j->promise) lp_future_fail(j->promise, err);
   } else {
-    double left = j->timeout > 0 ? j->timeout - (lp_loop_now(ch->loop) - j->started) : 0;
-    if (j->timeout > 0 && left < 0.001) left = 0.001; // the connect still gets its chance to fail by timeout
-    connect_op(ch, addrs, n, left, j->promise);
+    connect_op(ch, addrs, n, j->promise); // within what is left of the time limit
   }
   lp_channel_unref(ch);
   job_unref(j);
@@ -122,9 +116,14 @@ void lp_channel_connect_host(lp_channel *ch, const char *host, int port, double 
     fail_closed(ch, promise);
     return;
   }
+  if (lp_channel_prepare_connect(ch, timeout) != 0) {
+    lp_channel_close_now(ch);
+    if (promise) lp_future_fail_code(promise, -ENOMEM, "connect");
+    return;
+  }
   lp_sockaddr addr;
   if (strcmp(host, "localhost") != 0 && lp_addr_parse(host, port, &addr) == 0) {
-    connect_op(ch, &addr, 1, timeout, promise); // numeric: no lookup
+    connect_op(ch, &addr, 1, promise); // numeric: no lookup
     return;
   }
   size_t len = strlen(host);
@@ -140,7 +139,6 @@ void lp_channel_connect_host(lp_channel *ch, const char *host, int port, double 
   j->ch = lp_channel_ref(ch);
   j->promise = promise ? lp_future_ref(promise) : NULL;
   j->timeout = timeout > 0 ? timeout : 0;
-  j->started = lp_loop_now(ch->loop);
   j->port = port;
   j->refs = 1; // the lookup's
   ev_timer_init(&j->timer, on_timeout, j->timeout, 0.);

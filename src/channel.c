@@ -357,7 +357,8 @@ typedef struct connect_state {
   lp_future *promise;
   ev_timer timer;
   lp_channel *ch;
-  double timeout;          // seconds for all attempts together; 0: no limit
+  double timeout;          // seconds from prepare_connect to connected; 0: no limit
+  double deadline;         // loop time when it runs out
   uint8_t nalts, next_alt; // addresses to try in turn when one fails
   lp_sockaddr alts[LP_CONNECT_MAX_FALLBACKS];
 } connect_state;
@@ -454,8 +455,9 @@ static void sock_connect(lp_channel *ch, lp_msg *m, lp_future *promise) {
   connect_state *cs = ch->kind_state;
   if (cs->promise) lp_future_unref(cs->promise);
   cs->promise = promise ? lp_future_ref(promise) : NULL;
-  if (cs->timeout > 0) {
-    ev_timer_set(&cs->timer, cs->timeout, 0.);
+  if (cs->timeout > 0) { // what is left of it: a name may have been resolved meanwhile
+    double left = cs->deadline - lp_loop_now(ch->loop);
+    ev_timer_set(&cs->timer, left > 0.001 ? left : 0.001, 0.);
     ev_timer_start(ch->loop->ev, &cs->timer);
   }
   lp_channel_ref(ch);
@@ -481,6 +483,8 @@ int lp_channel_prepare_connect(lp_channel *ch, double timeout) {
     ch->kind_state = cs;
   }
   cs->timeout = timeout > 0 ? timeout : 0;
+  ev_now_update(ch->loop->ev); // the deadline counts from now, not from the loop's last wakeup
+  cs->deadline = lp_loop_now(ch->loop) + cs->timeout;
   return 0;
 }
 

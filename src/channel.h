@@ -95,8 +95,8 @@ void lp_channel_register(lp_channel *ch);
 void lp_channel_activate(lp_channel *ch);
 
 // A client channel (fd -1) that will connect: connect fails with
-// ConnectTimeout after timeout seconds (0: no limit), counted from the start
-// of the connect operation over all the addresses tried. 0 or -ENOMEM.
+// ConnectTimeout after timeout seconds (0: no limit), counted from this call,
+// over all the addresses tried (and a name's lookup, see bootstrap.c). 0 or -ENOMEM.
 int lp_channel_prepare_connect(lp_channel *ch, double timeout);
 // Addresses the head tries in turn, after the one the connect operation
 // carries, when connecting fails (refused, unreachable). Copied; at most

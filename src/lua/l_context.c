@@ -465,6 +465,40 @@ static int ctx_flush(lua_State *L) { return l_outbound_simple(L, check_ctx(L, 1)
 static int ctx_read(lua_State *L) { return l_outbound_simple(L, check_ctx(L, 1), LP_OP_READ); }
 static int ctx_close(lua_State *L) { return l_outbound_simple(L, check_ctx(L, 1), LP_OP_CLOSE); }
 
+// ctx:connect(address [, promise]): pass a connect operation on toward the
+// head, from a handler's connect(ctx, address, promise) method (which may log
+// it, or change the address). address is numeric, "127.0.0.1:80" or
+// "[::1]:80", as the handler received it. Returns the promise.
+static int ctx_connect(lua_State *L) {
+  lp_ctx *c = check_ctx(L, 1);
+  size_t len;
+  const char *a = luaL_checklstring(L, 2, &len);
+  const char *colon = strrchr(a, ':');
+  char host[64];
+  lp_sockaddr addr;
+  char *end = NULL;
+  long port = colon ? strtol(colon + 1, &end, 10) : -1;
+  if (!colon || (size_t)(colon - a) >= sizeof host || !end || *end || end == colon + 1 || port < 1 || port > 65535)
+    return luaL_argerror(L, 2, "expected a numeric address \"host:port\"");
+  memcpy(host, a, (size_t)(colon - a));
+  host[colon - a] = 0;
+  if (lp_addr_parse(host, (int)port, &addr) != 0) return luaL_argerror(L, 2, "expected a numeric address \"host:port\"");
+  lp_channel *ch = lp_ctx_channel(c);
+  lp_future *f = l_future_test(L, 3);
+  if (f) lp_future_ref(f);
+  else if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "connect: out of memory");
+  l_host *h = host_of(c);
+  lua_State *prev = l_enter(h, L);
+  lp_msg m = {LP_MSG_PTR, 0, {.ptr = &addr}};
+  lp_pipeline_enter(c->pipeline);
+  lp_ctx_op(c, LP_OP_CONNECT, &m, f);
+  lp_pipeline_leave(c->pipeline);
+  l_leave(h, prev);
+  l_future_push(L, f);
+  lp_future_unref(f);
+  return 1;
+}
+
 static int ctx_new_promise(lua_State *L) {
   lp_future *f = lp_channel_new_promise(lp_ctx_channel(check_ctx(L, 1)));
   if (!f) return luaL_error(L, "newPromise: out of memory");
@@ -768,6 +802,7 @@ static void add_fire_methods(lua_State *L, lua_CFunction fn) {
 static const luaL_Reg ctx_methods[] = {
     {"write", ctx_write}, {"writeAndFlush", ctx_write_and_flush}, {"flush", ctx_flush},
     {"read", ctx_read},   {"close", ctx_close},                   {"newPromise", ctx_new_promise},
+    {"connect", ctx_connect},
     {"isRemoved", ctx_is_removed}, {NULL, NULL},
 };
 
