@@ -27,8 +27,14 @@ local function serve(first, extra)
   return server, seen
 end
 
+local fds
+before_each(function()
+  test.eventually(function() return loop:channelCount() == 0 end, 5, "channels of earlier specs to close")
+  fds = open_fds()
+end)
 after_each(function()
   test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")
+  assert.equal(fds, open_fds(), "descriptors leaked")
 end)
 
 describe("lupine.handler.idleState", function()

@@ -81,7 +81,7 @@ static void start(timer_state *st) {
 
 // The channel closed under a timer (its inactive event has not come yet).
 static bool gone(timer_state *st) {
-  if (lp_ctx_channel(st->ctx)->flags & LP_CH_CLOSED || st->ctx->removed) {
+  if ((lp_ctx_channel(st->ctx)->flags & LP_CH_CLOSED) || st->ctx->removed) {
     stop(st);
     return true;
   }

@@ -107,6 +107,10 @@ lp_future *l_future_test(lua_State *L, int i);
 int l_future_new(lua_State *L);                 // lupine.promise()
 void l_future_listen(lua_State *L, lp_future *f, int fn); // add the Lua function at fn as a listener
 
+// ---- l_client.c, l_handler.c ------------------------------------------------------
+void l_client_open(lua_State *L);  // adds resolve, setResolver to the module table on top
+void l_handler_open(lua_State *L); // adds _handler (native handler factories) to it
+
 // ---- l_loop.c ------------------------------------------------------------------
 void l_loop_open(lua_State *L);
 void l_loop_push(lua_State *L, l_host *h);      // the state's loop object
@@ -125,10 +129,6 @@ int l_connect(lua_State *L);                    // lupine.connect{...}
 // that channel, with a log line.
 void l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref);
 void l_channel_teardown(lp_channel *ch); // host hook: drop the strong handle
-
-// ---- l_client.c, l_handler.c ------------------------------------------------------
-void l_client_open(lua_State *L);  // adds resolve, setResolver to the module table on top
-void l_handler_open(lua_State *L); // adds _handler (native handler factories) to it
 
 // ---- native handlers -------------------------------------------------------------
 // A native handler factory exposed to Lua (frame decoders, encoders, idle
