@@ -224,7 +224,9 @@ int lp_buf_reserve(lp_buf *b, size_t n) {
 int lp_buf_write(lp_buf *b, const void *p, size_t n) {
   int rc = lp_buf_reserve(b, n);
   if (rc) return rc;
-  if (n) memcpy(b->data + b->wr, p, n);
+  // memmove: p may point into this buffer's own storage through a slice
+  // (writeBytes(buf:slice(...))), overlapping the bytes being written.
+  if (n) memmove(b->data + b->wr, p, n);
   b->wr += n;
   return 0;
 }

@@ -15,7 +15,7 @@
 
 static const char host_key = 'h';
 
-const char l_key_buffer, l_key_context, l_key_context_box, l_key_pipeline, l_key_future, l_key_channel, l_key_config, l_key_server,
+const char l_key_buffer, l_key_buffer_lent, l_key_context, l_key_context_box, l_key_pipeline, l_key_future, l_key_channel, l_key_config, l_key_server,
     l_key_loop, l_key_timer, l_key_native, l_key_error;
 
 void l_newmetatable(lua_State *L, const char *tname, const void *key) {

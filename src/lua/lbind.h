@@ -36,7 +36,7 @@ typedef struct l_host {
 // so a type check is one compare; luaL_checkudata looks the type's name up as a
 // string, which costs a few hundred instructions per call on the hot path. The
 // metatables are registered under the same keys, and protected by __metatable.
-extern const char l_key_buffer, l_key_context, l_key_context_box, l_key_pipeline, l_key_future, l_key_channel, l_key_config,
+extern const char l_key_buffer, l_key_buffer_lent, l_key_context, l_key_context_box, l_key_pipeline, l_key_future, l_key_channel, l_key_config,
     l_key_server, l_key_loop, l_key_timer, l_key_native, l_key_error;
 #define L_BOX_HEAD const void *l_tag
 void l_newmetatable(lua_State *L, const char *tname, const void *key); // leaves it on the stack
@@ -94,6 +94,8 @@ typedef struct l_buffer_box {
 } l_buffer_box;
 void l_buffer_open(lua_State *L);
 void l_buffer_push(lua_State *L, lp_buf *b);  // the new box takes the reference
+void l_buffer_push_lent(lua_State *L, lp_buf *b); // a box without finalizer, for a dispatch
+void l_buffer_settle(lua_State *L, int idx);      // after the dispatch: finalizer if still full
 lp_buf *l_buffer_check(lua_State *L, int i);  // raises when not a live Buffer
 lp_buf *l_buffer_test(lua_State *L, int i);   // NULL when not a live Buffer
 lp_buf *l_buffer_take(lua_State *L, int i);   // hand-off: empties the box (raises if released)
