@@ -40,6 +40,8 @@ lp_pool *lp_pool_new(void);
 void lp_pool_free(lp_pool *pool);
 // Blocks and buffer structs cached, for tests and stats.
 size_t lp_pool_cached_bytes(const lp_pool *pool);
+// Blocks and buffer structs taken from the pool and not yet given back.
+size_t lp_pool_live(const lp_pool *pool);
 
 lp_buf *lp_buf_new(lp_pool *pool, size_t cap);                   // NULL on ENOMEM
 lp_buf *lp_buf_from(lp_pool *pool, const void *p, size_t n);     // copy of p[0..n)
