@@ -59,6 +59,7 @@ void lp_pool_free(lp_pool *p) {
 }
 
 size_t lp_pool_cached_bytes(const lp_pool *p) { return p ? p->cached_bytes : 0; }
+size_t lp_pool_live(const lp_pool *p) { return p ? p->live : 0; }
 
 static void pool_put_live(lp_pool *p) {
   if (--p->live == 0 && p->closed) free(p);

@@ -335,6 +335,7 @@ static int buffer_set_string(lua_State *L) {
   return 1;
 }
 
+// writeBytes(src): appends src's readable bytes; src itself is left as it was.
 static int buffer_write_bytes(lua_State *L) {
   lp_buf *b = l_buffer_check(L, 1);
   lp_buf *src = l_buffer_check(L, 2);
@@ -364,13 +365,15 @@ static int buffer_read_slice(lua_State *L) {
 }
 
 // slice([index, length]) / copy([index, length]): default the readable region.
+// Only written bytes (below writerIndex): pooled storage past it may still hold
+// another connection's data.
 static int region(lua_State *L, lp_buf *(*make)(lp_buf *, size_t, size_t)) {
   lp_buf *b = l_buffer_check(L, 1);
   size_t index = b->rd, n = lp_buf_readable(b);
   if (!lua_isnoneornil(L, 2)) {
     index = check_size(L, 2, "index");
     n = check_size(L, 3, "length");
-    need_range(L, index, n, b->cap, "capacity");
+    need_range(L, index, n, b->wr, "writerIndex");
   }
   push_new(L, make(b, index, n));
   return 1;
