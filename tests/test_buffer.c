@@ -502,6 +502,75 @@ static void test_write_overlapping(void) {
   lp_buf_unref(b);
 }
 
+// The discard-instead-of-grow rule at its edges: the read part must be at
+// least half the capacity and at least what is missing; a slice forbids it.
+static void test_discard_boundaries(void) {
+  uint8_t pat[PATTERN_LEN];
+  fill_pattern(pat, sizeof pat);
+  static const struct {
+    size_t rd, n;  // read part, bytes asked for (64 written into 64)
+    bool discards;
+  } cases[] = {
+      {32, 20, true},  // rd == cap/2
+      {31, 20, false}, // rd == cap/2 - 1
+      {40, 40, true},  // rd == exactly what is missing
+      {40, 41, false}, // one byte more than discarding frees
+      {64, 64, true},  // everything read
+  };
+  for (size_t i = 0; i < LP_ARRAY_LEN(cases); i++) {
+    size_t rd = cases[i].rd, n = cases[i].n;
+    lp_buf *b = lp_buf_from(NULL, pat, 64);
+    CHECK(b->cap == 64 && lp_buf_skip(b, rd) == 0);
+    uint8_t *old = b->data;
+    CHECK(lp_buf_reserve(b, n) == 0 && lp_buf_writable(b) >= n);
+    if (cases[i].discards) {
+      CHECK(b->data == old && b->cap == 64 && b->rd == 0 && b->wr == 64 - rd);
+      CHECK(memcmp(b->data, pat + rd, 64 - rd) == 0);
+    } else {
+      CHECK(b->data != old && b->cap == 128 && b->rd == rd && b->wr == 64);
+      CHECK(memcmp(b->data, pat, 64) == 0);
+    }
+    lp_buf_unref(b);
+  }
+}
+
+// Exact pool accounting: the same struct and block come back; a block shared
+// with a slice stays out of the cache until its last view goes; the cache of
+// one class is bounded.
+static void test_pool_accounting(void) {
+  lp_pool *pool = lp_pool_new();
+  lp_buf *b = lp_buf_new(pool, 64);
+  lp_buf *strct = b;
+  uint8_t *block = b->data;
+  lp_buf_unref(b);
+  CHECK(lp_pool_cached_bytes(pool) == 64 && lp_pool_live(pool) == 0);
+  b = lp_buf_new(pool, 10);
+  CHECK(b == strct && b->data == block && lp_pool_cached_bytes(pool) == 0 && lp_pool_live(pool) == 2);
+  CHECK(b->rd == 0 && b->wr == 0 && b->refs == 1 && b->flags == 0);
+
+  // b grows while a slice holds its first block: nothing returns to the cache.
+  CHECK(lp_buf_write(b, "0123456789", 10) == 0);
+  lp_buf *s = lp_buf_slice(b, 2, 3);
+  uint8_t big[100] = {0};
+  CHECK(lp_buf_write(b, big, sizeof big) == 0 && b->cap == 128 && b->data != block);
+  CHECK(lp_pool_cached_bytes(pool) == 0);
+  lp_buf_unref(b); // its 128 B block is cached; the 64 B one is still the slice's
+  CHECK(lp_pool_cached_bytes(pool) == 128 && memcmp(s->data, "234", 3) == 0);
+  lp_buf_unref(s);
+  CHECK(lp_pool_cached_bytes(pool) == 128 + 64 && lp_pool_live(pool) == 0);
+
+  // Many blocks of one class freed at once: the cache keeps some, not all.
+  enum { MANY = 200 };
+  lp_buf *many[MANY];
+  for (int i = 0; i < MANY; i++) many[i] = lp_buf_new(pool, 64);
+  CHECK(lp_pool_cached_bytes(pool) == 128);
+  for (int i = 0; i < MANY; i++) lp_buf_unref(many[i]);
+  size_t kept = lp_pool_cached_bytes(pool) - 128;
+  CHECK(kept >= 64 && kept < (size_t)MANY * 64 && kept % 64 == 0);
+  CHECK(lp_pool_live(pool) == 0);
+  lp_pool_free(pool);
+}
+
 int main(void) {
   test_new_from_unref();
   test_reserve_growth();
@@ -515,5 +584,7 @@ int main(void) {
   test_copy();
   test_errors();
   test_write_overlapping();
+  test_discard_boundaries();
+  test_pool_accounting();
   return check_report();
 }
