@@ -248,6 +248,21 @@ int lp_buf_skip(lp_buf *b, size_t n) {
 void lp_buf_discard_read(lp_buf *b) {
   if (b->rd == 0) return;
   size_t n = lp_buf_readable(b);
+  if (b->mem->refs > 1 && !(b->flags & LP_BUF_SLICE)) {
+    // Slices share this storage: move to a fresh block rather than shift the
+    // bytes under them (the same rule as lp_buf_reserve).
+    lp_mem *m = mem_alloc(b->pool && !b->pool->closed ? b->pool : NULL, b->cap);
+    if (m) {
+      memcpy(m->bytes, b->data + b->rd, n);
+      mem_unref(b->mem);
+      b->mem = m;
+      b->data = m->bytes;
+      b->cap = m->cap;
+      b->rd = 0;
+      b->wr = n;
+      return;
+    }
+  }
   if (n) memmove(b->data, b->data + b->rd, n);
   b->rd = 0;
   b->wr = n;
