@@ -589,8 +589,12 @@ void lp_channel_close(lp_channel *ch, lp_future *promise) {
 }
 
 void lp_channel_set_auto_read(lp_channel *ch, bool on) {
+  bool was = ch->config.auto_read;
   ch->config.auto_read = on;
-  if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
+  // Switched on: a read() through the pipeline, as Netty does, so that a
+  // handler holding messages (a decoder while reading was off) delivers them.
+  if (on && !was && !(ch->flags & LP_CH_CLOSED) && !ch->pipeline.destroyed) lp_channel_read(ch);
+  else if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
 }
 
 int lp_channel_shutdown_output(lp_channel *ch, lp_future *promise) {
