@@ -132,15 +132,11 @@ static void *worker_main(void *arg) {
   lp_group *g = w->group;
   lp_log_set_worker(w->id);
   w->loop->thread = pthread_self();
-  char err[LP_GROUP_ERR_MAX] = "";
+  char err[LP_GROUP_ERR_MAX - 32] = ""; // room for "worker N: " in front
   int rc = g->ops->start(w, err, sizeof err);
   pthread_mutex_lock(&g->lock);
   w->state = rc ? LP_WORKER_FAILED : LP_WORKER_RUNNING;
-  if (rc && !g->start_err[0]) {
-    int n = snprintf(g->start_err, sizeof g->start_err, "worker %d: ", w->id);
-    if (n > 0 && (size_t)n < sizeof g->start_err)
-      strncat(g->start_err, err, sizeof g->start_err - (size_t)n - 1);
-  }
+  if (rc && !g->start_err[0]) snprintf(g->start_err, sizeof g->start_err, "worker %d: %s", w->id, err);
   g->started++;
   pthread_cond_broadcast(&g->cond);
   pthread_mutex_unlock(&g->lock);
