@@ -32,12 +32,16 @@ function lupine.serve(app, opts)
   end
   local workers = pick("workers")
   if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
-  core.serve {
+  local ok, err = pcall(core.serve, {
     app = app, source = opts.source or sources[app], name = app.name,
     host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
     shutdownTimeout = pick("shutdownTimeout"), maxConnections = pick("maxConnections"),
     memoryLimit = pick("memoryLimit"),
-  }
+  })
+  if not ok then -- start-up failed: one line, no position (it is about the app, not this file)
+    err = tostring(err)
+    error(err:find("^lupine: ") and err or "lupine: " .. err, 0)
+  end
 end
 
 -- Whether the app file is the script the interpreter was started with: its

@@ -377,6 +377,10 @@ int l_serve(lua_State *L) {
     return luaL_error(L, "lupine: host '%s' is not a numeric IPv4/IPv6 address or localhost", host);
   if (workers > 0 && !l_opt_string(L, 1, "source", NULL))
     return luaL_error(L, "lupine: workers > 0 needs the app's source (a file or module name) to load it in each worker");
+  lp_channel_config check; // the app's options, checked here once for every worker
+  lp_channel_config_default(&check);
+  if (lua_getfield(L, app, "options") != LUA_TNIL) l_channel_config_read(L, lua_gettop(L), &check);
+  lua_pop(L, 1);
   if (memlimit && workers == 0 && !set_limit(L, (size_t)memlimit))
     lp_log(LP_LOG_WARN, 0, "memoryLimit applies to Lua states the lupine launcher makes: not to this one");
 
@@ -400,7 +404,8 @@ int l_serve(lua_State *L) {
   if (lp_group_init(&s->group, h->loop, &cfg, &worker_ops, s) != 0) {
     lp_group_destroy(&s->group);
     ctx_free(s);
-    return luaL_error(L, "lupine: out of memory");
+    lua_pushliteral(L, "lupine: out of memory");
+    return lua_error(L);
   }
   lua_State *prev = l_enter(h, L);
   h->running++;
@@ -435,8 +440,9 @@ int l_serve(lua_State *L) {
   l_leave(h, prev);
   lp_group_destroy(&s->group);
   ctx_free(s);
-  if (rc) return luaL_error(L, "lupine: %s", err);
-  return 0;
+  if (!rc) return 0;
+  lua_pushfstring(L, "lupine: %s", err);
+  return lua_error(L);
 }
 
 int l_cpu_count(lua_State *L) {
