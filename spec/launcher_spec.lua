@@ -66,6 +66,15 @@ describe("the lupine launcher", function()
       for _, c in ipairs(clients) do c:close() end
     end)
 
+    it("gives handlers their worker's executor: execute, schedule, scheduleAtFixedRate, cancel", function()
+      for _ = 1, 2 do
+        local c = test.client(port)
+        c:send("timers\n")
+        assert.matches("^executed;scheduled;ticked 3 on worker [12]$", c:receiveLine())
+        c:close()
+      end
+    end)
+
     it("runs workerInit and workerExit once in each worker, and exits 0 on SIGTERM", function()
       p:kill("TERM")
       assert.equal(0, p:wait(10))
