@@ -8,15 +8,28 @@ local proc = require "proc"
 
 local loop = lupine.loop()
 
--- Start the launcher; returns the process and its port. Cleaned up by the caller.
+-- What a test started: processes and client channels, stopped and closed
+-- after each test whether it passed or not (a failed assertion must not leave
+-- a channel open for the specs that follow).
+local started, channels = {}, {}
+
+-- Start the launcher; returns the process and its port.
 local function launch(args, opts)
   local p = proc.start(args, opts)
-  local ok, port = pcall(p.port, p)
-  if not ok then
-    p:cleanup()
-    error(port, 2)
-  end
-  return p, port
+  started[#started + 1] = p
+  return p, p:port()
+end
+
+local function client(port, opts)
+  local c = test.client(port, opts)
+  channels[#channels + 1] = c.channel
+  return c
+end
+
+local function connect(opts)
+  local f = lupine.connect(opts)
+  f:addListener(function() if f:isSuccess() then channels[#channels + 1] = f:get() end end)
+  return f
 end
 
 -- One line on stderr, non-zero status, and nothing on stdout (no start-up line: nothing listened).
@@ -28,13 +41,20 @@ local function refuses(args, status, message)
 end
 
 local function who(port)
-  local c = test.client(port)
+  local c = client(port)
   c:send("who\n")
   local line = c:receiveLine()
   return tonumber(line:match("^worker=(%d+)")), line, c
 end
 
 describe("the lupine launcher", function()
+  after_each(function()
+    for _, ch in ipairs(channels) do if ch:isOpen() then ch:close() end end
+    for _, p in ipairs(started) do p:cleanup() end
+    started, channels = {}, {}
+    loop:runUntil(function() return loop:channelCount() == 0 end, 10, "the spec's client channels to close")
+  end)
+
   it("prints its version and its usage", function()
     local code, out = proc.run("--version")
     assert.equal(0, code)
@@ -48,7 +68,6 @@ describe("the lupine launcher", function()
   describe("with 2 workers", function()
     local p, port
     before_each(function() p, port = launch("-w 2 -p 0 spec/apps/whoami.lua") end)
-    after_each(function() p:cleanup() end)
 
     it("prints one start-up line with the address, the port and the worker count", function()
       assert.equal(("lupine: whoami listening on 127.0.0.1:%d (2 workers)\n"):format(port), p:stdout())
@@ -68,7 +87,7 @@ describe("the lupine launcher", function()
 
     it("gives handlers their worker's executor: execute, schedule, scheduleAtFixedRate, cancel", function()
       for _ = 1, 2 do
-        local c = test.client(port)
+        local c = client(port)
         c:send("timers\n")
         assert.matches("^executed;scheduled;ticked 3 on worker [12]$", c:receiveLine())
         c:close()
@@ -91,7 +110,6 @@ describe("the lupine launcher", function()
 
   it("echoes for 200 concurrent clients across 2 workers, every byte checked", function()
     local p, port = launch("-w 2 -p 0 examples/echo.lua")
-    finally(function() p:cleanup() end)
     local n, done, failed = 200, 0, {}
     local expected, received = {}, {}
     for i = 1, n do
@@ -108,7 +126,7 @@ describe("the lupine launcher", function()
         end
       end
       function Client:exceptionCaught(ctx, err) failed[#failed + 1] = tostring(err) end
-      lupine.connect { port = port, init = function(ch) ch.pipeline:addLast(Client) end }
+      connect { port = port, init = function(ch) ch.pipeline:addLast(Client) end }
     end
     loop:runUntil(function() return done == n or #failed > 0 end, 30, "200 echoes")
     assert.same({}, failed)
@@ -122,13 +140,12 @@ describe("the lupine launcher", function()
 
     it("on SIGTERM delivers every byte written before it, closes cleanly and exits 0 in time", function()
       local p, port = launch("-w 2 -p 0 --shutdown-timeout 8 spec/apps/bulk.lua")
-      finally(function() p:cleanup() end)
       -- Four clients asked for 4 MiB each and read nothing yet: most of it is
       -- still queued in the server when the signal comes.
       local size = 4 * 1024 * 1024
       local bulk = {}
       for i = 1, 4 do
-        bulk[i] = test.client(port, { timeout = 15, options = { autoRead = false } })
+        bulk[i] = client(port, { timeout = 15, options = { autoRead = false } })
         bulk[i]:send(("bulk %d\n"):format(size))
       end
       -- Four clients stream echo traffic, and keep sending after the signal.
@@ -152,7 +169,7 @@ describe("the lupine launcher", function()
           s.timer:cancel()
         end
         function Stream:exceptionCaught(ctx, err) s.error = tostring(err) end
-        lupine.connect { port = port, init = function(ch) ch.pipeline:addLast(Stream) end }
+        connect { port = port, init = function(ch) ch.pipeline:addLast(Stream) end }
       end
       loop:runUntil(function()
         for _, s in ipairs(streams) do if #table.concat(s.got) < 200 then return false end end
@@ -183,8 +200,7 @@ describe("the lupine launcher", function()
 
     it("on SIGTERM with a peer that never reads, closes it at the deadline and exits 0", function()
       local p, port = launch("-w 2 -p 0 --shutdown-timeout 1 spec/apps/bulk.lua")
-      finally(function() p:cleanup() end)
-      local stuck = test.client(port, { options = { autoRead = false, rcvBuf = 4096 } })
+      local stuck = client(port, { options = { autoRead = false, rcvBuf = 4096 } })
       stuck:send(("bulk %d\n"):format(64 * 1024 * 1024))
       loop:runFor(0.2)
       local t0 = loop:now()
@@ -198,8 +214,7 @@ describe("the lupine launcher", function()
 
     it("closes every connection at once on a second SIGTERM", function()
       local p, port = launch("-w 1 -p 0 --shutdown-timeout 60 spec/apps/bulk.lua")
-      finally(function() p:cleanup() end)
-      local stuck = test.client(port, { options = { autoRead = false, rcvBuf = 4096 } })
+      local stuck = client(port, { options = { autoRead = false, rcvBuf = 4096 } })
       stuck:send(("bulk %d\n"):format(64 * 1024 * 1024))
       loop:runFor(0.2)
       p:kill("TERM")
@@ -213,7 +228,6 @@ describe("the lupine launcher", function()
 
     it("with no connection, exits at once on SIGINT", function()
       local p = launch("-w 2 -p 0 spec/apps/whoami.lua")
-      finally(function() p:cleanup() end)
       local t0 = loop:now()
       p:kill("INT")
       assert.equal(0, p:wait(5))
@@ -224,7 +238,6 @@ describe("the lupine launcher", function()
   describe("inline (-w 0)", function()
     it("serves from the launcher's own loop and state, as worker 0", function()
       local p, port = launch("-w 0 -p 0 spec/apps/whoami.lua")
-      finally(function() p:cleanup() end)
       assert.equal(("lupine: whoami listening on 127.0.0.1:%d (inline: 1 loop)\n"):format(port), p:stdout())
       local id, line, c = who(port)
       assert.equal(0, id)
@@ -240,9 +253,8 @@ describe("the lupine launcher", function()
         cmd = "lua5.4", env = ("PORT=0 LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./%s/lib/?.so;;'"):format(
           os.getenv("LUPINE_BUILD") or "build"),
       })
-      finally(function() p:cleanup() end)
       assert.equal(("lupine: echo listening on 127.0.0.1:%d (inline: 1 loop)\n"):format(port), p:stdout())
-      local c = test.client(port)
+      local c = client(port)
       c:send("inline\n")
       assert.equal("inline", c:receiveLine())
       p:kill("TERM")
@@ -253,7 +265,6 @@ describe("the lupine launcher", function()
 
   it("says when it listens on every interface", function()
     local p, port = launch("-b 0.0.0.0 -w 1 -p 0 spec/apps/whoami.lua")
-    finally(function() p:cleanup() end)
     assert.equal(("lupine: whoami listening on 0.0.0.0:%d (all interfaces, 1 worker)\n"):format(port), p:stdout())
     local id, _, c = who(port) -- reached over loopback only
     assert.equal(1, id)
@@ -262,13 +273,12 @@ describe("the lupine launcher", function()
 
   it("logs to stderr with time, level, worker and channel; an init that raises closes only its channel", function()
     local p, port = launch("-w 1 -p 0 spec/apps/init_fails.lua")
-    finally(function() p:cleanup() end)
-    local ok1 = test.client(port)
-    local bad = test.client(port)
+    local ok1 = client(port)
+    local bad = client(port)
     assert.equal("", bad:receiveAll(5)) -- closed by the server
     ok1:send("still here\n")
     assert.equal("still here", ok1:receiveLine())
-    local ok2 = test.client(port)
+    local ok2 = client(port)
     ok2:send("new\n")
     assert.equal("new", ok2:receiveLine())
     assert.is_true(proc.waitFor(function() return p:stderr():find("init refuses") ~= nil end, 5))
@@ -338,10 +348,9 @@ describe("the lupine launcher", function()
     local base = probe:fds()
     probe:cleanup()
     local p, port = launch("-w 2 -p 0 examples/echo.lua", { ulimit = base + 6 })
-    finally(function() p:cleanup() end)
     local served, shed = {}, 0
     for _ = 1, 20 do
-      local c = test.client(port, { timeout = 2 })
+      local c = client(port, { timeout = 2 })
       local ok = pcall(function()
         c:send("x\n")
         assert(c:receiveLine() == "x")
@@ -357,7 +366,7 @@ describe("the lupine launcher", function()
     for _, c in ipairs(served) do c:close() end
     local again = false
     proc.waitFor(function()
-      local c = test.client(port, { timeout = 1 })
+      local c = client(port, { timeout = 1 })
       again = pcall(function()
         c:send("again\n")
         assert(c:receiveLine() == "again")
@@ -374,17 +383,16 @@ describe("the lupine launcher", function()
 
   it("closes connections over maxConnections at once, with a log line", function()
     local p, port = launch("-w 2 -p 0 --max-connections 2 spec/apps/whoami.lua")
-    finally(function() p:cleanup() end)
-    local a, b = test.client(port), test.client(port)
+    local a, b = client(port), client(port)
     a:send("a\n")
     b:send("b\n")
     assert.equal("a", a:receiveLine())
     assert.equal("b", b:receiveLine())
-    local over = test.client(port)
+    local over = client(port)
     assert.equal("", over:receiveAll(5))
     a:close()
     local ok = proc.waitFor(function()
-      local c = test.client(port, { timeout = 1 })
+      local c = client(port, { timeout = 1 })
       local served = pcall(function()
         c:send("c\n")
         assert(c:receiveLine() == "c")
@@ -399,16 +407,15 @@ describe("the lupine launcher", function()
 
   it("fails only the channel whose Lua state ran out of memory", function()
     local p, port = launch("-w 1 -p 0 --memory-limit 32M spec/apps/hog.lua")
-    finally(function() p:cleanup() end)
-    local calm = test.client(port)
+    local calm = client(port)
     calm:send("before\n")
     assert.equal("before", calm:receiveLine())
-    local hog = test.client(port)
+    local hog = client(port)
     hog:send("hog\n")
     assert.equal("", hog:receiveAll(10)) -- its channel closed
     calm:send("after\n")
     assert.equal("after", calm:receiveLine())
-    local late = test.client(port)
+    local late = client(port)
     late:send("late\n")
     assert.equal("late", late:receiveLine())
     assert.matches("handler 'hog' channelRead: not enough memory", p:stderr())
@@ -420,7 +427,6 @@ describe("the lupine launcher", function()
 
   it("serves ping-pong load from bench/pingpong with 2 workers", function()
     local p, port = launch("-w 2 -p 0 examples/echo.lua")
-    finally(function() p:cleanup() end)
     local out = io.popen(("%s -p %d -c 20 -d 1 -w 0.1 2>&1; echo status=$?"):format(proc.pingpong, port)):read("a")
     assert.matches("status=0", out)
     local rate = tonumber(out:match("rt_per_s=([%d.]+)"))

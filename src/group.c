@@ -115,6 +115,7 @@ static void run_shutdown(lp_task *t, lp_loop *loop) {
     n = n->next;
     lp_channel_close_gracefully(ch);
   }
+  ev_now_update(loop->ev); // a long handler may have run since the last poll: time the deadline from now
   ev_timer_init(&w->deadline, on_deadline, w->group->cfg.shutdown_timeout, 0.);
   ev_timer_start(loop->ev, &w->deadline);
   ev_check_init(&w->drained, on_drained_check);
