@@ -235,6 +235,22 @@ describe("the lupine launcher", function()
     end)
   end)
 
+  for _, w in ipairs { 0, 2 } do
+    it(("shuts down gracefully when a handler stops its loop (-w %d)"):format(w), function()
+      local p, port = launch(("-w %d -p 0 spec/apps/whoami.lua"):format(w))
+      local idle = client(port)
+      idle:send("idle\n")
+      assert.equal("idle", idle:receiveLine())
+      local c = client(port)
+      c:send("stop\n")
+      assert.equal("stopping", c:receiveLine())
+      assert.equal("", c:receiveAll(10))
+      assert.equal("", idle:receiveAll(10))
+      assert.equal(0, p:wait(10))
+      assert.matches(w == 0 and "w0 stopped" or "a worker stopped its loop: shutting down", p:stderr())
+    end)
+  end
+
   describe("inline (-w 0)", function()
     it("serves from the launcher's own loop and state, as worker 0", function()
       local p, port = launch("-w 0 -p 0 spec/apps/whoami.lua")

@@ -143,7 +143,14 @@ static void *worker_main(void *arg) {
   pthread_mutex_unlock(&g->lock);
   if (rc) return NULL;
   ev_ref(w->loop->ev); // run with no channel at all, until shutdown stops the loop
-  lp_loop_run(w->loop);
+  for (;;) {
+    lp_loop_run(w->loop);
+    if (w->state == LP_WORKER_STOPPED) break;
+    // Stopped from inside (loop:stop() in a handler): as inline, that asks
+    // for a shutdown, which this loop must keep running to take part in.
+    atomic_store(&g->stop_asked, true);
+    ev_async_send(g->boss->ev, &g->ctl);
+  }
   ev_unref(w->loop->ev);
   g->ops->free(w);
   atomic_fetch_add(&g->finished, 1);
@@ -217,6 +224,10 @@ static void on_ctl(struct ev_loop *ev, ev_async *a, int revents) {
       lp_group_shutdown(g, true);
     }
   }
+  if (atomic_exchange(&g->stop_asked, false) && !g->stopping) {
+    lp_log(LP_LOG_INFO, 0, "a worker stopped its loop: shutting down (at most %g s)", g->cfg.shutdown_timeout);
+    lp_group_shutdown(g, false);
+  }
   if (!g->done && atomic_load(&g->finished) == g->nworkers) finish_run(g);
 }
 
@@ -279,6 +290,7 @@ int lp_group_init(lp_group *g, lp_loop *boss, const lp_group_config *cfg, const 
   atomic_init(&g->signals, 0);
   atomic_init(&g->last_signal, 0);
   atomic_init(&g->finished, 0);
+  atomic_init(&g->stop_asked, false);
   pthread_mutex_init(&g->lock, NULL);
   pthread_cond_init(&g->cond, NULL);
   ev_async_init(&g->ctl, on_ctl);

@@ -13,7 +13,8 @@
 // Life: lp_group_init, lp_group_start (every worker's start() has succeeded,
 // or none is left running), lp_group_listen (one or more addresses), then
 // lp_group_run, which returns once a shutdown (a signal, lp_group_shutdown, or
-// the boss loop being stopped) has drained every worker; lp_group_destroy.
+// a loop stopped from inside, lp_loop_stop) has drained every worker;
+// lp_group_destroy.
 //
 // Shutdown: listeners close; each worker closes its channels gracefully
 // (lp_channel_close_gracefully: input dropped, what was written delivered,
@@ -100,6 +101,7 @@ struct lp_group {
   atomic_int signals;       // received, not yet handled
   atomic_int last_signal;
   atomic_int finished;      // workers whose loop ended
+  atomic_bool stop_asked;   // a worker's loop was stopped from inside
   bool stopping, forcing, done, running;
   int status;               // lp_group_run's result
 };

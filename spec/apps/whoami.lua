@@ -18,6 +18,9 @@ function Who:channelRead(ctx, buf)
         ctx:writeAndFlush("ticked 3 on worker " .. ctx.channel.worker .. "\n")
       end
     end)
+  elseif s == "stop\n" then -- stopping the loop from a handler shuts the server down
+    ctx:writeAndFlush("stopping\n")
+    ctx.executor:stop()
   elseif s == "who\n" then
     ctx:writeAndFlush(("worker=%d state=%d executor=%s\n"):format(ctx.channel.worker, lupine.workerId(),
       tostring(ctx.executor)))
