@@ -54,11 +54,12 @@ trap cleanup EXIT
 
 run_one() { # mode -> prints round trips/s, or FAIL
   local mode=$1 port=
+  rm -f "$out/srv.out" "$out/srv.err" # never read the last run's port
   # shellcheck disable=SC2046
   $(server_pin "$mode") $(server_cmd "$mode") >"$out/srv.out" 2>"$out/srv.err" &
   pid=$!
   for _ in $(seq 200); do
-    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$out/srv.out")
+    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$out/srv.out" 2>/dev/null)
     [ -n "$port" ] && break
     sleep 0.05
   done

@@ -37,6 +37,13 @@ Proc.__index = Proc
 -- starts `cmd args` (cmd defaults to the launcher) in the background.
 function proc.start(args, opts)
   opts = opts or {}
+  local asan = os.getenv("ASAN_OPTIONS")
+  if asan and not opts.cmd then
+    -- The sanitized launcher is instrumented through and through: check it
+    -- for leaks too (a leak makes its exit status 23, which specs catch).
+    local env = "ASAN_OPTIONS=" .. asan:gsub("detect_leaks=0", "detect_leaks=1")
+    opts = setmetatable({ env = opts.env and (opts.env .. " " .. env) or env }, { __index = opts })
+  end
   local base = os.tmpname()
   local self = setmetatable({ base = base, out = base .. ".out", err = base .. ".err", statusFile = base .. ".status" }, Proc)
   local script = ("%s%s%s %s >%s 2>%s & echo $!; wait $!; echo $? >%s"):format(
