@@ -79,7 +79,9 @@ describe("lupine.Channel", function()
     local c = test.client(server.port)
     test.eventually(function() return chans[1] ~= nil end)
     local ch = chans[1]
-    local f = ch:writeAndFlush("hello")
+    assert.is_nil(ch:writeAndFlush("no future unless asked"))
+    assert.equal("no future unless asked", c:receive(22))
+    local f = ch:writeAndFlush("hello", lupine.promise())
     assert.equal("hello", c:receive(5))
     assert.is_true(f:isDone())
     assert.is_true(f:isSuccess())
@@ -92,11 +94,15 @@ describe("lupine.Channel", function()
     assert.is_false(ran) -- not synchronously, though the future is done
     test.eventually(function() return ran end)
     -- Unflushed writes wait for flush; their futures complete after.
-    local w1, w2 = ch:write("a"), ch:write(lupine.buffer("b"))
+    local w1 = ch:write("a", lupine.promise())
+    local w2
+    ch:write(lupine.buffer("b"), function(done) w2 = done end) -- a listener instead of a promise
     assert.is_false(w1:isDone())
     ch:flush()
     assert.equal("ab", c:receive(2))
+    test.eventually(function() return w2 ~= nil end)
     assert.is_true(w1:isSuccess() and w2:isSuccess())
+    assert.has_error(function() ch:write("x", 42) end)
     c:close()
     server:close()
   end)
@@ -115,7 +121,7 @@ describe("lupine.Channel", function()
     local ch = chans[1]
     local closed = ch:close()
     assert.is_true(closed:isSuccess())
-    local f = ch:writeAndFlush("x")
+    local f = ch:writeAndFlush("x", lupine.promise())
     assert.is_true(f:isDone())
     assert.is_false(f:isSuccess())
     local cause = f:cause()
@@ -292,6 +298,57 @@ describe("lupine.Channel", function()
     end
     test.eventually(function() return loop:channelCount() == channels end)
     assert.equal(before, open_fds())
+    server:close()
+  end)
+
+  it("keeps Lua memory and descriptors flat over thousands of connections (every reference released at close)", function()
+    local server = test.server(function(ch)
+      ch.attr.big = ("x"):rep(1000) -- per-channel state must go with the channel
+      ch.pipeline:addLast("echo", { channelRead = function(_, ctx, b) ctx:writeAndFlush(b) end })
+    end)
+    local function cycle(n)
+      for i = 1, n do
+        local c = test.client(server.port)
+        c:send("p")
+        c:receive(1)
+        c:close()
+      end
+      test.eventually(function() return loop:channelCount() == 0 end)
+      collectgarbage()
+      collectgarbage()
+      return collectgarbage("count"), open_fds()
+    end
+    local kb1, fds1 = cycle(300)
+    local kb2, fds2 = cycle(1500)
+    assert.equal(fds1, fds2)
+    assert.is_true(kb2 - kb1 < 64, ("Lua memory grew by %.1f KiB over 1500 connections"):format(kb2 - kb1))
+    server:close()
+  end)
+
+  it("releases buffers a handler kept, once Lua lets go of them", function()
+    local kept = {}
+    local Keeper = {}
+    function Keeper:channelRead(ctx, buf)
+      kept[#kept + 1] = buf -- neither written nor released
+      ctx:writeAndFlush("k")
+    end
+    local server = test.server(function(ch) ch.pipeline:addLast("keeper", Keeper) end)
+    collectgarbage()
+    collectgarbage()
+    local before = loop:stats().poolLive
+    local c = test.client(server.port)
+    for i = 1, 50 do
+      c:send("x" .. i)
+      c:receive(1)
+    end
+    assert.is_true(#kept >= 1)
+    assert.is_true(loop:stats().poolLive > before, "kept buffers hold pool storage")
+    assert.equal("x1", kept[1]:toString():sub(1, 2)) -- still usable
+    kept = {}
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, loop:stats().poolLive)
+    c:close()
     server:close()
   end)
 end)

@@ -123,7 +123,7 @@ describe("handler errors", function()
     local Front = {}
     function Front:channelRead(ctx, buf)
       buf:release()
-      future = ctx:writeAndFlush("x")
+      future = ctx:writeAndFlush("x", ctx:newPromise())
     end
     function Front:exceptionCaught(ctx, err)
       caught = err

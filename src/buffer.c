@@ -59,6 +59,7 @@ void lp_pool_free(lp_pool *p) {
 }
 
 size_t lp_pool_cached_bytes(const lp_pool *p) { return p ? p->cached_bytes : 0; }
+size_t lp_pool_live(const lp_pool *p) { return p ? p->live : 0; }
 
 static void pool_put_live(lp_pool *p) {
   if (--p->live == 0 && p->closed) free(p);
@@ -224,7 +225,9 @@ int lp_buf_reserve(lp_buf *b, size_t n) {
 int lp_buf_write(lp_buf *b, const void *p, size_t n) {
   int rc = lp_buf_reserve(b, n);
   if (rc) return rc;
-  if (n) memcpy(b->data + b->wr, p, n);
+  // memmove: p may point into this buffer's own storage through a slice
+  // (writeBytes(buf:slice(...))), overlapping the bytes being written.
+  if (n) memmove(b->data + b->wr, p, n);
   b->wr += n;
   return 0;
 }

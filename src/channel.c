@@ -283,7 +283,8 @@ static void do_flush(lp_channel *ch) {
     if (w < 0) {
       lp_error e;
       lp_error_sys(&e, (int)-w, "write");
-      lp_outbound_fail(&ch->out, &e, true, false);
+      // Writes made without a promise: the channel reports the failure itself.
+      if (!lp_outbound_fail(&ch->out, &e, true, false)) lp_channel_fail_promise(ch, NULL, &e);
       lp_channel_close_now(ch);
       return;
     }

@@ -7,9 +7,19 @@
 
 static void notify(lp_task *t, lp_loop *loop);
 
+#define FUTURE_CACHE_MAX 1024
+
+// Futures are made and freed on their loop's thread: a per-loop free list
+// keeps the write path off malloc.
 lp_future *lp_future_new(lp_loop *loop) {
-  lp_future *f = calloc(1, sizeof *f);
-  if (!f) return NULL;
+  lp_future *f = loop ? loop->free_futures : NULL;
+  if (f) {
+    loop->free_futures = (lp_future *)(void *)f->listeners;
+    loop->nfree_futures--;
+    memset(f, 0, sizeof *f);
+  } else if (!(f = calloc(1, sizeof *f))) {
+    return NULL;
+  }
   f->loop = loop;
   f->refs = 1;
   f->host_ref = -1;
@@ -32,10 +42,27 @@ void lp_future_unref(lp_future *f) {
     free(l);
   }
   drop_unobserved(f);
+  if (f->value_drop) f->value_drop(f->value);
   if (f->host_ref >= 0 && f->loop && f->loop->host_ops && f->loop->host_ops->future_free)
     f->loop->host_ops->future_free(f);
   free(f->cause);
-  free(f);
+  lp_loop *loop = f->loop;
+  if (loop && loop->nfree_futures < FUTURE_CACHE_MAX) {
+    f->listeners = (lp_listener *)(void *)loop->free_futures;
+    loop->free_futures = f;
+    loop->nfree_futures++;
+  } else {
+    free(f);
+  }
+}
+
+void lp_future_cache_drain(lp_loop *loop) {
+  while (loop->free_futures) {
+    lp_future *f = loop->free_futures;
+    loop->free_futures = (lp_future *)(void *)f->listeners;
+    free(f);
+  }
+  loop->nfree_futures = 0;
 }
 
 static void schedule(lp_future *f) {

@@ -40,9 +40,10 @@ struct lp_future {
   void (*unobserved)(lp_future *f, void *ud);
   void (*unobserved_drop)(void *ud);
   void *unobserved_ud;
-  // Result for the host: a pointer the future does not own (a channel for
-  // connect; the host keeps what it needs alive) or a host reference.
+  // Result: a native object (a channel for connect) released with value_drop
+  // when the future goes, or a host reference (host_ref >= 0).
   void *value;
+  void (*value_drop)(void *value);
   int host_ref;
 };
 

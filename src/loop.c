@@ -101,6 +101,7 @@ void lp_loop_free(lp_loop *loop) {
   ev_loop_destroy(loop->ev);
   lp_pool_free(loop->pool);
   lp_out_cache_drain(&loop->out_cache);
+  lp_future_cache_drain(loop);
   pthread_mutex_destroy(&loop->lock);
   free(loop);
 }

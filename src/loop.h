@@ -55,6 +55,8 @@ struct lp_loop {
   lp_task *deferred, **deferred_tail;
   lp_pool *pool;
   lp_out_cache out_cache;  // outbound entries, reused
+  lp_future *free_futures; // future structs, reused (linked through ->listeners)
+  unsigned nfree_futures;
   lp_list channels;        // open channels of this loop (lp_channel.link)
   size_t nchannels;
   const lp_host_ops *host_ops;
@@ -75,6 +77,7 @@ void lp_loop_defer(lp_loop *loop, lp_task *t);  // loop thread only
 // Run the deferred tasks now (embedded channels, tests). Returns how many ran.
 size_t lp_loop_run_tasks(lp_loop *loop);
 double lp_loop_now(lp_loop *loop);
+void lp_future_cache_drain(lp_loop *loop); // future.c
 bool lp_loop_in_thread(const lp_loop *loop);
 
 #endif

@@ -140,8 +140,9 @@ ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block) {
   return w;
 }
 
-void lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, bool quiet) {
+bool lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, bool quiet) {
   lp_out_entry *keep = only_flushed ? ob->unflushed : NULL;
+  bool reported = false;
   while (ob->head && ob->head != keep) {
     lp_out_entry *e = ob->head;
     ob->head = e->next;
@@ -152,6 +153,7 @@ void lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, b
     entry_put(ob->cache, e);
     if (f) {
       f->quiet = f->quiet || quiet;
+      reported = reported || !quiet;
       quiet = true;
       lp_future_fail(f, err);
       lp_future_unref(f);
@@ -159,4 +161,5 @@ void lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, b
   }
   ob->flushed = 0;
   if (!ob->head) ob->tail = NULL;
+  return reported;
 }

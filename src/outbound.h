@@ -58,7 +58,8 @@ static inline bool lp_outbound_has_flushed(const lp_outbound *ob) { return ob->f
 ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block);
 // Fail and drop entries: all of them, or only the flushed ones. The first
 // failed promise is reported when unobserved unless quiet; the rest are quiet.
-void lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, bool quiet);
+// Returns whether a promise took the (non-quiet) failure to report it.
+bool lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, bool quiet);
 void lp_bytes_release(lp_bytes *b);
 
 #endif

@@ -66,7 +66,7 @@ function test.client(host, port, opts)
 end
 
 function Client:send(data)
-  local f = self.channel:writeAndFlush(data)
+  local f = self.channel:writeAndFlush(data, lupine.promise())
   loop():runUntil(f, self.timeout, "a write to complete")
   if not f:isSuccess() then error("send: " .. tostring(f:cause()), 2) end
   return self

@@ -11,38 +11,53 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct {
-  lp_buf *buf;
-} l_buffer;
+typedef l_buffer_box l_buffer;
 
-#define MT "lupine.Buffer"
 #define DEFAULT_CAPACITY 256
 
 static const char *const used_msg = "lupine.Buffer used after release or hand-off";
 
 lp_buf *l_buffer_test(lua_State *L, int i) {
-  l_buffer *box = luaL_testudata(L, i, MT);
+  l_buffer *box = l_testudata(L, i, &l_key_buffer);
   return box ? box->buf : NULL;
 }
 
 lp_buf *l_buffer_check(lua_State *L, int i) {
-  l_buffer *box = luaL_checkudata(L, i, MT);
+  l_buffer *box = l_checkudata(L, i, &l_key_buffer, "lupine.Buffer");
   if (!box->buf) luaL_error(L, "%s", used_msg);
   return box->buf;
 }
 
 lp_buf *l_buffer_take(lua_State *L, int i) {
-  l_buffer *box = luaL_checkudata(L, i, MT);
+  l_buffer *box = l_checkudata(L, i, &l_key_buffer, "lupine.Buffer");
   if (!box->buf) luaL_error(L, "%s", used_msg);
   lp_buf *b = box->buf;
   box->buf = NULL;
   return b;
 }
 
-void l_buffer_push(lua_State *L, lp_buf *b) {
+// A buffer lent to a handler: its box has no finalizer (a finalizer costs a
+// few hundred instructions per read), so the dispatch settles it when the
+// handler returns: a box that still holds its buffer (kept, not handed on)
+// gets the finalizer then; a box handed on is left for the GC to drop cheaply.
+void l_buffer_push_lent(lua_State *L, lp_buf *b) {
   l_buffer *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->l_tag = &l_key_buffer;
   box->buf = b;
-  luaL_setmetatable(L, MT);
+  l_setmetatable(L, &l_key_buffer_lent);
+}
+
+void l_buffer_settle(lua_State *L, int idx) {
+  l_buffer *box = lua_touserdata(L, idx);
+  if (box && box->buf) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_buffer);
+    lua_setmetatable(L, idx < 0 ? idx - 1 : idx);
+  }
+}
+
+void l_buffer_push(lua_State *L, lp_buf *b) {
+  l_buffer *box = l_newudata(L, sizeof *box, 0, &l_key_buffer);
+  box->buf = b;
 }
 
 static void push_new(lua_State *L, lp_buf *b) {
@@ -320,6 +335,7 @@ static int buffer_set_string(lua_State *L) {
   return 1;
 }
 
+// writeBytes(src): appends src's readable bytes; src itself is left as it was.
 static int buffer_write_bytes(lua_State *L) {
   lp_buf *b = l_buffer_check(L, 1);
   lp_buf *src = l_buffer_check(L, 2);
@@ -349,13 +365,15 @@ static int buffer_read_slice(lua_State *L) {
 }
 
 // slice([index, length]) / copy([index, length]): default the readable region.
+// Only written bytes (below writerIndex): pooled storage past it may still hold
+// another connection's data.
 static int region(lua_State *L, lp_buf *(*make)(lp_buf *, size_t, size_t)) {
   lp_buf *b = l_buffer_check(L, 1);
   size_t index = b->rd, n = lp_buf_readable(b);
   if (!lua_isnoneornil(L, 2)) {
     index = check_size(L, 2, "index");
     n = check_size(L, 3, "length");
-    need_range(L, index, n, b->cap, "capacity");
+    need_range(L, index, n, b->wr, "writerIndex");
   }
   push_new(L, make(b, index, n));
   return 1;
@@ -388,7 +406,7 @@ static int buffer_index_of(lua_State *L) {
 // ---- lifetime and metamethods ---------------------------------------------------------
 
 static int buffer_release(lua_State *L) { // __gc, __close and :release()
-  l_buffer *box = luaL_checkudata(L, 1, MT);
+  l_buffer *box = l_checkudata(L, 1, &l_key_buffer, "lupine.Buffer");
   if (box->buf) {
     lp_buf_unref(box->buf);
     box->buf = NULL;
@@ -399,7 +417,7 @@ static int buffer_release(lua_State *L) { // __gc, __close and :release()
 static int buffer_len(lua_State *L) { return buffer_readable_bytes(L); }
 
 static int buffer_tostring(lua_State *L) {
-  l_buffer *box = luaL_checkudata(L, 1, MT);
+  l_buffer *box = l_checkudata(L, 1, &l_key_buffer, "lupine.Buffer");
   if (!box->buf) lua_pushliteral(L, "lupine.Buffer(released)");
   else
     lua_pushfstring(L, "lupine.Buffer(ridx=%I, widx=%I, cap=%I)", (lua_Integer)box->buf->rd,
@@ -439,11 +457,24 @@ static const luaL_Reg methods[] = {
 };
 
 void l_buffer_open(lua_State *L) {
-  luaL_newmetatable(L, MT); // also sets __name
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
+  lua_newtable(L); // the methods, shared by both metatables
   luaL_setfuncs(L, methods, 0);
   add_int_methods(L);
+  l_newmetatable(L, "lupine.Buffer", &l_key_buffer); // also sets __name
+  luaL_setfuncs(L, meta, 0);
+  lua_pushvalue(L, -2);
   lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_newtable(L); // the same without __gc, registered under its key only
+  luaL_setfuncs(L, meta, 0);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "lupine.Buffer");
+  lua_setfield(L, -2, "__name");
+  lua_pushliteral(L, "lupine.Buffer");
+  lua_setfield(L, -2, "__metatable");
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "__index");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &l_key_buffer_lent);
   lua_pop(L, 1);
 }

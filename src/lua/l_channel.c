@@ -15,10 +15,12 @@
 #include <unistd.h>
 
 typedef struct {
+  L_BOX_HEAD;
   lp_channel *ch;
 } l_channel;
 
 typedef struct {
+  L_BOX_HEAD;
   lp_server s;
   l_host *h;
   int init_ref;
@@ -34,9 +36,8 @@ void l_channel_push(lua_State *L, lp_channel *ch) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ch->host_ref);
     return;
   }
-  l_channel *box = lua_newuserdatauv(L, sizeof *box, 1);
+  l_channel *box = l_newudata(L, sizeof *box, 1, &l_key_channel);
   box->ch = lp_channel_ref(ch);
-  luaL_setmetatable(L, "lupine.Channel");
   if (!(ch->flags & LP_CH_TORN_DOWN)) {
     lua_pushvalue(L, -1);
     ch->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -49,17 +50,17 @@ void l_channel_teardown(lp_channel *ch) {
   ch->host_ref = -1;
 }
 
-lp_channel *l_channel_check(lua_State *L, int i) { return ((l_channel *)luaL_checkudata(L, i, "lupine.Channel"))->ch; }
+lp_channel *l_channel_check(lua_State *L, int i) { return ((l_channel *)l_checkudata(L, i, &l_key_channel, "lupine.Channel"))->ch; }
 
 static int channel_gc(lua_State *L) {
-  l_channel *box = luaL_checkudata(L, 1, "lupine.Channel");
+  l_channel *box = l_checkudata(L, 1, &l_key_channel, "lupine.Channel");
   if (box->ch) lp_channel_unref(box->ch);
   box->ch = NULL;
   return 0;
 }
 
 static int channel_eq(lua_State *L) {
-  l_channel *a = luaL_testudata(L, 1, "lupine.Channel"), *b = luaL_testudata(L, 2, "lupine.Channel");
+  l_channel *a = l_testudata(L, 1, &l_key_channel), *b = l_testudata(L, 2, &l_key_channel);
   lua_pushboolean(L, a && b && a->ch == b->ch);
   return 1;
 }
@@ -197,13 +198,14 @@ static int channel_index(lua_State *L) {
 // ---- options at run time: ch:config() -------------------------------------------------
 
 typedef struct {
+  L_BOX_HEAD;
   lp_channel *ch;
 } l_config;
 
-static lp_channel *check_config(lua_State *L) { return ((l_config *)luaL_checkudata(L, 1, "lupine.ChannelConfig"))->ch; }
+static lp_channel *check_config(lua_State *L) { return ((l_config *)l_checkudata(L, 1, &l_key_config, "lupine.ChannelConfig"))->ch; }
 
 static int config_gc(lua_State *L) {
-  l_config *c = luaL_checkudata(L, 1, "lupine.ChannelConfig");
+  l_config *c = l_checkudata(L, 1, &l_key_config, "lupine.ChannelConfig");
   if (c->ch) lp_channel_unref(c->ch);
   c->ch = NULL;
   return 0;
@@ -278,9 +280,8 @@ static int config_get_option(lua_State *L) {
 
 static int channel_get_config(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  l_config *c = lua_newuserdatauv(L, sizeof *c, 0);
+  l_config *c = l_newudata(L, sizeof *c, 0, &l_key_config);
   c->ch = lp_channel_ref(ch);
-  luaL_setmetatable(L, "lupine.ChannelConfig");
   return 1;
 }
 
@@ -330,7 +331,7 @@ static void server_on_accept(lp_server *s, int fd) {
   l_accept(ls->h, fd, &ls->child, ls->init_ref);
 }
 
-static l_server *check_server(lua_State *L) { return luaL_checkudata(L, 1, "lupine.Server"); }
+static l_server *check_server(lua_State *L) { return l_checkudata(L, 1, &l_key_server, "lupine.Server"); }
 
 static void server_release(lua_State *L, l_server *ls) {
   lp_server_close(&ls->s);
@@ -358,12 +359,10 @@ int l_server_new(lua_State *L) {
   lp_sockaddr addr;
   if (lp_addr_parse(host, port, &addr) != 0)
     return luaL_error(L, "lupine.server: host '%s' is not a numeric IPv4/IPv6 address or localhost", host);
-  l_server *ls = lua_newuserdatauv(L, sizeof *ls, 0);
-  memset(ls, 0, sizeof *ls);
+  l_server *ls = l_newudata(L, sizeof *ls, 0, &l_key_server);
   ls->s.fd = ls->s.spare_fd = -1;
   ls->s.closed = true;
   ls->init_ref = ls->self_ref = LUA_NOREF;
-  luaL_setmetatable(L, "lupine.Server");
   int rc = lp_server_open(&ls->s, h->loop, &addr, backlog, reuse_port, server_on_accept, NULL);
   if (rc) {
     char a[80];
@@ -437,6 +436,8 @@ static int server_tostring(lua_State *L) {
 
 // ---- connecting --------------------------------------------------------------------------
 
+static void drop_channel(void *ch) { lp_channel_unref(ch); }
+
 // lupine.connect{ host, port, init = fn, timeout = 5, options = {...} } -> future of the channel
 int l_connect(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -470,8 +471,8 @@ int l_connect(lua_State *L) {
     lp_future_fail_code(f, -ENOMEM, "connect");
     return 1;
   }
-  l_channel_push(L, ch);
-  f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX); // the future's value: the channel
+  f->value = lp_channel_ref(ch); // the future's value: the channel
+  f->value_drop = drop_channel;
   lua_State *prev = l_enter(h, L);
   if (init) {
     lua_pushvalue(L, init);
@@ -530,7 +531,7 @@ static const luaL_Reg server_methods[] = {
 };
 
 void l_channel_open(lua_State *L) {
-  luaL_newmetatable(L, "lupine.Channel");
+  l_newmetatable(L, "lupine.Channel", &l_key_channel);
   lua_pushcfunction(L, channel_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, channel_eq);
@@ -542,14 +543,14 @@ void l_channel_open(lua_State *L) {
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, "lupine.ChannelConfig");
+  l_newmetatable(L, "lupine.ChannelConfig", &l_key_config);
   lua_pushcfunction(L, config_gc);
   lua_setfield(L, -2, "__gc");
   luaL_newlib(L, config_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, "lupine.Server");
+  l_newmetatable(L, "lupine.Server", &l_key_server);
   lua_pushcfunction(L, server_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, server_tostring);

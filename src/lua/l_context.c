@@ -1,11 +1,10 @@
 // l_context.c: Lua handlers in the pipeline, lupine.Context, lupine.Pipeline,
 // lupine.NativeHandler, and the host hooks the core calls.
 //
-// References: a context of a Lua handler holds a registry reference to its
-// handler (host_ref, dropped when the context is freed) and caches its
-// lupine.Context box (box_ref, dropped when it leaves the pipeline, so the box
-// can be collected). A box holds a reference on the context and one on its
-// channel. Messages from Lua travel as LP_MSG_HOST: a stack slot of the state
+// References: a context holds a registry reference to its handler (host_ref)
+// and caches its lupine.Context table (box_ref); both are dropped when it
+// leaves the pipeline. The table's box holds a reference on the context and
+// one on its channel, so a handle kept by Lua stays safe to use. Messages from Lua travel as LP_MSG_HOST: a stack slot of the state
 // that made them (host->cur), valid for the duration of that call.
 #include "lbind.h"
 
@@ -19,10 +18,12 @@
 #define STRING_COPY_MAX 1024 // strings up to this size are copied, longer ones pinned
 
 typedef struct {
+  L_BOX_HEAD;
   lp_ctx *ctx;
 } l_ctx;
 
 typedef struct {
+  L_BOX_HEAD;
   lp_channel *ch;
 } l_pipeline;
 
@@ -82,13 +83,14 @@ static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
   lua_State *L = h->cur;
   int idx = m->host;
   lp_buf *b = NULL;
-  if (luaL_testudata(L, idx, "lupine.Buffer")) {
-    b = l_buffer_test(L, idx);
-    if (!b) {
+  l_buffer_box *box = l_testudata(L, idx, &l_key_buffer);
+  if (box) {
+    if (!box->buf) {
       lp_error_named(err, LP_EUNSUPPORTED, "lupine.Buffer used after release or hand-off");
       return -1;
     }
-    b = l_buffer_take(L, idx);
+    b = box->buf; // handed off: the box is empty from now on
+    box->buf = NULL;
   } else if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
@@ -184,64 +186,106 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
   else lp_ctx_fire(c, LP_EV_EXCEPTION, &em);
 }
 
+// ---- the dispatch into Lua ------------------------------------------------------------
+//
+// Everything that can raise before the handler runs (allocations, a user
+// __index on the handler) runs under lua_pcall: this is called from libev
+// callbacks, and nothing may unwind through them. The common case, a handler
+// with the method as a plain field and an argument that needs no allocation,
+// takes one pcall: the handler's own.
+
 typedef struct {
   lp_ctx *c;
-  int ev;
   lp_msg *m;
   lp_future *promise;
-  bool missing; // the method is gone since the handler was added
-} invocation;
+  bool want_promise;
+} dispatch_args;
 
-// Runs under lua_pcall, so that nothing raised here (a strict __index on the
-// handler, out of memory) unwinds through libev. [1] the invocation, [2] the
-// message when it is a host value.
-static int invoke(lua_State *L) {
-  invocation *a = lua_touserdata(L, 1);
-  lp_ctx *c = a->c;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
-  if (LP_UNLIKELY(lua_getfield(L, -1, lp_event_name[a->ev]) != LUA_TFUNCTION)) {
-    a->missing = true;
-    return 0;
-  }
-  lua_insert(L, -2); // method, self
-  l_context_push(L, c);
-  int nargs = 2;
-  if (a->m) {
-    if (a->m->kind == LP_MSG_HOST) lua_pushvalue(L, 2);
-    else push_msg(L, a->m);
-    nargs++;
-  }
-  if (a->ev == LP_OP_WRITE || a->ev == LP_OP_CLOSE || a->ev == LP_OP_CONNECT) {
-    if (a->promise) l_future_push(L, a->promise);
-    else lua_pushnil(L);
-    nargs++;
-  }
-  lua_call(L, nargs, 0);
-  return 0;
+// Under pcall: [1] the dispatch, [2] the message when it is a host value
+// (stack slots are per frame); returns the context, the message (a new lent
+// box for a buffer) and the promise (or nil).
+static int make_args(lua_State *L) {
+  dispatch_args *a = lua_touserdata(L, 1);
+  l_context_push(L, a->c);
+  if (!a->m) lua_pushnil(L);
+  else if (a->m->kind == LP_MSG_HOST) lua_pushvalue(L, 2);
+  else if (a->m->kind == LP_MSG_BUF) {
+    l_buffer_push_lent(L, a->m->u.buf);
+    a->m->kind = LP_MSG_NONE; // the box has it now
+  } else push_msg(L, a->m);
+  if (a->promise) l_future_push(L, a->promise);
+  else lua_pushnil(L);
+  return 3;
+}
+
+// Under pcall: handler[name] through __index.
+static int lookup(lua_State *L) {
+  lua_gettable(L, 1);
+  return 1;
 }
 
 static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   l_host *h = host_of(c);
   lua_State *L = h->cur;
-  if (LP_UNLIKELY(h->closing || !lua_checkstack(L, 8))) {
+  if (LP_UNLIKELY(h->closing || !lua_checkstack(L, 12))) {
     if (m) lp_msg_release(m);
     if (!h->closing) lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "Lua stack overflow: event dropped");
     return;
   }
   int top = lua_gettop(L);
-  invocation a = {c, ev, m, promise, false};
+  int msgh = top + 1, lent = top + 2, fn = top + 3;
   lua_pushcfunction(L, l_traceback);
-  lua_pushcfunction(L, invoke);
-  lua_pushlightuserdata(L, &a);
-  if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);
-  else lua_pushnil(L);
-  if (LP_UNLIKELY(lua_pcall(L, 2, 0, top + 1) != LUA_OK)) {
-    if (m && m->kind == LP_MSG_BUF) lp_msg_release(m); // not handed over
-    handler_failed(c, ev, L, promise);
-  } else if (LP_UNLIKELY(a.missing)) {
-    lua_settop(L, top);
-    pass_on(c, ev, m, promise);
+  lua_pushnil(L); // a lent buffer box, kept here to settle after the call
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ev_name_ref[ev]);
+  lua_pushvalue(L, -1);
+  if (LP_UNLIKELY(lua_rawget(L, fn) != LUA_TFUNCTION)) { // not a plain field: ask __index
+    lua_pop(L, 1);
+    lua_pushcfunction(L, lookup);
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, fn + 1);
+    if (lua_pcall(L, 2, 1, msgh) != LUA_OK) {
+      if (m) lp_msg_release(m);
+      handler_failed(c, ev, L, promise);
+      lua_settop(L, top);
+      return;
+    }
+    if (!lua_isfunction(L, -1)) { // the method is gone since the handler was added
+      lua_settop(L, top);
+      pass_on(c, ev, m, promise);
+      return;
+    }
   }
+  lua_replace(L, fn + 1);  // msgh, lent, handler, method
+  lua_rotate(L, fn, 1);    // msgh, lent, method, handler (self)
+  bool with_promise = ev == LP_OP_WRITE || ev == LP_OP_CLOSE || ev == LP_OP_CONNECT;
+  int nargs = 2 + (m != NULL) + with_promise;
+  if (LP_LIKELY(c->box_ref >= 0 && (!m || m->kind == LP_MSG_HOST) && !promise)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+    if (m) lua_pushvalue(L, m->host);
+    if (with_promise) lua_pushnil(L);
+  } else {
+    dispatch_args a = {c, m, promise, with_promise};
+    bool buf = m && m->kind == LP_MSG_BUF;
+    lua_pushcfunction(L, make_args);
+    lua_pushlightuserdata(L, &a);
+    if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);
+    else lua_pushnil(L);
+    if (lua_pcall(L, 2, 3, msgh) != LUA_OK) { // out of memory, most likely
+      if (m) lp_msg_release(m);
+      lua_settop(L, top);
+      lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "cannot call handler '%s': out of memory", c->name);
+      return;
+    }
+    if (buf) {
+      lua_pushvalue(L, -2);
+      lua_replace(L, lent);
+    }
+    if (!with_promise) lua_pop(L, 1);
+    if (!m) lua_remove(L, -1 - with_promise);
+  }
+  if (LP_UNLIKELY(lua_pcall(L, nargs, 0, msgh) != LUA_OK)) handler_failed(c, ev, L, promise);
+  if (!lua_isnil(L, lent)) l_buffer_settle(L, lent);
   lua_settop(L, top);
 }
 
@@ -296,17 +340,19 @@ static uint32_t handler_mask(lua_State *L, int h) {
 
 // ---- host hooks ---------------------------------------------------------------------
 
+// A context out of its pipeline is never called again: drop both references
+// at once, not when its memory goes (after the GC finds its handle), so that
+// registry slots are reused promptly under connection churn.
 static void host_ctx_removed(lp_ctx *c) {
   l_host *h = host_of(c);
-  if (c->box_ref >= 0 && !h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->box_ref);
-  c->box_ref = -1;
+  if (!h->closing) {
+    if (c->box_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->box_ref);
+    if (c->host_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->host_ref);
+  }
+  c->box_ref = c->host_ref = -1;
 }
 
-static void host_ctx_free(lp_ctx *c) {
-  l_host *h = host_of(c);
-  if (c->host_ref >= 0 && !h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->host_ref);
-  c->host_ref = -1;
-}
+static void host_ctx_free(lp_ctx *c) { host_ctx_removed(c); }
 
 static void host_future_free(lp_future *f) {
   l_host *h = f->loop->host;
@@ -320,29 +366,57 @@ const lp_host_ops l_host_ops = {
 
 // ---- lupine.Context ------------------------------------------------------------------
 
+// A context is a Lua table, so that `ctx:write(...)` finds its method through a
+// plain table __index (a C __index function costs a C call per lookup): its
+// properties are fields (channel, name, handler, pipeline, executor), [1] is
+// the box holding the native context, and the shared metatable
+// "lupine.Context" gives the methods.
 void l_context_push(lua_State *L, lp_ctx *c) {
   if (c->box_ref >= 0) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
     return;
   }
-  l_ctx *box = lua_newuserdatauv(L, sizeof *box, 0);
+  lp_channel *ch = lp_ctx_channel(c);
+  lua_createtable(L, 1, 5);
+  l_ctx *box = l_newudata(L, sizeof *box, 0, &l_key_context_box);
   box->ctx = c;
   c->refs++;
-  lp_channel_ref(lp_ctx_channel(c));
-  luaL_setmetatable(L, "lupine.Context");
-  if (!c->removed) { // cached while linked; a removed context gets an uncached box
+  lp_channel_ref(ch);
+  lua_rawseti(L, -2, 1);
+  l_channel_push(L, ch);
+  lua_setfield(L, -2, "channel");
+  lua_pushstring(L, c->name);
+  lua_setfield(L, -2, "name");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
+  lua_setfield(L, -2, "handler");
+  l_pipeline_push(L, ch);
+  lua_setfield(L, -2, "pipeline");
+  l_loop_push(L, ch->loop->host);
+  lua_setfield(L, -2, "executor");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_context);
+  lua_setmetatable(L, -2);
+  if (!c->removed) { // cached while linked; a removed context gets an uncached one
     lua_pushvalue(L, -1);
     c->box_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
 }
 
+static lp_ctx *test_ctx(lua_State *L, int i) {
+  if (lua_type(L, i) != LUA_TTABLE) return NULL;
+  lua_rawgeti(L, i, 1);
+  l_ctx *box = l_testudata(L, -1, &l_key_context_box);
+  lua_pop(L, 1);
+  return box ? box->ctx : NULL;
+}
+
 static lp_ctx *check_ctx(lua_State *L, int i) {
-  l_ctx *box = luaL_checkudata(L, i, "lupine.Context");
-  return box->ctx;
+  lp_ctx *c = test_ctx(L, i);
+  if (!c) luaL_typeerror(L, i, "lupine.Context");
+  return c;
 }
 
 static int ctx_gc(lua_State *L) {
-  l_ctx *box = luaL_checkudata(L, 1, "lupine.Context");
+  l_ctx *box = l_checkudata(L, 1, &l_key_context_box, "lupine.ContextBox");
   if (box->ctx) {
     lp_channel *ch = lp_ctx_channel(box->ctx);
     lp_ctx_unref(box->ctx);
@@ -371,12 +445,22 @@ static int ctx_fire(lua_State *L) {
 }
 
 // Outbound from a context (from = ctx) or the channel/pipeline (from = tail).
+// write(msg [, promise | listener]): a write makes no future unless asked for
+// one (a Lua future per write costs two allocations and GC work on the hot
+// path); a failure nobody asked about still reaches exceptionCaught.
 int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
   luaL_checkany(L, 2);
   lp_channel *ch = lp_ctx_channel(from);
-  lp_future *f = l_future_test(L, 3);
-  if (f) lp_future_ref(f);
-  else if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "write: out of memory");
+  lp_future *f = NULL;
+  int t = lua_type(L, 3);
+  if (t == LUA_TFUNCTION) {
+    if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "write: out of memory");
+    l_future_listen(L, f, 3);
+  } else if (t != LUA_TNONE && t != LUA_TNIL) {
+    f = l_future_test(L, 3);
+    luaL_argexpected(L, f != NULL, 3, "lupine.Future or listener function");
+    lp_future_ref(f);
+  }
   l_host *h = ch->loop->host;
   lua_State *prev = l_enter(h, L);
   lp_msg m = host_msg(2);
@@ -386,9 +470,10 @@ int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
   if (flush) lp_ctx_op(from, LP_OP_FLUSH, NULL, NULL);
   lp_pipeline_leave(p);
   l_leave(h, prev);
-  l_future_push(L, f);
+  if (!f) return 0;
   lp_future_unref(f);
-  return 1;
+  lua_settop(L, 3);
+  return t == LUA_TFUNCTION ? 0 : 1; // the promise given
 }
 
 int l_outbound_simple(lua_State *L, lp_ctx *from, int op) {
@@ -434,23 +519,8 @@ static int ctx_is_removed(lua_State *L) {
   return 1;
 }
 
-static int ctx_index(lua_State *L) {
-  lp_ctx *c = check_ctx(L, 1);
-  lua_pushvalue(L, 2);
-  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  const char *k = lua_tostring(L, 2);
-  if (!k) return 0;
-  lp_channel *ch = lp_ctx_channel(c);
-  if (strcmp(k, "channel") == 0) l_channel_push(L, ch);
-  else if (strcmp(k, "name") == 0) lua_pushstring(L, c->name);
-  else if (strcmp(k, "handler") == 0) lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
-  else if (strcmp(k, "pipeline") == 0) l_pipeline_push(L, ch);
-  else if (strcmp(k, "executor") == 0) l_loop_push(L, ch->loop->host);
-  else if (strcmp(k, "attr") == 0) {
-    l_channel_push(L, ch);
-    lua_getfield(L, -1, "attr");
-  } else return 0;
-  return 1;
+static int ctx_newindex(lua_State *L) {
+  return luaL_error(L, "lupine.Context is read-only (keep state in ctx.channel.attr or the handler)");
 }
 
 static int ctx_tostring(lua_State *L) {
@@ -463,39 +533,36 @@ static int ctx_tostring(lua_State *L) {
 // ---- lupine.Pipeline -----------------------------------------------------------------
 
 void l_pipeline_push(lua_State *L, lp_channel *ch) {
-  l_pipeline *box = lua_newuserdatauv(L, sizeof *box, 0);
+  l_pipeline *box = l_newudata(L, sizeof *box, 0, &l_key_pipeline);
   box->ch = lp_channel_ref(ch);
-  luaL_setmetatable(L, "lupine.Pipeline");
 }
 
 static lp_pipeline *check_pipeline(lua_State *L, int i) {
-  return &((l_pipeline *)luaL_checkudata(L, i, "lupine.Pipeline"))->ch->pipeline;
+  return &((l_pipeline *)l_checkudata(L, i, &l_key_pipeline, "lupine.Pipeline"))->ch->pipeline;
 }
 
 static int pipeline_gc(lua_State *L) {
-  l_pipeline *box = luaL_checkudata(L, 1, "lupine.Pipeline");
+  l_pipeline *box = l_checkudata(L, 1, &l_key_pipeline, "lupine.Pipeline");
   if (box->ch) lp_channel_unref(box->ch);
   box->ch = NULL;
   return 0;
 }
 
 l_native *l_native_new(lua_State *L, size_t size, const char *type_name) {
-  l_native *n = lua_newuserdatauv(L, size, 0);
-  memset(n, 0, size);
+  l_native *n = l_newudata(L, size, 0, &l_key_native);
   n->type_name = type_name;
-  luaL_setmetatable(L, "lupine.NativeHandler");
   return n;
 }
 
 static int native_gc(lua_State *L) {
-  l_native *n = luaL_checkudata(L, 1, "lupine.NativeHandler");
+  l_native *n = l_checkudata(L, 1, &l_key_native, "lupine.NativeHandler");
   if (n->free) n->free(n);
   n->free = NULL;
   return 0;
 }
 
 static int native_tostring(lua_State *L) {
-  l_native *n = luaL_checkudata(L, 1, "lupine.NativeHandler");
+  l_native *n = l_checkudata(L, 1, &l_key_native, "lupine.NativeHandler");
   lua_pushfstring(L, "lupine.NativeHandler(%s)", n->type_name);
   return 1;
 }
@@ -506,7 +573,7 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
   if (p->destroyed) luaL_error(L, "pipeline of channel #%I is gone (the channel was closed)", (lua_Integer)p->channel->id);
   if (name && lp_pipeline_get(p, name)) luaL_error(L, "pipeline: duplicate handler name '%s'", name);
   lp_ctx *c;
-  l_native *n = luaL_testudata(L, hi, "lupine.NativeHandler");
+  l_native *n = l_testudata(L, hi, &l_key_native);
   if (n) {
     char gen[96];
     if (!name) {
@@ -532,12 +599,24 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
   return c;
 }
 
+// Make a Lua handler's context table now, where running out of memory raises
+// to the caller, so that dispatching to it later needs no allocation.
+static void prepare_ctx(lua_State *L, lp_ctx *c) {
+  if (c->ops == &lua_handler_ops && !c->removed) {
+    l_context_push(L, c);
+    lua_pop(L, 1);
+  }
+}
+
 static void link_ctx(lua_State *L, lp_pipeline *p, int where, const char *base, lp_ctx *c) {
   l_host *h = p->channel->loop->host;
   lua_State *prev = l_enter(h, L);
   int rc = lp_pipeline_add(p, where, base, c);
   l_leave(h, prev);
-  if (rc == 0) return;
+  if (rc == 0) {
+    prepare_ctx(L, c);
+    return;
+  }
   char name[128];
   snprintf(name, sizeof name, "%s", c->name);
   lp_ctx_unref(c);
@@ -581,8 +660,8 @@ static int pipeline_add_after(lua_State *L) { return pipeline_add_rel(L, LP_ADD_
 // Find a context by name, handler (table or factory) or Context.
 static lp_ctx *find_ctx(lua_State *L, lp_pipeline *p, int i) {
   if (lua_type(L, i) == LUA_TSTRING) return lp_pipeline_get(p, lua_tostring(L, i));
-  l_ctx *box = luaL_testudata(L, i, "lupine.Context");
-  if (box) return box->ctx && !box->ctx->removed && box->ctx->pipeline == p ? box->ctx : NULL;
+  lp_ctx *found = test_ctx(L, i);
+  if (found) return !found->removed && found->pipeline == p ? found : NULL;
   for (lp_ctx *c = lp_pipeline_first(p); c; c = lp_pipeline_next(p, c)) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
     bool same = lua_rawequal(L, -1, i);
@@ -636,6 +715,7 @@ static int pipeline_replace(lua_State *L) {
     lp_ctx_unref(c);
     return luaL_error(L, "pipeline: cannot replace '%s'", old->name);
   }
+  prepare_ctx(L, c);
   return 1;
 }
 
@@ -754,9 +834,9 @@ static const luaL_Reg pipeline_methods[] = {
     {NULL, NULL},
 };
 
-static void new_type(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction fire, lua_CFunction index,
+static void new_type(lua_State *L, const char *name, const void *key, const luaL_Reg *methods, lua_CFunction fire, lua_CFunction index,
                      lua_CFunction gc, lua_CFunction tostring) {
-  luaL_newmetatable(L, name);
+  l_newmetatable(L, name, key);
   lua_pushcfunction(L, gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, tostring);
@@ -769,13 +849,25 @@ static void new_type(lua_State *L, const char *name, const luaL_Reg *methods, lu
 }
 
 void l_context_open(lua_State *L) {
-  new_type(L, "lupine.Context", ctx_methods, ctx_fire, ctx_index, ctx_gc, ctx_tostring);
+  l_newmetatable(L, "lupine.Context", &l_key_context);
+  lua_pushcfunction(L, ctx_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, ctx_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_newtable(L);
+  luaL_setfuncs(L, ctx_methods, 0);
+  add_fire_methods(L, ctx_fire);
+  lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  new_type(L, "lupine.Pipeline", pipeline_methods, pipeline_fire, pipeline_index, pipeline_gc, pipeline_tostring);
+  l_newmetatable(L, "lupine.ContextBox", &l_key_context_box);
+  lua_pushcfunction(L, ctx_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  new_type(L, "lupine.Pipeline", &l_key_pipeline, pipeline_methods, pipeline_fire, pipeline_index, pipeline_gc, pipeline_tostring);
   lua_pushcfunction(L, pipeline_len);
   lua_setfield(L, -2, "__len");
   lua_pop(L, 1);
-  luaL_newmetatable(L, "lupine.NativeHandler");
+  l_newmetatable(L, "lupine.NativeHandler", &l_key_native);
   lua_pushcfunction(L, native_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, native_tostring);

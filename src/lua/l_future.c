@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 typedef struct {
+  L_BOX_HEAD;
   lp_future *f;
 } l_future;
 
@@ -19,16 +20,15 @@ typedef struct {
 } l_listener;
 
 lp_future *l_future_test(lua_State *L, int i) {
-  l_future *box = luaL_testudata(L, i, "lupine.Future");
+  l_future *box = l_testudata(L, i, &l_key_future);
   return box ? box->f : NULL;
 }
 
-lp_future *l_future_check(lua_State *L, int i) { return ((l_future *)luaL_checkudata(L, i, "lupine.Future"))->f; }
+lp_future *l_future_check(lua_State *L, int i) { return ((l_future *)l_checkudata(L, i, &l_key_future, "lupine.Future"))->f; }
 
 void l_future_push(lua_State *L, lp_future *f) {
-  l_future *box = lua_newuserdatauv(L, sizeof *box, 0);
+  l_future *box = l_newudata(L, sizeof *box, 0, &l_key_future);
   box->f = lp_future_ref(f);
-  luaL_setmetatable(L, "lupine.Future");
 }
 
 int l_future_new(lua_State *L) {
@@ -40,7 +40,7 @@ int l_future_new(lua_State *L) {
 }
 
 static int future_gc(lua_State *L) {
-  l_future *box = luaL_checkudata(L, 1, "lupine.Future");
+  l_future *box = l_checkudata(L, 1, &l_key_future, "lupine.Future");
   if (box->f) lp_future_unref(box->f);
   box->f = NULL;
   return 0;
@@ -76,7 +76,8 @@ static int future_cause(lua_State *L) {
 // The value of a successful future: a channel (connect) or what setSuccess got.
 static int push_value(lua_State *L, lp_future *f) {
   if (f->state != LP_FUTURE_SUCCESS) return 0;
-  if (f->host_ref >= 0) lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
+  if (f->value) l_channel_push(L, f->value);
+  else if (f->host_ref >= 0) lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
   else return 0;
   return 1;
 }
@@ -110,19 +111,22 @@ static void run_listener(lp_future *f, void *ud) {
   free(l);
 }
 
-static int future_add_listener(lua_State *L) {
-  lp_future *f = l_future_check(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+void l_future_listen(lua_State *L, lp_future *f, int fn) {
+  luaL_checktype(L, fn, LUA_TFUNCTION);
   l_listener *l = malloc(sizeof *l);
-  if (!l) return luaL_error(L, "addListener: out of memory");
+  if (!l) luaL_error(L, "addListener: out of memory");
   l->host = l_host_get(L);
-  lua_pushvalue(L, 2);
+  lua_pushvalue(L, fn);
   l->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (lp_future_add_listener(f, run_listener, l) != 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, l->fn_ref);
     free(l);
-    return luaL_error(L, "addListener: out of memory");
+    luaL_error(L, "addListener: out of memory");
   }
+}
+
+static int future_add_listener(lua_State *L) {
+  l_future_listen(L, l_future_check(L, 1), 2);
   lua_settop(L, 1);
   return 1;
 }
@@ -201,7 +205,7 @@ static const luaL_Reg methods[] = {
 };
 
 void l_future_open(lua_State *L) {
-  luaL_newmetatable(L, "lupine.Future");
+  l_newmetatable(L, "lupine.Future", &l_key_future);
   lua_pushcfunction(L, future_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, future_tostring);

@@ -11,10 +11,12 @@
 #include <stdlib.h>
 
 typedef struct {
+  L_BOX_HEAD;
   l_host *h;
 } l_loop;
 
 typedef struct {
+  L_BOX_HEAD;
   ev_timer w;
   l_host *h;
   int fn_ref;
@@ -29,15 +31,20 @@ typedef struct {
 } l_exec;
 
 static l_host *check_loop(lua_State *L) {
-  l_host *h = ((l_loop *)luaL_checkudata(L, 1, "lupine.Loop"))->h;
+  l_host *h = ((l_loop *)l_checkudata(L, 1, &l_key_loop, "lupine.Loop"))->h;
   if (!h->loop) luaL_error(L, "lupine.Loop: the loop is gone");
   return h;
 }
 
 void l_loop_push(lua_State *L, l_host *h) {
-  l_loop *box = lua_newuserdatauv(L, sizeof *box, 0);
+  if (h->loop_ref) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, h->loop_ref);
+    return;
+  }
+  l_loop *box = l_newudata(L, sizeof *box, 0, &l_key_loop);
   box->h = h;
-  luaL_setmetatable(L, "lupine.Loop");
+  lua_pushvalue(L, -1);
+  h->loop_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
@@ -140,6 +147,19 @@ static int loop_now(lua_State *L) {
   return 1;
 }
 
+// loop:stats(): counters for tests and monitoring.
+static int loop_stats(lua_State *L) {
+  lp_loop *loop = check_loop(L)->loop;
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)loop->nchannels);
+  lua_setfield(L, -2, "channels");
+  lua_pushinteger(L, (lua_Integer)lp_pool_live(loop->pool));
+  lua_setfield(L, -2, "poolLive");
+  lua_pushinteger(L, (lua_Integer)lp_pool_cached_bytes(loop->pool));
+  lua_setfield(L, -2, "poolCachedBytes");
+  return 1;
+}
+
 static int loop_channel_count(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)check_loop(L)->loop->nchannels);
   return 1;
@@ -201,12 +221,11 @@ static int schedule(lua_State *L, double after, double period, int fn) {
   l_host *h = check_loop(L);
   luaL_checktype(L, fn, LUA_TFUNCTION);
   if (!(after >= 0) || !(period >= 0)) return luaL_error(L, "schedule: delays must be non-negative numbers");
-  l_timer *t = lua_newuserdatauv(L, sizeof *t, 0);
+  l_timer *t = l_newudata(L, sizeof *t, 0, &l_key_timer);
   t->h = h;
   t->periodic = period > 0;
   t->fn_ref = t->self_ref = LUA_NOREF;
   ev_timer_init(&t->w, on_timer, after, period);
-  luaL_setmetatable(L, "lupine.Timer");
   lua_pushvalue(L, fn);
   t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -1);
@@ -224,7 +243,7 @@ static int loop_schedule_at_fixed_rate(lua_State *L) {
 }
 
 static int timer_cancel(lua_State *L) {
-  l_timer *t = luaL_checkudata(L, 1, "lupine.Timer");
+  l_timer *t = l_checkudata(L, 1, &l_key_timer, "lupine.Timer");
   bool was = t->h->loop && ev_is_active(&t->w);
   timer_release(L, t);
   lua_pushboolean(L, was);
@@ -232,13 +251,13 @@ static int timer_cancel(lua_State *L) {
 }
 
 static int timer_is_active(lua_State *L) {
-  l_timer *t = luaL_checkudata(L, 1, "lupine.Timer");
+  l_timer *t = l_checkudata(L, 1, &l_key_timer, "lupine.Timer");
   lua_pushboolean(L, t->h->loop && ev_is_active(&t->w));
   return 1;
 }
 
 static int timer_gc(lua_State *L) {
-  l_timer *t = luaL_checkudata(L, 1, "lupine.Timer");
+  l_timer *t = l_checkudata(L, 1, &l_key_timer, "lupine.Timer");
   if (t->h->loop && ev_is_active(&t->w)) ev_timer_stop(t->h->loop->ev, &t->w);
   return 0;
 }
@@ -256,6 +275,7 @@ static const luaL_Reg loop_methods[] = {
     {"stop", loop_stop},
     {"now", loop_now},
     {"channelCount", loop_channel_count},
+    {"stats", loop_stats},
     {"execute", loop_execute},
     {"schedule", loop_schedule},
     {"scheduleAtFixedRate", loop_schedule_at_fixed_rate},
@@ -269,13 +289,13 @@ static const luaL_Reg timer_methods[] = {
 };
 
 void l_loop_open(lua_State *L) {
-  luaL_newmetatable(L, "lupine.Loop");
+  l_newmetatable(L, "lupine.Loop", &l_key_loop);
   lua_pushcfunction(L, loop_tostring);
   lua_setfield(L, -2, "__tostring");
   luaL_newlib(L, loop_methods);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
-  luaL_newmetatable(L, "lupine.Timer");
+  l_newmetatable(L, "lupine.Timer", &l_key_timer);
   lua_pushcfunction(L, timer_gc);
   lua_setfield(L, -2, "__gc");
   luaL_newlib(L, timer_methods);

@@ -15,6 +15,25 @@
 
 static const char host_key = 'h';
 
+const char l_key_buffer, l_key_buffer_lent, l_key_context, l_key_context_box, l_key_pipeline, l_key_future, l_key_channel, l_key_config, l_key_server,
+    l_key_loop, l_key_timer, l_key_native, l_key_error;
+
+void l_newmetatable(lua_State *L, const char *tname, const void *key) {
+  luaL_newmetatable(L, tname); // keeps __name, which error messages show
+  lua_pushstring(L, tname);    // getmetatable() shows the name, not the table
+  lua_setfield(L, -2, "__metatable");
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+void *l_newudata(lua_State *L, size_t size, int nuv, const void *key) {
+  void *p = lua_newuserdatauv(L, size, nuv);
+  memset(p, 0, size);
+  *(const void **)p = key;
+  l_setmetatable(L, key);
+  return p;
+}
+
 static int host_gc(lua_State *L) {
   l_host *h = lua_touserdata(L, 1);
   h->closing = true; // no more calls into this state from here on
@@ -35,6 +54,10 @@ static l_host *host_new(lua_State *L, lp_loop *loop, bool owns) {
   h->owns_loop = owns;
   loop->host = h;
   loop->host_ops = &l_host_ops;
+  for (int e = 0; e < LP_EV_COUNT; e++) {
+    lua_pushstring(L, lp_event_name[e]);
+    h->ev_name_ref[e] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   lua_newtable(L); // metatable
   lua_pushcfunction(L, host_gc);
   lua_setfield(L, -2, "__gc");
@@ -106,11 +129,7 @@ void l_push_error(lua_State *L, const lp_error *e) {
     lua_pushinteger(L, e->length);
     lua_setfield(L, -2, "length");
   }
-  if (luaL_newmetatable(L, "lupine.Error")) {
-    lua_pushcfunction(L, error_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_setmetatable(L, -2);
+  l_setmetatable(L, &l_key_error);
 }
 
 int l_traceback(lua_State *L) {
@@ -316,6 +335,10 @@ __attribute__((visibility("default"))) int luaopen_lupine_core(lua_State *L);
 
 int luaopen_lupine_core(lua_State *L) {
   luaL_checkversion(L);
+  l_newmetatable(L, "lupine.Error", &l_key_error);
+  lua_pushcfunction(L, error_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
   l_buffer_open(L);
   l_future_open(L);
   l_loop_open(L);

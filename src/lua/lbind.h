@@ -27,7 +27,35 @@ typedef struct l_host {
   bool owns_loop;   // inline mode: freed with the state
   bool closing;     // the state is closing: call no more Lua
   int running;      // nesting of loop runs driven from this state
+  int loop_ref;     // the state's lupine.Loop object (0: not made yet)
+  int ev_name_ref[LP_EV_COUNT]; // interned event names, for fast method lookups
 } l_host;
+
+// ---- userdata types -----------------------------------------------------------------
+// Every lupine userdata starts with the address of its type's key (L_BOX_HEAD),
+// so a type check is one compare; luaL_checkudata looks the type's name up as a
+// string, which costs a few hundred instructions per call on the hot path. The
+// metatables are registered under the same keys, and protected by __metatable.
+extern const char l_key_buffer, l_key_buffer_lent, l_key_context, l_key_context_box, l_key_pipeline, l_key_future, l_key_channel, l_key_config,
+    l_key_server, l_key_loop, l_key_timer, l_key_native, l_key_error;
+#define L_BOX_HEAD const void *l_tag
+void l_newmetatable(lua_State *L, const char *tname, const void *key); // leaves it on the stack
+static inline void l_setmetatable(lua_State *L, const void *key) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, key);
+  lua_setmetatable(L, -2);
+}
+// A new userdata of type key (size bytes, starting with L_BOX_HEAD), zeroed, on the stack.
+void *l_newudata(lua_State *L, size_t size, int nuv, const void *key);
+static inline void *l_testudata(lua_State *L, int i, const void *key) {
+  const void *const *p = (const void *const *)lua_touserdata(L, i);
+  if (p && *p == key && lua_type(L, i) == LUA_TUSERDATA && lua_rawlen(L, i) >= sizeof(void *)) return (void *)p;
+  return NULL;
+}
+static inline void *l_checkudata(lua_State *L, int i, const void *key, const char *tname) {
+  void *p = l_testudata(L, i, key);
+  if (!p) luaL_typeerror(L, i, tname);
+  return p;
+}
 
 // ---- l_lupine.c ----------------------------------------------------------------
 l_host *l_host_get(lua_State *L);                 // creates the inline loop on first use
@@ -61,8 +89,14 @@ const char *l_opt_string(lua_State *L, int t, const char *field, const char *def
 void l_channel_config_read(lua_State *L, int t, lp_channel_config *cfg);
 
 // ---- l_buffer.c ----------------------------------------------------------------
+typedef struct l_buffer_box {
+  L_BOX_HEAD;
+  lp_buf *buf; // NULL once released or handed off
+} l_buffer_box;
 void l_buffer_open(lua_State *L);
 void l_buffer_push(lua_State *L, lp_buf *b);  // the new box takes the reference
+void l_buffer_push_lent(lua_State *L, lp_buf *b); // a box without finalizer, for a dispatch
+void l_buffer_settle(lua_State *L, int idx);      // after the dispatch: finalizer if still full
 lp_buf *l_buffer_check(lua_State *L, int i);  // raises when not a live Buffer
 lp_buf *l_buffer_test(lua_State *L, int i);   // NULL when not a live Buffer
 lp_buf *l_buffer_take(lua_State *L, int i);   // hand-off: empties the box (raises if released)
@@ -74,6 +108,7 @@ void l_future_push(lua_State *L, lp_future *f); // the box takes a new reference
 lp_future *l_future_check(lua_State *L, int i);
 lp_future *l_future_test(lua_State *L, int i);
 int l_future_new(lua_State *L);                 // lupine.promise()
+void l_future_listen(lua_State *L, lp_future *f, int fn); // add the Lua function at fn as a listener
 
 // ---- l_loop.c ------------------------------------------------------------------
 void l_loop_open(lua_State *L);
@@ -115,6 +150,7 @@ extern lua_CFunction l_preload;
 // starts with this header. Adding it to a pipeline calls make() for a fresh
 // context (per-channel state), so one factory serves every channel.
 typedef struct l_native {
+  L_BOX_HEAD;
   const char *type_name;
   lp_ctx *(*make)(struct l_native *self, lp_pipeline *p, const char *name, lua_State *L);
   void (*free)(struct l_native *self); // __gc; may be NULL

@@ -1,0 +1,493 @@
+// loadgen.c: the load generator of the benchmarks. One thread, epoll, loopback
+// only. Every byte that comes back is checked against what was sent.
+//
+//   loadgen -p PORT [-m pingpong|stream|idle] [-c CONNS] [-s SIZE]
+//           [-d SECONDS] [-w WARMUP] [-n COUNT] [-i INFLIGHT] [-P SERVER_PID]
+//
+//   pingpong  each connection sends SIZE bytes, waits for all SIZE back,
+//             repeats: round trips/s, p50/p99 latency from recorded samples
+//   stream    each connection keeps writing SIZE-byte chunks with at most
+//             INFLIGHT bytes (default max(256 KiB, 4 chunks)) sent but not
+//             yet echoed: MB/s echoed (a "round trip" is one chunk fully
+//             echoed; its latency is from queueing the chunk to its echo)
+//   idle      open CONNS connections, echo SIZE bytes once on each (so the
+//             server has surely accepted it; -s 0: none), print
+//             `connected=N` and keep them idle until killed or -d passes;
+//             any byte or EOF from the server then is an error
+//
+// A run connects everything first, then warms up for WARMUP seconds (not
+// measured), then measures for SECONDS; with -n it instead stops after COUNT
+// round trips in total (no warm-up unless -w is given; -d is then a time
+// limit, default 60 s). Afterwards it lets what is in flight come back,
+// checks it, and closes. With -P the server's CPU time (utime+stime from
+// /proc/PID/stat, all its threads) over the measured window is reported too.
+//
+// Output, one line on stdout:
+//   mode=pingpong conns=50 size=64 secs=5.000 rts=... rt_per_s=... mb_per_s=...
+//   p50_us=... p99_us=... srv_cpu_s=... srv_cpu_us_per_rt=... srv_util=... lg_util=...
+// (MB = 10^6 bytes echoed back; srv_util/lg_util: CPU seconds per wall second of
+// the server / this process; srv_* are -1 without -P.)
+// Exit status: 0 ok, 1 any connection error, echo mismatch or time limit, 2 usage.
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_CONNS 60000
+#define MAX_SIZE (1 << 20)        // largest message / chunk
+#define PATTERN_PERIOD 65521      // prime, so chunks of any size shift across it
+#define RBUF (64 * 1024)          // one read() at most
+#define READS_PER_EVENT 16        // reads per readiness event, at most
+#define WRITES_PER_EVENT 64       // write() calls per flush, at most
+#define MAX_SAMPLES (1u << 22)    // latency samples kept (reservoir beyond)
+#define CONNECTS_IN_FLIGHT 64     // pending connects (and idle-mode first echoes)
+#define CONNECT_TIMEOUT_S 20.0
+#define DRAIN_TIMEOUT_S 10.0
+#define EVENTS 256
+#define STREAM_INFLIGHT (256 * 1024) // default -i for stream: a socket buffer's worth
+
+enum mode { PINGPONG, STREAM, IDLE };
+enum state { UNUSED, CONNECTING, READY, DONE };
+
+typedef struct conn {
+  int fd;
+  int idx;
+  enum state state;
+  uint32_t events;     // the epoll mask now registered
+  uint64_t base;       // offset of this connection's stream in the pattern
+  uint64_t goal;       // bytes that should be written
+  uint64_t sent;       // bytes written
+  uint64_t recvd;      // bytes read back and verified
+  double *stamps;      // send time of each chunk in flight (ring), chunk = SIZE bytes
+  uint32_t ring_cap, ring_head, ring_len;
+} conn;
+
+static struct {
+  enum mode mode;
+  int port, conns;
+  size_t size, inflight;
+  double secs, warmup;
+  long long count; // -n; 0: by duration
+  int srv_pid;
+} opt = {PINGPONG, -1, 1, 64, 0, 5.0, 1.0, 0, 0};
+
+static unsigned char *pattern; // PATTERN_PERIOD + max(RBUF, MAX_SIZE) bytes
+static unsigned char rbuf[RBUF];
+static conn *conns;
+static int epfd;
+
+// Measurement state.
+static int measuring;             // samples and counters only while set
+static int stopping;              // no new chunks once set
+static long long issued;          // chunks started (for -n)
+static long long rts;             // chunks fully echoed while measuring
+static uint64_t bytes_echoed;     // while measuring
+static uint32_t *samples;         // latencies in ns
+static uint32_t nsamples;
+static uint64_t seen_samples;
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+
+static void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("loadgen: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  exit(1);
+}
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static uint64_t xorshift(void) {
+  rng ^= rng << 13;
+  rng ^= rng >> 7;
+  rng ^= rng << 17;
+  return rng;
+}
+
+static double self_cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+// utime+stime of a process (all threads, live and exited), in seconds; -1 when unreadable.
+static double proc_cpu_s(int pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')'); // the command name may hold spaces and parentheses
+  unsigned long long ut, st;
+  // after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+  if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static void record(double lat_s) {
+  double ns = lat_s * 1e9;
+  uint32_t v = ns < 0 ? 0 : ns > 4e9 ? 4000000000u : (uint32_t)ns;
+  seen_samples++;
+  if (nsamples < MAX_SAMPLES) {
+    samples[nsamples++] = v;
+  } else {
+    uint64_t j = xorshift() % seen_samples; // reservoir: every sample equally likely kept
+    if (j < MAX_SAMPLES) samples[j] = v;
+  }
+}
+
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return (x > y) - (x < y);
+}
+
+static double percentile_us(double q) {
+  if (nsamples == 0) return 0;
+  size_t i = (size_t)(q * (double)(nsamples - 1) + 0.5);
+  return samples[i] / 1000.0;
+}
+
+static void set_events(conn *c, uint32_t ev) {
+  if (c->events == ev) return;
+  struct epoll_event e = {.events = ev, .data.ptr = c};
+  if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &e) < 0) die("conn %d: epoll_ctl: %s", c->idx, strerror(errno));
+  c->events = ev;
+}
+
+static void start_connect(conn *c) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) die("socket: %s (raise ulimit -n?)", strerror(errno));
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS)
+    die("conn %d: connect to 127.0.0.1:%d: %s", c->idx, opt.port, strerror(errno));
+  c->fd = fd;
+  c->state = CONNECTING;
+  c->events = EPOLLOUT;
+  struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
+  if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e) < 0) die("epoll_ctl: %s", strerror(errno));
+}
+
+// Queue one more chunk of SIZE bytes at time t.
+static void add_chunk(conn *c, double t) {
+  c->goal += opt.size;
+  c->stamps[(c->ring_head + c->ring_len) % c->ring_cap] = t;
+  c->ring_len++;
+  issued++;
+}
+
+// Whether the connection may start another chunk now.
+static int wants_chunk(const conn *c) {
+  if (stopping || opt.size == 0) return 0;
+  if (opt.count && issued >= opt.count) return 0;
+  switch (opt.mode) {
+  case PINGPONG: return c->recvd == c->goal;
+  case STREAM: return c->goal - c->recvd + opt.size <= opt.inflight;
+  case IDLE: return c->goal == 0; // one echo, then idle
+  }
+  return 0;
+}
+
+// Writes toward the goal until done, the socket is full or the cap is hit.
+static void flush_out(conn *c) {
+  for (int i = 0; i < WRITES_PER_EVENT && c->sent < c->goal; i++) {
+    uint64_t want = c->goal - c->sent;
+    size_t len = want > MAX_SIZE ? MAX_SIZE : (size_t)want;
+    const unsigned char *p = pattern + (c->base + c->sent) % PATTERN_PERIOD;
+    ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+    if (n > 0) {
+      c->sent += (uint64_t)n;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    } else {
+      die("conn %d: write: %s", c->idx, n < 0 ? strerror(errno) : "wrote nothing");
+    }
+  }
+  set_events(c, c->sent < c->goal ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+static void fill(conn *c, double t) {
+  while (wants_chunk(c)) add_chunk(c, t);
+  flush_out(c);
+}
+
+static void on_readable(conn *c) {
+  for (int i = 0; i < READS_PER_EVENT; i++) {
+    ssize_t n = recv(c->fd, rbuf, RBUF, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      die("conn %d: read: %s", c->idx, strerror(errno));
+    }
+    if (n == 0) die("conn %d: closed by the server after %llu of %llu bytes echoed", c->idx,
+                    (unsigned long long)c->recvd, (unsigned long long)c->sent);
+    if (c->recvd + (uint64_t)n > c->sent)
+      die("conn %d: the server sent %llu bytes more than it was sent", c->idx,
+          (unsigned long long)(c->recvd + (uint64_t)n - c->sent));
+    const unsigned char *want = pattern + (c->base + c->recvd) % PATTERN_PERIOD;
+    if (memcmp(rbuf, want, (size_t)n) != 0) {
+      size_t k = 0;
+      while (rbuf[k] == want[k]) k++;
+      die("conn %d: echo mismatch at byte %llu of the stream (got 0x%02x, sent 0x%02x)", c->idx,
+          (unsigned long long)(c->recvd + k), rbuf[k], want[k]);
+    }
+    c->recvd += (uint64_t)n;
+    if (measuring) bytes_echoed += (uint64_t)n;
+    // Chunks completed by these bytes.
+    double t = 0;
+    while (c->ring_len && c->recvd >= c->goal - (uint64_t)(c->ring_len - 1) * opt.size) {
+      if (t == 0) t = now_s();
+      if (measuring) {
+        record(t - c->stamps[c->ring_head]);
+        rts++;
+      }
+      c->ring_head = (c->ring_head + 1) % c->ring_cap;
+      c->ring_len--;
+    }
+    if (t != 0) fill(c, t);
+    if ((size_t)n < RBUF) break; // drained, most likely: skip the EAGAIN read
+  }
+}
+
+static void on_connected(conn *c) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+  if (err) die("conn %d: connect to 127.0.0.1:%d: %s", c->idx, opt.port, strerror(err));
+  c->state = READY;
+  set_events(c, EPOLLIN);
+}
+
+// Runs the loop until done() or the deadline; dies past the deadline when fatal.
+static void run_until(int (*done)(void), double deadline, const char *what) {
+  struct epoll_event evs[EVENTS];
+  for (;;) {
+    if (done()) return;
+    double t = now_s();
+    if (t >= deadline) {
+      if (what) die("%s", what);
+      return;
+    }
+    double wait_ms = (deadline - t) * 1000.0;
+    int timeout = wait_ms > 100 ? 100 : (int)wait_ms + 1;
+    int n = epoll_wait(epfd, evs, EVENTS, timeout);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      die("epoll_wait: %s", strerror(errno));
+    }
+    for (int i = 0; i < n; i++) {
+      conn *c = evs[i].data.ptr;
+      uint32_t ev = evs[i].events;
+      if (c->state == CONNECTING) {
+        on_connected(c);
+        if (opt.mode != IDLE) continue;
+        fill(c, now_s());
+        continue;
+      }
+      if (opt.mode == IDLE && c->state == DONE) {
+        die("conn %d: %s while idle", c->idx, (ev & (EPOLLRDHUP | EPOLLHUP)) ? "closed by the server" : "data from the server");
+      }
+      if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
+      if (ev & EPOLLOUT) flush_out(c);
+    }
+  }
+}
+
+// ---- phases ------------------------------------------------------------------
+static int next_to_connect, nready;
+
+static int connect_done(void) {
+  // Keep a bounded number of connects (and, idle mode, first echoes) pending.
+  int pending = 0;
+  nready = 0;
+  for (int i = 0; i < next_to_connect; i++) {
+    conn *c = &conns[i];
+    int ready = c->state == READY && (opt.mode != IDLE || c->recvd == c->goal);
+    if (ready && opt.mode == IDLE) {
+      c->state = DONE;
+      set_events(c, EPOLLIN | EPOLLRDHUP);
+    }
+    if (ready || c->state == DONE) nready++;
+    else pending++;
+  }
+  while (pending < CONNECTS_IN_FLIGHT && next_to_connect < opt.conns) {
+    start_connect(&conns[next_to_connect++]);
+    pending++;
+  }
+  return nready == opt.conns;
+}
+
+static int never(void) { return 0; }
+
+static int count_done(void) { return opt.count && rts >= opt.count; }
+
+static int drained(void) {
+  for (int i = 0; i < opt.conns; i++)
+    if (conns[i].recvd != conns[i].goal) return 0;
+  return 1;
+}
+
+static int usage(void) {
+  fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|stream|idle] [-c CONNS] [-s SIZE] [-d SECONDS]\n"
+                  "               [-w WARMUP_SECONDS] [-n COUNT] [-i INFLIGHT_BYTES] [-P SERVER_PID]\n");
+  return 2;
+}
+
+static int num(const char *s, double min, double max, double *out) {
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || *end || v < min || v > max) return -1;
+  *out = v;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  int o;
+  double v;
+  int have_secs = 0, have_warmup = 0;
+  while ((o = getopt(argc, argv, "p:m:c:s:d:w:n:i:P:")) != -1) {
+    switch (o) {
+    case 'p': if (num(optarg, 1, 65535, &v)) return usage(); opt.port = (int)v; break;
+    case 'm':
+      if (!strcmp(optarg, "pingpong")) opt.mode = PINGPONG;
+      else if (!strcmp(optarg, "stream")) opt.mode = STREAM;
+      else if (!strcmp(optarg, "idle")) opt.mode = IDLE;
+      else return usage();
+      break;
+    case 'c': if (num(optarg, 1, MAX_CONNS, &v)) return usage(); opt.conns = (int)v; break;
+    case 's': if (num(optarg, 0, MAX_SIZE, &v)) return usage(); opt.size = (size_t)v; break;
+    case 'd': if (num(optarg, 0.01, 86400, &v)) return usage(); opt.secs = v; have_secs = 1; break;
+    case 'w': if (num(optarg, 0, 3600, &v)) return usage(); opt.warmup = v; have_warmup = 1; break;
+    case 'n': if (num(optarg, 1, 1e15, &v)) return usage(); opt.count = (long long)v; break;
+    case 'i': if (num(optarg, 1, 1 << 30, &v)) return usage(); opt.inflight = (size_t)v; break;
+    case 'P': if (num(optarg, 1, 1 << 30, &v)) return usage(); opt.srv_pid = (int)v; break;
+    default: return usage();
+    }
+  }
+  if (optind != argc || opt.port < 0) return usage();
+  if (opt.size == 0 && opt.mode != IDLE) {
+    fprintf(stderr, "loadgen: -s 0 only makes sense with -m idle\n");
+    return 2;
+  }
+  if (opt.count && opt.mode == IDLE) {
+    fprintf(stderr, "loadgen: -n does not apply to -m idle\n");
+    return 2;
+  }
+  if (opt.count) {
+    if (have_warmup && opt.warmup > 0) {
+      fprintf(stderr, "loadgen: -n counts every round trip from the start: no warm-up (-w 0)\n");
+      return 2;
+    }
+    opt.warmup = 0;
+    if (!have_secs) opt.secs = 60;
+  }
+  if (opt.mode == IDLE && !have_secs) opt.secs = 86400; // until killed
+  if (opt.inflight == 0) opt.inflight = opt.mode != STREAM ? opt.size : 4 * opt.size > STREAM_INFLIGHT ? 4 * opt.size : STREAM_INFLIGHT;
+  if (opt.inflight < opt.size) {
+    fprintf(stderr, "loadgen: -i must be at least the chunk size\n");
+    return 2;
+  }
+  signal(SIGPIPE, SIG_IGN);
+
+  // Enough descriptors for every connection, if the hard limit allows.
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)opt.conns + 32) {
+    rl.rlim_cur = rl.rlim_max < (rlim_t)opt.conns + 32 ? rl.rlim_max : (rlim_t)opt.conns + 32;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+
+  size_t plen = PATTERN_PERIOD + (RBUF > MAX_SIZE ? RBUF : MAX_SIZE);
+  pattern = malloc(plen);
+  samples = malloc(sizeof *samples * MAX_SAMPLES);
+  conns = calloc((size_t)opt.conns, sizeof *conns);
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (!pattern || !samples || !conns || epfd < 0) die("out of memory");
+  for (size_t i = 0; i < PATTERN_PERIOD; i++) pattern[i] = (unsigned char)(xorshift() >> 24);
+  for (size_t i = PATTERN_PERIOD; i < plen; i++) pattern[i] = pattern[i - PATTERN_PERIOD]; // any window is contiguous
+  uint32_t ring = opt.size ? (uint32_t)(opt.inflight / opt.size + 2) : 1;
+  for (int i = 0; i < opt.conns; i++) {
+    conns[i].idx = i;
+    conns[i].fd = -1;
+    conns[i].base = (uint64_t)i * 7919 % PATTERN_PERIOD;
+    conns[i].ring_cap = ring;
+    conns[i].stamps = malloc(sizeof(double) * ring);
+    if (!conns[i].stamps) die("out of memory");
+  }
+
+  double t0 = now_s();
+  run_until(connect_done, t0 + CONNECT_TIMEOUT_S, "timed out connecting (is the server listening?)");
+  if (opt.mode == IDLE) {
+    printf("connected=%d\n", opt.conns);
+    fflush(stdout);
+    run_until(never, now_s() + opt.secs, NULL);
+    printf("mode=idle conns=%d size=%zu secs=%.3f\n", opt.conns, opt.size, opt.secs);
+    return 0;
+  }
+
+  if (opt.warmup > 0) {
+    double start = now_s();
+    for (int i = 0; i < opt.conns; i++) fill(&conns[i], start);
+    run_until(never, start + opt.warmup, NULL);
+  }
+  // The measured window: chunks already in flight count when they complete.
+  measuring = 1;
+  double m0 = now_s(), srv0 = opt.srv_pid ? proc_cpu_s(opt.srv_pid) : -1, self0 = self_cpu_s();
+  if (opt.srv_pid && srv0 < 0) die("cannot read /proc/%d/stat", opt.srv_pid);
+  if (opt.warmup <= 0)
+    for (int i = 0; i < opt.conns; i++) fill(&conns[i], m0);
+  if (opt.count) {
+    run_until(count_done, m0 + opt.secs, "time limit reached before -n round trips completed");
+  } else {
+    run_until(never, m0 + opt.secs, NULL);
+  }
+  double m1 = now_s(), srv1 = opt.srv_pid ? proc_cpu_s(opt.srv_pid) : -1, self1 = self_cpu_s();
+  measuring = 0;
+  long long m_rts = rts;
+  uint64_t m_bytes = bytes_echoed;
+  stopping = 1;
+  run_until(drained, m1 + DRAIN_TIMEOUT_S, "timed out waiting for the last echoes");
+  for (int i = 0; i < opt.conns; i++) close(conns[i].fd);
+
+  double secs = m1 - m0;
+  if (m_rts == 0) die("no round trip completed in %.3f s", secs);
+  qsort(samples, nsamples, sizeof *samples, cmp_u32);
+  double srv = opt.srv_pid ? srv1 - srv0 : -1;
+  printf("mode=%s conns=%d size=%zu secs=%.3f rts=%lld rt_per_s=%.0f mb_per_s=%.2f p50_us=%.1f p99_us=%.1f "
+         "srv_cpu_s=%.3f srv_cpu_us_per_rt=%.3f srv_util=%.2f lg_util=%.2f\n",
+         opt.mode == PINGPONG ? "pingpong" : "stream", opt.conns, opt.size, secs, m_rts, (double)m_rts / secs,
+         (double)m_bytes / secs / 1e6, percentile_us(0.50), percentile_us(0.99), srv,
+         opt.srv_pid && m_rts ? srv * 1e6 / (double)m_rts : -1, opt.srv_pid ? srv / secs : -1,
+         (self1 - self0) / secs);
+  for (int i = 0; i < opt.conns; i++) free(conns[i].stamps);
+  free(conns);
+  free(samples);
+  free(pattern);
+  return 0;
+}
