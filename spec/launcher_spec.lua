@@ -441,6 +441,20 @@ describe("the lupine launcher", function()
     assert.equal(0, p:wait(10))
   end)
 
+  it("survives a worker state that stays out of memory: its new channels fail, the process goes on", function()
+    local p, port = launch("-w 1 -p 0 --memory-limit 16M spec/apps/hog.lua")
+    local leak = client(port)
+    leak:send("leak\n")
+    assert.equal("", leak:receiveAll(10))
+    for _ = 1, 3 do
+      local c = client(port)
+      assert.equal("", c:receiveAll(10)) -- init could not run: closed at once
+    end
+    assert.matches("init%(ch%) raised: not enough memory", p:stderr())
+    p:kill("TERM")
+    assert.equal(0, p:wait(10))
+  end)
+
   it("serves ping-pong load from bench/pingpong with 2 workers", function()
     local p, port = launch("-w 2 -p 0 examples/echo.lua")
     local out = io.popen(("%s -p %d -c 20 -d 1 -w 0.1 2>&1; echo status=$?"):format(proc.pingpong, port)):read("a")

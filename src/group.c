@@ -404,11 +404,10 @@ static bool take_signals(lp_group *g) {
   return true;
 }
 
-static void give_back_signals(lp_group *g) {
+static void give_back_signals(void) {
   sigaction(SIGINT, &saved_int, NULL);
   sigaction(SIGTERM, &saved_term, NULL);
   atomic_store(&signal_group, NULL);
-  LP_UNUSED(g);
 }
 
 int lp_group_run(lp_group *g) {
@@ -421,7 +420,7 @@ int lp_group_run(lp_group *g) {
     // Stopped from outside (loop:stop() in an inline handler): shut down.
     if (!g->done && !g->stopping) lp_group_shutdown(g, false);
   }
-  if (signals) give_back_signals(g);
+  if (signals) give_back_signals();
   ev_async_stop(g->boss->ev, &g->ctl);
   if (g->status) return g->status; // threads still busy: leave them be
   for (int i = 0; i < g->nworkers; i++) {
