@@ -7,7 +7,7 @@ local lupine = require "lupine"
 local proc = {}
 local build = os.getenv("LUPINE_BUILD") or "build"
 proc.launcher = build .. "/lupine"
-proc.pingpong = build .. "/bench/pingpong"
+proc.loadgen = build .. "/bench/loadgen"
 
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 

@@ -273,7 +273,9 @@ ptrdiff_t lp_buf_index_of(const lp_buf *b, size_t from, size_t to, const void *n
   if (from >= to || n == 0 || n > to - from) return n == 0 && from <= to ? (ptrdiff_t)from : -1;
   const uint8_t *start = b->data + from, *end = b->data + to;
   const uint8_t first = *(const uint8_t *)needle;
-  for (const uint8_t *p = start; p + n <= end;) {
+  // (size_t)(end - p) >= n, not p + n <= end: after a near-match at end - n,
+  // p + n would point past the block's one-past-the-end (undefined in C).
+  for (const uint8_t *p = start; (size_t)(end - p) >= n;) {
     p = memchr(p, first, (size_t)(end - p) - (n - 1));
     if (!p) break;
     if (memcmp(p, needle, n) == 0) return p - b->data;
