@@ -324,5 +324,31 @@ describe("lupine.Channel", function()
     assert.is_true(kb2 - kb1 < 64, ("Lua memory grew by %.1f KiB over 1500 connections"):format(kb2 - kb1))
     server:close()
   end)
-end)
 
+  it("releases buffers a handler kept, once Lua lets go of them", function()
+    local kept = {}
+    local Keeper = {}
+    function Keeper:channelRead(ctx, buf)
+      kept[#kept + 1] = buf -- neither written nor released
+      ctx:writeAndFlush("k")
+    end
+    local server = test.server(function(ch) ch.pipeline:addLast("keeper", Keeper) end)
+    collectgarbage()
+    collectgarbage()
+    local before = loop:stats().poolLive
+    local c = test.client(server.port)
+    for i = 1, 50 do
+      c:send("x" .. i)
+      c:receive(1)
+    end
+    assert.is_true(#kept >= 1)
+    assert.is_true(loop:stats().poolLive > before, "kept buffers hold pool storage")
+    assert.equal("x1", kept[1]:toString():sub(1, 2)) -- still usable
+    kept = {}
+    collectgarbage()
+    collectgarbage()
+    assert.equal(before, loop:stats().poolLive)
+    c:close()
+    server:close()
+  end)
+end)

@@ -38,8 +38,10 @@ struct lp_buf {
 
 lp_pool *lp_pool_new(void);
 void lp_pool_free(lp_pool *pool);
-// Blocks and buffer structs cached, for tests and stats.
+// Bytes of storage blocks cached for reuse, for tests and stats.
 size_t lp_pool_cached_bytes(const lp_pool *pool);
+// Blocks and buffer structs taken from the pool and not yet given back.
+size_t lp_pool_live(const lp_pool *pool);
 
 lp_buf *lp_buf_new(lp_pool *pool, size_t cap);                   // NULL on ENOMEM
 lp_buf *lp_buf_from(lp_pool *pool, const void *p, size_t n);     // copy of p[0..n)
@@ -55,6 +57,8 @@ static inline uint8_t *lp_buf_wptr(const lp_buf *b) { return b->data + b->wr; }
 
 // Make room for n more bytes after wr: 0, -ENOMEM, or -ENOSPC (a slice, or past LP_BUF_MAX).
 int lp_buf_reserve(lp_buf *b, size_t n);
+// Append n bytes (p may point into b: it is read after any growth only if it
+// survives it, so pass a pointer into b only when lp_buf_reserve ran first).
 int lp_buf_write(lp_buf *b, const void *p, size_t n);        // 0 or as reserve
 int lp_buf_read(lp_buf *b, void *p, size_t n);               // 0 or -ERANGE
 int lp_buf_skip(lp_buf *b, size_t n);                        // 0 or -ERANGE

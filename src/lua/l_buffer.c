@@ -36,6 +36,25 @@ lp_buf *l_buffer_take(lua_State *L, int i) {
   return b;
 }
 
+// A buffer lent to a handler: its box has no finalizer (a finalizer costs a
+// few hundred instructions per read), so the dispatch settles it when the
+// handler returns: a box that still holds its buffer (kept, not handed on)
+// gets the finalizer then; a box handed on is left for the GC to drop cheaply.
+void l_buffer_push_lent(lua_State *L, lp_buf *b) {
+  l_buffer *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->l_tag = &l_key_buffer;
+  box->buf = b;
+  l_setmetatable(L, &l_key_buffer_lent);
+}
+
+void l_buffer_settle(lua_State *L, int idx) {
+  l_buffer *box = lua_touserdata(L, idx);
+  if (box && box->buf) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_buffer);
+    lua_setmetatable(L, idx < 0 ? idx - 1 : idx);
+  }
+}
+
 void l_buffer_push(lua_State *L, lp_buf *b) {
   l_buffer *box = l_newudata(L, sizeof *box, 0, &l_key_buffer);
   box->buf = b;
@@ -316,6 +335,7 @@ static int buffer_set_string(lua_State *L) {
   return 1;
 }
 
+// writeBytes(src): appends src's readable bytes; src itself is left as it was.
 static int buffer_write_bytes(lua_State *L) {
   lp_buf *b = l_buffer_check(L, 1);
   lp_buf *src = l_buffer_check(L, 2);
@@ -345,13 +365,15 @@ static int buffer_read_slice(lua_State *L) {
 }
 
 // slice([index, length]) / copy([index, length]): default the readable region.
+// Only written bytes (below writerIndex): pooled storage past it may still hold
+// another connection's data.
 static int region(lua_State *L, lp_buf *(*make)(lp_buf *, size_t, size_t)) {
   lp_buf *b = l_buffer_check(L, 1);
   size_t index = b->rd, n = lp_buf_readable(b);
   if (!lua_isnoneornil(L, 2)) {
     index = check_size(L, 2, "index");
     n = check_size(L, 3, "length");
-    need_range(L, index, n, b->cap, "capacity");
+    need_range(L, index, n, b->wr, "writerIndex");
   }
   push_new(L, make(b, index, n));
   return 1;
@@ -435,11 +457,24 @@ static const luaL_Reg methods[] = {
 };
 
 void l_buffer_open(lua_State *L) {
-  l_newmetatable(L, "lupine.Buffer", &l_key_buffer); // also sets __name
-  luaL_setfuncs(L, meta, 0);
-  lua_newtable(L);
+  lua_newtable(L); // the methods, shared by both metatables
   luaL_setfuncs(L, methods, 0);
   add_int_methods(L);
+  l_newmetatable(L, "lupine.Buffer", &l_key_buffer); // also sets __name
+  luaL_setfuncs(L, meta, 0);
+  lua_pushvalue(L, -2);
   lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_newtable(L); // the same without __gc, registered under its key only
+  luaL_setfuncs(L, meta, 0);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "lupine.Buffer");
+  lua_setfield(L, -2, "__name");
+  lua_pushliteral(L, "lupine.Buffer");
+  lua_setfield(L, -2, "__metatable");
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "__index");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &l_key_buffer_lent);
   lua_pop(L, 1);
 }

@@ -186,65 +186,106 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
   else lp_ctx_fire(c, LP_EV_EXCEPTION, &em);
 }
 
+// ---- the dispatch into Lua ------------------------------------------------------------
+//
+// Everything that can raise before the handler runs (allocations, a user
+// __index on the handler) runs under lua_pcall: this is called from libev
+// callbacks, and nothing may unwind through them. The common case, a handler
+// with the method as a plain field and an argument that needs no allocation,
+// takes one pcall: the handler's own.
+
 typedef struct {
   lp_ctx *c;
-  int ev;
   lp_msg *m;
   lp_future *promise;
-  bool missing; // the method is gone since the handler was added
-} invocation;
+  bool want_promise;
+} dispatch_args;
 
-// Runs under lua_pcall, so that nothing raised here (a strict __index on the
-// handler, out of memory) unwinds through libev. [1] the invocation, [2] the
-// message when it is a host value.
-static int invoke(lua_State *L) {
-  invocation *a = lua_touserdata(L, 1);
-  lp_ctx *c = a->c;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, host_of(c)->ev_name_ref[a->ev]); // honours __index
-  if (LP_UNLIKELY(lua_gettable(L, -2) != LUA_TFUNCTION)) {
-    a->missing = true;
-    return 0;
-  }
-  lua_insert(L, -2); // method, self
-  l_context_push(L, c);
-  int nargs = 2;
-  if (a->m) {
-    if (a->m->kind == LP_MSG_HOST) lua_pushvalue(L, 2);
-    else push_msg(L, a->m);
-    nargs++;
-  }
-  if (a->ev == LP_OP_WRITE || a->ev == LP_OP_CLOSE || a->ev == LP_OP_CONNECT) {
-    if (a->promise) l_future_push(L, a->promise);
-    else lua_pushnil(L);
-    nargs++;
-  }
-  lua_call(L, nargs, 0);
-  return 0;
+// Under pcall: [1] the dispatch, [2] the message when it is a host value
+// (stack slots are per frame); returns the context, the message (a new lent
+// box for a buffer) and the promise (or nil).
+static int make_args(lua_State *L) {
+  dispatch_args *a = lua_touserdata(L, 1);
+  l_context_push(L, a->c);
+  if (!a->m) lua_pushnil(L);
+  else if (a->m->kind == LP_MSG_HOST) lua_pushvalue(L, 2);
+  else if (a->m->kind == LP_MSG_BUF) {
+    l_buffer_push_lent(L, a->m->u.buf);
+    a->m->kind = LP_MSG_NONE; // the box has it now
+  } else push_msg(L, a->m);
+  if (a->promise) l_future_push(L, a->promise);
+  else lua_pushnil(L);
+  return 3;
+}
+
+// Under pcall: handler[name] through __index.
+static int lookup(lua_State *L) {
+  lua_gettable(L, 1);
+  return 1;
 }
 
 static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   l_host *h = host_of(c);
   lua_State *L = h->cur;
-  if (LP_UNLIKELY(h->closing || !lua_checkstack(L, 8))) {
+  if (LP_UNLIKELY(h->closing || !lua_checkstack(L, 12))) {
     if (m) lp_msg_release(m);
     if (!h->closing) lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "Lua stack overflow: event dropped");
     return;
   }
   int top = lua_gettop(L);
-  invocation a = {c, ev, m, promise, false};
+  int msgh = top + 1, lent = top + 2, fn = top + 3;
   lua_pushcfunction(L, l_traceback);
-  lua_pushcfunction(L, invoke);
-  lua_pushlightuserdata(L, &a);
-  if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);
-  else lua_pushnil(L);
-  if (LP_UNLIKELY(lua_pcall(L, 2, 0, top + 1) != LUA_OK)) {
-    if (m && m->kind == LP_MSG_BUF) lp_msg_release(m); // not handed over
-    handler_failed(c, ev, L, promise);
-  } else if (LP_UNLIKELY(a.missing)) {
-    lua_settop(L, top);
-    pass_on(c, ev, m, promise);
+  lua_pushnil(L); // a lent buffer box, kept here to settle after the call
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->ev_name_ref[ev]);
+  lua_pushvalue(L, -1);
+  if (LP_UNLIKELY(lua_rawget(L, fn) != LUA_TFUNCTION)) { // not a plain field: ask __index
+    lua_pop(L, 1);
+    lua_pushcfunction(L, lookup);
+    lua_pushvalue(L, fn);
+    lua_pushvalue(L, fn + 1);
+    if (lua_pcall(L, 2, 1, msgh) != LUA_OK) {
+      if (m) lp_msg_release(m);
+      handler_failed(c, ev, L, promise);
+      lua_settop(L, top);
+      return;
+    }
+    if (!lua_isfunction(L, -1)) { // the method is gone since the handler was added
+      lua_settop(L, top);
+      pass_on(c, ev, m, promise);
+      return;
+    }
   }
+  lua_replace(L, fn + 1);  // msgh, lent, handler, method
+  lua_rotate(L, fn, 1);    // msgh, lent, method, handler (self)
+  bool with_promise = ev == LP_OP_WRITE || ev == LP_OP_CLOSE || ev == LP_OP_CONNECT;
+  int nargs = 2 + (m != NULL) + with_promise;
+  if (LP_LIKELY(c->box_ref >= 0 && (!m || m->kind == LP_MSG_HOST) && !promise)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+    if (m) lua_pushvalue(L, m->host);
+    if (with_promise) lua_pushnil(L);
+  } else {
+    dispatch_args a = {c, m, promise, with_promise};
+    bool buf = m && m->kind == LP_MSG_BUF;
+    lua_pushcfunction(L, make_args);
+    lua_pushlightuserdata(L, &a);
+    if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);
+    else lua_pushnil(L);
+    if (lua_pcall(L, 2, 3, msgh) != LUA_OK) { // out of memory, most likely
+      if (m) lp_msg_release(m);
+      lua_settop(L, top);
+      lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "cannot call handler '%s': out of memory", c->name);
+      return;
+    }
+    if (buf) {
+      lua_pushvalue(L, -2);
+      lua_replace(L, lent);
+    }
+    if (!with_promise) lua_pop(L, 1);
+    if (!m) lua_remove(L, -1 - with_promise);
+  }
+  if (LP_UNLIKELY(lua_pcall(L, nargs, 0, msgh) != LUA_OK)) handler_failed(c, ev, L, promise);
+  if (!lua_isnil(L, lent)) l_buffer_settle(L, lent);
   lua_settop(L, top);
 }
 
@@ -592,12 +633,24 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
   return c;
 }
 
+// Make a Lua handler's context table now, where running out of memory raises
+// to the caller, so that dispatching to it later needs no allocation.
+static void prepare_ctx(lua_State *L, lp_ctx *c) {
+  if (c->ops == &lua_handler_ops && !c->removed) {
+    l_context_push(L, c);
+    lua_pop(L, 1);
+  }
+}
+
 static void link_ctx(lua_State *L, lp_pipeline *p, int where, const char *base, lp_ctx *c) {
   l_host *h = p->channel->loop->host;
   lua_State *prev = l_enter(h, L);
   int rc = lp_pipeline_add(p, where, base, c);
   l_leave(h, prev);
-  if (rc == 0) return;
+  if (rc == 0) {
+    prepare_ctx(L, c);
+    return;
+  }
   char name[128];
   snprintf(name, sizeof name, "%s", c->name);
   lp_ctx_unref(c);
@@ -696,6 +749,7 @@ static int pipeline_replace(lua_State *L) {
     lp_ctx_unref(c);
     return luaL_error(L, "pipeline: cannot replace '%s'", old->name);
   }
+  prepare_ctx(L, c);
   return 1;
 }
 

@@ -147,6 +147,19 @@ static int loop_now(lua_State *L) {
   return 1;
 }
 
+// loop:stats(): counters for tests and monitoring.
+static int loop_stats(lua_State *L) {
+  lp_loop *loop = check_loop(L)->loop;
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, (lua_Integer)loop->nchannels);
+  lua_setfield(L, -2, "channels");
+  lua_pushinteger(L, (lua_Integer)lp_pool_live(loop->pool));
+  lua_setfield(L, -2, "poolLive");
+  lua_pushinteger(L, (lua_Integer)lp_pool_cached_bytes(loop->pool));
+  lua_setfield(L, -2, "poolCachedBytes");
+  return 1;
+}
+
 static int loop_channel_count(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)check_loop(L)->loop->nchannels);
   return 1;
@@ -262,6 +275,7 @@ static const luaL_Reg loop_methods[] = {
     {"stop", loop_stop},
     {"now", loop_now},
     {"channelCount", loop_channel_count},
+    {"stats", loop_stats},
     {"execute", loop_execute},
     {"schedule", loop_schedule},
     {"scheduleAtFixedRate", loop_schedule_at_fixed_rate},
