@@ -155,6 +155,22 @@ describe("handlers with unusual tables", function()
     server:close()
   end)
 
+  it("a handler whose handlerAdded raises is removed again, and addLast raises its error", function()
+    local err, names, removed
+    local Bad = { handlerAdded = function() error("not today") end, handlerRemoved = function() removed = true end }
+    local server = test.server(function(ch)
+      err = select(2, pcall(ch.pipeline.addLast, ch.pipeline, "bad", Bad))
+      names = ch.pipeline:names()
+    end)
+    local c = test.client(server.port)
+    test.eventually(function() return err ~= nil end)
+    assert.matches("^pipeline: handler 'bad' was not added: its handlerAdded raised: .*not today", err)
+    assert.same({}, names)
+    assert.is_true(removed)
+    c:close()
+    server:close()
+  end)
+
   it("a handler whose method lookup raises during an event gives exceptionCaught, not a crash", function()
     local lookups, caught = 0, nil
     local Flaky = setmetatable({}, {

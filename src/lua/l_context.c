@@ -293,37 +293,62 @@ static void lua_inbound(lp_ctx *c, int ev, lp_msg *m) { call_handler(c, ev, m, N
 static void lua_outbound(lp_ctx *c, int op, lp_msg *m, lp_future *promise) { call_handler(c, op, m, promise); }
 
 // handlerAdded / handlerRemoved: not pipeline events, called when present.
-static bool call_lifecycle(lp_ctx *c, const char *method) {
-  l_host *h = host_of(c);
-  if (h->closing) return true;
-  lua_State *L = h->cur;
-  int top = lua_gettop(L);
-  lua_pushcfunction(L, l_traceback);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
-  if (lua_getfield(L, -1, method) != LUA_TFUNCTION) {
-    lua_settop(L, top);
-    return true;
-  }
+typedef struct {
+  lp_ctx *c;
+  const char *method;
+} lifecycle_call;
+
+// Under pcall: the lookup and the context table allocate, and may raise.
+static int lifecycle_invoke(lua_State *L) {
+  const lifecycle_call *a = lua_touserdata(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->c->host_ref);
+  if (lua_getfield(L, -1, a->method) != LUA_TFUNCTION) return 0;
   lua_insert(L, -2);
-  l_context_push(L, c);
-  bool ok = lua_pcall(L, 2, 0, top + 1) == LUA_OK;
+  l_context_push(L, a->c);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+// Called from inside the core (pipeline add, remove, destroy at teardown):
+// nothing may unwind through it, so all of it runs protected. On failure the
+// error's text goes to the log and to err.
+static bool call_lifecycle(lp_ctx *c, const char *method, char *err, size_t errlen) {
+  l_host *h = host_of(c);
+  if (h->closing || c->host_ref < 0) return true;
+  lua_State *L = h->cur;
+  if (!lua_checkstack(L, 4)) {
+    snprintf(err, errlen, "Lua stack overflow");
+    return false;
+  }
+  int top = lua_gettop(L);
+  lifecycle_call a = {c, method};
+  lua_pushcfunction(L, l_traceback);
+  lua_pushcfunction(L, lifecycle_invoke);
+  lua_pushlightuserdata(L, &a);
+  bool ok = lua_pcall(L, 1, 0, top + 1) == LUA_OK;
   if (!ok) {
-    char text[LP_ERROR_MESSAGE_MAX];
-    lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "handler '%s' %s raised: %s", c->name, method,
-           l_tostring(L, -1, text, sizeof text));
+    l_tostring(L, -1, err, errlen);
+    lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "handler '%s' %s raised: %s", c->name, method, err);
   }
   lua_settop(L, top);
   return ok;
 }
 
+// Why the last handler of this thread's state failed to be added (link_ctx
+// raises it to the caller of addLast & co.).
+static _Thread_local char added_error[LP_ERROR_MESSAGE_MAX];
+
 static void lua_added(lp_ctx *c) {
-  if (!call_lifecycle(c, "handlerAdded")) {
+  if (!call_lifecycle(c, "handlerAdded", added_error, sizeof added_error)) {
     // As in Netty: a handler that fails to be added is removed again.
     lp_pipeline_remove(c->pipeline, c);
   }
 }
 
-static void lua_removed(lp_ctx *c) { call_lifecycle(c, "handlerRemoved"); }
+static void lua_removed(lp_ctx *c) {
+  char err[LP_ERROR_MESSAGE_MAX];
+  call_lifecycle(c, "handlerRemoved", err, sizeof err);
+}
 
 static const lp_handler_ops lua_handler_ops = {
     "handler", 0, lua_added, lua_removed, lua_inbound, lua_outbound, NULL,
@@ -602,34 +627,39 @@ static int native_tostring(lua_State *L) {
 }
 
 // Make a context for the handler at index hi (table or native factory).
+// Everything that can raise (a strict __index, out of memory) happens before
+// the context exists, so that an error here leaks nothing.
 static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) {
   hi = lua_absindex(L, hi);
   if (p->destroyed) luaL_error(L, "pipeline of channel #%I is gone (the channel was closed)", (lua_Integer)p->channel->id);
   if (name && lp_pipeline_get(p, name)) luaL_error(L, "pipeline: duplicate handler name '%s'", name);
-  lp_ctx *c;
   l_native *n = l_testudata(L, hi, &l_key_native);
+  char gen[96];
+  uint32_t mask = 0;
   if (n) {
-    char gen[96];
     if (!name) {
       lp_pipeline_gen_name(p, n->type_name, gen, sizeof gen);
       name = gen;
     }
-    c = n->make(n, p, name, L);
   } else {
     luaL_argexpected(L, lua_istable(L, hi), hi, "handler table");
-    char gen[96];
     if (!name) {
       const char *base = lua_getfield(L, hi, "name") == LUA_TSTRING ? lua_tostring(L, -1) : "handler";
       lp_pipeline_gen_name(p, base, gen, sizeof gen);
       lua_pop(L, 1);
       name = gen;
     }
-    c = lp_ctx_new(p, &lua_handler_ops, NULL, name);
-    if (c) c->mask = handler_mask(L, hi);
+    mask = handler_mask(L, hi);
   }
-  if (!c) luaL_error(L, "pipeline: out of memory");
   lua_pushvalue(L, hi);
-  c->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lp_ctx *c = n ? n->make(n, p, name, L) : lp_ctx_new(p, &lua_handler_ops, NULL, name);
+  if (!c) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    luaL_error(L, "pipeline: out of memory");
+  }
+  if (!n) c->mask = mask;
+  c->host_ref = ref;
   return c;
 }
 
@@ -644,16 +674,20 @@ static void prepare_ctx(lua_State *L, lp_ctx *c) {
 
 static void link_ctx(lua_State *L, lp_pipeline *p, int where, const char *base, lp_ctx *c) {
   l_host *h = p->channel->loop->host;
+  c->refs++; // held across the add: a handlerAdded that fails removes it again (and may free it)
   lua_State *prev = l_enter(h, L);
   int rc = lp_pipeline_add(p, where, base, c);
   l_leave(h, prev);
-  if (rc == 0) {
-    prepare_ctx(L, c);
-    return;
-  }
+  bool dropped = rc == 0 && c->removed;
   char name[128];
   snprintf(name, sizeof name, "%s", c->name);
   lp_ctx_unref(c);
+  if (rc == 0 && !dropped) {
+    prepare_ctx(L, c);
+    return;
+  }
+  if (dropped) luaL_error(L, "pipeline: handler '%s' was not added: its handlerAdded raised: %s", name, added_error);
+  lp_ctx_unref(c); // never linked: the reference it was made with
   if (rc == -EEXIST) luaL_error(L, "pipeline: duplicate handler name '%s'", name);
   if (rc == -ENOENT) luaL_error(L, "pipeline: no handler named '%s'", base);
   luaL_error(L, "pipeline of channel #%I is gone (the channel was closed)", (lua_Integer)p->channel->id);
