@@ -71,71 +71,75 @@ local function run(opts)
     local out = proxy:output()
     proxy:stop()
     source:close()
-    error("proxy_load: the proxy did not start: " .. out)
+    error("proxy_load: the proxy did not start: " .. out, 0)
   end
-  local rss_start = proc_kib(proxy.pid, "VmRSS")
-
-  -- The sink: a token bucket of `rate` MiB/s feeding read() demands.
-  local got, eof, bad = 0, false, nil
-  local tokens, reading = 0, false
-  local sink
-  local function demand()
-    if not reading and tokens > 0 and not eof then
-      reading = true
-      sink:read()
+  -- Whatever happens from here, the proxy process stops and the source closes.
+  local sink, timers = nil, {}
+  local ok_run, result = pcall(function()
+    local rss_start = proc_kib(proxy.pid, "VmRSS")
+    -- The sink: a token bucket of `rate` MiB/s feeding read() demands.
+    local got, eof, bad = 0, false, nil
+    local tokens, reading = 0, false
+    local function demand()
+      if not reading and tokens > 0 and not eof then
+        reading = true
+        sink:read()
+      end
     end
-  end
-  local connecting = lupine.connect {
-    port = port, options = { autoRead = false },
-    init = function(ch)
-      ch.pipeline:addLast("sink", {
-        channelRead = function(_, _, buf)
-          local s = buf:readString()
-          local at = got % BLOCK
-          if not bad then
-            local want = block:sub(at + 1, at + #s)
-            if #want < #s then want = want .. block:sub(1, #s - #want) end
-            if s ~= want then bad = ("byte mismatch in the %d bytes at offset %d"):format(#s, got) end
-          end
-          got = got + #s
-          tokens = tokens - #s
-        end,
-        channelReadComplete = function()
-          reading = false
-          demand()
-        end,
-        channelInactive = function() eof = true end,
-      })
-    end,
-  }
-  loop:runUntil(connecting, 10, "the connection to the proxy")
-  sink = connecting:get()
-  if not sink then error("proxy_load: cannot connect to the proxy: " .. tostring((connecting:cause()))) end
-  local tick = 0.005
-  local started = loop:now()
-  local rss_max = rss_start
-  local bucket = loop:scheduleAtFixedRate(tick, tick, function()
-    tokens = math.min(tokens + rate * BLOCK * tick, 2 * rate * BLOCK * tick)
-    demand()
+    local connecting = lupine.connect {
+      port = port, options = { autoRead = false },
+      init = function(ch)
+        ch.pipeline:addLast("sink", {
+          channelRead = function(_, _, buf)
+            local s = buf:readString()
+            local at = got % BLOCK
+            if not bad then
+              local want = block:sub(at + 1, at + #s)
+              if #want < #s then want = want .. block:sub(1, #s - #want) end
+              if s ~= want then bad = ("byte mismatch in the %d bytes at offset %d"):format(#s, got) end
+            end
+            got = got + #s
+            tokens = tokens - #s
+          end,
+          channelReadComplete = function()
+            reading = false
+            demand()
+          end,
+          channelInactive = function() eof = true end,
+        })
+      end,
+    }
+    loop:runUntil(connecting, 10, "the connection to the proxy")
+    sink = connecting:get()
+    if not sink then error("proxy_load: cannot connect to the proxy: " .. tostring((connecting:cause())), 0) end
+    local tick = 0.005
+    local started = loop:now()
+    local rss_max = rss_start
+    timers[1] = loop:scheduleAtFixedRate(tick, tick, function()
+      tokens = math.min(tokens + rate * BLOCK * tick, 2 * rate * BLOCK * tick)
+      demand()
+    end)
+    timers[2] = loop:scheduleAtFixedRate(0.02, 0.02, function()
+      local r = proc_kib(proxy.pid, "VmRSS")
+      if r and r > rss_max then rss_max = r end
+    end)
+    local done = pcall(test.eventually, function() return eof end, mib / rate * 4 + 30)
+    local seconds = loop:now() - started
+    local hwm = proc_kib(proxy.pid, "VmHWM")
+    if not done then error(("proxy_load: not done: %d of %d bytes arrived"):format(got, total), 0) end
+    if bad then error("proxy_load: " .. bad, 0) end
+    if got ~= total then error(("proxy_load: %d of %d bytes arrived before the end"):format(got, total), 0) end
+    return {
+      mib = mib, rate = rate, seconds = seconds, throughput = got / BLOCK / seconds,
+      rss_start_kib = rss_start, rss_max_kib = rss_max, hwm_kib = hwm,
+    }
   end)
-  local sampler = loop:scheduleAtFixedRate(0.02, 0.02, function()
-    local r = proc_kib(proxy.pid, "VmRSS")
-    if r and r > rss_max then rss_max = r end
-  end)
-  local done = pcall(test.eventually, function() return eof end, mib / rate * 4 + 30)
-  local seconds = loop:now() - started
-  bucket:cancel()
-  sampler:cancel()
-  local hwm = proc_kib(proxy.pid, "VmHWM")
+  for _, t in ipairs(timers) do t:cancel() end
+  if sink and sink:isOpen() then sink:close() end
   proxy:stop()
   source:close()
-  if not done then error(("proxy_load: not done: %d of %d bytes arrived"):format(got, total)) end
-  if bad then error("proxy_load: " .. bad) end
-  if got ~= total then error(("proxy_load: %d of %d bytes arrived before the end"):format(got, total)) end
-  return {
-    mib = mib, rate = rate, seconds = seconds, throughput = got / BLOCK / seconds,
-    rss_start_kib = rss_start, rss_max_kib = rss_max, hwm_kib = hwm,
-  }
+  if not ok_run then error(result, 0) end
+  return result
 end
 
 if not pcall(debug.getlocal, 4, 1) then -- run as a script

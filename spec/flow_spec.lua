@@ -161,21 +161,35 @@ describe("autoBackpressure", function()
 end)
 
 describe("maxPendingBytes", function()
-  it("fails a write past the cap at once through its future; the channel stays usable", function()
-    local server, chans = serve(function() end)
+  it("fails a write past the cap at once through its future, and every later write: the peer never sees a gap", function()
+    local got = ""
+    local server, chans = serve(function(ch)
+      ch.pipeline:addLast("h", { channelRead = function(_, _, buf) got = got .. buf:readString() end })
+    end)
     local c = test.client(server.port)
     test.eventually(function() return chans[1] ~= nil end)
     local ch = chans[1]
     ch:config():setOption("maxPendingBytes", 1000)
     assert.equal(1000, ch:config():getOption("maxPendingBytes"))
-    local f = ch:writeAndFlush(("z"):rep(1001), lupine.promise())
+    ch:write(("a"):rep(600)) -- queued, not flushed yet
+    local f = ch:writeAndFlush(("z"):rep(401), lupine.promise())
     assert.is_true(f:isDone())
     assert.equal(("WriteBufferFull: 1001 bytes pending on channel #%d, limit 1000 (maxPendingBytes)"):format(ch.id),
       f:cause().message)
+    assert.equal(1000, f:cause().limit)
+    assert.equal(1001, f:cause().length)
+    -- A small write would fit now, but after it the peer would have a hole in its stream.
+    local g = ch:writeAndFlush("b", lupine.promise())
+    assert.equal(("WriteBufferFull: channel #%d takes no more writes since an earlier one failed"):format(ch.id),
+      g:cause().message)
+    assert.equal(("a"):rep(600), c:receive(600)) -- what was queued before still arrives
+    assert.matches("timed out", select(2, pcall(c.receive, c, 1, 0.1)))
+    -- The channel is still open: it reads, and closes when told.
     assert.is_true(ch:isOpen())
-    ch:writeAndFlush(("y"):rep(1000))
-    assert.equal(("y"):rep(1000), c:receive(1000))
-    c:close()
+    c:send("still reading")
+    test.eventually(function() return got == "still reading" end)
+    ch:close()
+    assert.equal("", c:receiveAll())
     server:close()
   end)
 end)

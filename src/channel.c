@@ -323,16 +323,27 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
     return;
   }
   size_t len = b.buf ? lp_buf_readable(b.buf) : b.len;
+  // Once a write could not be queued, none after it is: the peer sees a
+  // prefix of what was written, never a stream with a hole in it.
+  if (ch->flags & LP_CH_OUTPUT_FAILED) {
+    lp_error_named(&e, LP_EWRITEFULL, "channel #%llu takes no more writes since an earlier one failed",
+                   (unsigned long long)ch->id);
+    lp_bytes_release(&b);
+    lp_channel_fail_promise(ch, promise, &e);
+    return;
+  }
   if (len > ch->config.max_pending || ch->out.pending > ch->config.max_pending - len) {
     lp_error_named(&e, LP_EWRITEFULL, "%zu bytes pending on channel #%llu, limit %zu (maxPendingBytes)",
                    ch->out.pending + len, (unsigned long long)ch->id, ch->config.max_pending);
     e.limit = (long long)ch->config.max_pending;
     e.length = (long long)(ch->out.pending + len);
+    ch->flags |= LP_CH_OUTPUT_FAILED;
     lp_bytes_release(&b);
     lp_channel_fail_promise(ch, promise, &e);
     return;
   }
   if (lp_outbound_add(&ch->out, &b, promise) != 0) {
+    ch->flags |= LP_CH_OUTPUT_FAILED;
     lp_error_sys(&e, ENOMEM, "write");
     lp_channel_fail_promise(ch, promise, &e);
     return;

@@ -44,6 +44,7 @@ enum {
   LP_CH_WAS_ACTIVE = 1 << 9,   // fire channelInactive at teardown
   LP_CH_IN_READ = 1 << 10,     // inside the read loop
   LP_CH_CONNECTED = 1 << 11,   // the fd is a connected socket
+  LP_CH_OUTPUT_FAILED = 1 << 12, // a write failed to queue (maxPendingBytes, ENOMEM): no later one is taken
 };
 
 // What the head does for each outbound op: socket I/O, or an embedded queue.
