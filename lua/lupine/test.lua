@@ -310,9 +310,9 @@ end
 function Process:isRunning()
   local f = io.open("/proc/" .. self.pid .. "/stat")
   if not f then return false end
-  local stat = f:read("a")
+  local stat = f:read("a") -- nil when it ended between the open and the read
   f:close()
-  local state = stat:match("^%d+ %b() (%a)")
+  local state = stat and stat:match("^%d+ %b() (%a)")
   return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
