@@ -471,7 +471,7 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
 }
 
 const lp_channel_unsafe lp_socket_unsafe = {
-    "socket", sock_write, sock_flush, sock_read, sock_close, sock_connect, sock_free,
+    "socket", sock_write, sock_flush, sock_read, sock_close, sock_connect, sock_free, NULL,
 };
 
 // ---- closing -------------------------------------------------------------

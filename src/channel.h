@@ -55,6 +55,10 @@ typedef struct lp_channel_unsafe {
   void (*close)(lp_channel *ch, lp_future *promise);
   void (*connect)(lp_channel *ch, lp_msg *m, lp_future *promise);
   void (*free)(lp_channel *ch); // release kind-specific state
+  // Optional: an inbound event reached the tail (a message nobody consumed, an
+  // unhandled exception). Returns true when it took the event (an embedded
+  // channel queues it); false lets the tail do what it does for sockets.
+  bool (*tail)(lp_channel *ch, int ev, lp_msg *m);
 } lp_channel_unsafe;
 
 extern const lp_channel_unsafe lp_socket_unsafe;

@@ -488,7 +488,7 @@ int l_connect(lua_State *L) {
     }
   }
   lp_channel_register(ch);
-  lp_msg m = {LP_MSG_PTR, 0, {.ptr = &addr}};
+  lp_msg m = {.kind = LP_MSG_PTR, .u.ptr = &addr};
   lp_pipeline_enter(&ch->pipeline);
   lp_pipeline_op(&ch->pipeline, LP_OP_CONNECT, &m, f);
   lp_pipeline_leave(&ch->pipeline);

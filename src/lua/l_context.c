@@ -32,7 +32,7 @@ static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->lo
 // ---- messages between Lua and the core -------------------------------------------
 
 static lp_msg host_msg(int idx) {
-  lp_msg m = {LP_MSG_HOST, idx, {NULL}};
+  lp_msg m = {.kind = LP_MSG_HOST, .host = idx};
   return m;
 }
 
