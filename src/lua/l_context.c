@@ -50,10 +50,22 @@ static void push_event(lua_State *L, const lp_event_info *e) {
   }
 }
 
-// Push m for a Lua handler; a buffer moves into the new box.
-static void push_msg(lua_State *L, lp_msg *m) {
+// A frame marked LP_MSGF_STRING becomes a Lua string (the buffer is released).
+static void push_string_frame(lua_State *L, lp_msg *m) {
+  lp_buf *b = m->u.buf;
+  m->kind = LP_MSG_NONE;
+  lua_pushlstring(L, (const char *)lp_buf_rptr(b), lp_buf_readable(b));
+  lp_buf_unref(b);
+}
+
+// Push m as a Lua value; a buffer moves into the new box (or becomes a string).
+void l_push_msg(lua_State *L, lp_msg *m) {
   switch (m->kind) {
   case LP_MSG_BUF:
+    if (m->flags & LP_MSGF_STRING) {
+      push_string_frame(L, m);
+      break;
+    }
     l_buffer_push(L, m->u.buf);
     m->kind = LP_MSG_NONE;
     break;
@@ -209,10 +221,10 @@ static int make_args(lua_State *L) {
   l_context_push(L, a->c);
   if (!a->m) lua_pushnil(L);
   else if (a->m->kind == LP_MSG_HOST) lua_pushvalue(L, 2);
-  else if (a->m->kind == LP_MSG_BUF) {
+  else if (a->m->kind == LP_MSG_BUF && !(a->m->flags & LP_MSGF_STRING)) {
     l_buffer_push_lent(L, a->m->u.buf);
     a->m->kind = LP_MSG_NONE; // the box has it now
-  } else push_msg(L, a->m);
+  } else l_push_msg(L, a->m);
   if (a->promise) l_future_push(L, a->promise);
   else lua_pushnil(L);
   return 3;
@@ -266,7 +278,7 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
     if (with_promise) lua_pushnil(L);
   } else {
     dispatch_args a = {c, m, promise, with_promise};
-    bool buf = m && m->kind == LP_MSG_BUF;
+    bool buf = m && m->kind == LP_MSG_BUF && !(m->flags & LP_MSGF_STRING);
     lua_pushcfunction(L, make_args);
     lua_pushlightuserdata(L, &a);
     if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);

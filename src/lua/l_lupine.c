@@ -333,6 +333,8 @@ int luaopen_lupine_core(lua_State *L) {
   l_channel_open(L);
   l_context_open(L);
   luaL_newlib(L, funcs);
+  l_codec_open(L);
+  l_embedded_open(L);
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;
