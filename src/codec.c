@@ -14,8 +14,8 @@
 //   passes this handler is served from what is held (in a task, never inside
 //   the read() call) instead of reading the socket; a read that brought no
 //   whole message reads on at channelReadComplete.
-// - channelInactive / inputShutdown: decode what is left, then one last call
-//   (decodeLast), fire everything held, drop the bytes nobody could decode.
+// - channelInactive / inputShutdown: one last call (decodeLast), then fire
+//   everything held and drop the bytes nobody could decode.
 // - Removed or replaced: messages held and the cumulation go to the next
 //   handler (channelRead, then channelReadComplete). Removal from inside its
 //   own decode, or from a handler it fired to, waits until the decode loop
@@ -165,7 +165,8 @@ static uint32_t call_decode(lp_decoder *d, bool last) {
     }
     fired += drain(d, last);
     if (rc == LP_DECODE_ERROR) fire_error(d, &err);
-    if (ctx->removed || last) break;
+    // A step that raised ends the loop (as in Netty); the bytes left wait for the next read.
+    if (ctx->removed || last || rc == LP_DECODE_REPORTED) break;
     if (after == before && !d->backlog) break; // needs more bytes (or failed without progress)
   }
   if (d->cum && lp_buf_readable(d->cum) == 0) {
@@ -204,12 +205,12 @@ static void on_read(lp_decoder *d, lp_msg *m) {
   call_decode(d, false);
 }
 
-// The input ended: decode what is left, once more with last set, deliver
-// everything. Returns whether anything was fired.
+// The input ended: one last call (every ordinary call that could make
+// progress has run already), then everything held goes out. Returns whether
+// anything was fired.
 static bool input_closed(lp_decoder *d) {
   if (d->handed_off) return false;
-  uint32_t fired = call_decode(d, false);
-  if (!d->ctx->removed) fired += call_decode(d, true);
+  uint32_t fired = call_decode(d, true);
   if (!d->ctx->removed) {
     enter(d);
     fired += drain(d, true);

@@ -207,7 +207,7 @@ function embedded_methods:checkException()
   local first = ex[1]
   if first == nil then return self end
   for i = #ex, 1, -1 do ex[i] = nil end
-  error(first, 2)
+  error(first, 0) -- as it was raised: its own position and traceback
 end
 
 function embedded_methods:writeInbound(...)

@@ -37,6 +37,7 @@ static void check_options(lua_State *L, int t, const char *fn, const char *const
       for (int i = 0; known[i]; i++)
         if (strcmp(lua_tostring(L, -2), known[i]) == 0) ok = true;
     if (!ok) {
+      const char *key = luaL_tolstring(L, -2, NULL);
       luaL_Buffer b;
       luaL_buffinit(L, &b);
       for (int i = 0; known[i]; i++) {
@@ -44,7 +45,7 @@ static void check_options(lua_State *L, int t, const char *fn, const char *const
         luaL_addstring(&b, known[i]);
       }
       luaL_pushresult(&b);
-      luaL_error(L, "%s: unknown option '%s' (known: %s)", fn, luaL_tolstring(L, -3, NULL), lua_tostring(L, -2));
+      luaL_error(L, "%s: unknown option '%s' (known: %s)", fn, key, lua_tostring(L, -1));
     }
     lua_pop(L, 1);
   }
