@@ -44,6 +44,7 @@ enum {
   LP_CH_WAS_ACTIVE = 1 << 9,   // fire channelInactive at teardown
   LP_CH_IN_READ = 1 << 10,     // inside the read loop
   LP_CH_CONNECTED = 1 << 11,   // the fd is a connected socket
+  LP_CH_UNCOUNTED = 1 << 12,   // listed on its loop (closed with it) but not in nchannels: embedded channels
 };
 
 // What the head does for each outbound op: socket I/O, or an embedded queue.

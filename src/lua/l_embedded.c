@@ -195,7 +195,9 @@ static int embedded_channel(lua_State *L) {
   int q = lua_gettop(L);
   lp_channel *ch = lp_channel_new(h->loop, &embedded_unsafe, -1, NULL);
   if (!ch) return luaL_error(L, "lupine.test.embedded: out of memory");
-  ch->flags |= LP_CH_CONNECTED; // active once registered, as Netty's EmbeddedChannel
+  // Active once registered, as Netty's EmbeddedChannel; closed with the loop,
+  // but not one of the loop's connections (loop:channelCount()).
+  ch->flags |= LP_CH_CONNECTED | LP_CH_UNCOUNTED;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &queues_key);
   lua_pushvalue(L, q);
   lua_rawsetp(L, -2, ch);
