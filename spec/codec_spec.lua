@@ -592,6 +592,36 @@ describe("decoders over real sockets", function()
     assert.same({ "a", "b", "last:tail" }, got)
   end)
 
+  it("with half-closure, run decodeLast at the input shutdown, and only then", function()
+    local got, lasts, closed = {}, 0, false
+    local s = serve(function(ch)
+      ch.pipeline:addLast(codec.decoder {
+        decode = function(_, _, buf, out)
+          if buf:readableBytes() >= 2 then out[#out + 1] = buf:readString(2) end
+        end,
+        decodeLast = function(_, _, buf, out)
+          lasts = lasts + 1
+          out[#out + 1] = "last:" .. buf:readString()
+        end,
+      })
+      ch.pipeline:addLast {
+        channelRead = function(_, _, m) got[#got + 1] = m end,
+        userEventTriggered = function(_, ctx, ev)
+          if ev.kind == "inputShutdown" then ctx:writeAndFlush("bye", function() ctx:close() end) end
+        end,
+        channelInactive = function() closed = true end,
+      }
+    end, { allowHalfClosure = true })
+    local c = test.client(s.port)
+    c:send("abc")
+    c.channel:shutdownOutput()
+    assert.equal("bye", c:receive(3))
+    test.eventually(function() return closed end)
+    assert.same({ "ab", "last:c" }, got)
+    assert.equal(1, lasts)
+    c:close()
+  end)
+
   it("hand the cumulation to the next handler when the decoder is removed mid-stream", function()
     local lines, raw = {}, {}
     local s = serve(function(ch)

@@ -209,7 +209,8 @@ static void on_read(lp_decoder *d, lp_msg *m) {
 // progress has run already), then everything held goes out. Returns whether
 // anything was fired.
 static bool input_closed(lp_decoder *d) {
-  if (d->handed_off) return false;
+  if (d->handed_off || d->input_ended) return false;
+  d->input_ended = true;
   uint32_t fired = call_decode(d, true);
   if (!d->ctx->removed) {
     enter(d);

@@ -126,6 +126,7 @@ struct lp_decoder {
   bool handed_off;        // removed: the cumulation went to the next handler
   bool want_frame;        // autoRead off: bytes came for a read() and no message went out yet
   bool drop_cum;          // the step lost the cumulation (a Lua decoder released it)
+  bool input_ended;       // the last decode ran (input shutdown, then channelInactive: once)
   uint32_t deliveries;    // read() demands to serve from held messages
   bool task_queued;
   lp_task task;           // serves deliveries later (never inside the read() call)

@@ -51,7 +51,7 @@ int lp_frame_config_check(const lp_frame_config *c, char *w, size_t wl) {
     if (c->max < 1 || c->max > LP_FRAME_LIMIT_MAX)
       return why(w, wl, "maxFrameLength must be from 1 to %zu", LP_FRAME_LIMIT_MAX);
     if (!width_ok(c->length_size)) return why(w, wl, "lengthFieldLength must be 1, 2, 3, 4 or 8");
-    if (c->length_offset > c->max - (size_t)c->length_size || c->max < (size_t)c->length_size)
+    if (c->max < (size_t)c->length_size || c->length_offset > c->max - (size_t)c->length_size)
       return why(w, wl, "maxFrameLength (%zu) must be at least lengthFieldOffset + lengthFieldLength (%zu)", c->max,
                  c->length_offset + (size_t)c->length_size);
     if (c->initial_strip > LP_FRAME_LIMIT_MAX) return why(w, wl, "initialBytesToStrip is too large");
