@@ -21,6 +21,7 @@ build = {
   variables = {
     CMAKE_BUILD_TYPE = "Release",
     LUPINE_TESTS = "OFF",
+    LUPINE_BENCH = "OFF",
     LUA_INCDIR = "$(LUA_INCDIR)",
     LUADIR = "$(LUADIR)",
     LIBDIR = "$(LIBDIR)",

@@ -35,7 +35,93 @@ for _, k in ipairs(KINDS) do
 end
 
 describe("lupine.Buffer", function()
+  describe("the type", function()
+    -- Every name in the method table; a method added to l_buffer.c fails here
+    -- until this spec knows it (and so covers it below).
+    local function expected_methods()
+      local names = {}
+      for _, n in ipairs { "readableBytes", "writableBytes", "capacity", "readerIndex", "writerIndex", "isReadable",
+        "clear", "ensureWritable", "skip", "discardReadBytes", "readString", "getString", "toString", "writeString",
+        "setString", "writeBytes", "readBytes", "readSlice", "slice", "copy", "indexOf", "release" } do
+        names[n] = true
+      end
+      for _, v in ipairs(VARIANTS) do
+        for _, op in ipairs { "read", "get", "write", "set" } do names[op .. v.name] = true end
+      end
+      return names
+    end
+
+    it("has a protected metatable named lupine.Buffer", function()
+      local b = lupine.buffer("abc")
+      assert.equals("lupine.Buffer", getmetatable(b))
+      local mt = debug.getmetatable(b)
+      assert.equals("lupine.Buffer", mt.__name)
+      assert.is_function(mt.__gc)
+      assert.is_function(mt.__close)
+      assert.is_function(mt.__len)
+      assert.is_function(mt.__tostring)
+      assert.equals(getmetatable(b), getmetatable(b:slice()))
+    end)
+
+    it("has exactly the methods this spec covers", function()
+      local have = {}
+      for name, fn in pairs(debug.getmetatable(lupine.buffer()).__index) do
+        assert.is_function(fn, name)
+        have[name] = true
+      end
+      assert.same(expected_methods(), have)
+    end)
+
+    it("refuses what is not a live buffer as self or argument", function()
+      local b = lupine.buffer("abc")
+      assert.has_error(function() b.readableBytes({}) end,
+        "bad argument #1 to 'readableBytes' (lupine.Buffer expected, got table)")
+      assert.has_error(function() b.readU8(42) end, "bad argument #1 to 'readU8' (lupine.Buffer expected, got number)")
+      assert.has_error(function() b.release("x") end, "bad argument #1 to 'release' (lupine.Buffer expected, got string)")
+      assert.has_error(function() b.toString(io.stdout) end,
+        "bad argument #1 to 'toString' (lupine.Buffer expected, got FILE*)")
+      assert.has_error(function() b:writeBytes("x") end,
+        "bad argument #1 to 'writeBytes' (lupine.Buffer expected, got string)")
+      assert.has_error(function() b:writeString({}) end, "bad argument #1 to 'writeString' (string expected, got table)")
+      assert.has_error(function() b:getString(0) end, "bad argument #2 to 'getString' (number expected, got no value)")
+      assert.has_error(function() b:slice(1) end, "bad argument #2 to 'slice' (number expected, got no value)")
+      assert.has_error(function() b:readBytes() end, "bad argument #1 to 'readBytes' (number expected, got no value)")
+      assert.equals("abc", b:toString()) -- the failed calls changed nothing
+    end)
+
+    it("never wraps index arithmetic at the integer limits", function()
+      local b = lupine.buffer("abc")
+      local max = math.maxinteger
+      for _, v in ipairs(VARIANTS) do
+        assert.has_error(function() b["get" .. v.name](b, max) end,
+          ("lupine.Buffer: index %d + %d out of range (writerIndex 3)"):format(max, v.width))
+        assert.has_error(function() b["set" .. v.name](b, max, 0) end,
+          ("lupine.Buffer: index %d + %d out of range (capacity %d)"):format(max, v.width, b:capacity()))
+      end
+      assert.has_error(function() b:getString(1, max) end,
+        ("lupine.Buffer: index 1 + %d out of range (writerIndex 3)"):format(max))
+      assert.has_error(function() b:slice(max, 1) end, ("lupine.Buffer: index %d + 1 out of range (writerIndex 3)"):format(max))
+      assert.has_error(function() b:copy(1, max) end, ("lupine.Buffer: index 1 + %d out of range (writerIndex 3)"):format(max))
+      assert.has_error(function() b:ensureWritable(max) end,
+        ("lupine.Buffer: cannot grow by %d bytes: past the 1 GiB limit"):format(max))
+      -- the limit counts what is already written: 3 + (2^30 - 2) > 2^30
+      assert.has_error(function() b:ensureWritable((1 << 30) - 2) end,
+        "lupine.Buffer: cannot grow by 1073741822 bytes: past the 1 GiB limit")
+      assert.has_error(function() b:readerIndex(max) end, ("lupine.Buffer: readerIndex %d beyond writerIndex 3"):format(max))
+      assert.has_error(function() b:skip(max) end, ("lupine.Buffer: skip needs %d readable bytes, 3 left"):format(max))
+      assert.is_nil((b:indexOf("a", max)))
+      assert.equals("abc", b:toString())
+    end)
+  end)
+
   describe("construction", function()
+    it("defaults to 256 bytes", function()
+      local b = lupine.buffer()
+      assert.equals(256, b:capacity())
+      assert.equals(256, b:writableBytes())
+      assert.equals("lupine.Buffer(ridx=0, widx=0, cap=256)", tostring(b))
+    end)
+
     it("makes an empty buffer from a capacity", function()
       local b = lupine.buffer(100)
       assert.equals(0, b:readableBytes())
@@ -72,6 +158,10 @@ describe("lupine.Buffer", function()
         "lupine.buffer: capacity -1 out of range (0 to 1073741824)")
       assert.has_error(function() lupine.buffer(1073741825) end,
         "lupine.buffer: capacity 1073741825 out of range (0 to 1073741824)")
+      assert.has_error(function() lupine.buffer(math.mininteger) end,
+        ("lupine.buffer: capacity %d out of range (0 to 1073741824)"):format(math.mininteger))
+      assert.has_error(function() lupine.buffer(true) end, "bad argument #1 to 'buffer' (number expected, got boolean)")
+      assert.has_error(function() lupine.buffer(1.5) end, "bad argument #1 to 'buffer' (number has no integer representation)")
     end)
   end)
 
@@ -183,6 +273,15 @@ describe("lupine.Buffer", function()
       assert.equals(cap - 4, b:writableBytes())
       b:skip(4):discardReadBytes()
       assert.equals(0, b:writerIndex())
+    end)
+
+    it("discardReadBytes leaves the bytes under a live slice alone", function()
+      local b = lupine.buffer("abcdef")
+      local f = b:readSlice(3)
+      b:discardReadBytes()
+      assert.equals("abc", f:toString())
+      assert.equals("def", b:toString())
+      assert.equals(0, b:readerIndex())
     end)
   end)
 
@@ -553,6 +652,42 @@ describe("lupine.Buffer", function()
       assert.equals("bc", ss:toString())
     end)
 
+    it("a slice outlives its parent's garbage collection", function()
+      local gone = setmetatable({}, { __mode = "v" })
+      local function make()
+        local b = lupine.buffer("hello")
+        gone[1] = b
+        return b:slice(1, 3)
+      end
+      local s = make()
+      collectgarbage()
+      collectgarbage() -- the second cycle runs the parent's finalizer
+      assert.is_nil(gone[1])
+      assert.equals("ell", s:toString())
+      s:setU8(0, 0x45)
+      assert.equals("Ell", s:toString())
+    end)
+
+    it("growth keeps read bytes in place while a slice still shows them", function()
+      -- Most of b was read, so growing would rather discard the read part;
+      -- the slice of that part must keep its bytes.
+      local b = lupine.buffer(64)
+      local cap = b:capacity()
+      b:writeString("abcd" .. ("q"):rep(cap - 8) .. "wxyz")
+      local s = b:slice(0, 4)
+      b:skip(cap - 4)
+      b:writeBytes(b)
+      assert.equals("wxyzwxyz", b:toString())
+      assert.equals("abcd", s:toString())
+      -- without a slice the same writes discard instead, and the bytes still come out right
+      local d = lupine.buffer(64)
+      d:writeString("abcd" .. ("q"):rep(cap - 8) .. "wxyz"):skip(cap - 4)
+      d:writeBytes(d)
+      assert.equals("wxyzwxyz", d:toString())
+      assert.equals(cap, d:capacity())
+      assert.equals(0, d:readerIndex())
+    end)
+
     it("copy() copies the readable bytes; copy(index, length) any range", function()
       local b = lupine.buffer("abcdef")
       b:skip(2)
@@ -604,6 +739,8 @@ describe("lupine.Buffer", function()
       assert.is_nil((b:indexOf(100)))
       assert.has_error(function() b:indexOf(256) end, "bad argument #1 to 'indexOf' (a byte is 0..255)")
       assert.has_error(function() b:indexOf(-1) end, "bad argument #1 to 'indexOf' (a byte is 0..255)")
+      assert.has_error(function() b:indexOf(1.5) end, "bad argument #1 to 'indexOf' (number has no integer representation)")
+      assert.has_error(function() b:indexOf({}) end, "bad argument #1 to 'indexOf' (string expected, got table)")
     end)
 
     it("honours from and to", function()

@@ -114,10 +114,15 @@ describe("test.embedded", function()
     ch:runPendingTasks()
     assert.equal("2", ch:readInbound())
     assert.is_nil(ch:readInbound())
-    ch:config():setAutoRead(true)
-    ch:writeInbound("4\n") -- what was held goes first
-    assert.equal("3", ch:readInbound())
+    ch:writeInbound("4\n5\n")
+    assert.equal("3", ch:readInbound()) -- bytes that came: one frame (the oldest)
+    assert.is_nil(ch:readInbound())
+    ch:config():setAutoRead(true) -- reading on again: everything held goes out
+    ch:runPendingTasks()
     assert.equal("4", ch:readInbound())
+    assert.equal("5", ch:readInbound())
+    ch:writeInbound("6\n")
+    assert.equal("6", ch:readInbound())
   end)
 
   it("tests a whole protocol handler without sockets", function()

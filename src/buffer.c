@@ -245,12 +245,29 @@ int lp_buf_skip(lp_buf *b, size_t n) {
   return 0;
 }
 
-void lp_buf_discard_read(lp_buf *b) {
-  if (b->rd == 0) return;
+int lp_buf_discard_read(lp_buf *b) {
+  if (b->rd == 0) return 0;
   size_t n = lp_buf_readable(b);
+  if (b->mem->refs > 1 && !(b->flags & LP_BUF_SLICE)) {
+    // Slices share this storage: move to a fresh block rather than shift the
+    // bytes under them (the same rule as lp_buf_reserve).
+    lp_mem *m = mem_alloc(b->pool && !b->pool->closed ? b->pool : NULL, b->cap);
+    if (m) {
+      memcpy(m->bytes, b->data + b->rd, n);
+      mem_unref(b->mem);
+      b->mem = m;
+      b->data = m->bytes;
+      b->cap = m->cap;
+      b->rd = 0;
+      b->wr = n;
+      return 0;
+    }
+    return -ENOMEM; // never shift the bytes under a slice
+  }
   if (n) memmove(b->data, b->data + b->rd, n);
   b->rd = 0;
   b->wr = n;
+  return 0;
 }
 
 ptrdiff_t lp_buf_index_of(const lp_buf *b, size_t from, size_t to, const void *needle, size_t n) {
@@ -258,7 +275,9 @@ ptrdiff_t lp_buf_index_of(const lp_buf *b, size_t from, size_t to, const void *n
   if (from >= to || n == 0 || n > to - from) return n == 0 && from <= to ? (ptrdiff_t)from : -1;
   const uint8_t *start = b->data + from, *end = b->data + to;
   const uint8_t first = *(const uint8_t *)needle;
-  for (const uint8_t *p = start; p + n <= end;) {
+  // (size_t)(end - p) >= n, not p + n <= end: after a near-match at end - n,
+  // p + n would point past the block's one-past-the-end (undefined in C).
+  for (const uint8_t *p = start; (size_t)(end - p) >= n;) {
     p = memchr(p, first, (size_t)(end - p) - (n - 1));
     if (!p) break;
     if (memcmp(p, needle, n) == 0) return p - b->data;

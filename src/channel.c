@@ -31,6 +31,8 @@ static atomic_uint_fast64_t next_channel_id = 1;
 static void on_readable(struct ev_loop *ev, ev_io *w, int revents);
 static void on_writable(struct ev_loop *ev, ev_io *w, int revents);
 static void teardown(lp_task *t, lp_loop *loop);
+static void drain_input(lp_channel *ch);
+static void drain_progress(lp_channel *ch);
 
 void lp_channel_config_default(lp_channel_config *c) {
   memset(c, 0, sizeof *c);
@@ -123,6 +125,7 @@ void lp_channel_update_reading(lp_channel *ch) {
   if ((f & (LP_CH_ACTIVE | LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) == LP_CH_ACTIVE && ch->fd >= 0) {
     bool backpressured = ch->config.auto_backpressure && (f & LP_CH_UNWRITABLE);
     want = (f & LP_CH_READ_PENDING) || (ch->config.auto_read && !backpressured);
+    if (f & LP_CH_DRAINING) want = true; // input is discarded until the peer closes
   }
   if (want && !ev_is_active(&ch->rio)) ev_io_start(ch->loop->ev, &ch->rio);
   else if (!want && ev_is_active(&ch->rio)) ev_io_stop(ch->loop->ev, &ch->rio);
@@ -209,7 +212,9 @@ static void read_loop(lp_channel *ch) {
 
 static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
-  read_loop(lp_container_of(w, lp_channel, rio));
+  lp_channel *ch = lp_container_of(w, lp_channel, rio);
+  if (LP_UNLIKELY(ch->flags & LP_CH_DRAINING)) drain_input(ch);
+  else read_loop(ch);
 }
 
 // ---- writing -------------------------------------------------------------
@@ -290,6 +295,7 @@ static void do_flush(lp_channel *ch) {
   else if (!more && ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
   if (!more && (ch->flags & LP_CH_OUTPUT_SHUTDOWN) && !ch->out.head) finish_shutdown_output(ch);
   if (!(ch->flags & LP_CH_CLOSED)) lp_channel_update_writability(ch);
+  if (!more && (ch->flags & LP_CH_DRAINING)) drain_progress(ch);
 }
 
 static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
@@ -589,8 +595,12 @@ void lp_channel_close(lp_channel *ch, lp_future *promise) {
 }
 
 void lp_channel_set_auto_read(lp_channel *ch, bool on) {
+  bool was = ch->config.auto_read;
   ch->config.auto_read = on;
-  if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
+  // Switched on: a read() through the pipeline, as Netty does, so that a
+  // handler holding messages (a decoder while reading was off) delivers them.
+  if (on && !was && !(ch->flags & LP_CH_CLOSED) && !ch->pipeline.destroyed) lp_channel_read(ch);
+  else if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
 }
 
 int lp_channel_shutdown_output(lp_channel *ch, lp_future *promise) {
@@ -615,6 +625,60 @@ int lp_channel_set_water_marks(lp_channel *ch, size_t low, size_t high) {
   ch->config.high_water = high;
   if (!(ch->flags & LP_CH_CLOSED)) lp_channel_update_writability(ch);
   return 0;
+}
+
+// ---- graceful close (shutdown) -----------------------------------------------
+// Input stops reaching the pipeline and is read and dropped; everything written
+// is flushed; once the last byte is in the kernel the FIN follows it, and the
+// channel closes when the peer closes its side. Reading on until then keeps
+// the kernel from answering late input with a RST, which would discard what
+// is still in the send buffer. Whoever drains bounds the wait (a deadline that
+// closes what is left).
+
+void lp_channel_close_gracefully(lp_channel *ch) {
+  if (ch->flags & (LP_CH_CLOSED | LP_CH_DRAINING)) return;
+  if ((ch->flags & (LP_CH_ACTIVE | LP_CH_CONNECTING)) != LP_CH_ACTIVE || ch->fd < 0 ||
+      ch->unsafe != &lp_socket_unsafe) {
+    lp_channel_close_now(ch);
+    return;
+  }
+  ch->flags |= LP_CH_DRAINING;
+  lp_channel_ref(ch);
+  lp_channel_update_reading(ch);
+  lp_outbound_add_flush(&ch->out);
+  if (!ev_is_active(&ch->wio)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
+  lp_channel_unref(ch);
+}
+
+// Called when nothing flushed is left to write.
+static void drain_progress(lp_channel *ch) {
+  if (ch->flags & LP_CH_CLOSED) return;
+  if (!(ch->flags & LP_CH_OUTPUT_SHUTDOWN)) {
+    ch->flags |= LP_CH_OUTPUT_SHUTDOWN; // later writes fail: the FIN is on its way
+    if (shutdown(ch->fd, SHUT_WR) < 0) {
+      lp_channel_close_now(ch);
+      return;
+    }
+  }
+  if (ch->flags & LP_CH_INPUT_SHUTDOWN) lp_channel_close_now(ch);
+}
+
+static void drain_input(lp_channel *ch) {
+  char sink[16384];
+  for (int i = 0; i < 16; i++) {
+    ssize_t n = read(ch->fd, sink, sizeof sink);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n < 0) { // reset: nothing more can be delivered
+      lp_channel_close_now(ch);
+      return;
+    }
+    ch->flags |= LP_CH_INPUT_SHUTDOWN; // EOF: the peer may still read what is left to write
+    lp_channel_update_reading(ch);
+    if (!lp_outbound_has_flushed(&ch->out)) drain_progress(ch);
+    return;
+  }
 }
 
 // ---- descriptions ------------------------------------------------------------

@@ -148,4 +148,11 @@ void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen);
 void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen);
 void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, size_t outlen);
 
+// Graceful close, for shutdown: input is read and dropped (no more events),
+// everything written is flushed, a FIN follows the last byte, and the channel
+// closes when the peer closes its side. Not bounded in time: the caller's
+// deadline closes what is left. A channel that is not connected closes now.
+enum { LP_CH_DRAINING = 1 << 16 };
+void lp_channel_close_gracefully(lp_channel *ch);
+
 #endif

@@ -13,7 +13,8 @@
 //   for a read deliver one message and the rest is held; a later read() that
 //   passes this handler is served from what is held (in a task, never inside
 //   the read() call) instead of reading the socket; a read that brought no
-//   whole message reads on at channelReadComplete.
+//   whole message reads on at channelReadComplete. When autoRead is switched
+//   on again (a read() through the pipeline), everything held goes out.
 // - channelInactive / inputShutdown: one last call (decodeLast), then fire
 //   everything held and drop the bytes nobody could decode.
 // - Removed or replaced: messages held and the cumulation go to the next
@@ -313,11 +314,17 @@ static void decoder_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
 
 static void decoder_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
   lp_decoder *d = ctx->state;
-  // A read() while messages are held is served from them, not from the socket.
-  if (op == LP_OP_READ && holding(d) && d->qlen > d->deliveries) {
-    d->deliveries++;
+  if (op == LP_OP_READ && d->qlen > d->deliveries) {
+    // A read() while messages are held is served from them, not from the socket.
+    if (holding(d)) {
+      d->deliveries++;
+      schedule_delivery(d);
+      return;
+    }
+    // Reading is on again (setAutoRead(true) reads through the pipeline):
+    // everything held goes out, ahead of what new reads decode.
+    d->deliveries = d->qlen;
     schedule_delivery(d);
-    return;
   }
   lp_ctx_op(ctx, op, m, promise);
 }

@@ -1,11 +1,15 @@
 // main.c: the lupine launcher. `lupine [options] app.lua|module` loads the app
-// (a Lua file or module returning a table with init(ch)) and serves it.
+// (a Lua file or module returning a table with init(ch)) and serves it through
+// lupine.serve: with N worker threads (each with its own Lua state loading the
+// same app), or with -w 0 in this thread's loop and state (the inline mode).
 // The launcher carries the core module and the lupine Lua package inside it
-// (package.preload), so it needs no install paths.
+// (package.preload, in every state it makes), so it needs no install paths.
+//
+// Errors in options, in loading the app or in starting up are one line on
+// stderr and a non-zero exit: 2 for the command line, 1 for the rest.
+#include "lbind.h"
 #include "log.h"
 
-#include <lauxlib.h>
-#include <lua.h>
 #include <lualib.h>
 
 #include <errno.h>
@@ -14,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 int luaopen_lupine_core(lua_State *L);
 
@@ -26,8 +29,11 @@ extern const struct {
 
 typedef struct {
   const char *bind;
-  int port;     // -1: the app's
-  int workers;  // -1: the app's
+  int port;            // -1: the app's
+  int workers;         // -1: the app's, else one per core
+  double shutdown;     // <0: the app's, else 10 s
+  long long max_conns; // -1: the app's
+  long long mem_limit; // -1: the app's
   const char *app;
 } options;
 
@@ -36,14 +42,20 @@ static void usage(FILE *out) {
           "usage: lupine [options] app.lua|module\n"
           "\n"
           "Serve a lupine app: a Lua file or module returning a table with init(ch).\n"
+          "Options given here override the app's own fields.\n"
           "\n"
-          "  -b, --bind ADDR       address to listen on (default: the app's host, else 127.0.0.1;\n"
-          "                        every interface only with an explicit 0.0.0.0 or ::)\n"
-          "  -p, --port PORT       port (default: the app's port, else 0 = any free port)\n"
-          "  -w, --workers N       worker loops (0: one loop in this thread)\n"
-          "      --log-level LVL   debug, info, warn, error or off (default info)\n"
-          "  -h, --help            this text\n"
-          "      --version         print the version\n");
+          "  -b, --bind ADDR           address to listen on (default: the app's host, else 127.0.0.1;\n"
+          "                            every interface only with an explicit 0.0.0.0 or ::)\n"
+          "  -p, --port PORT           port (default: the app's port, else 0 = any free port)\n"
+          "  -w, --workers N           worker threads, each with its own Lua state (default: the app's,\n"
+          "                            else one per core); 0: one loop in this thread\n"
+          "      --shutdown-timeout S  on SIGINT/SIGTERM, seconds to finish sending before closing (default 10)\n"
+          "      --max-connections N   above N open connections, close new ones at once (default: no limit)\n"
+          "      --memory-limit SIZE   per Lua state, bytes or with K, M, G (default: none); a state over\n"
+          "                            it fails the channel it was serving, not the process\n"
+          "      --log-level LVL       debug, info, warn, error or off (default info); the log goes to stderr\n"
+          "  -h, --help                this text\n"
+          "      --version             print the version\n");
 }
 
 static int die(const char *fmt, const char *arg) {
@@ -53,15 +65,37 @@ static int die(const char *fmt, const char *arg) {
   return 2;
 }
 
-static int parse_int(const char *s, int min, int max, int *out) {
+static int parse_int(const char *s, long long min, long long max, long long *out) {
   char *end;
   errno = 0;
-  long v = strtol(s, &end, 10);
+  long long v = strtoll(s, &end, 10);
   if (errno || end == s || *end || v < min || v > max) return -1;
-  *out = (int)v;
+  *out = v;
   return 0;
 }
 
+static int parse_size(const char *s, long long *out) {
+  char *end;
+  errno = 0;
+  long long v = strtoll(s, &end, 10);
+  if (errno || end == s || v < 0) return -1;
+  long long unit = 1;
+  if (*end) {
+    switch (*end) {
+    case 'k': case 'K': unit = 1LL << 10; break;
+    case 'm': case 'M': unit = 1LL << 20; break;
+    case 'g': case 'G': unit = 1LL << 30; break;
+    default: return -1;
+    }
+    if (end[1] && !((end[1] == 'b' || end[1] == 'B') && !end[2])) return -1;
+  }
+  if (v > (1LL << 46) / unit) return -1;
+  *out = v * unit;
+  return 0;
+}
+
+// package.preload: the core module and the embedded lupine.* sources. The
+// launcher's states and every worker state run this (l_preload).
 static int preload_embedded(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_lupine_core);
@@ -76,97 +110,125 @@ static int preload_embedded(lua_State *L) {
   return 0;
 }
 
-static bool is_file(const char *path) {
-  struct stat st;
-  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+static void set_number(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_integer(lua_State *L, const char *k, long long v) {
+  lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
 }
 
 // Runs in protected mode: load the app and hand it to lupine.serve.
 static int run(lua_State *L) {
   const options *o = lua_touserdata(L, 1);
-  preload_embedded(L);
+  luaL_openlibs(L);
+  lua_pushcfunction(L, preload_embedded);
+  lua_call(L, 0, 0);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "lupine");
   lua_call(L, 1, 1);
   int lupine = lua_gettop(L);
   lua_pushboolean(L, 1);
   lua_setfield(L, lupine, "launched");
-  if (is_file(o->app)) {
-    if (luaL_loadfile(L, o->app) != LUA_OK) return lua_error(L);
-    lua_call(L, 0, 1);
-  } else {
-    lua_getglobal(L, "require");
-    lua_pushstring(L, o->app);
-    lua_call(L, 1, 1);
-  }
-  if (!lua_istable(L, -1)) return luaL_error(L, "%s did not return an app table (return lupine.app { init = ... })", o->app);
-  if (lua_getfield(L, -1, "init") != LUA_TFUNCTION) return luaL_error(L, "%s: the app has no init(ch) function", o->app);
-  lua_pop(L, 1);
+  l_load_app(L, o->app);
   int app = lua_gettop(L);
   lua_getfield(L, lupine, "serve");
   lua_pushvalue(L, app);
-  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, o->app);
+  lua_setfield(L, -2, "source");
   if (o->bind) {
     lua_pushstring(L, o->bind);
     lua_setfield(L, -2, "host");
   }
-  if (o->port >= 0) {
-    lua_pushinteger(L, o->port);
-    lua_setfield(L, -2, "port");
-  }
-  if (o->workers >= 0) {
-    lua_pushinteger(L, o->workers);
-    lua_setfield(L, -2, "workers");
-  }
+  if (o->port >= 0) set_integer(L, "port", o->port);
+  if (o->workers >= 0) set_integer(L, "workers", o->workers);
+  if (o->shutdown >= 0) set_number(L, "shutdownTimeout", o->shutdown);
+  if (o->max_conns >= 0) set_integer(L, "maxConnections", o->max_conns);
+  if (o->mem_limit >= 0) set_integer(L, "memoryLimit", o->mem_limit);
   lua_call(L, 2, 0);
   return 0;
 }
 
 int main(int argc, char **argv) {
-  options o = {NULL, -1, -1, NULL};
+  options o = {NULL, -1, -1, -1, -1, -1, NULL};
+  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY };
   static const struct option longs[] = {
-      {"bind", required_argument, NULL, 'b'}, {"port", required_argument, NULL, 'p'},
-      {"workers", required_argument, NULL, 'w'}, {"log-level", required_argument, NULL, 'L'},
-      {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
+      {"bind", required_argument, NULL, 'b'},
+      {"port", required_argument, NULL, 'p'},
+      {"workers", required_argument, NULL, 'w'},
+      {"log-level", required_argument, NULL, OPT_LOG},
+      {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN},
+      {"max-connections", required_argument, NULL, OPT_MAXCONN},
+      {"memory-limit", required_argument, NULL, OPT_MEMORY},
+      {"help", no_argument, NULL, 'h'},
+      {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
   };
   opterr = 0;
   int c;
-  while ((c = getopt_long(argc, argv, "+b:p:w:h", longs, NULL)) != -1) {
+  long long v;
+  while ((c = getopt_long(argc, argv, "+:b:p:w:h", longs, NULL)) != -1) {
     switch (c) {
     case 'b': o.bind = optarg; break;
     case 'p':
-      if (parse_int(optarg, 0, 65535, &o.port)) return die("invalid port '%s' (0..65535)", optarg);
+      if (parse_int(optarg, 0, 65535, &v)) return die("invalid port '%s' (0..65535)", optarg);
+      o.port = (int)v;
       break;
     case 'w':
-      if (parse_int(optarg, 0, 1024, &o.workers)) return die("invalid worker count '%s' (0..1024)", optarg);
+      if (parse_int(optarg, 0, 1024, &v)) return die("invalid worker count '%s' (0..1024)", optarg);
+      o.workers = (int)v;
       break;
-    case 'L': {
+    case OPT_LOG: {
       int lvl = lp_log_parse_level(optarg);
       if (lvl < 0) return die("invalid log level '%s' (debug, info, warn, error, off)", optarg);
       lp_log_set_level(lvl);
       break;
     }
+    case OPT_SHUTDOWN: {
+      char *end;
+      errno = 0;
+      double d = strtod(optarg, &end);
+      if (errno || end == optarg || *end || !(d >= 0 && d <= 86400))
+        return die("invalid shutdown timeout '%s' (seconds, 0..86400)", optarg);
+      o.shutdown = d;
+      break;
+    }
+    case OPT_MAXCONN:
+      if (parse_int(optarg, 0, 1LL << 40, &v)) return die("invalid connection limit '%s' (0: none)", optarg);
+      o.max_conns = v;
+      break;
+    case OPT_MEMORY:
+      if (parse_size(optarg, &o.mem_limit) || (o.mem_limit && o.mem_limit < (1 << 20)))
+        return die("invalid memory limit '%s' (0: none, else at least 1M; e.g. 512M)", optarg);
+      break;
     case 'h': usage(stdout); return 0;
-    case 'V': printf("lupine %s (%s)\n", LP_VERSION, LUA_RELEASE); return 0;
+    case OPT_VERSION: printf("lupine %s (%s)\n", LP_VERSION, LUA_RELEASE); return 0;
+    case ':':
+      if (optopt) return die("option -%s needs a value", (char[]){(char)optopt, 0});
+      return die("option '%s' needs a value", argv[optind - 1]);
     default:
-      if (optopt && strchr("bpw", optopt)) return die("option -%s needs a value", (char[]){(char)optopt, 0});
       return die("unknown option '%s' (see lupine --help)", argv[optind - 1]);
     }
   }
-  if (optind != argc - 1) {
-    usage(stderr);
-    return 2;
-  }
+  if (optind == argc) return die("%s", "no app given (usage: lupine [options] app.lua|module; see lupine --help)");
+  if (optind != argc - 1) return die("one app only; unexpected '%s'", argv[optind + 1]);
   o.app = argv[optind];
   signal(SIGPIPE, SIG_IGN);
-  lua_State *L = luaL_newstate();
-  if (!L) return die("%s", "cannot create a Lua state");
-  luaL_openlibs(L);
+  l_preload = preload_embedded;
+  lua_State *L = l_newstate(o.mem_limit > 0 ? (size_t)o.mem_limit : 0);
+  if (!L) return die("%s", "cannot create a Lua state (out of memory)");
   lua_pushcfunction(L, run);
   lua_pushlightuserdata(L, &o);
   int rc = lua_pcall(L, 1, 0, 0);
-  if (rc != LUA_OK) fprintf(stderr, "lupine: %s\n", luaL_tolstring(L, -1, NULL));
-  lua_close(L);
+  if (rc != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    if (!msg) msg = "an error that is not a string";
+    size_t n = strcspn(msg, "\n");
+    fprintf(stderr, "%s%.*s\n", strncmp(msg, "lupine: ", 8) == 0 ? "" : "lupine: ", (int)n, msg);
+  }
+  l_closestate(L);
   return rc == LUA_OK ? 0 : 1;
 }

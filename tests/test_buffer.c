@@ -502,6 +502,138 @@ static void test_write_overlapping(void) {
   lp_buf_unref(b);
 }
 
+// The discard-instead-of-grow rule at its edges: the read part must be at
+// least half the capacity and at least what is missing; a slice forbids it.
+static void test_discard_boundaries(void) {
+  uint8_t pat[PATTERN_LEN];
+  fill_pattern(pat, sizeof pat);
+  static const struct {
+    size_t rd, n;  // read part, bytes asked for (64 written into 64)
+    bool discards;
+  } cases[] = {
+      {32, 20, true},  // rd == cap/2
+      {31, 20, false}, // rd == cap/2 - 1
+      {40, 40, true},  // rd == exactly what is missing
+      {40, 41, false}, // one byte more than discarding frees
+      {64, 64, true},  // everything read
+  };
+  for (size_t i = 0; i < LP_ARRAY_LEN(cases); i++) {
+    size_t rd = cases[i].rd, n = cases[i].n;
+    lp_buf *b = lp_buf_from(NULL, pat, 64);
+    CHECK(b->cap == 64 && lp_buf_skip(b, rd) == 0);
+    uint8_t *old = b->data;
+    CHECK(lp_buf_reserve(b, n) == 0 && lp_buf_writable(b) >= n);
+    if (cases[i].discards) {
+      CHECK(b->data == old && b->cap == 64 && b->rd == 0 && b->wr == 64 - rd);
+      CHECK(memcmp(b->data, pat + rd, 64 - rd) == 0);
+    } else {
+      CHECK(b->data != old && b->cap == 128 && b->rd == rd && b->wr == 64);
+      CHECK(memcmp(b->data, pat, 64) == 0);
+    }
+    lp_buf_unref(b);
+  }
+}
+
+// Exact pool accounting: the same struct and block come back; a block shared
+// with a slice stays out of the cache until its last view goes; the cache of
+// one class is bounded.
+static void test_pool_accounting(void) {
+  lp_pool *pool = lp_pool_new();
+  lp_buf *b = lp_buf_new(pool, 64);
+  lp_buf *strct = b;
+  uint8_t *block = b->data;
+  lp_buf_unref(b);
+  CHECK(lp_pool_cached_bytes(pool) == 64 && lp_pool_live(pool) == 0);
+  b = lp_buf_new(pool, 10);
+  CHECK(b == strct && b->data == block && lp_pool_cached_bytes(pool) == 0 && lp_pool_live(pool) == 2);
+  CHECK(b->rd == 0 && b->wr == 0 && b->refs == 1 && b->flags == 0);
+
+  // b grows while a slice holds its first block: nothing returns to the cache.
+  CHECK(lp_buf_write(b, "0123456789", 10) == 0);
+  lp_buf *s = lp_buf_slice(b, 2, 3);
+  uint8_t big[100] = {0};
+  CHECK(lp_buf_write(b, big, sizeof big) == 0 && b->cap == 128 && b->data != block);
+  CHECK(lp_pool_cached_bytes(pool) == 0);
+  lp_buf_unref(b); // its 128 B block is cached; the 64 B one is still the slice's
+  CHECK(lp_pool_cached_bytes(pool) == 128 && memcmp(s->data, "234", 3) == 0);
+  lp_buf_unref(s);
+  CHECK(lp_pool_cached_bytes(pool) == 128 + 64 && lp_pool_live(pool) == 0);
+
+  // Many blocks of one class freed at once: the cache keeps some, not all.
+  enum { MANY = 200 };
+  lp_buf *many[MANY];
+  for (int i = 0; i < MANY; i++) many[i] = lp_buf_new(pool, 64);
+  CHECK(lp_pool_cached_bytes(pool) == 128);
+  for (int i = 0; i < MANY; i++) lp_buf_unref(many[i]);
+  size_t kept = lp_pool_cached_bytes(pool) - 128;
+  CHECK(kept >= 64 && kept < (size_t)MANY * 64 && kept % 64 == 0);
+  CHECK(lp_pool_live(pool) == 0);
+  lp_pool_free(pool);
+}
+
+// lp_buf_discard_read while a slice shares the storage: the buffer moves to a
+// fresh block of the same capacity and the slice keeps the old one, bytes
+// unchanged. A slice discarding its own read part shifts within the shared
+// block (its bytes are its parent's, as in Netty).
+static void test_discard_under_slice(void) {
+  lp_pool *pool = lp_pool_new();
+  lp_buf *b = lp_buf_from(pool, "abcdef", 6);
+  lp_buf *s = lp_buf_slice(b, 0, 3);
+  CHECK(b && s && lp_buf_skip(b, 3) == 0);
+  uint8_t *old = b->data;
+  size_t cap = b->cap, live = lp_pool_live(pool); // 2 structs, 1 block
+  lp_buf_discard_read(b);
+  CHECK(b->rd == 0 && b->wr == 3 && b->cap == cap && memcmp(b->data, "def", 3) == 0);
+  CHECK(b->data != old && s->data == old && memcmp(s->data, "abc", 3) == 0);
+  CHECK(lp_pool_live(pool) == live + 1); // the new block is out, the old one still the slice's
+  CHECK(lp_buf_set_uint(b, 0, 1, true, 'X') == 0 && s->data[0] == 'a'); // no longer shared
+  lp_buf_unref(s); // its struct and, as the last user, the old block: back to the cache
+  CHECK(lp_pool_live(pool) == live - 1 && lp_pool_cached_bytes(pool) == cap);
+
+  // Everything read: still a fresh block, the slice's bytes intact.
+  s = lp_buf_slice(b, 0, 3);
+  old = b->data;
+  CHECK(s && lp_buf_skip(b, 3) == 0);
+  lp_buf_discard_read(b);
+  CHECK(b->rd == 0 && b->wr == 0 && b->data != old && memcmp(s->data, "Xef", 3) == 0);
+  lp_buf_unref(s);
+
+  // A second reference to the buffer itself is no slice: shift in place.
+  CHECK(lp_buf_write(b, "uvwxyz", 6) == 0 && lp_buf_skip(b, 4) == 0);
+  lp_buf_ref(b);
+  old = b->data;
+  lp_buf_discard_read(b);
+  CHECK(b->data == old && b->rd == 0 && b->wr == 2 && memcmp(b->data, "yz", 2) == 0);
+  lp_buf_unref(b);
+
+  // A slice's own discard shifts the bytes its parent sees.
+  s = lp_buf_slice(b, 0, 2);
+  CHECK(s && lp_buf_skip(s, 1) == 0);
+  lp_buf_discard_read(s);
+  CHECK(s->data == b->data && s->rd == 0 && s->wr == 1 && b->data[0] == 'z');
+  lp_buf_unref(s);
+  lp_buf_unref(b);
+  CHECK(lp_pool_live(pool) == 0);
+  lp_pool_free(pool);
+}
+
+// index_of on a full block with a near-match in its last bytes: the search
+// must stop at the end (ASan sees any read past the block).
+static void test_index_of_at_block_end(void) {
+  lp_buf *b = lp_buf_new(NULL, 64);
+  CHECK(b->cap == 64);
+  memset(b->data, 'x', 64);
+  b->data[62] = 'a';
+  b->data[63] = 'b';
+  b->wr = 64;
+  CHECK(lp_buf_index_of(b, 0, 64, "ac", 2) == -1);   // near-match at cap - 2
+  CHECK(lp_buf_index_of(b, 0, 64, "abc", 3) == -1);  // runs off the block
+  CHECK(lp_buf_index_of(b, 0, 64, "b", 1) == 63);
+  CHECK(lp_buf_index_of(b, 0, 64, "ab", 2) == 62);
+  CHECK(lp_buf_index_of(b, 60, 64, "xxab", 4) == 60);
+  lp_buf_unref(b);
+}
+
 int main(void) {
   test_new_from_unref();
   test_reserve_growth();
@@ -515,5 +647,9 @@ int main(void) {
   test_copy();
   test_errors();
   test_write_overlapping();
+  test_discard_boundaries();
+  test_pool_accounting();
+  test_discard_under_slice();
+  test_index_of_at_block_end();
   return check_report();
 }

@@ -446,9 +446,16 @@ static void test_handler(void) {
   CHECK(reads == 2 && strcmp(trace, "[1].[2][3].R R .") == 0);
   feed(ch, "\n5\n");
   CHECK(strcmp(trace, "[1].[2][3].R R .[4].") == 0);
+  feed(ch, "6\n");
+  CHECK(strcmp(trace, "[1].[2][3].R R .[4].[5].") == 0);
+  lp_channel_set_auto_read(ch, true); // reading on again: everything held goes out
+  lp_loop_run_tasks(loop);
+  CHECK(strcmp(trace, "[1].[2][3].R R .[4].[5].R [6].") == 0);
+  ch->config.auto_read = false;
+  feed(ch, "7\n8\n");
   lp_channel_close_now(ch); // the input ended: what is held is delivered
   lp_loop_run_tasks(loop);
-  CHECK(strcmp(trace, "[1].[2][3].R R .[4].[5]. inactive") == 0);
+  CHECK(strcmp(trace, "[1].[2][3].R R .[4].[5].R [6].[7].[8]. inactive") == 0);
 
   // Errors go on as exceptionCaught, the stream after them decodes.
   ch = new_channel(loop);

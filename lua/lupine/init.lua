@@ -14,21 +14,34 @@ local function check_app(app, level)
   if type(app.init) ~= "function" then error("lupine: the app has no init(ch) function", level + 1) end
 end
 
--- Serve app in this thread's loop (the inline mode) until the loop stops.
--- opts.host / opts.port override the app's; the start-up line goes to stdout.
+-- Where each app came from when run as a script, for worker states to load.
+local sources = setmetatable({}, { __mode = "k" })
+
+-- Serve app until SIGINT/SIGTERM (or the loop is stopped from inside), then
+-- shut down gracefully and return. opts override the app's fields: host
+-- (127.0.0.1), port (0: any), workers (0: inline in this thread's loop and
+-- state; the launcher's default is one per core), shutdownTimeout (10 s),
+-- maxConnections, memoryLimit, and source (the app's file or module, which
+-- worker threads load into their own states). The start-up line goes to stdout.
 function lupine.serve(app, opts)
   check_app(app, 2)
   opts = opts or {}
-  local host = opts.host or app.host or "127.0.0.1"
-  local port = opts.port or app.port or 0
-  local server, err = lupine.server {
-    host = host, port = port, init = app.init, options = app.options, backlog = app.backlog,
-  }
-  if not server then error("lupine: " .. err, 0) end
-  io.stdout:write(("lupine: %s listening on %s (inline: 1 loop)\n"):format(app.name or "app", server.localAddress))
-  io.stdout:flush()
-  lupine.loop():run()
-  return server
+  local function pick(k)
+    if opts[k] ~= nil then return opts[k] end
+    return app[k]
+  end
+  local workers = pick("workers")
+  if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
+  local ok, err = pcall(core.serve, {
+    app = app, source = opts.source or sources[app], name = app.name,
+    host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
+    shutdownTimeout = pick("shutdownTimeout"), maxConnections = pick("maxConnections"),
+    memoryLimit = pick("memoryLimit"),
+  })
+  if not ok then -- start-up failed: one line, no position (it is about the app, not this file)
+    err = tostring(err)
+    error(err:find("^lupine: ") and err or "lupine: " .. err, 0)
+  end
 end
 
 -- Whether the app file is the script the interpreter was started with: its
@@ -49,7 +62,10 @@ end
 -- launcher, a spec or another script, it only returns the app.
 function lupine.app(app)
   check_app(app, 2)
-  if not lupine.launched and run_as_script() then lupine.serve(app) end
+  if not lupine.launched and run_as_script() then
+    sources[app] = arg[0]
+    lupine.serve(app)
+  end
   return app
 end
 

@@ -296,18 +296,18 @@ static int call_init(lua_State *L) {
   return 0;
 }
 
-void l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref) {
+lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref) {
   lp_channel *ch = lp_channel_new(h->loop, &lp_socket_unsafe, fd, cfg);
   if (!ch) {
     lp_log(LP_LOG_ERROR, 0, "out of memory for a new channel: connection closed");
     close(fd);
-    return;
+    return NULL;
   }
   int rc = lp_channel_apply_socket_options(ch);
   if (rc) lp_log(LP_LOG_DEBUG, ch->id, "socket options: %s", strerror(-rc));
   if (h->closing) {
     lp_channel_close_now(ch);
-    return;
+    return NULL;
   }
   lua_State *L = h->cur;
   lua_checkstack(L, 4);
@@ -320,9 +320,10 @@ void l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref) {
   if (!ok) {
     lp_log(LP_LOG_WARN, ch->id, "closing the channel: its init function failed");
     lp_channel_close_now(ch);
-    return;
+    return NULL;
   }
   lp_channel_register(ch);
+  return ch;
 }
 
 static void server_on_accept(lp_server *s, int fd) {

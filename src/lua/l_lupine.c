@@ -36,10 +36,9 @@ void *l_newudata(lua_State *L, size_t size, int nuv, const void *key) {
 
 static int host_gc(lua_State *L) {
   l_host *h = lua_touserdata(L, 1);
-  if (h->loop && h->owns_loop) {
-    h->closing = true;
-    lp_loop_free(h->loop);
-  }
+  h->closing = true; // no more calls into this state from here on
+  if (h->loop && h->owns_loop) lp_loop_free(h->loop);
+  else if (h->loop) l_host_detach(h);
   h->loop = NULL;
   return 0;
 }
@@ -81,6 +80,17 @@ l_host *l_host_get(lua_State *L) {
 }
 
 l_host *l_host_attach(lua_State *L, lp_loop *loop) { return host_new(L, loop, false); }
+
+// A worker's state closes before its loop is freed: close what is still open
+// and run what is queued (it sees `closing` and leaves Lua alone), so that no
+// task or hook reaches this state afterwards.
+void l_host_detach(l_host *h) {
+  lp_loop *loop = h->loop;
+  lp_channel_close_all(loop);
+  for (int i = 0; i < 64 && (loop->deferred || loop->posted); i++) lp_loop_run_tasks(loop);
+  loop->host = NULL;
+  loop->host_ops = NULL;
+}
 
 // ---- errors ------------------------------------------------------------------
 
@@ -312,6 +322,8 @@ static const luaL_Reg funcs[] = {
     {"setLogLevel", lupine_set_log_level},
     {"log", lupine_log},
     {"workerId", lupine_worker_id},
+    {"serve", l_serve},
+    {"cpuCount", l_cpu_count},
     {NULL, NULL},
 };
 

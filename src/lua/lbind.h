@@ -60,6 +60,7 @@ static inline void *l_checkudata(lua_State *L, int i, const void *key, const cha
 // ---- l_lupine.c ----------------------------------------------------------------
 l_host *l_host_get(lua_State *L);                 // creates the inline loop on first use
 l_host *l_host_attach(lua_State *L, lp_loop *loop); // a worker state: use this loop
+void l_host_detach(l_host *h); // the state is closing: let the loop go on without it
 static inline lp_pool *l_pool(lua_State *L) { return l_host_get(L)->loop->pool; }
 // Enter C from Lua state L: handlers called from here run on L. Returns the previous.
 static inline lua_State *l_enter(l_host *h, lua_State *L) { lua_State *prev = h->cur; h->cur = L; return prev; }
@@ -125,8 +126,23 @@ int l_connect(lua_State *L);                    // lupine.connect{...}
 // Build a channel for an accepted fd on h's loop, run init(ch) (the function
 // referenced by init_ref) and register it; an init that raises closes only
 // that channel, with a log line.
-void l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref);
+// Returns the channel (borrowed), or NULL when it was closed at once.
+lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref);
 void l_channel_teardown(lp_channel *ch); // host hook: drop the strong handle
+
+// ---- l_serve.c -------------------------------------------------------------------
+int l_serve(lua_State *L);                      // lupine.core.serve{...}: a group of loops
+int l_cpu_count(lua_State *L);                  // lupine.cpuCount()
+// A state whose allocator enforces limit bytes (0: none); NULL when out of
+// memory. Close it with l_closestate.
+lua_State *l_newstate(size_t limit);
+void l_closestate(lua_State *L);
+// Load an app (a file path, else a module name) and push its table; raises a
+// one-line error ("file:line: message", "cannot find app 'x' ...").
+int l_load_app(lua_State *L, const char *source);
+// The launcher's preloader (its embedded Lua sources), run in every state it
+// makes, worker states included; NULL in the plain module.
+extern lua_CFunction l_preload;
 
 // ---- native handlers -------------------------------------------------------------
 // A native handler factory exposed to Lua (frame decoders, encoders, idle

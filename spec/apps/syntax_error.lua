@@ -1,0 +1,5 @@
+local lupine = require "lupine"
+return lupine.app {
+  init = function(ch) ch.pipeline:addLast({}) end
+  port = 1,
+}

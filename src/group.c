@@ -1,0 +1,450 @@
+// group.c: boss and workers. The boss (the caller's thread) accepts until
+// EAGAIN and hands each descriptor to the next worker, round robin, as a task
+// posted to that worker's loop; the worker builds the channel on its thread.
+// See group.h for the threads' rules and the shutdown sequence.
+//
+// Ownership: the group owns the worker loops it creates (freed in destroy,
+// after the threads are joined) and the accept tasks (freed by whoever runs
+// them). A descriptor belongs to the boss until its task runs, then to the
+// host. Embedded tasks (shutdown, force) are posted at most once each.
+#include "group.h"
+
+#include "channel.h"
+#include "future.h"
+#include "log.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct accept_task {
+  lp_task task;
+  lp_worker *w;
+  int fd;
+} accept_task;
+
+// The group that SIGINT/SIGTERM reach (at most one at a time), and what the
+// handlers were before it took them.
+static lp_group *_Atomic signal_group;
+static struct sigaction saved_int, saved_term;
+
+// ---- on a worker's thread ----------------------------------------------------
+
+static void uncount(lp_group *g) {
+  if (g->cfg.max_connections) atomic_fetch_sub(&g->open, 1);
+}
+
+static void on_child_closed(lp_future *f, void *ud) {
+  LP_UNUSED(f);
+  uncount(ud);
+}
+
+static void register_fd(lp_worker *w, int fd) {
+  lp_group *g = w->group;
+  if (w->state != LP_WORKER_RUNNING) { // shutting down: accepted before the listener closed
+    close(fd);
+    uncount(g);
+    return;
+  }
+  lp_channel *ch = g->ops->accept(w, fd);
+  if (!g->cfg.max_connections) return;
+  lp_future *cf = ch ? lp_channel_close_future(ch) : NULL;
+  if (!cf || lp_future_add_listener(cf, on_child_closed, g) != 0) uncount(g);
+}
+
+static void run_accept(lp_task *t, lp_loop *loop) {
+  LP_UNUSED(loop);
+  accept_task *a = lp_container_of(t, accept_task, task);
+  lp_worker *w = a->w;
+  int fd = a->fd;
+  free(a);
+  register_fd(w, fd);
+}
+
+static void worker_finish(lp_worker *w) {
+  lp_group *g = w->group;
+  ev_timer_stop(w->loop->ev, &w->deadline);
+  ev_check_stop(w->loop->ev, &w->drained);
+  w->state = LP_WORKER_STOPPED;
+  g->ops->stop(w);
+  if (w->threaded) {
+    lp_loop_stop(w->loop); // worker_main frees the host, then tells the boss
+  } else {
+    atomic_fetch_add(&g->finished, 1);
+    ev_async_send(g->boss->ev, &g->ctl);
+  }
+}
+
+// Draining: close gracefully what opened meanwhile (clients made by
+// handlers); finish when no channel is left.
+static void check_drained(lp_worker *w) {
+  if (w->state != LP_WORKER_DRAINING) return;
+  lp_loop *loop = w->loop;
+  for (lp_list *n = loop->channels.next; n != &loop->channels;) {
+    lp_channel *ch = lp_container_of(n, lp_channel, link);
+    n = n->next; // closing never unlinks at once (teardown is deferred)
+    if (!(ch->flags & (LP_CH_CLOSED | LP_CH_DRAINING))) lp_channel_close_gracefully(ch);
+  }
+  if (loop->nchannels == 0) worker_finish(w);
+}
+
+static void on_drained_check(struct ev_loop *ev, ev_check *c, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  check_drained(lp_container_of(c, lp_worker, drained));
+}
+
+static void on_deadline(struct ev_loop *ev, ev_timer *t, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  lp_worker *w = lp_container_of(t, lp_worker, deadline);
+  lp_log(LP_LOG_WARN, 0, "shutdown deadline (%g s) reached: closing %zu channel(s) with data still unsent",
+         w->group->cfg.shutdown_timeout, w->loop->nchannels);
+  lp_channel_close_all(w->loop);
+}
+
+static void run_shutdown(lp_task *t, lp_loop *loop) {
+  lp_worker *w = lp_container_of(t, lp_worker, shutdown_task);
+  if (w->state != LP_WORKER_RUNNING) return;
+  w->state = LP_WORKER_DRAINING;
+  if (loop->nchannels)
+    lp_log(LP_LOG_INFO, 0, "draining %zu channel(s), at most %g s", loop->nchannels, w->group->cfg.shutdown_timeout);
+  for (lp_list *n = loop->channels.next; n != &loop->channels;) {
+    lp_channel *ch = lp_container_of(n, lp_channel, link);
+    n = n->next;
+    lp_channel_close_gracefully(ch);
+  }
+  ev_now_update(loop->ev); // a long handler may have run since the last poll: time the deadline from now
+  ev_timer_init(&w->deadline, on_deadline, w->group->cfg.shutdown_timeout, 0.);
+  ev_timer_start(loop->ev, &w->deadline);
+  ev_check_init(&w->drained, on_drained_check);
+  ev_check_start(loop->ev, &w->drained);
+  check_drained(w);
+}
+
+static void run_force(lp_task *t, lp_loop *loop) {
+  lp_worker *w = lp_container_of(t, lp_worker, force_task);
+  if (w->state == LP_WORKER_DRAINING) lp_channel_close_all(loop);
+}
+
+static void *worker_main(void *arg) {
+  lp_worker *w = arg;
+  lp_group *g = w->group;
+  lp_log_set_worker(w->id);
+  w->loop->thread = pthread_self();
+  char err[LP_GROUP_ERR_MAX - 32] = ""; // room for "worker N: " in front
+  int rc = g->ops->start(w, err, sizeof err);
+  pthread_mutex_lock(&g->lock);
+  w->state = rc ? LP_WORKER_FAILED : LP_WORKER_RUNNING;
+  if (rc && !g->start_err[0]) snprintf(g->start_err, sizeof g->start_err, "worker %d: %s", w->id, err);
+  g->started++;
+  pthread_cond_broadcast(&g->cond);
+  pthread_mutex_unlock(&g->lock);
+  if (rc) return NULL;
+  ev_ref(w->loop->ev); // run with no channel at all, until shutdown stops the loop
+  for (;;) {
+    lp_loop_run(w->loop);
+    if (w->state == LP_WORKER_STOPPED) break;
+    // Stopped from inside (loop:stop() in a handler): as inline, that asks
+    // for a shutdown, which this loop must keep running to take part in.
+    atomic_store(&g->stop_asked, true);
+    ev_async_send(g->boss->ev, &g->ctl);
+  }
+  ev_unref(w->loop->ev);
+  g->ops->free(w);
+  atomic_fetch_add(&g->finished, 1);
+  ev_async_send(g->boss->ev, &g->ctl);
+  return NULL;
+}
+
+// ---- on the boss's thread ------------------------------------------------------
+
+static void on_accept(lp_server *s, int fd) {
+  lp_group *g = s->ud;
+  if (g->cfg.max_connections) {
+    if (atomic_load(&g->open) >= g->cfg.max_connections) {
+      close(fd);
+      s->dropped++;
+      g->refused++;
+      if (!g->refusing) {
+        g->refusing = true;
+        lp_log(LP_LOG_WARN, 0, "maxConnections (%llu) reached: closing new connections until some close",
+               (unsigned long long)g->cfg.max_connections);
+      }
+      lp_log(LP_LOG_DEBUG, 0, "connection closed at once: maxConnections reached");
+      return;
+    }
+    if (g->refusing) {
+      lp_log(LP_LOG_INFO, 0, "under maxConnections again; %llu connection(s) were closed at once",
+             (unsigned long long)g->refused);
+      g->refusing = false;
+      g->refused = 0;
+    }
+    atomic_fetch_add(&g->open, 1);
+  }
+  lp_worker *w = &g->workers[g->next++ % (unsigned)g->nworkers]; // Netty's next()
+  if (!w->threaded) {
+    register_fd(w, fd);
+    return;
+  }
+  accept_task *a = malloc(sizeof *a);
+  if (!a) {
+    lp_log(LP_LOG_ERROR, 0, "out of memory: a new connection was closed");
+    close(fd);
+    uncount(g);
+    return;
+  }
+  a->task.run = run_accept;
+  a->w = w;
+  a->fd = fd;
+  lp_loop_post(w->loop, &a->task);
+}
+
+static void finish_run(lp_group *g) {
+  g->done = true;
+  if (ev_is_active(&g->hard_stop)) ev_timer_stop(g->boss->ev, &g->hard_stop);
+  lp_loop_stop(g->boss);
+}
+
+static void on_ctl(struct ev_loop *ev, ev_async *a, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  lp_group *g = lp_container_of(a, lp_group, ctl);
+  int n = atomic_exchange(&g->signals, 0);
+  if (n > 0) {
+    const char *name = sigabbrev_np(atomic_load(&g->last_signal));
+    if (!g->stopping) {
+      lp_log(LP_LOG_INFO, 0, "SIG%s: shutting down (at most %g s; again to close every connection now)",
+             name ? name : "?", g->cfg.shutdown_timeout);
+      lp_group_shutdown(g, false);
+      n--;
+    }
+    if (n > 0 && !g->forcing) {
+      lp_log(LP_LOG_WARN, 0, "SIG%s again: closing every connection now", name ? name : "?");
+      lp_group_shutdown(g, true);
+    }
+  }
+  if (atomic_exchange(&g->stop_asked, false) && !g->stopping) {
+    lp_log(LP_LOG_INFO, 0, "a worker stopped its loop: shutting down (at most %g s)", g->cfg.shutdown_timeout);
+    lp_group_shutdown(g, false);
+  }
+  if (!g->done && atomic_load(&g->finished) == g->nworkers) finish_run(g);
+}
+
+static void on_hard_stop(struct ev_loop *ev, ev_timer *t, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  lp_group *g = lp_container_of(t, lp_group, hard_stop);
+  lp_log(LP_LOG_ERROR, 0, "shutdown: %d worker(s) still busy %g s after the deadline; giving up on them",
+         g->nworkers - atomic_load(&g->finished), LP_GROUP_HARD_STOP_S);
+  g->status = -ETIMEDOUT;
+  finish_run(g);
+}
+
+void lp_group_shutdown(lp_group *g, bool force) {
+  if (!g->stopping) {
+    g->stopping = true;
+    for (int i = 0; i < g->nservers; i++) lp_server_close(&g->servers[i]); // stop accepting
+    for (int i = 0; i < g->nworkers; i++) {
+      lp_worker *w = &g->workers[i];
+      if (!w->ok || w->shutdown_posted) continue;
+      w->shutdown_posted = true;
+      w->shutdown_task.run = run_shutdown;
+      lp_loop_post(w->loop, &w->shutdown_task);
+    }
+    ev_timer_set(&g->hard_stop, g->cfg.shutdown_timeout + LP_GROUP_HARD_STOP_S, 0.);
+    ev_timer_start(g->boss->ev, &g->hard_stop);
+  }
+  if (force && !g->forcing) {
+    g->forcing = true;
+    for (int i = 0; i < g->nworkers; i++) {
+      lp_worker *w = &g->workers[i];
+      if (!w->ok || w->force_posted) continue;
+      w->force_posted = true;
+      w->force_task.run = run_force;
+      lp_loop_post(w->loop, &w->force_task);
+    }
+    ev_timer_stop(g->boss->ev, &g->hard_stop);
+    ev_timer_set(&g->hard_stop, LP_GROUP_HARD_STOP_S, 0.);
+    ev_timer_start(g->boss->ev, &g->hard_stop);
+  }
+}
+
+int lp_group_init(lp_group *g, lp_loop *boss, const lp_group_config *cfg, const lp_worker_ops *ops, void *ud) {
+  memset(g, 0, sizeof *g);
+  if (cfg->workers < 0 || cfg->workers > LP_GROUP_MAX_WORKERS) return -EINVAL;
+  g->boss = boss;
+  g->cfg = *cfg;
+  g->ops = ops;
+  g->ud = ud;
+  g->nworkers = cfg->workers ? cfg->workers : 1;
+  g->workers = calloc((size_t)g->nworkers, sizeof *g->workers);
+  if (!g->workers) return -ENOMEM;
+  for (int i = 0; i < g->nworkers; i++) {
+    lp_worker *w = &g->workers[i];
+    w->group = g;
+    w->id = cfg->workers ? i + 1 : 0;
+    w->threaded = cfg->workers > 0;
+    w->loop = w->threaded ? NULL : boss;
+  }
+  atomic_init(&g->open, 0);
+  atomic_init(&g->signals, 0);
+  atomic_init(&g->last_signal, 0);
+  atomic_init(&g->finished, 0);
+  atomic_init(&g->stop_asked, false);
+  pthread_mutex_init(&g->lock, NULL);
+  pthread_cond_init(&g->cond, NULL);
+  ev_async_init(&g->ctl, on_ctl);
+  ev_timer_init(&g->hard_stop, on_hard_stop, 1., 0.);
+  return 0;
+}
+
+// Workers that started but will never run (start-up failed elsewhere, or
+// listen failed): stop them through the same shutdown path, and join.
+static void stop_unrun(lp_group *g) {
+  for (int i = 0; i < g->nworkers; i++) {
+    lp_worker *w = &g->workers[i];
+    if (!w->ok) continue;
+    w->ok = false;
+    if (!w->threaded) { // no channel yet: nothing to drain
+      w->state = LP_WORKER_STOPPED;
+      g->ops->stop(w);
+      g->ops->free(w);
+      continue;
+    }
+    w->shutdown_posted = true;
+    w->shutdown_task.run = run_shutdown;
+    lp_loop_post(w->loop, &w->shutdown_task);
+  }
+  for (int i = 0; i < g->nworkers; i++) {
+    lp_worker *w = &g->workers[i];
+    if (w->joinable) pthread_join(w->thread, NULL);
+    w->joinable = false;
+  }
+}
+
+int lp_group_start(lp_group *g, char *err, size_t errlen) {
+  if (!g->cfg.workers) {
+    lp_worker *w = &g->workers[0];
+    if (g->ops->start(w, err, errlen) != 0) {
+      w->state = LP_WORKER_FAILED;
+      return -1;
+    }
+    w->state = LP_WORKER_RUNNING;
+    w->ok = true;
+    return 0;
+  }
+  // Worker threads never take SIGINT/SIGTERM: the boss's thread handles them.
+  sigset_t block, old;
+  sigemptyset(&block);
+  sigaddset(&block, SIGINT);
+  sigaddset(&block, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &block, &old);
+  int launched = 0;
+  char failure[LP_GROUP_ERR_MAX] = "";
+  for (int i = 0; i < g->nworkers; i++) {
+    lp_worker *w = &g->workers[i];
+    w->loop = lp_loop_new(w->id);
+    if (!w->loop) {
+      snprintf(failure, sizeof failure, "cannot create the event loop of worker %d (out of memory or descriptors)", w->id);
+      break;
+    }
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc) {
+      snprintf(failure, sizeof failure, "cannot start the thread of worker %d: %s", w->id, strerror(rc));
+      break;
+    }
+    w->joinable = true;
+    launched++;
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_mutex_lock(&g->lock);
+  while (g->started < launched) pthread_cond_wait(&g->cond, &g->lock);
+  for (int i = 0; i < g->nworkers; i++) g->workers[i].ok = g->workers[i].state == LP_WORKER_RUNNING;
+  if (!failure[0] && g->start_err[0]) snprintf(failure, sizeof failure, "%s", g->start_err);
+  pthread_mutex_unlock(&g->lock);
+  if (!failure[0]) return 0;
+  snprintf(err, errlen, "%s", failure);
+  stop_unrun(g);
+  return -1;
+}
+
+int lp_group_listen(lp_group *g, const lp_sockaddr *addr, int backlog, lp_sockaddr *bound) {
+  if (g->nservers == LP_GROUP_MAX_SERVERS) return -ENOSPC;
+  lp_server *s = &g->servers[g->nservers];
+  int rc = lp_server_open(s, g->boss, addr, backlog, false, on_accept, g);
+  if (rc) return rc;
+  s->ud = g;
+  g->nservers++;
+  if (bound) *bound = s->addr;
+  return 0;
+}
+
+static void on_signal(int sig) {
+  int saved = errno;
+  lp_group *g = atomic_load(&signal_group);
+  if (g) {
+    atomic_store(&g->last_signal, sig);
+    atomic_fetch_add(&g->signals, 1);
+    ev_async_send(g->boss->ev, &g->ctl); // async-signal-safe (libev)
+  }
+  errno = saved;
+}
+
+static bool take_signals(lp_group *g) {
+  lp_group *none = NULL;
+  if (!atomic_compare_exchange_strong(&signal_group, &none, g)) return false; // another group has them
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, &saved_int);
+  sigaction(SIGTERM, &sa, &saved_term);
+  signal(SIGPIPE, SIG_IGN); // writes use MSG_NOSIGNAL; this covers everything else
+  return true;
+}
+
+static void give_back_signals(void) {
+  sigaction(SIGINT, &saved_int, NULL);
+  sigaction(SIGTERM, &saved_term, NULL);
+  atomic_store(&signal_group, NULL);
+}
+
+int lp_group_run(lp_group *g) {
+  ev_async_start(g->boss->ev, &g->ctl); // also keeps the boss loop running until done
+  bool signals = g->cfg.handle_signals && take_signals(g);
+  g->running = true;
+  for (int i = 0; i < g->nservers; i++) lp_server_start(&g->servers[i]);
+  while (!g->done) {
+    lp_loop_run(g->boss);
+    // Stopped from outside (loop:stop() in an inline handler): shut down.
+    if (!g->done && !g->stopping) lp_group_shutdown(g, false);
+  }
+  if (signals) give_back_signals();
+  ev_async_stop(g->boss->ev, &g->ctl);
+  if (g->status) return g->status; // threads still busy: leave them be
+  for (int i = 0; i < g->nworkers; i++) {
+    lp_worker *w = &g->workers[i];
+    if (w->joinable) pthread_join(w->thread, NULL);
+    w->joinable = false;
+    if (!w->threaded && w->ok) g->ops->free(w);
+    w->ok = false;
+  }
+  return 0;
+}
+
+void lp_group_destroy(lp_group *g) {
+  if (!g->workers) return;
+  for (int i = 0; i < g->nservers; i++) lp_server_close(&g->servers[i]);
+  if (g->status) return; // worker threads may still run: their memory goes with the process
+  if (!g->running) stop_unrun(g);
+  for (int i = 0; i < g->nworkers; i++) {
+    lp_worker *w = &g->workers[i];
+    if (w->threaded && w->loop) lp_loop_free(w->loop);
+  }
+  if (ev_is_active(&g->hard_stop)) ev_timer_stop(g->boss->ev, &g->hard_stop);
+  free(g->workers);
+  g->workers = NULL;
+  pthread_mutex_destroy(&g->lock);
+  pthread_cond_destroy(&g->cond);
+}

@@ -1,0 +1,127 @@
+// group.h: a boss loop that accepts and worker loops that own the connections
+// (Netty's parent and child EventLoopGroups). Each worker is a thread running
+// its own lp_loop; the host (the Lua binding) gives each worker its own state
+// through lp_worker_ops. With zero workers the boss loop is also the only
+// worker, in the caller's thread: the inline mode, through the same code.
+//
+// Threads meet only here, and only through:
+//   - tasks posted to a worker's loop (a new connection, shutdown, force);
+//   - atomics and one ev_async on the boss (signals, workers finished);
+//   - a mutex and condition variable during start-up.
+// Nothing the host owns crosses threads.
+//
+// Life: lp_group_init, lp_group_start (every worker's start() has succeeded,
+// or none is left running), lp_group_listen (one or more addresses), then
+// lp_group_run, which returns once a shutdown (a signal, lp_group_shutdown, or
+// a loop stopped from inside, lp_loop_stop) has drained every worker;
+// lp_group_destroy.
+//
+// Shutdown: listeners close; each worker closes its channels gracefully
+// (lp_channel_close_gracefully: input dropped, what was written delivered,
+// FIN, close) and at the deadline closes whatever is left; once it has no
+// channel left it runs stop() and its loop ends. A second request forces every
+// channel closed at once.
+#ifndef LP_GROUP_H
+#define LP_GROUP_H
+
+#include "common.h"
+#include "loop.h"
+#include "server.h"
+
+#include <stdatomic.h>
+
+#define LP_GROUP_MAX_WORKERS 1024
+#define LP_GROUP_MAX_SERVERS 8
+#define LP_GROUP_ERR_MAX 512
+
+typedef struct lp_group lp_group;
+typedef struct lp_worker lp_worker;
+
+// What the host does for each worker, always on that worker's thread.
+typedef struct lp_worker_ops {
+  // Before the worker's loop runs: build the host state (load the app, run
+  // workerInit). 0, or -1 with a one-line reason in err. After a failure
+  // nothing else is called for this worker.
+  int (*start)(lp_worker *w, char *err, size_t errlen);
+  // A new connection: build its channel (the host owns fd from here). Returns
+  // the channel (borrowed), or NULL when it was closed at once.
+  lp_channel *(*accept)(lp_worker *w, int fd);
+  // Shutdown: the last channel has closed (workerExit); the loop ends next.
+  void (*stop)(lp_worker *w);
+  // The loop has ended: free the host state. The loop itself is freed later.
+  void (*free)(lp_worker *w);
+} lp_worker_ops;
+
+typedef struct lp_group_config {
+  int workers;              // 0: inline (the boss loop serves too)
+  double shutdown_timeout;  // seconds a worker may spend draining
+  uint64_t max_connections; // 0: no limit; over it, new connections are closed at once
+  bool handle_signals;      // SIGINT/SIGTERM shut down (a second one forces)
+} lp_group_config;
+
+enum { LP_WORKER_NEW, LP_WORKER_RUNNING, LP_WORKER_DRAINING, LP_WORKER_STOPPED, LP_WORKER_FAILED };
+
+struct lp_worker {
+  lp_group *group;
+  int id;                   // 1..N; 0 for the inline worker
+  lp_loop *loop;            // its own, or the boss's (inline)
+  void *host;               // the host's per-worker state
+  pthread_t thread;
+  bool threaded, joinable;
+  int state;                // touched by its own thread once started
+  ev_timer deadline;        // draining: close what is left
+  ev_check drained;         // draining: watch for the last channel
+  lp_task shutdown_task, force_task;
+  bool ok;                  // boss thread: started, not yet stopped
+  bool shutdown_posted, force_posted; // boss thread
+};
+
+struct lp_group {
+  lp_loop *boss;
+  lp_group_config cfg;
+  const lp_worker_ops *ops;
+  void *ud;                 // the host's
+  lp_worker *workers;
+  int nworkers;             // cfg.workers, or 1 for the inline worker
+  unsigned next;            // round robin (boss thread)
+  lp_server servers[LP_GROUP_MAX_SERVERS];
+  int nservers;
+  // Connections accepted and not yet closed (counted when max_connections).
+  atomic_uint_fast64_t open;
+  uint64_t refused;         // over max_connections, this burst
+  bool refusing;
+  // start-up
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int started;              // workers whose start() returned
+  char start_err[LP_GROUP_ERR_MAX]; // the first failure
+  // shutdown
+  ev_async ctl;             // signals and finished workers wake the boss
+  ev_timer hard_stop;       // workers that never finish (a stuck handler)
+  atomic_int signals;       // received, not yet handled
+  atomic_int last_signal;
+  atomic_int finished;      // workers whose loop ended
+  atomic_bool stop_asked;   // a worker's loop was stopped from inside
+  bool stopping, forcing, done, running;
+  int status;               // lp_group_run's result
+};
+
+// Set up (no thread yet). 0, -EINVAL (worker count) or -ENOMEM.
+int lp_group_init(lp_group *g, lp_loop *boss, const lp_group_config *cfg, const lp_worker_ops *ops, void *ud);
+// Start the workers and wait until each has run start(). 0; or -1 with the
+// first failure in err, every worker then stopped and joined.
+int lp_group_start(lp_group *g, char *err, size_t errlen);
+// Listen on addr (bound address in *bound when not NULL): 0 or -errno.
+int lp_group_listen(lp_group *g, const lp_sockaddr *addr, int backlog, lp_sockaddr *bound);
+// Accept and serve until shut down and drained. 0, or -ETIMEDOUT when a
+// worker did not finish within shutdown_timeout + LP_GROUP_HARD_STOP_S
+// (its thread is left running: the caller should exit the process).
+#define LP_GROUP_HARD_STOP_S 5.0
+int lp_group_run(lp_group *g);
+// Ask for shutdown (boss thread): graceful, or forced (closes at once).
+void lp_group_shutdown(lp_group *g, bool force);
+// Join the threads and free the worker loops (after run, or after start
+// failed). The boss loop is the caller's.
+void lp_group_destroy(lp_group *g);
+
+#endif

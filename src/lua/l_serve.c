@@ -1,0 +1,452 @@
+// l_serve.c: serving an app on a group of loops (lupine.serve and the
+// launcher): one Lua state per worker thread, loading apps, Lua states with a
+// memory limit, and the launcher's preload hook.
+//
+// Threads: core.serve runs on the caller's thread, whose loop is the boss.
+// With workers = 0 that loop and the caller's state serve too (the inline
+// mode). With workers = N each worker thread makes its own state: the same
+// libraries, package paths (copied as C strings) and preloads, the lupine
+// module attached to the worker's loop, the app loaded from its source; no
+// Lua value ever crosses threads.
+//
+// Ownership: the serve context (group, copied strings) is malloc'd and freed
+// when core.serve returns. A worker's l_worker and state belong to the worker
+// and are freed by its free() on its own thread (the inline worker's refs live
+// in the caller's state and are dropped there).
+#include "lbind.h"
+
+#include "group.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+lua_CFunction l_preload = NULL;
+
+int luaopen_lupine_core(lua_State *L);
+
+// ---- states with a memory limit ----------------------------------------------------
+
+typedef struct l_mem {
+  size_t used, limit; // limit 0: none
+} l_mem;
+
+// Over the limit an allocation fails; Lua then collects garbage, retries, and
+// raises "not enough memory" into whatever pcall is running (a handler's).
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  l_mem *m = ud;
+  size_t old = ptr ? osize : 0; // with ptr NULL, osize is a type tag
+  if (nsize == 0) {
+    free(ptr);
+    m->used -= old;
+    return NULL;
+  }
+  if (m->limit && nsize > old && m->used + (nsize - old) > m->limit) return NULL;
+  void *p = realloc(ptr, nsize);
+  if (p) m->used = m->used - old + nsize;
+  return p;
+}
+
+static int panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  lp_log(LP_LOG_ERROR, 0, "unprotected error in a Lua state: %s", msg ? msg : "(not a string)");
+  return 0; // Lua aborts next
+}
+
+lua_State *l_newstate(size_t limit) {
+  l_mem *m = calloc(1, sizeof *m);
+  if (!m) return NULL;
+  m->limit = limit;
+  lua_State *L = lua_newstate(limited_alloc, m);
+  if (!L) {
+    free(m);
+    return NULL;
+  }
+  lua_atpanic(L, panic);
+  return L;
+}
+
+void l_closestate(lua_State *L) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  lua_close(L);
+  if (f == limited_alloc) free(ud);
+}
+
+static bool set_limit(lua_State *L, size_t limit) {
+  void *ud;
+  if (lua_getallocf(L, &ud) != limited_alloc) return false;
+  ((l_mem *)ud)->limit = limit;
+  return true;
+}
+
+// ---- loading apps ----------------------------------------------------------------------
+
+static bool is_file(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static bool looks_like_path(const char *s) {
+  size_t n = strlen(s);
+  return strchr(s, '/') || (n > 4 && strcmp(s + n - 4, ".lua") == 0);
+}
+
+// The error on top as one line: newlines and the tabs after them become "; ".
+static int one_line_error(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  if (!msg || !strchr(msg, '\n')) return lua_error(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (const char *p = msg; *p; p++) {
+    if (*p == '\n') {
+      luaL_addstring(&b, "; ");
+      while (p[1] == '\t' || p[1] == ' ') p++;
+    } else {
+      luaL_addchar(&b, *p);
+    }
+  }
+  luaL_pushresult(&b);
+  return lua_error(L);
+}
+
+int l_load_app(lua_State *L, const char *source) {
+  if (is_file(source)) {
+    if (luaL_loadfile(L, source) != LUA_OK) return one_line_error(L); // "file:line: message"
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) return one_line_error(L);
+  } else if (looks_like_path(source)) {
+    return luaL_error(L, "cannot open app '%s': %s", source, strerror(errno ? errno : ENOENT));
+  } else {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, source);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      const char *msg = lua_tostring(L, -1);
+      if (msg && strncmp(msg, "module '", 8) == 0 && strstr(msg, "' not found:"))
+        return luaL_error(L, "cannot find app '%s': no such file, and no module of that name", source);
+      return one_line_error(L);
+    }
+  }
+  if (!lua_istable(L, -1))
+    return luaL_error(L, "%s did not return an app table (end it with: return lupine.app { init = ... })", source);
+  if (lua_getfield(L, -1, "init") != LUA_TFUNCTION) return luaL_error(L, "%s: the app has no init(ch) function", source);
+  lua_pop(L, 1);
+  return 1;
+}
+
+// ---- the per-worker host -----------------------------------------------------------------
+
+typedef struct serve_ctx {
+  lp_group group;
+  char *source;        // how worker states load the app (file or module)
+  char *path, *cpath;  // the caller's package.path / package.cpath
+  size_t memory_limit;
+  int nworkers;
+  lua_State *L;        // the caller (inline worker)
+  l_host *h;
+  int app_idx;         // the app table on the caller's stack
+} serve_ctx;
+
+typedef struct l_worker {
+  lua_State *L;        // the state handlers run on
+  l_host *h;
+  bool own_state;      // a worker thread's state (closed in free)
+  int init_ref, app_ref, worker_ref;
+  lp_channel_config cfg;
+} l_worker;
+
+// [1] l_worker, [2] the app table, [3] worker id, [4] worker count: read the
+// app's options, keep init, make the `worker` table and run workerInit.
+static int worker_setup(lua_State *L) {
+  l_worker *lw = lua_touserdata(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lp_channel_config_default(&lw->cfg);
+  if (lua_getfield(L, 2, "options") != LUA_TNIL) l_channel_config_read(L, lua_gettop(L), &lw->cfg);
+  lua_pop(L, 1);
+  if (lua_getfield(L, 2, "init") != LUA_TFUNCTION) return luaL_error(L, "the app has no init(ch) function");
+  lua_pop(L, 1);
+  int ty = lua_getfield(L, 2, "workerInit");
+  if (ty != LUA_TNIL && ty != LUA_TFUNCTION) return luaL_error(L, "the app's workerInit must be a function(worker)");
+  ty = lua_getfield(L, 2, "workerExit");
+  if (ty != LUA_TNIL && ty != LUA_TFUNCTION) return luaL_error(L, "the app's workerExit must be a function(worker)");
+  lua_pop(L, 2);
+  lua_createtable(L, 0, 3); // worker = { id, workers, loop }
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "id");
+  lua_pushvalue(L, 4);
+  lua_setfield(L, -2, "workers");
+  l_loop_push(L, lw->h);
+  lua_setfield(L, -2, "loop");
+  int worker = lua_gettop(L);
+  if (lua_getfield(L, 2, "workerInit") == LUA_TFUNCTION) {
+    lua_pushvalue(L, worker);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      luaL_tolstring(L, -1, NULL);
+      return luaL_error(L, "workerInit raised: %s", lua_tostring(L, -1));
+    }
+  } else {
+    lua_pop(L, 1);
+  }
+  // The references come last: nothing raises after them.
+  lua_getfield(L, 2, "init");
+  lw->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 2);
+  lw->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, worker);
+  lw->worker_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+// Protected, in a worker thread's new state: [1] lp_worker.
+static int worker_boot(lua_State *L) {
+  lp_worker *w = lua_touserdata(L, 1);
+  serve_ctx *s = w->group->ud;
+  l_worker *lw = w->host;
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  if (s->path) {
+    lua_pushstring(L, s->path);
+    lua_setfield(L, -2, "path");
+  }
+  if (s->cpath) {
+    lua_pushstring(L, s->cpath);
+    lua_setfield(L, -2, "cpath");
+  }
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_lupine_core); // this very module, not another copy
+  lua_setfield(L, -2, "lupine.core");
+  lua_pop(L, 1);
+  if (l_preload) {
+    lua_pushcfunction(L, l_preload);
+    lua_call(L, 0, 0);
+  }
+  lw->h = l_host_attach(L, w->loop);
+  lw->h->running = 1; // the group drives this loop: runUntil from here would nest
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "lupine");
+  lua_call(L, 1, 1);
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "launched"); // lupine.app() returns the app instead of serving it
+  lua_pop(L, 1);
+  l_load_app(L, s->source);
+  int app = lua_gettop(L);
+  lua_pushcfunction(L, worker_setup);
+  lua_pushlightuserdata(L, lw);
+  lua_pushvalue(L, app);
+  lua_pushinteger(L, w->id);
+  lua_pushinteger(L, s->nworkers);
+  lua_call(L, 4, 0);
+  return 0;
+}
+
+static void copy_error(lua_State *L, char *err, size_t errlen) {
+  const char *msg = lua_tostring(L, -1);
+  snprintf(err, errlen, "%s", msg ? msg : "an error that is not a string");
+  char *nl = strchr(err, '\n');
+  if (nl) *nl = 0;
+}
+
+static int w_start(lp_worker *w, char *err, size_t errlen) {
+  serve_ctx *s = w->group->ud;
+  l_worker *lw = calloc(1, sizeof *lw);
+  if (!lw) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  lw->init_ref = lw->app_ref = lw->worker_ref = LUA_NOREF;
+  w->host = lw;
+  if (!w->threaded) { // inline: the caller's state and loop
+    lw->L = s->L;
+    lw->h = s->h;
+    lua_State *L = s->L;
+    lua_pushcfunction(L, worker_setup);
+    lua_pushlightuserdata(L, lw);
+    lua_pushvalue(L, s->app_idx);
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, 0);
+    if (lua_pcall(L, 4, 0, 0) == LUA_OK) return 0;
+    copy_error(L, err, errlen);
+    lua_pop(L, 1);
+  } else {
+    lua_State *L = l_newstate(s->memory_limit);
+    if (L) {
+      lw->L = L;
+      lw->own_state = true;
+      lua_pushcfunction(L, worker_boot);
+      lua_pushlightuserdata(L, w);
+      if (lua_pcall(L, 1, 0, 0) == LUA_OK) return 0;
+      copy_error(L, err, errlen);
+      l_closestate(L);
+    } else {
+      snprintf(err, errlen, "cannot create a Lua state (out of memory)");
+    }
+  }
+  free(lw);
+  w->host = NULL;
+  return -1;
+}
+
+static lp_channel *w_accept(lp_worker *w, int fd) {
+  l_worker *lw = w->host;
+  return l_accept(lw->h, fd, &lw->cfg, lw->init_ref);
+}
+
+static void w_stop(lp_worker *w) {
+  l_worker *lw = w->host;
+  if (lw->h->closing) return;
+  lua_State *L = lw->h->cur;
+  if (!lua_checkstack(L, 4)) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lw->app_ref);
+  if (lua_getfield(L, -1, "workerExit") == LUA_TFUNCTION) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->worker_ref);
+    l_pcall_log(L, 1, "workerExit", 0);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static void w_free(lp_worker *w) {
+  l_worker *lw = w->host;
+  if (!lw) return;
+  if (lw->own_state) {
+    l_closestate(lw->L);
+  } else if (!lw->h->closing) {
+    luaL_unref(lw->L, LUA_REGISTRYINDEX, lw->init_ref);
+    luaL_unref(lw->L, LUA_REGISTRYINDEX, lw->app_ref);
+    luaL_unref(lw->L, LUA_REGISTRYINDEX, lw->worker_ref);
+  }
+  free(lw);
+  w->host = NULL;
+}
+
+static const lp_worker_ops worker_ops = {w_start, w_accept, w_stop, w_free};
+
+// ---- lupine.core.serve ---------------------------------------------------------------------
+
+static char *dup_field(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *v = lua_tostring(L, -1);
+  char *copy = v ? strdup(v) : NULL;
+  lua_pop(L, 1);
+  return copy;
+}
+
+static void ctx_free(serve_ctx *s) {
+  free(s->source);
+  free(s->path);
+  free(s->cpath);
+  free(s);
+}
+
+static bool is_any_address(const lp_sockaddr *a) {
+  static const struct in6_addr any6 = IN6ADDR_ANY_INIT;
+  if (a->sa.sa_family == AF_INET) return a->in4.sin_addr.s_addr == htonl(INADDR_ANY);
+  if (a->sa.sa_family == AF_INET6) return memcmp(&a->in6.sin6_addr, &any6, sizeof any6) == 0;
+  return false;
+}
+
+// core.serve{ app, source, name, host, port, workers, backlog, shutdownTimeout,
+// maxConnections, memoryLimit }: serve until shut down (SIGINT/SIGTERM, or the
+// loop stopped from inside); raises a one-line error when start-up fails,
+// with nothing left listening.
+int l_serve(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  l_host *h = l_host_get(L);
+  if (h->running) return luaL_error(L, "lupine: serve called from inside the running loop");
+  if (lua_getfield(L, 1, "app") != LUA_TTABLE) return luaL_error(L, "lupine: serve needs an app table");
+  int app = lua_gettop(L);
+  const char *name = l_opt_string(L, 1, "name", "app");
+  const char *host = l_opt_string(L, 1, "host", "127.0.0.1");
+  int port = (int)l_opt_int(L, 1, "port", 0, 0, 65535);
+  int workers = (int)l_opt_int(L, 1, "workers", 0, 0, LP_GROUP_MAX_WORKERS);
+  int backlog = (int)l_opt_int(L, 1, "backlog", 511, 1, 65535);
+  double timeout = l_opt_number(L, 1, "shutdownTimeout", 10.0);
+  if (!(timeout >= 0 && timeout <= 86400)) return luaL_error(L, "option 'shutdownTimeout' must be from 0 to 86400 seconds");
+  lua_Integer maxconn = l_opt_int(L, 1, "maxConnections", 0, 0, (lua_Integer)1 << 40);
+  lua_Integer memlimit = l_opt_int(L, 1, "memoryLimit", 0, 0, (lua_Integer)1 << 46);
+  if (memlimit && memlimit < (1 << 20)) return luaL_error(L, "option 'memoryLimit' must be 0 (none) or at least 1 MiB");
+  lp_sockaddr addr;
+  if (lp_addr_parse(host, port, &addr) != 0)
+    return luaL_error(L, "lupine: host '%s' is not a numeric IPv4/IPv6 address or localhost", host);
+  if (workers > 0 && !l_opt_string(L, 1, "source", NULL))
+    return luaL_error(L, "lupine: workers > 0 needs the app's source (a file or module name) to load it in each worker");
+  lp_channel_config check; // the app's options, checked here once for every worker
+  lp_channel_config_default(&check);
+  if (lua_getfield(L, app, "options") != LUA_TNIL) l_channel_config_read(L, lua_gettop(L), &check);
+  lua_pop(L, 1);
+  if (memlimit && workers == 0 && !set_limit(L, (size_t)memlimit))
+    lp_log(LP_LOG_WARN, 0, "memoryLimit applies to Lua states the lupine launcher makes: not to this one");
+
+  // From here on nothing raises until the group is gone.
+  serve_ctx *s = calloc(1, sizeof *s);
+  if (!s) return luaL_error(L, "lupine: out of memory");
+  s->source = dup_field(L, 1, "source");
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    s->path = dup_field(L, lua_gettop(L), "path");
+    s->cpath = dup_field(L, lua_gettop(L), "cpath");
+  }
+  lua_pop(L, 1);
+  s->memory_limit = (size_t)memlimit;
+  s->nworkers = workers;
+  s->L = L;
+  s->h = h;
+  s->app_idx = app;
+  char err[LP_GROUP_ERR_MAX] = "";
+  lp_group_config cfg = {workers, timeout, (uint64_t)maxconn, true};
+  if (lp_group_init(&s->group, h->loop, &cfg, &worker_ops, s) != 0) {
+    lp_group_destroy(&s->group);
+    ctx_free(s);
+    lua_pushliteral(L, "lupine: out of memory");
+    return lua_error(L);
+  }
+  lua_State *prev = l_enter(h, L);
+  h->running++;
+  int rc = 0;
+  lp_sockaddr bound;
+  if (lp_group_start(&s->group, err, sizeof err) != 0) {
+    rc = -1;
+  } else if ((rc = lp_group_listen(&s->group, &addr, backlog, &bound)) != 0) {
+    char a[80];
+    lp_error e;
+    lp_error_sys(&e, -rc, NULL);
+    snprintf(err, sizeof err, "listen on %s: %s", lp_addr_format(&addr, a, sizeof a), e.message);
+  } else {
+    char a[80], how[64];
+    if (workers == 0) snprintf(how, sizeof how, "inline: 1 loop");
+    else snprintf(how, sizeof how, "%d worker%s", workers, workers == 1 ? "" : "s");
+    printf("lupine: %s listening on %s (%s%s)\n", name, lp_addr_format(&bound, a, sizeof a),
+           is_any_address(&bound) ? "all interfaces, " : "", how);
+    fflush(stdout);
+    rc = lp_group_run(&s->group);
+    if (!rc) lp_log(LP_LOG_INFO, 0, "stopped");
+  }
+  if (rc == -ETIMEDOUT) {
+    // A worker is stuck (a handler that never returns): its thread still uses
+    // the group and the boss loop, so nothing can be freed and no caller can
+    // go on safely. The one way out is out of the process.
+    lp_log(LP_LOG_ERROR, 0, "exiting without freeing: worker threads did not stop");
+    fflush(stdout);
+    _exit(1);
+  }
+  h->running--;
+  l_leave(h, prev);
+  lp_group_destroy(&s->group);
+  ctx_free(s);
+  if (!rc) return 0;
+  lua_pushfstring(L, "lupine: %s", err);
+  return lua_error(L);
+}
+
+int l_cpu_count(lua_State *L) {
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  lua_pushinteger(L, n > 0 ? n : 1);
+  return 1;
+}
