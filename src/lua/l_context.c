@@ -602,12 +602,19 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
       lua_pop(L, 1);
       name = gen;
     }
+    uint32_t mask = handler_mask(L, hi); // may raise: before the context exists
     c = lp_ctx_new(p, &lua_handler_ops, NULL, name);
-    if (c) c->mask = handler_mask(L, hi);
+    if (c) c->mask = mask;
   }
   if (!c) luaL_error(L, "pipeline: out of memory");
+  // Protected: a raise here (out of memory) would leak the context.
   lua_pushvalue(L, hi);
-  c->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  c->host_ref = l_ref(L);
+  if (c->host_ref == LUA_NOREF) {
+    c->host_ref = -1;
+    lp_ctx_unref(c);
+    luaL_error(L, "pipeline: out of memory");
+  }
   return c;
 }
 
