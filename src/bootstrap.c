@@ -40,7 +40,7 @@ static void fail_closed(lp_channel *ch, lp_future *promise) {
 // The connect operation, through the pipeline to the head (prepared already).
 static void connect_op(lp_channel *ch, const lp_sockaddr *addrs, size_t n, lp_future *promise) {
   if (n > 1) lp_channel_set_connect_fallbacks(ch, addrs + 1, n - 1);
-  lp_msg m = {LP_MSG_PTR, 0, {.ptr = (void *)(uintptr_t)addrs}};
+  lp_msg m = {.kind = LP_MSG_PTR, .u.ptr = (void *)(uintptr_t)addrs};
   lp_pipeline_enter(&ch->pipeline);
   lp_pipeline_op(&ch->pipeline, LP_OP_CONNECT, &m, promise);
   lp_pipeline_leave(&ch->pipeline);

@@ -245,8 +245,8 @@ int lp_buf_skip(lp_buf *b, size_t n) {
   return 0;
 }
 
-void lp_buf_discard_read(lp_buf *b) {
-  if (b->rd == 0) return;
+int lp_buf_discard_read(lp_buf *b) {
+  if (b->rd == 0) return 0;
   size_t n = lp_buf_readable(b);
   if (b->mem->refs > 1 && !(b->flags & LP_BUF_SLICE)) {
     // Slices share this storage: move to a fresh block rather than shift the
@@ -260,12 +260,14 @@ void lp_buf_discard_read(lp_buf *b) {
       b->cap = m->cap;
       b->rd = 0;
       b->wr = n;
-      return;
+      return 0;
     }
+    return -ENOMEM; // never shift the bytes under a slice
   }
   if (n) memmove(b->data, b->data + b->rd, n);
   b->rd = 0;
   b->wr = n;
+  return 0;
 }
 
 ptrdiff_t lp_buf_index_of(const lp_buf *b, size_t from, size_t to, const void *needle, size_t n) {

@@ -62,7 +62,7 @@ int lp_buf_reserve(lp_buf *b, size_t n);
 int lp_buf_write(lp_buf *b, const void *p, size_t n);        // 0 or as reserve
 int lp_buf_read(lp_buf *b, void *p, size_t n);               // 0 or -ERANGE
 int lp_buf_skip(lp_buf *b, size_t n);                        // 0 or -ERANGE
-void lp_buf_discard_read(lp_buf *b);                         // move readable bytes to 0
+int lp_buf_discard_read(lp_buf *b);                          // move readable bytes to 0; 0 or -ENOMEM
 // First absolute index i in [from, to) where needle starts, or -1.
 ptrdiff_t lp_buf_index_of(const lp_buf *b, size_t from, size_t to, const void *needle, size_t n);
 

@@ -100,7 +100,7 @@ void lp_channel_fire(lp_channel *ch, int ev, lp_msg *m) {
 
 void lp_channel_register(lp_channel *ch) {
   lp_list_push(&ch->loop->channels, &ch->link);
-  ch->loop->nchannels++;
+  if (!(ch->flags & LP_CH_UNCOUNTED)) ch->loop->nchannels++;
   ch->flags |= LP_CH_REGISTERED;
   lp_channel_ref(ch);
   lp_channel_fire(ch, LP_EV_REGISTERED, NULL);
@@ -529,7 +529,7 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
 }
 
 const lp_channel_unsafe lp_socket_unsafe = {
-    "socket", sock_write, sock_flush, sock_read, sock_close, sock_connect, sock_free,
+    "socket", sock_write, sock_flush, sock_read, sock_close, sock_connect, sock_free, NULL,
 };
 
 // ---- closing -------------------------------------------------------------
@@ -587,7 +587,7 @@ static void teardown(lp_task *t, lp_loop *loop) {
   ch->flags |= LP_CH_TORN_DOWN;
   if (!lp_list_empty(&ch->link)) {
     lp_list_remove(&ch->link);
-    loop->nchannels--;
+    if (!(ch->flags & LP_CH_UNCOUNTED)) loop->nchannels--;
   }
   if (loop->host_ops && loop->host_ops->channel_teardown) loop->host_ops->channel_teardown(ch);
   lp_channel_unref(ch); // the loop's reference

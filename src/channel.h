@@ -44,7 +44,8 @@ enum {
   LP_CH_WAS_ACTIVE = 1 << 9,   // fire channelInactive at teardown
   LP_CH_IN_READ = 1 << 10,     // inside the read loop
   LP_CH_CONNECTED = 1 << 11,   // the fd is a connected socket
-  LP_CH_OUTPUT_FAILED = 1 << 12, // a write failed to queue (maxPendingBytes, ENOMEM): no later one is taken
+  LP_CH_UNCOUNTED = 1 << 12,   // listed on its loop (closed with it) but not in nchannels: embedded channels
+  LP_CH_OUTPUT_FAILED = 1 << 13, // a write failed to queue (maxPendingBytes, ENOMEM): no later one is taken
 };
 
 // What the head does for each outbound op: socket I/O, or an embedded queue.
@@ -56,6 +57,10 @@ typedef struct lp_channel_unsafe {
   void (*close)(lp_channel *ch, lp_future *promise);
   void (*connect)(lp_channel *ch, lp_msg *m, lp_future *promise);
   void (*free)(lp_channel *ch); // release kind-specific state
+  // Optional: an inbound event reached the tail (a message nobody consumed, an
+  // unhandled exception). Returns true when it took the event (an embedded
+  // channel queues it); false lets the tail do what it does for sockets.
+  bool (*tail)(lp_channel *ch, int ev, lp_msg *m);
 } lp_channel_unsafe;
 
 extern const lp_channel_unsafe lp_socket_unsafe;

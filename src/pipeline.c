@@ -37,6 +37,7 @@ static void head_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
 
 static void tail_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
   lp_channel *ch = lp_ctx_channel(ctx);
+  if (ch->unsafe->tail && ch->unsafe->tail(ch, ev, m)) return;
   switch (ev) {
   case LP_EV_READ:
     if (LP_LOG_ENABLED(LP_LOG_DEBUG))

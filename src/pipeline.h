@@ -48,6 +48,8 @@ typedef struct lp_event_info {
 } lp_event_info;
 
 enum { LP_MSG_NONE, LP_MSG_BUF, LP_MSG_HOST, LP_MSG_ERROR, LP_MSG_EVENT, LP_MSG_PTR };
+// lp_msg.flags
+enum { LP_MSGF_STRING = 1 }; // a BUF the host delivers as a string (frame decoders' asString)
 
 // A message or event argument moving through the pipeline. BUF transfers one
 // buffer reference with the message. HOST is a value of the host language at
@@ -61,11 +63,12 @@ typedef struct lp_msg {
     const lp_event_info *event;
     void *ptr;
   } u;
+  int flags; // LP_MSGF_*; 0 unless set by the message's maker
 } lp_msg;
 
-static inline lp_msg lp_msg_buf(lp_buf *b) { lp_msg m = {LP_MSG_BUF, 0, {.buf = b}}; return m; }
-static inline lp_msg lp_msg_err(const lp_error *e) { lp_msg m = {LP_MSG_ERROR, 0, {.err = e}}; return m; }
-static inline lp_msg lp_msg_event(const lp_event_info *e) { lp_msg m = {LP_MSG_EVENT, 0, {.event = e}}; return m; }
+static inline lp_msg lp_msg_buf(lp_buf *b) { lp_msg m = {.kind = LP_MSG_BUF, .u.buf = b}; return m; }
+static inline lp_msg lp_msg_err(const lp_error *e) { lp_msg m = {.kind = LP_MSG_ERROR, .u.err = e}; return m; }
+static inline lp_msg lp_msg_event(const lp_event_info *e) { lp_msg m = {.kind = LP_MSG_EVENT, .u.event = e}; return m; }
 void lp_msg_release(lp_msg *m); // drop what the message owns (a BUF's reference)
 
 typedef struct lp_handler_ops {

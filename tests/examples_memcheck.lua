@@ -28,8 +28,39 @@ for _, port in ipairs { echo.port, proxy.port } do
   lupine.loop():runUntil(f, 60)
   check(f:isSuccess(), "client_echo through port " .. port .. ": " .. tostring((f:cause())))
 end
+local chat = test.server(dofile("examples/line_chat.lua"))
+local a, b = test.client(chat.port), test.client(chat.port)
+a:receiveLine()
+b:receiveLine()
+a:receiveLine() -- b joined
+a:send("hello\n" .. ("x"):rep(3000) .. "\n/nick al\n/quit\n")
+check(b:receiveLine():match("> hello$"), "chat: the line was not broadcast")
+check(a:receiveLine() == "* line over 1024 bytes dropped", "chat: no notice for the long line")
+a:receiveAll()
+b:close()
+local rpc_app = dofile("examples/length_rpc.lua")
+local rpc = test.server(rpc_app)
+local client = rpc_app.client { port = rpc.port }
+local answers = 0
+for i = 1, 50 do client:call("add", i .. " 1", function(ok) if ok then answers = answers + 1 end end) end
+test.eventually(function() return answers == 50 end)
+client:close()
+local raw = test.client(rpc.port)
+raw:send(string.pack(">s4", "1 echo " .. ("y"):rep(70000)) .. string.pack(">s4", "2 len abc"))
+raw:receive(4 + #"0 err TooLongFrame: frame of 70011 bytes exceeds maxFrameLength 65540, discarding it")
+check(raw:receive(4 + 6) == string.pack(">s4", "2 ok 3"), "rpc: no answer after the long frame")
+raw:close()
+-- The embedded channel and a Lua decoder, left unfinished on purpose: closed with the loop.
+local emb = test.embedded(lupine.codec.decoder {
+  decode = function(_, _, buf, out) if buf:readableBytes() >= 2 then out[#out + 1] = buf:readString(2) end end,
+}, lupine.codec.lengthFieldPrepender { lengthFieldLength = 2 })
+emb:writeInbound("abc")
+emb:writeOutbound("x")
+check(emb:readInbound() == "ab", "embedded: no frame")
 test.eventually(function() return lupine.loop():channelCount() == 0 end)
 proxy:close()
 echo:close()
 discard:close()
+chat:close()
+rpc:close()
 print("memcheck: examples served and closed")

@@ -120,7 +120,7 @@ static void test_connect_by_name_falls_back(void) {
   CHECK(lp_channel_prepare_connect(ch, 5) == 0);
   CHECK(lp_channel_set_connect_fallbacks(ch, addrs + 1, 2) == 0);
   f = lp_future_new(loop);
-  lp_msg m = {LP_MSG_PTR, 0, {.ptr = &addrs[0]}};
+  lp_msg m = {.kind = LP_MSG_PTR, .u.ptr = &addrs[0]};
   lp_pipeline_op(&ch->pipeline, LP_OP_CONNECT, &m, f);
   RUN_UNTIL(loop, lp_future_done(f), 5);
   CHECK(lp_future_ok(f));

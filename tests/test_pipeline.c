@@ -75,7 +75,7 @@ static void fake_close(lp_channel *ch, lp_future *f) {
   lp_channel_close_now(ch);
   if (f) lp_future_succeed(f);
 }
-static const lp_channel_unsafe fake_unsafe = {"fake", fake_write, fake_flush, fake_read, fake_close, NULL, NULL};
+static const lp_channel_unsafe fake_unsafe = {"fake", fake_write, fake_flush, fake_read, fake_close, NULL, NULL, NULL};
 
 static lp_ctx *add(lp_pipeline *p, const lp_handler_ops *ops, rec *r, const char *name) {
   lp_ctx *c = lp_ctx_new(p, ops, r, name);

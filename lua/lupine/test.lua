@@ -341,4 +341,120 @@ end
 
 Process.__close = Process.stop
 
+-- An embedded channel (Netty's EmbeddedChannel): a channel with no socket
+-- whose pipeline is the real one. test.embedded(h1, h2, ...) adds the handlers
+-- (tables or native factories) in order and makes the channel active.
+--   ch:writeInbound(...)   each value as channelRead from the head, then channelReadComplete;
+--                          true when something reached the tail
+--   ch:readInbound()       the oldest message that reached the tail (nil: none)
+--   ch:writeOutbound(...)  write each from the tail, flush; true when something reached the head
+--   ch:readOutbound()      the oldest message written and flushed at the head
+--   ch:flush(), ch:close() (a future), ch:finish() (close; true when messages are left unread)
+--   ch:checkException()    raise the first exception that reached the tail, if any
+--   ch:runPendingTasks()   run tasks and timers that are due, without waiting
+--   ch:advanceTime(s)      run the loop for s seconds of real time (libev's clock
+--                          cannot be faked), then the tasks due
+-- writeInbound, writeOutbound, flush, close and finish run pending tasks and
+-- then checkException, as Netty's do. Everything else a lupine.Channel has
+-- (pipeline, attr, isActive, write, ...) works on it too.
+local Embedded = {}
+local embedded_methods = {}
+
+Embedded.__index = function(self, k)
+  local m = embedded_methods[k]
+  if m then return m end
+  local ch = rawget(self, "channel")
+  local v = ch[k]
+  if type(v) == "function" then
+    return function(s, ...)
+      if s == self then s = ch end
+      return v(s, ...)
+    end
+  end
+  return v
+end
+
+Embedded.__gc = function(self)
+  -- Nobody can read this channel any more: close it (channelInactive follows as a task).
+  local ch = rawget(self, "channel")
+  if ch and ch:isOpen() then lupine._embeddedCloseNow(ch) end
+end
+
+Embedded.__tostring = function(self) return tostring(rawget(self, "channel")) end
+
+function test.embedded(...)
+  local ch, q = lupine._embeddedChannel()
+  local self = setmetatable({ channel = ch, queues = q }, Embedded)
+  local ok, err = pcall(function(...)
+    for i = 1, select("#", ...) do ch.pipeline:addLast((select(i, ...))) end
+  end, ...)
+  if not ok then
+    lupine._embeddedCloseNow(ch)
+    error(err, 2)
+  end
+  lupine._embeddedRegister(ch)
+  return self
+end
+
+function embedded_methods:runPendingTasks()
+  lupine._runPendingTasks()
+  return self
+end
+
+function embedded_methods:advanceTime(seconds)
+  if seconds > 0 then loop():runFor(seconds) end
+  lupine._runPendingTasks()
+  return self
+end
+
+function embedded_methods:checkException()
+  local ex = self.queues.exceptions
+  local first = ex[1]
+  if first == nil then return self end
+  for i = #ex, 1, -1 do ex[i] = nil end
+  error(first, 0) -- as it was raised: its own position and traceback
+end
+
+function embedded_methods:writeInbound(...)
+  local p = self.channel.pipeline
+  for i = 1, select("#", ...) do p:fireChannelRead((select(i, ...))) end
+  p:fireChannelReadComplete()
+  lupine._runPendingTasks()
+  self:checkException()
+  return #self.queues.inbound > 0
+end
+
+function embedded_methods:writeOutbound(...)
+  local ch = self.channel
+  for i = 1, select("#", ...) do ch:write((select(i, ...))) end
+  ch:flush()
+  lupine._runPendingTasks()
+  self:checkException()
+  return #self.queues.outbound > 0
+end
+
+function embedded_methods:flush()
+  self.channel:flush()
+  lupine._runPendingTasks()
+  self:checkException()
+  return self
+end
+
+function embedded_methods:readInbound() return table.remove(self.queues.inbound, 1) end
+function embedded_methods:readOutbound() return table.remove(self.queues.outbound, 1) end
+function embedded_methods:inboundMessages() return self.queues.inbound end
+function embedded_methods:outboundMessages() return self.queues.outbound end
+
+function embedded_methods:close()
+  local f = self.channel:close()
+  lupine._runPendingTasks()
+  self:checkException()
+  return f
+end
+
+function embedded_methods:finish()
+  self:close()
+  return #self.queues.inbound > 0 or #self.queues.outbound > 0
+end
+
 return test

@@ -285,7 +285,7 @@ static int buffer_skip(lua_State *L) {
 }
 
 static int buffer_discard_read_bytes(lua_State *L) {
-  lp_buf_discard_read(l_buffer_check(L, 1));
+  if (lp_buf_discard_read(l_buffer_check(L, 1)) != 0) return luaL_error(L, "lupine.Buffer: discardReadBytes: out of memory");
   lua_settop(L, 1);
   return 1;
 }

@@ -32,7 +32,7 @@ static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->lo
 // ---- messages between Lua and the core -------------------------------------------
 
 static lp_msg host_msg(int idx) {
-  lp_msg m = {LP_MSG_HOST, idx, {NULL}};
+  lp_msg m = {.kind = LP_MSG_HOST, .host = idx};
   return m;
 }
 
@@ -50,10 +50,22 @@ static void push_event(lua_State *L, const lp_event_info *e) {
   }
 }
 
-// Push m for a Lua handler; a buffer moves into the new box.
-static void push_msg(lua_State *L, lp_msg *m) {
+// A frame marked LP_MSGF_STRING becomes a Lua string (the buffer is released).
+static void push_string_frame(lua_State *L, lp_msg *m) {
+  lp_buf *b = m->u.buf;
+  m->kind = LP_MSG_NONE;
+  lua_pushlstring(L, (const char *)lp_buf_rptr(b), lp_buf_readable(b));
+  lp_buf_unref(b);
+}
+
+// Push m as a Lua value; a buffer moves into the new box (or becomes a string).
+void l_push_msg(lua_State *L, lp_msg *m) {
   switch (m->kind) {
   case LP_MSG_BUF:
+    if (m->flags & LP_MSGF_STRING) {
+      push_string_frame(L, m);
+      break;
+    }
     l_buffer_push(L, m->u.buf);
     m->kind = LP_MSG_NONE;
     break;
@@ -209,10 +221,10 @@ static int make_args(lua_State *L) {
   l_context_push(L, a->c);
   if (!a->m) lua_pushnil(L);
   else if (a->m->kind == LP_MSG_HOST) lua_pushvalue(L, 2);
-  else if (a->m->kind == LP_MSG_BUF) {
+  else if (a->m->kind == LP_MSG_BUF && !(a->m->flags & LP_MSGF_STRING)) {
     l_buffer_push_lent(L, a->m->u.buf);
     a->m->kind = LP_MSG_NONE; // the box has it now
-  } else push_msg(L, a->m);
+  } else l_push_msg(L, a->m);
   if (a->promise) l_future_push(L, a->promise);
   else lua_pushnil(L);
   return 3;
@@ -266,7 +278,7 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
     if (with_promise) lua_pushnil(L);
   } else {
     dispatch_args a = {c, m, promise, with_promise};
-    bool buf = m && m->kind == LP_MSG_BUF;
+    bool buf = m && m->kind == LP_MSG_BUF && !(m->flags & LP_MSGF_STRING);
     lua_pushcfunction(L, make_args);
     lua_pushlightuserdata(L, &a);
     if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);
@@ -555,7 +567,7 @@ static int ctx_connect(lua_State *L) {
   else if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "connect: out of memory");
   l_host *h = host_of(c);
   lua_State *prev = l_enter(h, L);
-  lp_msg m = {LP_MSG_PTR, 0, {.ptr = &addr}};
+  lp_msg m = {.kind = LP_MSG_PTR, .u.ptr = &addr};
   lp_pipeline_enter(c->pipeline);
   lp_ctx_op(c, LP_OP_CONNECT, &m, f);
   lp_pipeline_leave(c->pipeline);
@@ -627,39 +639,41 @@ static int native_tostring(lua_State *L) {
 }
 
 // Make a context for the handler at index hi (table or native factory).
-// Everything that can raise (a strict __index, out of memory) happens before
-// the context exists, so that an error here leaks nothing.
 static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) {
   hi = lua_absindex(L, hi);
   if (p->destroyed) luaL_error(L, "pipeline of channel #%I is gone (the channel was closed)", (lua_Integer)p->channel->id);
   if (name && lp_pipeline_get(p, name)) luaL_error(L, "pipeline: duplicate handler name '%s'", name);
+  lp_ctx *c;
   l_native *n = l_testudata(L, hi, &l_key_native);
-  char gen[96];
-  uint32_t mask = 0;
   if (n) {
+    char gen[96];
     if (!name) {
       lp_pipeline_gen_name(p, n->type_name, gen, sizeof gen);
       name = gen;
     }
+    c = n->make(n, p, name, L);
   } else {
     luaL_argexpected(L, lua_istable(L, hi), hi, "handler table");
+    char gen[96];
     if (!name) {
       const char *base = lua_getfield(L, hi, "name") == LUA_TSTRING ? lua_tostring(L, -1) : "handler";
       lp_pipeline_gen_name(p, base, gen, sizeof gen);
       lua_pop(L, 1);
       name = gen;
     }
-    mask = handler_mask(L, hi);
+    uint32_t mask = handler_mask(L, hi); // may raise: before the context exists
+    c = lp_ctx_new(p, &lua_handler_ops, NULL, name);
+    if (c) c->mask = mask;
   }
+  if (!c) luaL_error(L, "pipeline: out of memory");
+  // Protected: a raise here (out of memory) would leak the context.
   lua_pushvalue(L, hi);
-  int ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lp_ctx *c = n ? n->make(n, p, name, L) : lp_ctx_new(p, &lua_handler_ops, NULL, name);
-  if (!c) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  c->host_ref = l_ref(L);
+  if (c->host_ref == LUA_NOREF) {
+    c->host_ref = -1;
+    lp_ctx_unref(c);
     luaL_error(L, "pipeline: out of memory");
   }
-  if (!n) c->mask = mask;
-  c->host_ref = ref;
   return c;
 }
 

@@ -345,6 +345,8 @@ int luaopen_lupine_core(lua_State *L) {
   l_channel_open(L);
   l_context_open(L);
   luaL_newlib(L, funcs);
+  l_codec_open(L);
+  l_embedded_open(L);
   l_client_open(L);  // resolve, setResolver
   l_handler_open(L); // _handler: native handler factories (lua/lupine/handler.lua)
   lua_pushliteral(L, LP_VERSION);

@@ -165,6 +165,9 @@ l_native *l_native_new(lua_State *L, size_t size, const char *type_name);
 // ---- l_context.c ----------------------------------------------------------------
 void l_context_open(lua_State *L);
 void l_context_push(lua_State *L, lp_ctx *ctx);
+// Push a message as a Lua value: a buffer moves into a new box (a frame marked
+// LP_MSGF_STRING becomes a string), a host value is copied from its slot.
+void l_push_msg(lua_State *L, lp_msg *m);
 void l_pipeline_push(lua_State *L, lp_channel *ch);
 // Outbound calls from Lua starting at `from` (a context, or the pipeline's tail
 // for channel/pipeline calls). write: (self, msg [, promise]) -> future;
@@ -173,5 +176,11 @@ int l_outbound_write(lua_State *L, lp_ctx *from, bool flush);
 int l_outbound_simple(lua_State *L, lp_ctx *from, int op);
 // Host hooks the core calls (installed on every loop a host drives).
 extern const lp_host_ops l_host_ops;
+
+// ---- l_codec.c, l_embedded.c ---------------------------------------------------------------
+// Add the codec factories (core.codec) and the embedded channel functions to
+// the module table on the top of the stack.
+void l_codec_open(lua_State *L);
+void l_embedded_open(lua_State *L);
 
 #endif
