@@ -13,6 +13,9 @@
 #define TASKS_PER_TURN 1024
 
 static void take_posted(lp_loop *loop) {
+  // A racy peek is enough: a task posted after it also sent the wakeup, which
+  // brings us back here.
+  if (!__atomic_load_n(&loop->posted, __ATOMIC_RELAXED)) return;
   pthread_mutex_lock(&loop->lock);
   lp_task *head = loop->posted;
   lp_task **tail = loop->posted_tail;

@@ -29,6 +29,14 @@ typedef struct {
 
 static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->loop->host; }
 
+// The context table of the handler running now on this thread (each loop has
+// its thread), and its context; see call_handler.
+// initial-exec: a plain thread-local access, not a __tls_get_addr call per use
+// (the module needs 16 bytes of the static TLS glibc keeps for dlopen'd code).
+#define L_TLS static _Thread_local __attribute__((tls_model("initial-exec")))
+L_TLS const void *dispatch_table;
+L_TLS lp_ctx *dispatch_ctx;
+
 // ---- messages between Lua and the core -------------------------------------------
 
 static lp_msg host_msg(int idx) {
@@ -296,7 +304,16 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
     if (!with_promise) lua_pop(L, 1);
     if (!m) lua_remove(L, -1 - with_promise);
   }
-  if (LP_UNLIKELY(lua_pcall(L, nargs, 0, msgh) != LUA_OK)) handler_failed(c, ev, L, promise);
+  // The context being called is on the stack for the whole call, so its
+  // table's address names it: its methods then skip the table lookup.
+  const void *saved_table = dispatch_table;
+  lp_ctx *saved_ctx = dispatch_ctx;
+  dispatch_table = lua_topointer(L, fn + 2);
+  dispatch_ctx = c;
+  int rc = lua_pcall(L, nargs, 0, msgh);
+  dispatch_table = saved_table;
+  dispatch_ctx = saved_ctx;
+  if (LP_UNLIKELY(rc != LUA_OK)) handler_failed(c, ev, L, promise);
   if (!lua_isnil(L, lent)) l_buffer_settle(L, lent);
   lua_settop(L, top);
 }
@@ -439,6 +456,7 @@ void l_context_push(lua_State *L, lp_ctx *c) {
 }
 
 static lp_ctx *test_ctx(lua_State *L, int i) {
+  if (lua_topointer(L, i) == dispatch_table && dispatch_table) return dispatch_ctx;
   if (lua_type(L, i) != LUA_TTABLE) return NULL;
   lua_rawgeti(L, i, 1);
   l_ctx *box = l_testudata(L, -1, &l_key_context_box);
