@@ -4,9 +4,9 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DEPS       := cmake make gcc pkgconf lua5.4 liblua5.4-dev libev-dev libc-ares-dev lua-busted
-TEST_DEPS  := $(DEPS) clang luarocks redis-server procps valgrind
+TEST_DEPS  := $(DEPS) clang libclang-rt-14-dev luarocks redis-server procps valgrind
 
-.PHONY: all deps build run test test-asan bench clean help
+.PHONY: all deps build run test bench clean help
 
 all: build
 
