@@ -25,15 +25,9 @@ end
 
 -- Every spec here leaves no channel behind (some server channels do not read,
 -- so they would not notice their peer leaving: the specs close them).
-local fds
-before_each(function()
-  test.eventually(function() return loop:channelCount() == 0 end, 5, "channels of earlier specs to close")
-  fds = open_fds()
-end)
-after_each(function()
-  test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")
-  assert.equal(fds, open_fds(), "descriptors leaked")
-end)
+local leaks = leak_check()
+before_each(leaks.before)
+after_each(leaks.after)
 
 describe("autoRead", function()
   it("off: one channelRead per read() demand, however much is waiting", function()

@@ -24,3 +24,26 @@ function _G.open_fds()
   p:close()
   return n
 end
+
+-- Every test must leave no channel and no descriptor behind: in a spec file
+-- or describe block, `local leaks = leak_check()`, then
+-- `before_each(leaks.before)` and `after_each(leaks.after)` (the busted
+-- functions live in the spec's own environment). Waits for late closes.
+function _G.leak_check()
+  local loop = lupine.loop()
+  local function no_channels(what)
+    loop:runUntil(function() return loop:channelCount() == 0 end, 5, what)
+  end
+  local fds
+  return {
+    before = function()
+      no_channels("channels of earlier specs to close")
+      fds = open_fds()
+    end,
+    after = function()
+      no_channels("every channel to close")
+      local now = open_fds()
+      if now ~= fds then error(("descriptors leaked: %d open before, %d after"):format(fds, now), 2) end
+    end,
+  }
+end

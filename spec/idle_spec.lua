@@ -27,15 +27,9 @@ local function serve(first, extra)
   return server, seen
 end
 
-local fds
-before_each(function()
-  test.eventually(function() return loop:channelCount() == 0 end, 5, "channels of earlier specs to close")
-  fds = open_fds()
-end)
-after_each(function()
-  test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")
-  assert.equal(fds, open_fds(), "descriptors leaked")
-end)
+local leaks = leak_check()
+before_each(leaks.before)
+after_each(leaks.after)
 
 describe("lupine.handler.idleState", function()
   it("fires reader idle after the period of silence, first = true, then once per period with first = false", function()

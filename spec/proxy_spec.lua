@@ -20,15 +20,9 @@ local function pattern(n)
 end
 
 describe("examples/proxy.lua", function()
-  local fds
-  before_each(function()
-    test.eventually(function() return loop:channelCount() == 0 end, 5, "channels of earlier specs to close")
-    fds = open_fds()
-  end)
-  after_each(function()
-    test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")
-    assert.equal(fds, open_fds(), "descriptors leaked")
-  end)
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
 
   it("relays both ways: an echo server behind the proxy echoes, every byte intact", function()
     local echo = test.server(dofile("examples/echo.lua"))

@@ -34,15 +34,9 @@ local function err_of(fn, ...)
 end
 
 describe("lupine.test", function()
-  local fds
-  before_each(function()
-    test.eventually(function() return loop:channelCount() == 0 end, 5, "channels of earlier specs to close")
-    fds = open_fds()
-  end)
-  after_each(function()
-    test.eventually(function() return loop:channelCount() == 0 end, 5, "every channel to close")
-    assert.equal(fds, open_fds(), "descriptors leaked")
-  end)
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
 
   it("test.server listens on 127.0.0.1, a free port, and returns the server, its host and port", function()
     local server, host, port = test.server(dofile("examples/echo.lua"))
