@@ -7,14 +7,10 @@ local test = require "lupine.test"
 
 local loop = lupine.loop()
 
--- Serve with init(ch); returns the server and the server-side channels.
+-- Serve with init(ch); return the server and a table of server-side channels.
 local function serve(init, options)
   local chans = {}
-  local server = test.server(function(ch)
-    chans[#chans + 1] = ch
-    init(ch)
-  end, { options = options })
-  return server, chans
+  return test.server(init, { options = options, channels = chans }), chans
 end
 
 local function pattern(n)

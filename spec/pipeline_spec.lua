@@ -9,11 +9,7 @@ local loop = lupine.loop()
 -- Serve with init(ch); return the server and a table of server-side channels.
 local function serve(init, options)
   local chans = {}
-  local server = test.server(function(ch)
-    chans[#chans + 1] = ch
-    init(ch)
-  end, { options = options })
-  return server, chans
+  return test.server(init, { options = options, channels = chans }), chans
 end
 
 describe("lupine.Pipeline", function()

@@ -53,6 +53,14 @@ function test.server(app_or_init, opts)
     options = options or app_or_init.options
   end
   if type(init) ~= "function" then error("test.server: need an init(ch) function or an app table", 2) end
+  local chans = opts.channels -- a table to collect the accepted channels in, in order
+  if chans then
+    local app_init = init
+    init = function(ch)
+      chans[#chans + 1] = ch
+      return app_init(ch)
+    end
+  end
   local server, err = lupine.server {
     host = opts.host or "127.0.0.1", port = opts.port or 0, init = init, options = options, backlog = opts.backlog,
   }
