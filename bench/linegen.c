@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proc_cpu.h"
+
 #define MAX_CONNS 10000
 #define MAX_SIZE 65536
 #define RBUF (64 * 1024)
@@ -70,22 +72,6 @@ static void die(const char *fmt, ...) {
   fprintf(stderr, "\n");
   va_end(ap);
   exit(1);
-}
-
-static double cpu_of(int pid) { // utime+stime of a process, seconds; -1 if unknown
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')');
-  if (!p) return -1;
-  unsigned long ut, st;
-  // fields after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2) return -1;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static double self_cpu(void) {
@@ -200,7 +186,7 @@ int main(int argc, char **argv) {
     if (!measuring && t >= start) {
       measuring = true;
       lines0 = lines_of(cs, nconns);
-      srv0 = srv_pid ? cpu_of(srv_pid) : -1;
+      srv0 = srv_pid ? proc_cpu_s(srv_pid) : -1;
       lg0 = self_cpu();
       start = t;
       end = t + secs;
@@ -223,7 +209,7 @@ int main(int argc, char **argv) {
   }
   double t1 = now(), wall = t1 - start;
   uint64_t lines = lines_of(cs, nconns) - lines0;
-  double srv = srv_pid && srv0 >= 0 ? cpu_of(srv_pid) - srv0 : -1;
+  double srv = srv_pid && srv0 >= 0 ? proc_cpu_s(srv_pid) - srv0 : -1;
   double lg = self_cpu() - lg0;
   printf("conns=%d size=%d inflight=%d secs=%.3f lines=%llu lines_per_s=%.0f mb_per_s=%.2f srv_cpu_s=%.3f "
          "srv_cpu_us_per_line=%.3f srv_util=%.2f lg_util=%.2f\n",

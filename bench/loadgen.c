@@ -47,6 +47,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proc_cpu.h"
+
 #define MAX_CONNS 60000
 #define MAX_SIZE (1 << 20)        // largest message / chunk
 #define PATTERN_PERIOD 65521      // prime, so chunks of any size shift across it
@@ -128,22 +130,6 @@ static double self_cpu_s(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
-}
-
-// utime+stime of a process (all threads, live and exited), in seconds; -1 when unreadable.
-static double proc_cpu_s(int pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f) return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  char *p = strrchr(buf, ')'); // the command name may hold spaces and parentheses
-  unsigned long long ut, st;
-  // after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
-  if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
-  return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static void record(double lat_s) {

@@ -218,7 +218,6 @@ typedef struct {
   lp_ctx *c;
   lp_msg *m;
   lp_future *promise;
-  bool want_promise;
 } dispatch_args;
 
 // Under pcall: [1] the dispatch, [2] the message when it is a host value
@@ -285,7 +284,7 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
     if (m) lua_pushvalue(L, m->host);
     if (with_promise) lua_pushnil(L);
   } else {
-    dispatch_args a = {c, m, promise, with_promise};
+    dispatch_args a = {c, m, promise};
     bool buf = m && m->kind == LP_MSG_BUF && !(m->flags & LP_MSGF_STRING);
     lua_pushcfunction(L, make_args);
     lua_pushlightuserdata(L, &a);
