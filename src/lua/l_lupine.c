@@ -343,12 +343,15 @@ int luaopen_lupine_core(lua_State *L) {
   l_future_open(L);
   l_loop_open(L);
   l_channel_open(L);
+  l_server_open(L);
   l_context_open(L);
+  l_pipeline_open(L);
+  l_native_open(L);
   luaL_newlib(L, funcs);
   l_codec_open(L);
   l_embedded_open(L);
-  l_client_open(L);  // resolve, setResolver
-  l_handler_open(L); // _handler: native handler factories (lua/lupine/handler.lua)
+  l_resolver_open(L); // resolve, setResolver
+  l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

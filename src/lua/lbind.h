@@ -110,9 +110,9 @@ lp_future *l_future_test(lua_State *L, int i);
 int l_future_new(lua_State *L);                 // lupine.promise()
 void l_future_listen(lua_State *L, lp_future *f, int fn); // add the Lua function at fn as a listener
 
-// ---- l_client.c, l_handler.c ------------------------------------------------------
-void l_client_open(lua_State *L);  // adds resolve, setResolver to the module table on top
-void l_handler_open(lua_State *L); // adds _handler (native handler factories) to it
+// ---- l_resolver.c, l_idle.c ------------------------------------------------------
+void l_resolver_open(lua_State *L); // adds resolve, setResolver to the module table on top
+void l_idle_open(lua_State *L);     // adds _handler (idle state, read/write timeouts) to it
 
 // ---- l_loop.c ------------------------------------------------------------------
 void l_loop_open(lua_State *L);
@@ -124,17 +124,23 @@ bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), 
 void l_channel_open(lua_State *L);
 void l_channel_push(lua_State *L, lp_channel *ch);
 lp_channel *l_channel_check(lua_State *L, int i);
+void l_channel_teardown(lp_channel *ch); // host hook: drop the strong handle
+// Push an address (what: 0 "host:port", 1 host, 2 port); nothing for a non-IP family. Returns the count.
+int l_push_addr(lua_State *L, const lp_sockaddr *a, int what);
+
+// ---- l_server.c, l_connect.c ------------------------------------------------------
+void l_server_open(lua_State *L);
 int l_server_new(lua_State *L);                 // lupine.server{...}
 int l_connect(lua_State *L);                    // lupine.connect{...}
-
+// Under pcall: init(ch), with [1] init and [2] the channel as light userdata.
+int l_call_init(lua_State *L);
 // Build a channel for an accepted fd on h's loop, run init(ch) (the function
 // referenced by init_ref) and register it; an init that raises closes only
 // that channel, with a log line.
 // Returns the channel (borrowed), or NULL when it was closed at once.
 lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref);
-void l_channel_teardown(lp_channel *ch); // host hook: drop the strong handle
 
-// ---- l_serve.c -------------------------------------------------------------------
+// ---- l_group.c -------------------------------------------------------------------
 int l_serve(lua_State *L);                      // lupine.core.serve{...}: a group of loops
 int l_cpu_count(lua_State *L);                  // lupine.cpuCount()
 // A state whose allocator enforces limit bytes (0: none); NULL when out of
@@ -148,7 +154,7 @@ int l_load_app(lua_State *L, const char *source);
 // makes, worker states included; NULL in the plain module.
 extern lua_CFunction l_preload;
 
-// ---- native handlers -------------------------------------------------------------
+// ---- l_native.c: native handlers ------------------------------------------------
 // A native handler factory exposed to Lua (frame decoders, encoders, idle
 // state): a userdata whose metatable is "lupine.NativeHandler" and whose memory
 // starts with this header. Adding it to a pipeline calls make() for a fresh
@@ -161,21 +167,48 @@ typedef struct l_native {
 } l_native;
 // New factory userdata of size bytes (>= sizeof(l_native)), header zeroed, on the stack.
 l_native *l_native_new(lua_State *L, size_t size, const char *type_name);
+void l_native_open(lua_State *L);
+
+// ---- l_dispatch.c: entering Lua for an event -----------------------------------------
+// Push a message as a Lua value: a buffer moves into a new box (a frame marked
+// LP_MSGF_STRING becomes a string), a host value is copied from its slot.
+void l_push_msg(lua_State *L, lp_msg *m);
+// A message from Lua: the value in stack slot idx of the host's current state.
+static inline lp_msg l_host_msg(int idx) {
+  lp_msg m = {.kind = LP_MSG_HOST, .host = idx};
+  return m;
+}
+// Host hooks the core calls (installed on every loop a host drives).
+extern const lp_host_ops l_host_ops;
+// The core's operations for a Lua handler's context.
+extern const lp_handler_ops l_lua_handler_ops;
+// The events a handler table defines (through __index), as LP_MASK bits; may raise.
+uint32_t l_handler_mask(lua_State *L, int h);
+// Why the last handler of this thread's state failed to be added (its handlerAdded raised).
+extern _Thread_local char l_added_error[LP_ERROR_MESSAGE_MAX];
+// The context table of the handler running now on this thread, and its
+// context (initial-exec: a plain thread-local access, not a __tls_get_addr
+// call per use; the module needs 16 bytes of the static TLS glibc keeps for
+// dlopen'd code).
+#define L_TLS _Thread_local __attribute__((tls_model("initial-exec")))
+extern L_TLS const void *l_dispatch_table;
+extern L_TLS lp_ctx *l_dispatch_ctx;
 
 // ---- l_context.c ----------------------------------------------------------------
 void l_context_open(lua_State *L);
 void l_context_push(lua_State *L, lp_ctx *ctx);
-// Push a message as a Lua value: a buffer moves into a new box (a frame marked
-// LP_MSGF_STRING becomes a string), a host value is copied from its slot.
-void l_push_msg(lua_State *L, lp_msg *m);
-void l_pipeline_push(lua_State *L, lp_channel *ch);
+lp_ctx *l_context_test(lua_State *L, int i); // NULL when not a lupine.Context
+// Add ctx:fireXxx-style methods (one closure per inbound event, the event id as upvalue) to the table on top.
+void l_add_fire_methods(lua_State *L, lua_CFunction fn);
 // Outbound calls from Lua starting at `from` (a context, or the pipeline's tail
 // for channel/pipeline calls). write: (self, msg [, promise]) -> future;
 // simple ops (flush, read, close [, promise]) -> self, or a future for close.
 int l_outbound_write(lua_State *L, lp_ctx *from, bool flush);
 int l_outbound_simple(lua_State *L, lp_ctx *from, int op);
-// Host hooks the core calls (installed on every loop a host drives).
-extern const lp_host_ops l_host_ops;
+
+// ---- l_pipeline.c ----------------------------------------------------------------
+void l_pipeline_open(lua_State *L);
+void l_pipeline_push(lua_State *L, lp_channel *ch);
 
 // ---- l_codec.c, l_embedded.c ---------------------------------------------------------------
 // Add the codec factories (core.codec) and the embedded channel functions to

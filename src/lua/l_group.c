@@ -1,4 +1,4 @@
-// l_serve.c: serving an app on a group of loops (lupine.serve and the
+// l_group.c: serving an app on a group of loops (lupine.serve and the
 // launcher): one Lua state per worker thread, loading apps, Lua states with a
 // memory limit, and the launcher's preload hook.
 //

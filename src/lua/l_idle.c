@@ -1,4 +1,4 @@
-// l_handler.c: native handler factories for time in the pipeline (idle.h):
+// l_idle.c: native handler factories for time in the pipeline (idle.h):
 // lupine.core._handler.idleState(reader, writer, all), readTimeout(s),
 // writeTimeout(s). lua/lupine/handler.lua checks the arguments users give and
 // is the public face (lupine.handler.idleState{...}).
@@ -71,7 +71,7 @@ static const luaL_Reg factories[] = {
     {NULL, NULL},
 };
 
-void l_handler_open(lua_State *L) {
+void l_idle_open(lua_State *L) {
   luaL_newlib(L, factories);
   lua_setfield(L, -2, "_handler");
 }

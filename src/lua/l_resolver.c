@@ -1,6 +1,6 @@
-// l_client.c: name resolution from Lua: lupine.resolve(host [, port]) and
-// lupine.setResolver{...}. (lupine.connect lives with the channel, in
-// l_channel.c; it resolves through the same loop resolver.)
+// l_resolver.c: name resolution from Lua: lupine.resolve(host [, port]) and
+// lupine.setResolver{...}. (lupine.connect, l_connect.c, resolves through the
+// same loop resolver.)
 #include "lbind.h"
 
 #include "resolver.h"
@@ -104,7 +104,7 @@ static int l_set_resolver(lua_State *L) {
   return 0;
 }
 
-void l_client_open(lua_State *L) {
+void l_resolver_open(lua_State *L) {
   lua_pushcfunction(L, l_resolve);
   lua_setfield(L, -2, "resolve");
   lua_pushcfunction(L, l_set_resolver);
