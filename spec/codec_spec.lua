@@ -380,10 +380,25 @@ describe("Lua decoders", function()
     assert.is_false(ok)
     assert.matches("^handler 'fragile#0' decode: .*codec_spec.lua:%d+: boom", err)
     assert.equal("a", ch:readInbound())
-    assert.is_nil(ch:readInbound()) -- "!" dropped, "b" waits for the next read
+    assert.is_nil(ch:readInbound()) -- "!" raised: the bytes it left ("b") are dropped with it
     ch:writeInbound("c")
-    assert.equal("b", ch:readInbound())
     assert.equal("c", ch:readInbound())
+    assert.is_nil(ch:readInbound())
+  end)
+
+  it("never decode again the bytes that made decode raise: one bad input, one exceptionCaught", function()
+    local calls, trace = 0, {}
+    local ch = test.embedded(codec.decoder {
+      name = "picky",
+      decode = function(_, _, buf)
+        calls = calls + 1
+        if buf:getU8(buf:readerIndex()) == 33 then error("bad header", 0) end -- "!": raises, consumes nothing
+      end,
+    }, recorder(trace))
+    ch:writeInbound("!xyz")
+    assert.is_false(ch:finish()) -- no decodeLast on "!xyz": it would raise on it again
+    assert.equal(1, calls)
+    assert.equal(1, #trace)
   end)
 
   it("get their input lent for the call only", function()
