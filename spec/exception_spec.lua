@@ -141,6 +141,40 @@ describe("handler errors", function()
   end)
 end)
 
+describe("an outbound close that raises", function()
+  local BadClose = { close = function() error("close broke", 0) end }
+  local Closer = { channelRead = function(_, ctx, buf)
+    buf:release()
+    ctx:close()
+  end }
+
+  it("reaches exceptionCaught when nobody listens to the close", function()
+    local caught
+    local server = test.server(function(ch)
+      ch.pipeline:addLast("badClose", BadClose):addLast("closer", Closer)
+      ch.pipeline:addLast("catcher", { exceptionCaught = function(_, ctx, err)
+        caught = err
+        ctx:writeAndFlush("caught\n")
+      end })
+    end)
+    local c = test.client(server.port)
+    c:send("x")
+    assert.equal("caught", c:receiveLine())
+    assert.matches("^handler 'badClose' close: close broke", tostring(caught))
+    assert.is_false(c.closed) -- handled: the channel stays open
+    c:close()
+    server:close()
+  end)
+
+  it("unhandled, is logged at the tail, which closes the channel past the raising handler", function()
+    local server = test.server(function(ch) ch.pipeline:addLast("badClose", BadClose):addLast("closer", Closer) end)
+    local c = test.client(server.port)
+    c:send("x")
+    assert.equal("", c:receiveAll(5))
+    server:close()
+  end)
+end)
+
 describe("handlers with unusual tables", function()
   it("a strict handler refuses to be added with the error of its __index", function()
     local Strict = setmetatable({}, { __index = function(_, k) error("strict: no field " .. k) end })

@@ -139,7 +139,9 @@ int l_outbound_simple(lua_State *L, lp_ctx *from, int op) {
   if (op == LP_OP_CLOSE) {
     f = l_future_test(L, 2);
     if (f) lp_future_ref(f);
-    else if (!(f = lp_future_new(ch->loop))) return luaL_error(L, "close: out of memory");
+    // A close that fails (an outbound handler raised) and that nobody listens
+    // to reaches exceptionCaught, as a failed write does.
+    else if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "close: out of memory");
   }
   lua_State *prev = l_enter(h, L);
   lp_pipeline *p = from->pipeline;

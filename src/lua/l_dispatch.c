@@ -158,6 +158,29 @@ static int decorate(lua_State *L) {
   return 1;
 }
 
+// The failed promise of an outbound operation nobody listened to: its cause
+// reaches exceptionCaught as the very value the handler raised (the core's
+// own hook would pass on only its text). ud: the channel, with a reference.
+static void report_raised(lp_future *f, void *ud) {
+  lp_channel *ch = ud;
+  l_host *h = f->loop->host;
+  if (!h || h->closing || ch->pipeline.destroyed || f->host_ref < 0 || !lua_checkstack(h->cur, 2)) {
+    lp_log(LP_LOG_INFO, ch->id, "an outbound operation failed and nobody listened: %s",
+           f->cause ? f->cause->message : "(no detail)");
+    return;
+  }
+  lua_State *L = h->cur;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
+  lp_msg m = l_host_msg(lua_gettop(L));
+  lp_pipeline_enter(&ch->pipeline);
+  lp_pipeline_fire(&ch->pipeline, LP_EV_EXCEPTION, &m);
+  lp_pipeline_leave(&ch->pipeline);
+  lua_settop(L, top);
+}
+
+static void drop_channel(void *ud) { lp_channel_unref(ud); }
+
 // The handler raised; its error is on the top of L. Everything here that can
 // raise (allocations) runs protected: this is called from libev callbacks.
 static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) {
@@ -181,8 +204,18 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
     lp_error_named(&e, LP_EHOST, "%s", l_tostring(L, -1, text, sizeof text));
     if (promise->host_ref < 0) promise->host_ref = l_ref(L);
     else lua_pop(L, 1);
+    // A promise that reports to the channel when nobody listens (every one
+    // the binding makes) reports the raised value itself.
+    if (promise->unobserved && promise->host_ref >= 0)
+      lp_future_on_unobserved(promise, report_raised, drop_channel, lp_channel_ref(ch));
     lp_channel_fail_promise(ch, promise, &e);
     return;
+  }
+  if (ev == LP_OP_CLOSE && !promise) {
+    // A close the core asked for (closeOnException, a timeout, shutdown) is
+    // not refused by a handler that raises: it goes on toward the head, then
+    // the error is reported (to a closed channel, so the tail only logs it).
+    lp_ctx_op(c, LP_OP_CLOSE, NULL, NULL);
   }
   lp_msg em = l_host_msg(lua_gettop(L));
   if ((c->mask & LP_MASK(LP_EV_EXCEPTION)) && !c->removed) call_handler(c, LP_EV_EXCEPTION, &em, NULL);
