@@ -304,6 +304,25 @@ describe("the lupine launcher", function()
     ok2:close()
   end)
 
+  for _, relay in ipairs { "0", "1" } do
+    it("logs a peer's reset reaching the tail at debug, not warn" .. (relay == "1" and " (passed on from Lua)" or ""),
+      function()
+        local p, port = launch("-w 1 -p 0 --log-level debug spec/apps/resets.lua", { env = "RELAY=" .. relay })
+        -- A client that never reads what it was sent, then closes: its kernel
+        -- answers the unread bytes with a reset (RST), not a FIN.
+        local f = connect { port = port, options = { autoRead = false } }
+        local ch = f:sync(5)
+        ch:writeAndFlush("x")
+        assert.is_true(proc.waitFor(function() return p:stderr():find("answered") ~= nil end, 5))
+        ch:close()
+        assert.is_true(proc.waitFor(function() return p:stderr():find("ECONNRESET") ~= nil end, 5), p:stderr())
+        local line = p:stderr():match("[^\n]*ECONNRESET[^\n]*")
+        assert.matches("Z debug w1 #%d+ 127%.0%.0%.1:%d+ <%- 127%.0%.0%.1:%d+: unhandled exception reached the tail of " ..
+          "the pipeline %(closing the channel%): read: ECONNRESET: Connection reset by peer$", line)
+        assert.not_matches("Z warn ", p:stderr())
+      end)
+  end
+
   describe("refuses bad input with one line and a non-zero status", function()
     it("an app with a syntax error (file and line)", function()
       refuses("-w 2 spec/apps/syntax_error.lua", 1,

@@ -429,6 +429,35 @@ static void host_future_free(lp_future *f) {
   f->host_ref = -1;
 }
 
+// A lupine.Error passed on from Lua (ctx:fireExceptionCaught(err)) keeps the
+// code of the native error it was made from: the tail logs a peer reset at
+// debug however many handlers it went through.
+static int error_code_protected(lua_State *L) {
+  lua_Integer code = 0;
+  if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_error);
+    if (lua_rawequal(L, -1, -2)) {
+      lua_pushliteral(L, "code");
+      lua_rawget(L, 1);
+      code = lua_tointeger(L, -1);
+    }
+  }
+  lua_pushinteger(L, code);
+  return 1;
+}
+
+static int host_error_code(lp_loop *loop, const lp_msg *m) {
+  l_host *h = loop->host;
+  lua_State *L = h->cur;
+  if (h->closing || lua_type(L, m->host) != LUA_TTABLE || !lua_checkstack(L, 3)) return 0;
+  lua_pushcfunction(L, error_code_protected);
+  lua_pushvalue(L, m->host);
+  int code = lua_pcall(L, 1, 1, 0) == LUA_OK ? (int)lua_tointeger(L, -1) : 0;
+  lua_pop(L, 1);
+  return code;
+}
+
 const lp_host_ops l_host_ops = {
     host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, host_future_free,
+    host_error_code,
 };
