@@ -157,7 +157,21 @@ describe("frame decoders", function()
     assert.has_error(function() codec.fixedLengthFrame {} end,
       "fixedLengthFrame: 'frameLength' (from 1 to 1073741824) is required")
     assert.has_error(function() codec.lineFrame { maxLength = 0 } end,
-      "option 'maxLength' must be an integer from 1 to 1073741824")
+      "lineFrame: option 'maxLength' must be an integer from 1 to 1073741824")
+    assert.has_error(function() codec.fixedLengthFrame(-5) end,
+      "fixedLengthFrame: option 'frameLength' must be an integer from 1 to 1073741824")
+    assert.has_error(function() codec.fixedLengthFrame { frameLength = 0 } end,
+      "fixedLengthFrame: option 'frameLength' must be an integer from 1 to 1073741824")
+    assert.has_error(function() codec.delimiterFrame { delimiter = "\0", failFast = "yes" } end,
+      "delimiterFrame: option 'failFast' must be a boolean")
+    assert.has_error(function() codec.lengthFieldFrame { lengthFieldOffset = -1 } end,
+      "lengthFieldFrame: option 'lengthFieldOffset' must be an integer from 0 to 1073741824")
+    assert.has_error(function() codec.lengthFieldPrepender { byteOrder = 1 } end,
+      "lengthFieldPrepender: option 'byteOrder' must be a string")
+    assert.has_error(function() codec.decoder { decode = function() end, maxCumulation = 0 } end,
+      "lupine.codec.decoder: option 'maxCumulation' must be an integer from 1 to 1073741824")
+    assert.has_error(function() codec.decoder { decode = function() end, name = true } end,
+      "lupine.codec.decoder: option 'name' must be a string")
   end)
 
   it("have safe default limits: lines 8192 bytes, length fields 1 MiB", function()
