@@ -19,10 +19,14 @@ int l_connect(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
   const char *host = l_opt_string(L, 1, "host", "127.0.0.1");
+  // An empty name would connect to this machine: a bug upstream (an unset
+  // variable), not a request for 127.0.0.1, which omitting host gives.
+  if (!*host) return luaL_error(L, "lupine.connect: 'host' is empty (omit it for 127.0.0.1)");
   int port = (int)l_opt_int(L, 1, "port", -1, 1, 65535);
   if (port < 0) return luaL_error(L, "lupine.connect: 'port' is required");
   double timeout = l_opt_number(L, 1, "timeout", 5.0);
-  if (!(timeout >= 0) || timeout > 1e9) return luaL_error(L, "lupine.connect: 'timeout' must be seconds >= 0 (0: no limit)");
+  if (!(timeout >= 0 && timeout <= 1e9)) // also NaN
+    return luaL_error(L, "lupine.connect: 'timeout' must be seconds from 0 to 1e9 (0: no limit)");
   int init = 0;
   if (lua_getfield(L, 1, "init") == LUA_TFUNCTION) init = lua_gettop(L);
   else if (!lua_isnil(L, -1)) return luaL_error(L, "lupine.connect: 'init' must be a function(ch)");
