@@ -42,6 +42,7 @@ int l_connect(lua_State *L) {
   if (!f) return luaL_error(L, "lupine.connect: out of memory");
   l_future_push(L, f);
   lp_future_unref(f); // the box holds it
+  f->taken_by = "connect"; // the connect completes it, not a setSuccess
   int fidx = lua_gettop(L);
   lp_channel *ch = lp_channel_new(h->loop, &lp_socket_unsafe, -1, &cfg);
   if (!ch) {

@@ -115,6 +115,7 @@ int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
   } else if (t != LUA_TNONE && t != LUA_TNIL) {
     f = l_future_test(L, 3);
     luaL_argexpected(L, f != NULL, 3, "lupine.Future or listener function");
+    l_future_take(L, f, "write", from);
     lp_future_ref(f);
   }
   l_host *h = ch->loop->host;
@@ -138,6 +139,7 @@ int l_outbound_simple(lua_State *L, lp_ctx *from, int op) {
   lp_future *f = NULL;
   if (op == LP_OP_CLOSE) {
     f = l_future_test(L, 2);
+    if (f) l_future_take(L, f, "close", from);
     if (f) lp_future_ref(f);
     // A close that fails (an outbound handler raised) and that nobody listens
     // to reaches exceptionCaught, as a failed write does.
@@ -184,6 +186,7 @@ static int ctx_connect(lua_State *L) {
   if (lp_addr_parse(host, (int)port, &addr) != 0) return luaL_argerror(L, 2, "expected a numeric address \"host:port\"");
   lp_channel *ch = lp_ctx_channel(c);
   lp_future *f = l_future_test(L, 3);
+  if (f) l_future_take(L, f, "connect", c);
   if (f) lp_future_ref(f);
   else if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "connect: out of memory");
   l_host *h = host_of(c);

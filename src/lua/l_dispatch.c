@@ -334,7 +334,10 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
 }
 
 static void lua_inbound(lp_ctx *c, int ev, lp_msg *m) { call_handler(c, ev, m, NULL); }
-static void lua_outbound(lp_ctx *c, int op, lp_msg *m, lp_future *promise) { call_handler(c, op, m, promise); }
+static void lua_outbound(lp_ctx *c, int op, lp_msg *m, lp_future *promise) {
+  if (promise) promise->holder = c; // this handler may pass it on or complete it (l_future_take)
+  call_handler(c, op, m, promise);
+}
 
 // handlerAdded / handlerRemoved: not pipeline events, called when present.
 typedef struct {

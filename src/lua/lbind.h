@@ -109,6 +109,10 @@ lp_future *l_future_check(lua_State *L, int i);
 lp_future *l_future_test(lua_State *L, int i);
 int l_future_new(lua_State *L);                 // lupine.promise()
 void l_future_listen(lua_State *L, lp_future *f, int fn); // add the Lua function at fn as a listener
+// Give promise f to operation op ("write", "close", "connect") started from
+// context from: raises when f is complete, or belongs to an operation and from
+// is not the handler holding it (a promise serves one operation).
+void l_future_take(lua_State *L, lp_future *f, const char *op, const lp_ctx *from);
 
 // ---- l_resolver.c, l_idle.c ------------------------------------------------------
 void l_resolver_open(lua_State *L); // adds resolve, setResolver to the module table on top
