@@ -306,14 +306,12 @@ static int decode_call(lua_State *L) {
   return 1;
 }
 
-// Under pcall: [1] the error, [2] the context: "handler 'name' decode: " in front of a string.
+// Under pcall: [1] the error, [2] the context: the error says which handler
+// raised it, in "decode" (l_error_decorate).
 static int decorate(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TSTRING) {
-    const lp_ctx *c = lua_touserdata(L, 2);
-    lua_pushfstring(L, "handler '%s' decode: %s", c->name, lua_tostring(L, 1));
-  } else {
-    lua_settop(L, 1);
-  }
+  const lp_ctx *c = lua_touserdata(L, 2);
+  l_error_decorate(L, 1, c->name, "decode");
+  lua_settop(L, 1);
   return 1;
 }
 

@@ -63,7 +63,7 @@ int l_connect(lua_State *L) {
     if (rc != LUA_OK) { // the future says why; the channel never registers
       char text[LP_ERROR_MESSAGE_MAX];
       lp_error e;
-      lp_error_named(&e, LP_EHOST, "init(ch) raised: %s", l_tostring(L, -1, text, sizeof text));
+      lp_error_named(&e, LP_EHOST, "init(ch) raised: %s", l_error_message(L, -1, text, sizeof text));
       lp_channel_close_now(ch);
       lp_future_fail(f, &e);
       l_leave(h, prev);

@@ -135,7 +135,7 @@ static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err)
 }
 
 static void host_describe(lp_loop *loop, const lp_msg *m, char *out, size_t outlen) {
-  l_tostring(((l_host *)loop->host)->cur, m->host, out, outlen);
+  l_describe_error(((l_host *)loop->host)->cur, m->host, out, outlen);
 }
 
 // ---- calling Lua handlers ----------------------------------------------------------
@@ -147,14 +147,13 @@ static void pass_on(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   else lp_ctx_op(c, ev, m, promise);
 }
 
-// Runs under lua_pcall: "handler 'name' event: " in front of a string error.
+// Runs under lua_pcall: [1] the error, [2] the context, [3] the event. A
+// lupine.Error learns which handler and event raised it (tostring shows
+// "handler 'name' event: message"); a value the user raised stays as it is.
 static int decorate(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TSTRING) {
-    const lp_ctx *c = lua_touserdata(L, 2);
-    lua_pushfstring(L, "handler '%s' %s: %s", c->name, lp_event_name[lua_tointeger(L, 3)], lua_tostring(L, 1));
-  } else {
-    lua_settop(L, 1);
-  }
+  const lp_ctx *c = lua_touserdata(L, 2);
+  l_error_decorate(L, 1, c->name, lp_event_name[lua_tointeger(L, 3)]);
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -194,14 +193,14 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
   if (ev == LP_EV_EXCEPTION) { // not passed on (it would loop): handled as the tail would
     bool closing = ch->config.close_on_exception && !(ch->flags & LP_CH_CLOSED);
     lp_log(LP_LOG_WARN, ch->id, "exceptionCaught raised%s: %s", closing ? " (closing the channel)" : "",
-           l_tostring(L, -1, text, sizeof text));
+           l_describe_error(L, -1, text, sizeof text));
     lua_pop(L, 1);
     if (closing) lp_channel_close(ch, NULL);
     return;
   }
   if (promise && !lp_future_done(promise)) { // an outbound op failed: its promise says so
     lp_error e;
-    lp_error_named(&e, LP_EHOST, "%s", l_tostring(L, -1, text, sizeof text));
+    lp_error_named(&e, LP_EHOST, "%s", l_error_message(L, -1, text, sizeof text));
     if (promise->host_ref < 0) promise->host_ref = l_ref(L);
     else lua_pop(L, 1);
     // A promise that reports to the channel when nobody listens (every one
@@ -374,7 +373,7 @@ static bool call_lifecycle(lp_ctx *c, const char *method, char *err, size_t errl
   lua_pushlightuserdata(L, &a);
   bool ok = lua_pcall(L, 1, 0, top + 1) == LUA_OK;
   if (!ok) {
-    l_tostring(L, -1, err, errlen);
+    l_describe_error(L, -1, err, errlen);
     lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "handler '%s' %s raised: %s", c->name, method, err);
   }
   lua_settop(L, top);

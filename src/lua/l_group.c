@@ -116,10 +116,25 @@ static int one_line_error(lua_State *L) {
   return lua_error(L);
 }
 
+// The app raised a value that is not a string while loading (error({})):
+// name the app, with the value's own tostring when it has one.
+static int load_error(lua_State *L, const char *source) {
+  int t = lua_type(L, -1);
+  if (t == LUA_TSTRING || t == LUA_TNUMBER) return one_line_error(L); // "file:line: message" already
+  if (luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    char text[LP_ERROR_MESSAGE_MAX];
+    lua_pushfstring(L, "%s: %s", source, l_tostring(L, -1, text, sizeof text));
+  } else {
+    lua_pushfstring(L, "%s: (error object is a %s value)", source, luaL_typename(L, -1));
+  }
+  return one_line_error(L);
+}
+
 int l_load_app(lua_State *L, const char *source) {
   if (is_file(source)) {
     if (luaL_loadfile(L, source) != LUA_OK) return one_line_error(L); // "file:line: message"
-    if (lua_pcall(L, 0, 1, 0) != LUA_OK) return one_line_error(L);
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) return load_error(L, source);
   } else if (looks_like_path(source)) {
     return luaL_error(L, "cannot open app '%s': %s", source, strerror(errno ? errno : ENOENT));
   } else {
@@ -129,7 +144,7 @@ int l_load_app(lua_State *L, const char *source) {
       const char *msg = lua_tostring(L, -1);
       if (msg && strncmp(msg, "module '", 8) == 0 && strstr(msg, "' not found:"))
         return luaL_error(L, "cannot find app '%s': no such file, and no module of that name", source);
-      return one_line_error(L);
+      return load_error(L, source);
     }
   }
   if (!lua_istable(L, -1))

@@ -104,13 +104,103 @@ int l_fail(lua_State *L, int rc, const char *what) {
   return 3;
 }
 
+// tostring(err): [handler 'name' event: ]message[\ntraceback]. Fields are
+// read raw and kept only when they are strings, so a table changed by hand
+// still prints.
 static int error_tostring(lua_State *L) {
-  lua_getfield(L, 1, "message");
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "lupine.Error");
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushliteral(L, "handler");
+  int handler = lua_rawget(L, 1) == LUA_TSTRING ? lua_gettop(L) : 0;
+  lua_pushliteral(L, "event");
+  int event = lua_rawget(L, 1) == LUA_TSTRING ? lua_gettop(L) : 0;
+  lua_pushliteral(L, "message");
+  int message = lua_rawget(L, 1) == LUA_TSTRING ? lua_gettop(L) : 0;
+  lua_pushliteral(L, "traceback");
+  int traceback = lua_rawget(L, 1) == LUA_TSTRING ? lua_gettop(L) : 0;
+  if (handler && event) {
+    lua_pushfstring(L, "handler '%s' %s: ", lua_tostring(L, handler), lua_tostring(L, event));
+    luaL_addvalue(&b);
   }
+  if (message) lua_pushvalue(L, message);
+  else lua_pushliteral(L, "lupine.Error");
+  luaL_addvalue(&b);
+  if (traceback) {
+    luaL_addchar(&b, '\n');
+    lua_pushvalue(L, traceback);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
   return 1;
+}
+
+bool l_is_error(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return false;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_error);
+  bool yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return yes;
+}
+
+// Tracebacks of raised values that are not lupine.Errors (a table the user
+// raised travels as itself): a table with weak keys, so that it keeps no
+// error alive.
+static const char tracebacks_key = 't';
+
+static void push_tracebacks(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &tracebacks_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &tracebacks_key);
+}
+
+void l_push_traceback_of(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (l_is_error(L, idx)) {
+    lua_pushliteral(L, "traceback");
+    if (lua_rawget(L, idx) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
+    return;
+  }
+  int t = lua_type(L, idx);
+  if (t != LUA_TTABLE && t != LUA_TUSERDATA) {
+    lua_pushnil(L);
+    return;
+  }
+  push_tracebacks(L);
+  lua_pushvalue(L, idx);
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+}
+
+void l_error_decorate(lua_State *L, int idx, const char *handler, const char *event) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TSTRING) { // the message handler did not run (it failed itself)
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "LuaError");
+    lua_setfield(L, -2, "kind");
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "message");
+    l_setmetatable(L, &l_key_error);
+    lua_replace(L, idx);
+  }
+  if (!l_is_error(L, idx)) return;
+  lua_pushliteral(L, "handler");
+  bool named = lua_rawget(L, idx) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (named) return; // passed on from another handler: keeps where it was raised
+  lua_pushstring(L, handler);
+  lua_setfield(L, idx, "handler");
+  lua_pushstring(L, event);
+  lua_setfield(L, idx, "event");
 }
 
 void l_push_error(lua_State *L, const lp_error *e) {
@@ -132,12 +222,109 @@ void l_push_error(lua_State *L, const lp_error *e) {
   l_setmetatable(L, &l_key_error);
 }
 
+// The message handler: runs only when something raised, so the common case
+// builds no traceback. What it raises itself becomes LUA_ERRERR.
 int l_traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg) luaL_traceback(L, L, msg, 1);
-  else if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-  else lua_settop(L, 1); // a table error object travels as it is
+  lua_settop(L, 1);
+  int t = lua_type(L, 1);
+  if (t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TNIL || t == LUA_TBOOLEAN) {
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "LuaError");
+    lua_setfield(L, -2, "kind");
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) lua_pushvalue(L, 1);
+    else lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    lua_setfield(L, -2, "message");
+    luaL_traceback(L, L, NULL, 1);
+    lua_setfield(L, -2, "traceback");
+    l_setmetatable(L, &l_key_error);
+    return 1;
+  }
+  if (l_is_error(L, 1)) { // raised again, or a native error raised from Lua: keep the first traceback
+    lua_pushliteral(L, "traceback");
+    if (lua_rawget(L, 1) == LUA_TNIL) {
+      luaL_traceback(L, L, NULL, 1);
+      lua_setfield(L, 1, "traceback");
+    }
+    lua_settop(L, 1);
+    return 1;
+  }
+  // Any other value travels as itself (never through its __tostring, which
+  // may raise); its traceback waits beside it for lupine.traceback(err).
+  if (t == LUA_TTABLE || t == LUA_TUSERDATA) {
+    push_tracebacks(L);
+    lua_pushvalue(L, 1);
+    luaL_traceback(L, L, NULL, 1);
+    lua_rawset(L, -3);
+  }
+  lua_settop(L, 1);
   return 1;
+}
+
+// lupine.traceback(err): the traceback of a raised value, or nil.
+static int lupine_traceback(lua_State *L) {
+  luaL_checkany(L, 1);
+  l_push_traceback_of(L, 1);
+  return 1;
+}
+
+// Under pcall: [1] the value -> its tostring, and its traceback on a new line
+// when it is not part of it (a value other than a lupine.Error).
+static int describe_protected(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  if (!l_is_error(L, 1)) {
+    l_push_traceback_of(L, 1);
+    if (lua_isstring(L, -1)) {
+      lua_pushliteral(L, "\n");
+      lua_insert(L, -2);
+      lua_concat(L, 3);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+const char *l_describe_error(lua_State *L, int idx, char *buf, size_t len) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, describe_protected);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) snprintf(buf, len, "%s", lua_tostring(L, -1));
+  else snprintf(buf, len, "(a %s whose tostring failed)", luaL_typename(L, idx));
+  lua_pop(L, 1);
+  return buf;
+}
+
+// Under pcall: [1] the value -> its text without a traceback: a lupine.Error's
+// context and message, anything else's tostring.
+static int message_protected(lua_State *L) {
+  if (l_is_error(L, 1)) {
+    lua_pushliteral(L, "traceback");
+    if (lua_rawget(L, 1) == LUA_TSTRING) {
+      lua_pop(L, 1);
+      // tostring without the traceback: a copy of the fields that matter
+      lua_createtable(L, 0, 3);
+      static const char *const fields[] = {"handler", "event", "message"};
+      for (int i = 0; i < 3; i++) {
+        lua_pushstring(L, fields[i]);
+        lua_rawget(L, 1);
+        lua_setfield(L, -2, fields[i]);
+      }
+      l_setmetatable(L, &l_key_error);
+      lua_replace(L, 1);
+    }
+  }
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+const char *l_error_message(lua_State *L, int idx, char *buf, size_t len) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, message_protected);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) snprintf(buf, len, "%s", lua_tostring(L, -1));
+  else snprintf(buf, len, "(a %s whose tostring failed)", luaL_typename(L, idx));
+  lua_pop(L, 1);
+  return buf;
 }
 
 static int tostring_protected(lua_State *L) {
@@ -176,7 +363,7 @@ bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id)
   bool ok = lua_pcall(L, nargs, 0, base) == LUA_OK;
   if (!ok) {
     char text[1024];
-    lp_log(LP_LOG_ERROR, channel_id, "%s raised: %s", what, l_tostring(L, -1, text, sizeof text));
+    lp_log(LP_LOG_ERROR, channel_id, "%s raised: %s", what, l_describe_error(L, -1, text, sizeof text));
   }
   lua_settop(L, base - 1);
   return ok;
@@ -324,6 +511,7 @@ static const luaL_Reg funcs[] = {
     {"workerId", lupine_worker_id},
     {"serve", l_serve},
     {"cpuCount", l_cpu_count},
+    {"traceback", lupine_traceback},
     {NULL, NULL},
 };
 

@@ -75,8 +75,27 @@ void l_push_error(lua_State *L, const lp_error *e);
 const char *l_tostring(lua_State *L, int idx, char *buf, size_t len);
 // luaL_ref of the value on top (popped), protected; LUA_NOREF on failure.
 int l_ref(lua_State *L);
-// Message handler for lua_pcall: appends a traceback to string errors.
+// Message handler for lua_pcall when entering Lua from C. A string (or any
+// non-table) error becomes a lupine.Error { kind = "LuaError", message,
+// traceback }; a lupine.Error gets a traceback unless it has one; any other
+// value (a table the user raised) stays itself, its traceback kept beside it
+// (lupine.traceback(err), l_push_traceback_of).
 int l_traceback(lua_State *L);
+// Whether the value at idx is a lupine.Error (raw check, never raises).
+bool l_is_error(lua_State *L, int idx);
+// Push the traceback of the raised value at idx (a string), or nil.
+void l_push_traceback_of(lua_State *L, int idx);
+// Say which handler and event raised the error at idx, unless it says so
+// already (it was raised in another handler and passed on): sets `handler`
+// and `event` on a lupine.Error (a string becomes one first, in place); other
+// values are left alone. Allocates: call it protected.
+void l_error_decorate(lua_State *L, int idx, const char *handler, const char *event);
+// The raised value at idx for a log line: its tostring, and its traceback
+// when it is not part of that (a table the user raised). Protected; returns buf.
+const char *l_describe_error(lua_State *L, int idx, char *buf, size_t len);
+// The raised value at idx without its traceback ("handler 'h' ev: message"
+// for a lupine.Error): for a failed future's text. Protected; returns buf.
+const char *l_error_message(lua_State *L, int idx, char *buf, size_t len);
 // Call the function at the top with nargs below it under pcall + traceback; on
 // error log it (what = "timer callback", ...). Pops everything. Returns ok.
 bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id);
