@@ -60,6 +60,19 @@ describe("handler errors", function()
     server:close()
   end)
 
+  it("make a lupine.Error of any raised value that is not a table or userdata: error(42), error(false)", function()
+    for _, case in ipairs { { 42, "42" }, { false, "(error object is a boolean value)" } } do
+      local caught
+      local ch = test.embedded { channelRead = function() error(case[1]) end,
+        exceptionCaught = function(_, _, err) caught = err end }
+      ch:writeInbound("x")
+      assert.equal("LuaError", caught.kind)
+      assert.equal(case[2], caught.message)
+      assert.matches("^stack traceback:\n", caught.traceback)
+      ch:finish()
+    end
+  end)
+
   it("arrive as the very table raised, also one whose __tostring raises or says something else", function()
     local Quiet = setmetatable({}, { __tostring = function() return "a quiet table" end })
     local Broken = setmetatable({}, { __tostring = function() error("tostring broke") end })

@@ -231,7 +231,7 @@ int l_traceback(lua_State *L) {
     lua_createtable(L, 0, 3);
     lua_pushliteral(L, "LuaError");
     lua_setfield(L, -2, "kind");
-    if (t == LUA_TSTRING || t == LUA_TNUMBER) lua_pushvalue(L, 1);
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) lua_pushstring(L, lua_tostring(L, 1)); // error(42): "42"
     else lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     lua_setfield(L, -2, "message");
     luaL_traceback(L, L, NULL, 1);
