@@ -436,13 +436,10 @@ static void host_future_free(lp_future *f) {
 // debug however many handlers it went through.
 static int error_code_protected(lua_State *L) {
   lua_Integer code = 0;
-  if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_error);
-    if (lua_rawequal(L, -1, -2)) {
-      lua_pushliteral(L, "code");
-      lua_rawget(L, 1);
-      code = lua_tointeger(L, -1);
-    }
+  if (l_is_error(L, 1)) {
+    lua_pushliteral(L, "code");
+    lua_rawget(L, 1);
+    code = lua_tointeger(L, -1);
   }
   lua_pushinteger(L, code);
   return 1;
