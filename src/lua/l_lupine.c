@@ -109,29 +109,29 @@ int l_fail(lua_State *L, int rc, const char *what) {
 // still prints.
 static int error_tostring(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  lua_pushliteral(L, "handler");
-  int handler = lua_rawget(L, 1) == LUA_TSTRING ? lua_gettop(L) : 0;
-  lua_pushliteral(L, "event");
-  int event = lua_rawget(L, 1) == LUA_TSTRING ? lua_gettop(L) : 0;
-  lua_pushliteral(L, "message");
-  int message = lua_rawget(L, 1) == LUA_TSTRING ? lua_gettop(L) : 0;
-  lua_pushliteral(L, "traceback");
-  int traceback = lua_rawget(L, 1) == LUA_TSTRING ? lua_gettop(L) : 0;
-  if (handler && event) {
-    lua_pushfstring(L, "handler '%s' %s: ", lua_tostring(L, handler), lua_tostring(L, event));
-    luaL_addvalue(&b);
+  lua_settop(L, 1);
+  static const char *const fields[] = {"handler", "event", "message", "traceback"}; // slots 2..5
+  for (int i = 0; i < 4; i++) {
+    lua_pushstring(L, fields[i]);
+    if (lua_rawget(L, 1) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
   }
-  if (message) lua_pushvalue(L, message);
+  int n = 0;
+  if (lua_isstring(L, 2) && lua_isstring(L, 3)) {
+    lua_pushfstring(L, "handler '%s' %s: ", lua_tostring(L, 2), lua_tostring(L, 3));
+    n++;
+  }
+  if (lua_isstring(L, 4)) lua_pushvalue(L, 4);
   else lua_pushliteral(L, "lupine.Error");
-  luaL_addvalue(&b);
-  if (traceback) {
-    luaL_addchar(&b, '\n');
-    lua_pushvalue(L, traceback);
-    luaL_addvalue(&b);
+  n++;
+  if (lua_isstring(L, 5)) {
+    lua_pushliteral(L, "\n");
+    lua_pushvalue(L, 5);
+    n += 2;
   }
-  luaL_pushresult(&b);
+  lua_concat(L, n);
   return 1;
 }
 
