@@ -3,6 +3,8 @@
 // resolved on the loop's resolver).
 #include "lbind.h"
 
+#include "connect.h"
+
 #include <errno.h>
 
 static void drop_channel(void *ch) { lp_channel_unref(ch); }
