@@ -14,6 +14,7 @@
 #include "buffer.h"
 #include "connect.h"
 #include "future.h"
+#include "host.h"
 #include "log.h"
 
 #include <errno.h>

@@ -19,6 +19,7 @@
 #include "loop.h"
 #include "pipeline.h"
 #include "server.h"
+#include "host.h"
 
 typedef struct l_host {
   lua_State *L;     // the main thread of the state
