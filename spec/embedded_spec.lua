@@ -101,6 +101,34 @@ describe("test.embedded", function()
     assert.is_nil(ch:readOutbound())
   end)
 
+  it("takes an app: its options are set and its init builds the pipeline", function()
+    local ch = test.embedded(dofile("examples/echo.lua"))
+    ch:writeInbound(lupine.buffer("hi"))
+    assert.equal("hi", ch:readOutbound():toString())
+    assert.is_false(ch:finish())
+    local inits = 0
+    local app = lupine.app {
+      options = { autoRead = false, highWaterMark = 100000 },
+      init = function(c)
+        inits = inits + 1
+        c.pipeline:addLast("lines", codec.lineFrame { asString = true })
+      end,
+    }
+    ch = test.embedded(app)
+    assert.equal(1, inits)
+    assert.is_false(ch:config():isAutoRead())
+    assert.equal(100000, ch:config():getOption("highWaterMark"))
+    ch:writeInbound("a\nb\n")
+    assert.equal("a", ch:readInbound())
+    assert.is_nil(ch:readInbound())
+    ch = test.embedded(function(c) c.pipeline:addLast("lines", codec.lineFrame { asString = true }) end)
+    ch:writeInbound("c\n")
+    assert.equal("c", ch:readInbound())
+    assert.has_error(function() test.embedded(app, {}) end,
+      "test.embedded: give an app (or its init function) alone, or handlers")
+    assert.has_error(function() test.embedded { init = function() error("no", 0) end } end, "no")
+  end)
+
   it("records an exception that reaches the tail: checkException raises it once; the channel stays open", function()
     local ch = test.embedded({ channelRead = function(_, _, msg) if msg == "bad" then error({ kind = "Mine" }) end end })
     local ok, err = pcall(ch.writeInbound, ch, "bad")

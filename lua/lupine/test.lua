@@ -351,7 +351,9 @@ Process.__close = Process.stop
 
 -- An embedded channel (Netty's EmbeddedChannel): a channel with no socket
 -- whose pipeline is the real one. test.embedded(h1, h2, ...) adds the handlers
--- (tables or native factories) in order and makes the channel active.
+-- (tables or native factories) in order and makes the channel active;
+-- test.embedded(app) (a table with init, or an init function) sets the app's
+-- options and runs its init(ch) instead.
 --   ch:writeInbound(...)   each value as channelRead from the head, then channelReadComplete;
 --                          true when something reached the tail
 --   ch:readInbound()       the oldest message that reached the tail (nil: none)
@@ -390,10 +392,32 @@ end
 
 Embedded.__tostring = function(self) return tostring(rawget(self, "channel")) end
 
+-- An app: a table with an init(ch) function (what lupine.app returns), or the
+-- init function itself; handlers are tables with event methods, or userdata.
+local function app_of(v)
+  if type(v) == "function" then return { init = v } end
+  if type(v) == "table" and type(rawget(v, "init")) == "function" then return v end
+end
+
+-- test.embedded(h1, h2, ...) or test.embedded(app): app.options are set on
+-- the channel, then app.init(ch) builds its pipeline, as for an accepted channel.
 function test.embedded(...)
+  local app = app_of((...))
+  if app and select("#", ...) > 1 then
+    error("test.embedded: give an app (or its init function) alone, or handlers", 2)
+  end
   local ch, q = lupine._embeddedChannel()
   local self = setmetatable({ channel = ch, queues = q }, Embedded)
   local ok, err = pcall(function(...)
+    if app then
+      if app.options ~= nil then
+        if type(app.options) ~= "table" then error("test.embedded: the app's options must be a table", 0) end
+        local config = ch:config()
+        for k, v in pairs(app.options) do config:setOption(k, v) end
+      end
+      app.init(ch)
+      return
+    end
     for i = 1, select("#", ...) do ch.pipeline:addLast((select(i, ...))) end
   end, ...)
   if not ok then
