@@ -1,5 +1,5 @@
 -- lupine.test: servers, synchronous clients whose waits report what arrived
--- when they fail, eventually, blackhole, freePort, spawn.
+-- when they fail, eventually, waitForPort, blackhole, freePort, spawn.
 local lupine = require "lupine"
 local test = require "lupine.test"
 
@@ -140,6 +140,31 @@ describe("lupine.test", function()
     assert.matches("test.eventually: the flag did not hold within 0.1 s$",
       err_of(test.eventually, function() return false end, 0.1, "the flag"))
     assert.matches("boom", err_of(test.eventually, function() error("boom") end, 1))
+  end)
+
+  it("eventually raises a nested loop run that its predicate swallowed, naming waitForPort", function()
+    local server = test.server(dofile("examples/echo.lua"))
+    local err = err_of(test.eventually, function() return pcall(test.client, server.port) end, 2)
+    assert.equal("test.eventually: its predicate ran the loop: runUntil called from inside the running loop (a "
+      .. "handler, timer or listener): use a listener or schedule() instead of waiting (raised again by the outer "
+      .. "run: the first error was caught); to wait for a server to listen, use test.waitForPort(port)", err)
+    server:close()
+  end)
+
+  it("waitForPort waits until a port accepts connections, or names the last failure", function()
+    local port = test.freePort()
+    local server
+    loop:schedule(0.2, function() server = test.server(dofile("examples/echo.lua"), { port = port }) end)
+    local t0 = loop:now()
+    assert.is_true(test.waitForPort(port, 5))
+    assert.is_true(loop:now() - t0 >= 0.15)
+    assert.is_true(test.waitForPort("127.0.0.1", port))
+    server:close()
+    local free = test.freePort()
+    assert.equal(("test.waitForPort: nothing accepted a connection on 127.0.0.1:%d within 0.2 s (last: "
+      .. "ECONNREFUSED: Connection refused (connect to 127.0.0.1:%d))"):format(free, free),
+      err_of(test.waitForPort, free, 0.2):gsub("^[^:]+:%d+: ", ""))
+    assert.matches("test.waitForPort: expected a port number %(1%-65535%), got nil$", err_of(test.waitForPort))
   end)
 
   it("spawns programs and stops them; a missing program fails loudly", function()

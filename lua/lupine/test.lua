@@ -36,10 +36,48 @@ end
 
 -- Run the loop until pred() is true; raises after timeout seconds, naming what
 -- it waited for (what, or "the condition").
+-- The predicate must not wait itself (test.client, runUntil): that nested run
+-- is refused, and raised here even when the predicate caught it.
 function test.eventually(pred, timeout, what)
   timeout = timeout or test.timeout
-  if poll(pred, timeout) then return true end
+  local ok, held = pcall(poll, pred, timeout)
+  if not ok then
+    if type(held) == "string" and held:find("called from inside the running loop", 1, true) then
+      held = "test.eventually: its predicate ran the loop: " .. held
+        .. "; to wait for a server to listen, use test.waitForPort(port)"
+    end
+    error(held, 0)
+  end
+  if held then return true end
   error(("test.eventually: %s did not hold within %g s"):format(what or "the condition", timeout), 2)
+end
+
+-- test.waitForPort([host,] port [, timeout]): wait until a TCP connect to
+-- host:port (127.0.0.1) succeeds, for a server started as a process; the
+-- connection is closed at once. Raises after timeout seconds (test.timeout),
+-- with the last failure.
+function test.waitForPort(host, port, timeout)
+  if type(host) ~= "string" then host, port, timeout = "127.0.0.1", host, port end
+  if math.type(port) ~= "integer" or port < 1 or port > 65535 then
+    error("test.waitForPort: expected a port number (1-65535), got " .. tostring(port), 2)
+  end
+  timeout = timeout or test.timeout
+  local deadline = loop():now() + timeout
+  local last
+  repeat
+    local left = math.max(deadline - loop():now(), 0.05)
+    local f = lupine.connect { host = host, port = port, timeout = left }
+    loop():runUntil(f, left + 1, ("a connect to %s:%d"):format(host, port))
+    if f:isSuccess() then
+      loop():runUntil(f:get():close(), test.timeout, "the probe connection to close")
+      return true
+    end
+    last = tostring(f:cause())
+    local pause = math.min(0.05, deadline - loop():now())
+    if pause > 0 then loop():runFor(pause) end
+  until loop():now() >= deadline
+  error(("test.waitForPort: nothing accepted a connection on %s:%d within %g s (last: %s)"):format(host, port,
+    timeout, last), 2)
 end
 
 -- Start a server on 127.0.0.1, port 0 (or opts.host, opts.port). app_or_init
