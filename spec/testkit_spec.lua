@@ -27,6 +27,16 @@ local function drip(ctx, pieces, gap)
   next_piece()
 end
 
+-- Whether a process runs (a zombie nobody reaped yet does not).
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("a") -- nil when it ended between the open and the read
+  f:close()
+  local state = stat and stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
 local function err_of(fn, ...)
   local ok, err = pcall(fn, ...)
   assert.is_false(ok, "expected an error")
@@ -174,6 +184,72 @@ describe("lupine.test", function()
     assert.is_false(p:isRunning())
     assert.has_error(function() test.spawn { "no-such-program-lupine" } end,
       "test.spawn: 'no-such-program-lupine' is not installed (not on PATH)")
+  end)
+
+  it("spawn: stop() ends the program's whole process group", function()
+    local p = test.spawn { "sh", "-c", "sleep 60 & echo $!; wait" }
+    local child
+    test.eventually(function()
+      child = tonumber(p:output():match("^(%d+)\n"))
+      return child ~= nil
+    end, 10, "the shell to print its child's pid")
+    assert.is_true(alive(child))
+    assert.equal(128 + 15, p:stop()) -- SIGTERM
+    assert.is_false(p:isRunning())
+    test.eventually(function() return not alive(child) end, 5, "the program's own child to end too")
+  end)
+
+  it("spawn: a program dies with the process that spawned it, even one killed by SIGKILL", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local test = require "lupine.test"
+      local p = test.spawn { "sleep", "60" }
+      io.stdout:write(p.pid, "\n")
+      io.stdout:flush()
+      require("lupine").loop():runFor(60)
+    ]])
+    f:close()
+    local parent = test.spawn({ "lua5.4", script }, { env = { LUA_PATH = package.path, LUA_CPATH = package.cpath } })
+    local sleeper
+    test.eventually(function()
+      sleeper = tonumber(parent:output():match("^(%d+)\n"))
+      return sleeper ~= nil or not parent:isRunning()
+    end, 10, "the child lua5.4 to spawn a sleeper")
+    os.remove(script)
+    assert(sleeper, "no sleeper: " .. parent:output())
+    assert.is_true(alive(sleeper))
+    assert.is_true(os.execute("kill -KILL " .. parent.pid)) -- that process alone, not its group
+    assert.equal(128 + 9, parent:wait(5))
+    test.eventually(function() return not alive(sleeper) end, 5, "the sleeper to die with its parent")
+    parent:stop()
+  end)
+
+  it("spawn: status, wait, kill, separate output files; the program's environment", function()
+    local out, err = os.tmpname(), os.tmpname()
+    local p = test.spawn({ "sh", "-c", 'echo "out $LUPINE_X"; echo err >&2; exit 3' },
+      { env = { LUPINE_X = 42 }, stdout = out, stderr = err })
+    assert.equal(3, p:wait(5))
+    assert.equal(3, p:status())
+    assert.is_false(p:isRunning())
+    local function slurp(path)
+      local fh = assert(io.open(path))
+      local s = fh:read("a")
+      fh:close()
+      return s
+    end
+    assert.equal("out 42\n", slurp(out))
+    assert.equal("err\n", slurp(err))
+    assert.equal(3, p:stop())
+    os.remove(out)
+    os.remove(err)
+    p = test.spawn { "sleep", "60" }
+    assert.is_nil(p:status())
+    p:kill("KILL")
+    assert.equal(128 + 9, p:wait(5))
+    p:stop()
+    assert.matches("test.spawn: sleep %(pid %d+%) did not exit within 0.1 s$",
+      err_of(function() local q <close> = test.spawn { "sleep", "60" }; q:wait(0.1) end))
   end)
 
   it("blackhole: connects to it neither complete nor fail until their timeout", function()
