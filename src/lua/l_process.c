@@ -135,8 +135,11 @@ static int spawn_fail(lua_State *L, spawn_job *j, const char *what, int err) {
 // why is "not found" when the program is not on PATH.
 static int process_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  else lua_settop(L, 1), lua_newtable(L);
+  if (lua_isnoneornil(L, 2)) {
+    lua_settop(L, 1);
+    lua_newtable(L);
+  }
+  luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   spawn_job j = {.envp = NULL, .fds = {-1, -1, -1}, .report = {-1, -1}};
   lua_Integer argc = (lua_Integer)lua_rawlen(L, 1);
