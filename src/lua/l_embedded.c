@@ -108,6 +108,20 @@ static void emb_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
     fail_closed(ch, promise);
     return;
   }
+  // A Buffer is handed off here, as a socket's head does: the writer's box is
+  // empty from now on and readOutbound gets a new one, so a handler that uses
+  // or writes a buffer after writing it fails here exactly as it fails live
+  // ("lupine.Buffer used after release or hand-off"). Strings and other
+  // values are queued as they are (an encoder's spec reads them back).
+  l_host *h = host_of(ch);
+  if (m->kind == LP_MSG_HOST && !h->closing && l_testudata(h->cur, m->host, &l_key_buffer)) {
+    lp_error e;
+    if (ch->loop->host_ops->to_buf(ch->loop, m, &e) != 0) {
+      lp_msg_release(m);
+      lp_channel_fail_promise(ch, promise, &e);
+      return;
+    }
+  }
   enqueue(ch, "pending", m, promise, true);
 }
 

@@ -421,7 +421,10 @@ int l_serve(lua_State *L) {
   } else {
     char a[80], how[64];
     if (workers == 0) snprintf(how, sizeof how, "inline: 1 loop");
-    else snprintf(how, sizeof how, "%d worker%s", workers, workers == 1 ? "" : "s");
+    // Each worker loads the app into its own Lua state: say so, since globals,
+    // upvalues and module tables are per worker (until shared state exists).
+    else if (workers == 1) snprintf(how, sizeof how, "1 worker, one Lua state");
+    else snprintf(how, sizeof how, "%d workers, one Lua state each", workers);
     printf("lupine: %s listening on %s (%s%s)\n", name, lp_addr_format(&bound, a, sizeof a),
            is_any_address(&bound) ? "all interfaces, " : "", how);
     fflush(stdout);

@@ -73,8 +73,38 @@ typedef struct {
   bool failed;    // the predicate raised; its error is on the stack top
 } until_state;
 
+// A nested run that was refused on this thread since the outermost run began
+// ("runUntil", ...; NULL: none). A predicate or handler that calls runUntil
+// under pcall would swallow the refusal and wait in vain (a spec timing out
+// with no reason given); the outer run raises it again instead.
+static _Thread_local const char *refused_nested;
+
+#define NESTED_FMT                                                                                     \
+  "%s called from inside the running loop (a handler, timer or listener): use a listener or schedule() " \
+  "instead of waiting"
+
+static void not_nested(lua_State *L, l_host *h, const char *what) {
+  if (h->running) {
+    refused_nested = what;
+    luaL_error(L, NESTED_FMT, what);
+  }
+}
+
+// Whether a nested run was refused (and swallowed) during this run: then its
+// error is pushed, to be raised by the outer run.
+static bool push_refused(lua_State *L) {
+  if (!refused_nested) return false;
+  lua_pushfstring(L, NESTED_FMT " (raised again by the outer run: the first error was caught)", refused_nested);
+  refused_nested = NULL;
+  return true;
+}
+
 static bool until_done(lua_State *L, void *ud) {
   until_state *st = ud;
+  if (push_refused(L)) {
+    st->failed = true;
+    return true;
+  }
   lp_future *f = l_future_test(L, st->pred);
   if (f) return lp_future_done(f);
   lua_pushcfunction(L, l_traceback);
@@ -82,24 +112,25 @@ static bool until_done(lua_State *L, void *ud) {
   if (lua_pcall(L, 0, 1, -2) != LUA_OK) {
     st->failed = true;
     lua_remove(L, -2); // keep the error on top
+    refused_nested = NULL; // the predicate's own error (perhaps that refusal) goes up as it is
     return true;
   }
   bool ok = lua_toboolean(L, -1);
   lua_pop(L, 2);
+  if (push_refused(L)) {
+    st->failed = true;
+    return true;
+  }
   return ok;
 }
 
 // loop:runUntil(pred, [timeout = 5]): run until pred() is true (or pred, a
 // future, is done); raises when the time runs out, with what it waited for.
-static void not_nested(lua_State *L, l_host *h, const char *what) {
-  if (h->running)
-    luaL_error(L, "%s called from inside the running loop (a handler, timer or listener): use a "
-                  "listener or schedule() instead of waiting", what);
-}
 
 static int loop_run_until(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "runUntil");
+  refused_nested = NULL;
   if (!l_future_test(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   double timeout = luaL_optnumber(L, 3, 5.0);
   const char *what = luaL_optstring(L, 4, NULL);
@@ -114,26 +145,31 @@ static int loop_run_until(lua_State *L) {
   return 1;
 }
 
-static bool never(lua_State *L, void *ud) {
+// runFor's condition: only a refused nested run ends it early.
+static bool refused(lua_State *L, void *ud) {
   LP_UNUSED(L), LP_UNUSED(ud);
-  return false;
+  return refused_nested != NULL;
 }
 
 static int loop_run_for(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "runFor");
-  l_run_until(h, L, never, NULL, luaL_checknumber(L, 2));
+  refused_nested = NULL;
+  l_run_until(h, L, refused, NULL, luaL_checknumber(L, 2));
+  if (push_refused(L)) return lua_error(L);
   return 0;
 }
 
 static int loop_run(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "run");
+  refused_nested = NULL;
   lua_State *prev = l_enter(h, L);
   h->running++;
   lp_loop_run(h->loop);
   h->running--;
   l_leave(h, prev);
+  if (push_refused(L)) return lua_error(L);
   return 0;
 }
 

@@ -350,6 +350,7 @@ int luaopen_lupine_core(lua_State *L) {
   luaL_newlib(L, funcs);
   l_codec_open(L);
   l_embedded_open(L);
+  l_process_open(L);  // _spawn, _wait, _kill: lupine.test.spawn
   l_resolver_open(L); // resolve, setResolver
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
   lua_pushliteral(L, LP_VERSION);

@@ -216,5 +216,6 @@ void l_pipeline_push(lua_State *L, lp_channel *ch);
 // the module table on the top of the stack.
 void l_codec_open(lua_State *L);
 void l_embedded_open(lua_State *L);
+void l_process_open(lua_State *L); // _spawn, _wait, _kill (l_process.c): the test kit's processes
 
 #endif
