@@ -17,18 +17,11 @@ local MAX_LINE = 1024
 local room = lupine.channelGroup("room") -- who is connected to this worker
 local guests = 0
 
--- A member whose write failed (it stopped reading and its outbound bytes hit
--- maxPendingBytes, or it is closing) is dropped from the chat.
-local function drop_failed(f)
-  if f:isSuccess() then return end
-  for _, failed in ipairs(f:cause().failures) do
-    lupine.log("debug", failed.channel, tostring(failed.cause))
-    failed.channel:close()
-  end
-end
-
+-- Everyone in the room but the sender. A member the room cannot write to (it
+-- stopped reading and its outbound bytes reached maxPendingBytes) hears of it
+-- in its own exceptionCaught below, which closes it.
 local function broadcast(from, text)
-  room:writeAndFlush(text, function(ch) return ch ~= from end):addListener(drop_failed)
+  room:writeAndFlush(text, function(ch) return ch ~= from end)
 end
 
 -- One table serves every channel; a user's nick lives in its channel's attr.

@@ -142,6 +142,8 @@ describe("lupine.channelGroup", function()
     local g = lupine.channelGroup("room")
     for _, c in ipairs(ch) do g:add(c) end
     ch[2]:config():setOption("maxPendingBytes", 4)
+    local caught = {}
+    ch[2].pipeline:addLast("catch", { exceptionCaught = function(_, _, e) caught[#caught + 1] = e end })
     local f = done(g:writeAndFlush("more than four bytes\n"))
     assert.is_false(f:isSuccess())
     local err = f:cause()
@@ -152,6 +154,9 @@ describe("lupine.channelGroup", function()
     assert.equal(("ChannelGroupFailure: writeAndFlush failed on 1 of 3 channels of group 'room': #%d %s")
       :format(ch[2].id, err.failures[1].cause.message), err.message)
     assert.equal(err.message, tostring(err))
+    -- the member's own pipeline hears of it too, once: a failure is never lost
+    assert.equal(1, #caught)
+    assert.equal(err.failures[1].cause.message, caught[1].message)
     -- the others got the line
     assert.equal("more than four bytes", clients[1]:receiveLine())
     assert.equal("more than four bytes", clients[3]:receiveLine())

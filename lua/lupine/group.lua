@@ -21,6 +21,11 @@
 --   when every member's operation has; it fails when any failed, with a
 --   lupine.ChannelGroupFailure: `failures` lists { channel = ch, cause = err }.
 --   flush has no future (nor has a channel's flush): it returns the group.
+-- - A failed write is never lost: besides the group's future, it reaches the
+--   member's own exceptionCaught (fired from its pipeline's head), as a
+--   write of its own that nobody listened to would; the group's future may be
+--   dropped unread, as a broadcast's often is. A member that closed meanwhile
+--   is not told (its writes fail with ClosedChannel as a matter of course).
 local core = require "lupine.core"
 
 local group = {}
@@ -183,7 +188,7 @@ end
 
 -- Start op on every target: start(ch, listener) must arrange for listener(f)
 -- to be called with the channel's future. Returns the group's future.
-local function each(self, op, targets, start)
+local function each(self, op, targets, start, report)
   local promise = core.promise()
   local pending, failures = #targets, {}
   if pending == 0 then
@@ -191,7 +196,10 @@ local function each(self, op, targets, start)
     return promise
   end
   local function done(ch, ok, cause)
-    if not ok then failures[#failures + 1] = { channel = ch, cause = cause } end
+    if not ok then
+      failures[#failures + 1] = { channel = ch, cause = cause }
+      if report and ch:isOpen() then ch.pipeline:fireExceptionCaught(cause) end
+    end
     pending = pending - 1
     if pending == 0 then
       if #failures == 0 then promise:setSuccess()
@@ -220,7 +228,7 @@ local function write(self, op, msg, matcher, flush)
     local m = msg
     if buffer and i < n then m = msg:copy() end -- the last one takes the buffer itself
     ch[method](ch, m, listener)
-  end)
+  end, true)
 end
 
 -- group:write(msg [, matcher]) -> future: write msg to every member (or those
