@@ -36,7 +36,7 @@ void l_channel_push(lua_State *L, lp_channel *ch) {
 
 void l_channel_teardown(lp_channel *ch) {
   l_host *h = ch->loop->host;
-  if (ch->host_ref >= 0 && !h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, ch->host_ref);
+  if (ch->host_ref >= 0 && !h->closing) luaL_unref(h->L, LUA_REGISTRYINDEX, ch->host_ref);
   ch->host_ref = -1;
 }
 
@@ -113,10 +113,10 @@ static int channel_shutdown_output(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
   lp_future *f = lp_future_new(ch->loop);
   if (!f) return luaL_error(L, "shutdownOutput: out of memory");
-  l_host *h = ch->loop->host;
-  lua_State *prev = l_enter(h, L);
+  l_entry e;
+  l_enter(&e, L, ch->loop->host, NULL, 0);
   lp_channel_shutdown_output(ch, f);
-  l_leave(h, prev);
+  l_leave(&e);
   l_future_push(L, f);
   lp_future_unref(f);
   return 1;

@@ -299,7 +299,7 @@ static int lua_decode(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
   lua_decoder *ld = (lua_decoder *)d;
   l_host *h = ld->h;
   if (h->closing) return LP_DECODE_OK;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   if (!lua_checkstack(L, 20)) {
     lp_error_named(err, LP_EDECODER, "handler '%s': Lua stack overflow", d->ctx->name);
     return LP_DECODE_ERROR;
@@ -369,7 +369,7 @@ static bool take_oldest(lua_decoder *ld, lua_State *L) {
 
 static void lua_fire_host(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  lua_State *L = ld->h->cur;
+  lua_State *L = ld->h->L;
   int top = lua_gettop(L);
   if (!take_oldest(ld, L)) return;
   lp_msg m = {.kind = LP_MSG_HOST, .host = lua_gettop(L)};
@@ -379,7 +379,7 @@ static void lua_fire_host(lp_decoder *d) {
 
 static void lua_drop_host(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  lua_State *L = ld->h->cur;
+  lua_State *L = ld->h->L;
   int top = lua_gettop(L);
   take_oldest(ld, L);
   lua_settop(L, top);
@@ -387,7 +387,7 @@ static void lua_drop_host(lp_decoder *d) {
 
 static void lua_free(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  if (!ld->h->closing && ld->state_ref != LUA_NOREF) luaL_unref(ld->h->cur, LUA_REGISTRYINDEX, ld->state_ref);
+  if (!ld->h->closing && ld->state_ref != LUA_NOREF) luaL_unref(ld->h->L, LUA_REGISTRYINDEX, ld->state_ref);
   free(ld);
 }
 

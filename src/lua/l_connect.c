@@ -46,8 +46,7 @@ int l_connect(lua_State *L) {
   }
   f->value = lp_channel_ref(ch); // the future's value: the channel
   f->value_drop = drop_channel;
-  lua_State *prev = l_enter(h, L);
-  if (init) {
+  if (init) { // on the caller's thread, as a plain call: handlers it adds run on the main thread
     lua_pushcfunction(L, l_traceback);
     lua_pushcfunction(L, l_call_init);
     lua_pushvalue(L, init);
@@ -61,14 +60,12 @@ int l_connect(lua_State *L) {
       lp_error_named(&e, LP_EHOST, "init(ch) raised: %s", l_tostring(L, -1, text, sizeof text));
       lp_channel_close_now(ch);
       lp_future_fail(f, &e);
-      l_leave(h, prev);
       lua_settop(L, fidx);
       return 1;
     }
   }
   lp_channel_register(ch);
   lp_channel_connect_host(ch, host, port, timeout, f);
-  l_leave(h, prev);
   lua_settop(L, fidx);
   return 1;
 }

@@ -100,7 +100,7 @@ static void run_listener(lp_future *f, void *ud) {
   l_listener *l = ud;
   l_host *h = l->host;
   if (!h->closing) {
-    lua_State *L = h->cur;
+    lua_State *L = h->L;
     lua_checkstack(L, 4);
     lua_pushcfunction(L, call_listener);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->fn_ref);

@@ -300,7 +300,7 @@ static lp_channel *w_accept(lp_worker *w, int fd) {
 static void w_stop(lp_worker *w) {
   l_worker *lw = w->host;
   if (lw->h->closing) return;
-  lua_State *L = lw->h->cur;
+  lua_State *L = lw->h->L;
   if (!lua_checkstack(L, 4)) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, lw->app_ref);
   if (lua_getfield(L, -1, "workerExit") == LUA_TFUNCTION) {
@@ -407,7 +407,6 @@ int l_serve(lua_State *L) {
     lua_pushliteral(L, "lupine: out of memory");
     return lua_error(L);
   }
-  lua_State *prev = l_enter(h, L);
   h->running++;
   int rc = 0;
   lp_sockaddr bound;
@@ -437,7 +436,6 @@ int l_serve(lua_State *L) {
     _exit(1);
   }
   h->running--;
-  l_leave(h, prev);
   lp_group_destroy(&s->group);
   ctx_free(s);
   if (!rc) return 0;

@@ -53,7 +53,6 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
 
 bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), void *ud, double timeout) {
   struct ev_loop *ev = h->loop->ev;
-  lua_State *prev = l_enter(h, L);
   h->running++;
   ev_now_update(ev);
   double deadline = ev_now(ev) + timeout;
@@ -64,7 +63,6 @@ bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), 
   while (!(ok = done(L, ud)) && ev_now(ev) < deadline) lp_loop_run_once(h->loop, true);
   ev_timer_stop(ev, &t);
   h->running--;
-  l_leave(h, prev);
   return ok;
 }
 
@@ -129,11 +127,9 @@ static int loop_run_for(lua_State *L) {
 static int loop_run(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "run");
-  lua_State *prev = l_enter(h, L);
   h->running++;
   lp_loop_run(h->loop);
   h->running--;
-  l_leave(h, prev);
   return 0;
 }
 
@@ -172,7 +168,7 @@ static void run_exec(lp_task *t, lp_loop *loop) {
   l_exec *x = lp_container_of(t, l_exec, task);
   l_host *h = x->h;
   if (!h->closing) {
-    lua_State *L = h->cur;
+    lua_State *L = h->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, x->fn_ref);
     l_pcall_log(L, 0, "a task given to execute()", 0);
     luaL_unref(L, LUA_REGISTRYINDEX, x->fn_ref);
@@ -207,7 +203,7 @@ static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
   l_timer *t = lp_container_of(w, l_timer, w);
   l_host *h = t->h;
   if (h->closing) return;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   lua_checkstack(L, 4);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref); // keep t alive through the call
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);

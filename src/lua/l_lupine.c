@@ -49,7 +49,6 @@ static l_host *host_new(lua_State *L, lp_loop *loop, bool owns) {
   lua_pushthread(L);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  h->cur = h->L;
   h->loop = loop;
   h->owns_loop = owns;
   loop->host = h;

@@ -79,10 +79,11 @@ static void prepare_ctx(lua_State *L, lp_ctx *c) {
 
 static void link_ctx(lua_State *L, lp_pipeline *p, int where, const char *base, lp_ctx *c) {
   l_host *h = p->channel->loop->host;
+  l_entry e;
+  l_enter(&e, L, h, NULL, 0); // may raise: before the reference below
   c->refs++; // held across the add: a handlerAdded that fails removes it again (and may free it)
-  lua_State *prev = l_enter(h, L);
   int rc = lp_pipeline_add(p, where, base, c);
-  l_leave(h, prev);
+  l_leave(&e);
   bool dropped = rc == 0 && c->removed;
   char name[128];
   snprintf(name, sizeof name, "%s", c->name);
@@ -157,10 +158,10 @@ static int pipeline_remove(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
   lp_ctx *c = check_find(L, p, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref); // the removed handler, returned
-  l_host *h = p->channel->loop->host;
-  lua_State *prev = l_enter(h, L);
+  l_entry e;
+  l_enter(&e, L, p->channel->loop->host, NULL, 0);
   lp_pipeline_remove(p, c);
-  l_leave(h, prev);
+  l_leave(&e);
   return 1;
 }
 
@@ -180,10 +181,10 @@ static int pipeline_replace(lua_State *L) {
   }
   free(c->name);
   c->name = nm;
-  l_host *h = p->channel->loop->host;
-  lua_State *prev = l_enter(h, L);
+  l_entry e;
+  l_enter(&e, L, p->channel->loop->host, NULL, 0);
   int rc = lp_pipeline_replace(p, old, c);
-  l_leave(h, prev);
+  l_leave(&e);
   if (rc) {
     lp_ctx_unref(c);
     return luaL_error(L, "pipeline: cannot replace '%s'", old->name);
@@ -222,18 +223,12 @@ static int pipeline_names(lua_State *L) {
 static int pipeline_fire(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
   int ev = (int)lua_tointeger(L, lua_upvalueindex(1));
-  l_host *h = p->channel->loop->host;
-  lua_State *prev = l_enter(h, L);
-  lp_pipeline_enter(p);
-  if (ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION) {
-    luaL_checkany(L, 2);
-    lp_msg m = l_host_msg(2);
-    lp_pipeline_fire(p, ev, &m);
-  } else {
-    lp_pipeline_fire(p, ev, NULL);
-  }
-  lp_pipeline_leave(p);
-  l_leave(h, prev);
+  bool with_msg = ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION;
+  if (with_msg) luaL_checkany(L, 2);
+  l_entry e;
+  lp_msg m = l_host_msg(l_enter(&e, L, p->channel->loop->host, p, with_msg ? 2 : 0));
+  lp_pipeline_fire(p, ev, with_msg ? &m : NULL);
+  l_leave(&e);
   lua_settop(L, 1);
   return 1;
 }

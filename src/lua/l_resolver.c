@@ -33,7 +33,7 @@ static void on_lookup(void *ud, const lp_error *err, const lp_sockaddr *addrs, s
   if (err) {
     lp_future_fail(f, err);
   } else if (h && !h->closing) {
-    lua_State *L = h->cur;
+    lua_State *L = h->L;
     int top = lua_gettop(L);
     addr_list a = {addrs, n};
     lua_pushcfunction(L, push_addrs);

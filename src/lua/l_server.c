@@ -42,7 +42,7 @@ lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_r
     lp_channel_close_now(ch);
     return NULL;
   }
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   lua_checkstack(L, 4);
   lua_pushcfunction(L, l_call_init);
   lua_rawgeti(L, LUA_REGISTRYINDEX, init_ref);

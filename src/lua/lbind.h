@@ -4,8 +4,9 @@
 // The host: every lua_State that uses lupine has one l_host (in its registry),
 // holding the loop that state drives. In the inline mode the host creates the
 // loop on first use; a worker thread's state gets its worker loop from the
-// launcher. Handlers are always called on host->cur: the state (main thread or
-// coroutine) that entered the C code currently running.
+// launcher. Handlers, listeners, timers and every other call into Lua from C
+// run on the state's main thread (host->L), never on a coroutine: a coroutine
+// that entered C may be suspended or dead by the time the next event comes.
 #ifndef LP_LBIND_H
 #define LP_LBIND_H
 
@@ -21,8 +22,7 @@
 #include "server.h"
 
 typedef struct l_host {
-  lua_State *L;     // the main thread of the state
-  lua_State *cur;   // the thread that entered the running C call
+  lua_State *L;     // the main thread of the state: all calls into Lua run on it
   lp_loop *loop;
   bool owns_loop;   // inline mode: freed with the state
   bool closing;     // the state is closing: call no more Lua
@@ -46,10 +46,13 @@ static inline void l_setmetatable(lua_State *L, const void *key) {
 }
 // A new userdata of type key (size bytes, starting with L_BOX_HEAD), zeroed, on the stack.
 void *l_newudata(lua_State *L, size_t size, int nuv, const void *key);
+// The Lua type first: a light userdata's address may point anywhere (a
+// registry key is one byte), and only a full userdata of at least a pointer's
+// size has a tag to read.
 static inline void *l_testudata(lua_State *L, int i, const void *key) {
+  if (lua_type(L, i) != LUA_TUSERDATA || lua_rawlen(L, i) < sizeof(void *)) return NULL;
   const void *const *p = (const void *const *)lua_touserdata(L, i);
-  if (p && *p == key && lua_type(L, i) == LUA_TUSERDATA && lua_rawlen(L, i) >= sizeof(void *)) return (void *)p;
-  return NULL;
+  return *p == key ? (void *)p : NULL;
 }
 static inline void *l_checkudata(lua_State *L, int i, const void *key, const char *tname) {
   void *p = l_testudata(L, i, key);
@@ -62,9 +65,39 @@ l_host *l_host_get(lua_State *L);                 // creates the inline loop on 
 l_host *l_host_attach(lua_State *L, lp_loop *loop); // a worker state: use this loop
 void l_host_detach(l_host *h); // the state is closing: let the loop go on without it
 static inline lp_pool *l_pool(lua_State *L) { return l_host_get(L)->loop->pool; }
-// Enter C from Lua state L: handlers called from here run on L. Returns the previous.
-static inline lua_State *l_enter(l_host *h, lua_State *L) { lua_State *prev = h->cur; h->cur = L; return prev; }
-static inline void l_leave(l_host *h, lua_State *prev) { h->cur = prev; }
+
+// ---- entering the core from Lua --------------------------------------------------
+// A call from Lua that goes into the core (and through it into handlers)
+// opens one entry, after every check of its arguments: between l_enter and
+// l_leave nothing raises, so a bad argument can never leave a pipeline's depth
+// counted (a removed context would never be freed). Handlers run on the main
+// thread; a call from a coroutine lends its message to the main thread's
+// stack for the duration (the one slot the core's LP_MSG_HOST names). On the
+// main thread, the common case, the entry costs one compare.
+typedef struct l_entry {
+  l_host *h;
+  lp_pipeline *p; // its depth is counted while the entry is open (NULL: none)
+  int top;        // the main thread's top to restore; -1 when entered from it
+} l_entry;
+// The coroutine case of l_enter; with a message it may raise (stack
+// overflow), before it changes anything; without one it never raises.
+int l_enter_thread(l_entry *e, lua_State *L, int msg);
+// Open an entry from Lua state L into h's loop (and pipeline p, if any). msg:
+// the stack index in L of a message for the core, or 0. Returns the message's
+// slot on the main thread (0: none), for l_host_msg. Call it after every
+// argument check; it raises only when lending a message, before it enters.
+static inline int l_enter(l_entry *e, lua_State *L, l_host *h, lp_pipeline *p, int msg) {
+  e->h = h;
+  e->p = p;
+  e->top = -1;
+  if (LP_UNLIKELY(L != h->L)) msg = l_enter_thread(e, L, msg);
+  if (p) lp_pipeline_enter(p);
+  return msg;
+}
+static inline void l_leave(l_entry *e) {
+  if (e->p) lp_pipeline_leave(e->p);
+  if (LP_UNLIKELY(e->top >= 0)) lua_settop(e->h->L, e->top);
+}
 // Sync failure convention: pushes nil, "EADDRINUSE: Address already in use", "EADDRINUSE"; returns 3.
 int l_fail(lua_State *L, int rc, const char *what);
 // Push an error object: a table { kind, message, code, limit?, length? } whose
@@ -173,7 +206,8 @@ void l_native_open(lua_State *L);
 // Push a message as a Lua value: a buffer moves into a new box (a frame marked
 // LP_MSGF_STRING becomes a string), a host value is copied from its slot.
 void l_push_msg(lua_State *L, lp_msg *m);
-// A message from Lua: the value in stack slot idx of the host's current state.
+// A message from Lua: the value in stack slot idx of the host's main thread
+// (the current C frame's slot there; l_enter lends a coroutine's value).
 static inline lp_msg l_host_msg(int idx) {
   lp_msg m = {.kind = LP_MSG_HOST, .host = idx};
   return m;
