@@ -99,4 +99,27 @@ describe("entering lupine from Lua", function()
     collectgarbage()
     assert.is_nil(next(selves), "the removed decoder's state was never freed")
   end)
+
+  it("refuses a light userdata where a native object is expected, without reading through it", function()
+    -- A registry key is a light userdata whose address is a one-byte global:
+    -- a tag check that read through it went out of bounds (ASan).
+    local b = lupine.buffer("abc")
+    local key
+    for k, v in pairs(debug.getregistry()) do
+      if v == debug.getmetatable(b) and type(k) == "userdata" then key = k end
+    end
+    assert.is_not_nil(key)
+    assert.has_error(function() b:writeBytes(key) end, "bad argument #1 to 'writeBytes' (lupine.Buffer expected, got light userdata)")
+    assert.has_error(function() b.readableBytes(key) end,
+      "bad argument #1 to 'readableBytes' (lupine.Buffer expected, got light userdata)")
+    assert.has_error(function() loop.now(key) end, "bad argument #1 to 'now' (lupine.Loop expected, got light userdata)")
+    local server = test.server(function() end)
+    local c = test.client(server.port)
+    local cause
+    c.channel:writeAndFlush(key, function(f) cause = tostring(f:cause()) end)
+    test.eventually(function() return cause end)
+    assert.equal("UnsupportedMessage: cannot write a userdata: add an encoder to turn it into bytes", cause)
+    c:close()
+    server:close()
+  end)
 end)
