@@ -122,4 +122,31 @@ describe("entering lupine from Lua", function()
     c:close()
     server:close()
   end)
+
+  it("releases a future's Lua value with the future", function()
+    local values = setmetatable({}, { __mode = "k" })
+    for _ = 1, 3 do
+      local ok, failed = lupine.promise(), lupine.promise()
+      local v, e = {}, setmetatable({}, { __tostring = function() return "e" end })
+      values[v], values[e] = true, true
+      ok:setSuccess(v)
+      failed:setFailure(e)
+      assert.equal(v, ok:get())
+      assert.equal(e, failed:cause())
+    end
+    -- a handler that raises on an outbound operation: its error stays on the promise
+    local raised = {}
+    values[raised] = true
+    local Out = {}
+    function Out:write() error(raised) end
+    local ch = test.embedded(Out)
+    local p = lupine.promise()
+    ch.channel:write("x", p)
+    assert.equal(raised, p:cause())
+    p, raised = nil, nil
+    ch:finish()
+    collectgarbage()
+    collectgarbage()
+    assert.is_nil(next(values), "a future's value outlived it")
+  end)
 end)

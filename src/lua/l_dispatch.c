@@ -196,8 +196,7 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
   if (promise && !lp_future_done(promise)) { // an outbound op failed: its promise says so
     lp_error e;
     lp_error_named(&e, LP_EHOST, "%s", l_tostring(L, -1, text, sizeof text));
-    if (promise->host_ref < 0) promise->host_ref = l_ref(L);
-    else lua_pop(L, 1);
+    l_future_keep(L, promise); // without it (out of memory) the cause's text stands in
     lp_channel_fail_promise(ch, promise, &e);
     return;
   }
@@ -407,12 +406,6 @@ static void host_ctx_removed(lp_ctx *c) {
 
 static void host_ctx_free(lp_ctx *c) { host_ctx_removed(c); }
 
-static void host_future_free(lp_future *f) {
-  l_host *h = f->loop->host;
-  if (h && !h->closing && f->host_ref >= 0) luaL_unref(h->L, LUA_REGISTRYINDEX, f->host_ref);
-  f->host_ref = -1;
-}
-
 const lp_host_ops l_host_ops = {
-    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, host_future_free,
+    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, l_future_drop,
 };

@@ -2,6 +2,11 @@
 //
 // Lua listeners: each addListener takes a registry reference to the function,
 // released right after it runs (or when the future is freed unrun).
+//
+// A future's Lua value (what setSuccess or setFailure got, the error a failed
+// handler left on its promise, a lookup's answer) is one registry reference,
+// f->host_ref: taken by l_future_keep and dropped by l_future_drop (the
+// host's future_free hook), both here, and read only here.
 #include "lbind.h"
 
 #include "log.h"
@@ -18,6 +23,23 @@ typedef struct {
   l_host *host;
   int fn_ref;
 } l_listener;
+
+bool l_future_keep(lua_State *L, lp_future *f) {
+  if (f->host_ref >= 0) { // the first value stays: a future completes once
+    lua_pop(L, 1);
+    return true;
+  }
+  int ref = l_ref(L);
+  if (ref == LUA_NOREF) return false;
+  f->host_ref = ref;
+  return true;
+}
+
+void l_future_drop(lp_future *f) {
+  l_host *h = f->loop->host;
+  if (h && !h->closing && f->host_ref >= 0) luaL_unref(h->L, LUA_REGISTRYINDEX, f->host_ref);
+  f->host_ref = -1;
+}
 
 lp_future *l_future_test(lua_State *L, int i) {
   l_future *box = l_testudata(L, i, &l_key_future);
@@ -139,7 +161,7 @@ static int future_set_success(lua_State *L) {
   }
   if (!lua_isnoneornil(L, 2)) {
     lua_pushvalue(L, 2);
-    f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!l_future_keep(L, f)) return luaL_error(L, "setSuccess: out of memory");
   }
   lua_pushboolean(L, lp_future_succeed(f) == 0);
   return 1;
@@ -160,7 +182,7 @@ static int future_set_failure(lua_State *L) {
     if (lua_isstring(L, -1)) snprintf(e.message, sizeof e.message, "%s", lua_tostring(L, -1));
   }
   lua_pushvalue(L, 2);
-  f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (!l_future_keep(L, f)) return luaL_error(L, "setFailure: out of memory");
   lua_pushboolean(L, lp_future_fail(f, &e) == 0);
   return 1;
 }

@@ -38,9 +38,9 @@ static void on_lookup(void *ud, const lp_error *err, const lp_sockaddr *addrs, s
     addr_list a = {addrs, n};
     lua_pushcfunction(L, push_addrs);
     lua_pushlightuserdata(L, &a);
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK) f->host_ref = l_ref(L);
+    bool kept = lua_pcall(L, 1, 1, 0) == LUA_OK && l_future_keep(L, f);
     lua_settop(L, top);
-    if (f->host_ref >= 0) lp_future_succeed(f);
+    if (kept) lp_future_succeed(f);
     else lp_future_fail_code(f, -ENOMEM, "resolve");
   } else {
     lp_future_fail_code(f, LP_ESHUTDOWN, "the Lua state closed before the name resolved");

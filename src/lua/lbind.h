@@ -142,6 +142,10 @@ lp_future *l_future_check(lua_State *L, int i);
 lp_future *l_future_test(lua_State *L, int i);
 int l_future_new(lua_State *L);                 // lupine.promise()
 void l_future_listen(lua_State *L, lp_future *f, int fn); // add the Lua function at fn as a listener
+// Keep the value on top (popped) as f's Lua value, unless it has one; false
+// when out of memory (nothing kept). Never raises.
+bool l_future_keep(lua_State *L, lp_future *f);
+void l_future_drop(lp_future *f); // host hook: f is being freed, its value goes
 
 // ---- l_resolver.c, l_idle.c ------------------------------------------------------
 void l_resolver_open(lua_State *L); // adds resolve, setResolver to the module table on top
