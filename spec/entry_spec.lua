@@ -150,3 +150,76 @@ describe("entering lupine from Lua", function()
     assert.is_nil(next(values), "a future's value outlived it")
   end)
 end)
+
+describe("Lua strings that become C strings", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
+  local NUL = "must not contain NUL bytes"
+
+  it("refuse NUL bytes in hosts", function()
+    -- A Lua allow-list that checks the suffix must not be bypassed by a prefix C would see.
+    local host = "127.0.0.1\0.allowed.example.com"
+    assert.has_error(function() lupine.connect { host = host, port = 1 } end, "option 'host' " .. NUL)
+    assert.has_error(function() lupine.server { host = host, init = function() end } end, "option 'host' " .. NUL)
+    assert.has_error(function() lupine.resolve(host) end, "bad argument #1 to 'resolve' (" .. NUL .. ")")
+    assert.has_error(function() lupine.setResolver { servers = "127.0.0.1:53\0x" } end, "setResolver: 'servers' " .. NUL)
+    assert.has_error(function() lupine.setResolver { servers = { "127.0.0.1:53\0x" } } end, "setResolver: 'servers' " .. NUL)
+    lupine.setResolver(nil) -- the system's settings, whatever happened above
+    -- serve would listen on the prefix until stopped: a timer stops it if it starts
+    local stop = loop:schedule(0.5, function() loop:stop() end)
+    assert.has_error(function() lupine.serve({ init = function() end }, { host = host, workers = 0 }) end,
+      "lupine: option 'host' " .. NUL)
+    assert.has_error(function() lupine.serve({ init = function() end }, { source = "app\0.lua", workers = 0 }) end,
+      "lupine: option 'source' " .. NUL)
+    stop:cancel()
+  end)
+
+  it("refuse NUL bytes in option names", function()
+    assert.has_error(function()
+      lupine.server { init = function() end, options = { ["autoRead\0x"] = false } }
+    end, "channel option names " .. NUL)
+    local codec = require "lupine.codec"
+    assert.has_error(function() codec.lineFrame { ["maxLength\0x"] = 1 } end, "lineFrame: option names " .. NUL)
+    local ch = test.embedded()
+    local cfg = ch.channel:config()
+    assert.has_error(function() cfg:setOption("autoRead\0x", false) end, "bad argument #1 to 'setOption' (" .. NUL .. ")")
+    assert.has_error(function() cfg:getOption("autoRead\0x") end, "bad argument #1 to 'getOption' (" .. NUL .. ")")
+    assert.is_true(cfg:getOption("autoRead"))
+    ch:finish()
+  end)
+
+  it("refuse NUL bytes in handler names", function()
+    local H = {}
+    local ch = test.embedded()
+    local p = ch.channel.pipeline
+    p:addLast("a", H)
+    assert.has_error(function() p:addLast("a\0b", {}) end, "bad argument #1 to 'addLast' (" .. NUL .. ")")
+    assert.has_error(function() p:addBefore("a\0b", "c", {}) end, "bad argument #1 to 'addBefore' (" .. NUL .. ")")
+    assert.has_error(function() p:addAfter("a", "c\0d", {}) end, "bad argument #2 to 'addAfter' (" .. NUL .. ")")
+    assert.has_error(function() p:replace("a", "b\0c", {}) end, "bad argument #2 to 'replace' (" .. NUL .. ")")
+    assert.has_error(function() p:get("a\0b") end, "bad argument #1 to 'get' (" .. NUL .. ")")
+    assert.has_error(function() p:remove("a\0b") end, "bad argument #1 to 'remove' (" .. NUL .. ")")
+    assert.has_error(function() p:addLast({ name = "x\0y" }) end, "pipeline: a handler's name " .. NUL)
+    assert.same({ "a" }, p:names())
+    ch:finish()
+  end)
+
+  it("refuse NUL bytes in log text, log levels and addresses", function()
+    assert.has_error(function() lupine.log("error", "ok", "a\0b") end, "bad argument #3 to 'log' (" .. NUL .. ")")
+    assert.has_error(function() lupine.log("debug", "a\0b") end, "bad argument #2 to 'log' (" .. NUL .. ")")
+    assert.has_error(function() lupine.log("error\0x", "a") end, "bad argument #1 to 'log' (" .. NUL .. ")")
+    assert.has_error(function() lupine.setLogLevel("off\0x") end, "bad argument #1 to 'setLogLevel' (" .. NUL .. ")")
+    assert.has_error(function() loop:runUntil(function() return true end, 1, "x\0y") end,
+      "bad argument #3 to 'runUntil' (" .. NUL .. ")")
+    local err
+    local H = {}
+    function H:channelRead(ctx)
+      err = select(2, pcall(function() ctx:connect("127.0.0.1:1\0junk") end))
+    end
+    local ch = test.embedded(H)
+    ch:writeInbound("go")
+    assert.equal("bad argument #1 to 'connect' (" .. NUL .. ")", err:match("bad argument.*"))
+    ch:finish()
+  end)
+end)

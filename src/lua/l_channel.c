@@ -226,7 +226,7 @@ static int config_set_water_marks(lua_State *L) {
 // cfg:setOption(name, value): any option lupine.server/connect accept.
 static int config_set_option(lua_State *L) {
   lp_channel *ch = check_config(L);
-  luaL_checkstring(L, 2);
+  l_checkcstring(L, 2);
   luaL_checkany(L, 3);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, 3);
@@ -248,7 +248,7 @@ static int config_set_option(lua_State *L) {
 
 static int config_get_option(lua_State *L) {
   lp_channel *ch = check_config(L);
-  const char *k = luaL_checkstring(L, 2);
+  const char *k = l_checkcstring(L, 2);
   const lp_channel_config *c = &ch->config;
   if (strcmp(k, "tcpNoDelay") == 0) lua_pushboolean(L, c->tcp_nodelay);
   else if (strcmp(k, "keepAlive") == 0) lua_pushboolean(L, c->keepalive);

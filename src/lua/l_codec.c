@@ -33,6 +33,7 @@ static void check_options(lua_State *L, int t, const char *fn, const char *const
   lua_pushnil(L);
   while (lua_next(L, t)) {
     bool ok = false;
+    if (lua_type(L, -2) == LUA_TSTRING && !l_is_cstring(L, -2)) luaL_error(L, "%s: option names " L_NUL_MESSAGE, fn);
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; known[i]; i++)
         if (strcmp(lua_tostring(L, -2), known[i]) == 0) ok = true;

@@ -163,8 +163,7 @@ static int ctx_close(lua_State *L) { return l_outbound_simple(L, check_ctx(L, 1)
 // "[::1]:80", as the handler received it. Returns the promise.
 static int ctx_connect(lua_State *L) {
   lp_ctx *c = check_ctx(L, 1);
-  size_t len;
-  const char *a = luaL_checklstring(L, 2, &len);
+  const char *a = l_checkcstring(L, 2);
   const char *colon = strrchr(a, ':');
   char host[64];
   lp_sockaddr addr;

@@ -330,9 +330,11 @@ static const lp_worker_ops worker_ops = {w_start, w_accept, w_stop, w_free};
 
 // ---- lupine.core.serve ---------------------------------------------------------------------
 
+// A copy of string field k of table t (NULL: absent, not a string without
+// NUL, or out of memory). Never raises past its own getfield.
 static char *dup_field(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
-  const char *v = lua_tostring(L, -1);
+  const char *v = l_is_cstring(L, -1) ? lua_tostring(L, -1) : NULL;
   char *copy = v ? strdup(v) : NULL;
   lua_pop(L, 1);
   return copy;
@@ -375,7 +377,8 @@ int l_serve(lua_State *L) {
   lp_sockaddr addr;
   if (lp_addr_parse(host, port, &addr) != 0)
     return luaL_error(L, "lupine: host '%s' is not a numeric IPv4/IPv6 address or localhost", host);
-  if (workers > 0 && !l_opt_string(L, 1, "source", NULL))
+  const char *source = l_opt_string(L, 1, "source", NULL); // a path or module name: no NUL
+  if (workers > 0 && !source)
     return luaL_error(L, "lupine: workers > 0 needs the app's source (a file or module name) to load it in each worker");
   lp_channel_config check; // the app's options, checked here once for every worker
   lp_channel_config_default(&check);
@@ -384,12 +387,24 @@ int l_serve(lua_State *L) {
   if (memlimit && workers == 0 && !set_limit(L, (size_t)memlimit))
     lp_log(LP_LOG_WARN, 0, "memoryLimit applies to Lua states the lupine launcher makes: not to this one");
 
+  // The workers get the caller's package paths as C strings.
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    static const char *const paths[] = {"path", "cpath"};
+    for (int i = 0; i < 2; i++) {
+      if (lua_getfield(L, -1, paths[i]) == LUA_TSTRING && !l_is_cstring(L, -1))
+        return luaL_error(L, "lupine: package.%s " L_NUL_MESSAGE, paths[i]);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+
   // From here on nothing raises until the group is gone.
   serve_ctx *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "lupine: out of memory");
   s->source = dup_field(L, 1, "source");
   lua_getglobal(L, "package");
-  if (lua_istable(L, -1)) {
+  if (lua_istable(L, -1)) { // checked for NUL bytes above
     s->path = dup_field(L, lua_gettop(L), "path");
     s->cpath = dup_field(L, lua_gettop(L), "cpath");
   }

@@ -100,7 +100,7 @@ static int loop_run_until(lua_State *L) {
   not_nested(L, h, "runUntil");
   if (!l_future_test(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
   double timeout = luaL_optnumber(L, 3, 5.0);
-  const char *what = luaL_optstring(L, 4, NULL);
+  const char *what = l_optcstring(L, 4, NULL);
   until_state st = {2, false};
   bool ok = l_run_until(h, L, until_done, &st, timeout);
   if (st.failed) return lua_error(L);

@@ -227,10 +227,27 @@ const char *l_opt_string(lua_State *L, int t, const char *field, const char *def
   const char *v = def;
   if (ty != LUA_TNIL) {
     if (ty != LUA_TSTRING) luaL_error(L, "option '%s' must be a string", field);
+    if (!l_is_cstring(L, -1)) luaL_error(L, "option '%s' " L_NUL_MESSAGE, field);
     v = lua_tostring(L, -1); // kept alive by the table
   }
   lua_pop(L, 1);
   return v;
+}
+
+bool l_is_cstring(lua_State *L, int idx) {
+  size_t n;
+  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &n) : NULL;
+  return s && !memchr(s, 0, n);
+}
+
+const char *l_checkcstring(lua_State *L, int arg) {
+  const char *s = luaL_checkstring(L, arg);
+  if (!l_is_cstring(L, arg)) luaL_argerror(L, arg, L_NUL_MESSAGE);
+  return s;
+}
+
+const char *l_optcstring(lua_State *L, int arg, const char *def) {
+  return lua_isnoneornil(L, arg) ? def : l_checkcstring(L, arg);
 }
 
 static const char *const channel_options[] = {
@@ -245,6 +262,7 @@ void l_channel_config_read(lua_State *L, int t, lp_channel_config *c) {
   lua_pushnil(L);
   while (lua_next(L, t)) { // reject names we do not know: a typo must not pass silently
     bool known = false;
+    if (lua_type(L, -2) == LUA_TSTRING && !l_is_cstring(L, -2)) luaL_error(L, "channel option names " L_NUL_MESSAGE);
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; channel_options[i]; i++)
         if (strcmp(lua_tostring(L, -2), channel_options[i]) == 0) known = true;
@@ -284,7 +302,7 @@ static int lupine_loop(lua_State *L) {
 }
 
 static int lupine_set_log_level(lua_State *L) {
-  int lvl = lp_log_parse_level(luaL_checkstring(L, 1));
+  int lvl = lp_log_parse_level(l_checkcstring(L, 1));
   if (lvl < 0) return luaL_argerror(L, 1, "one of debug, info, warn, error, off");
   lp_log_set_level(lvl);
   return 0;
@@ -292,14 +310,20 @@ static int lupine_set_log_level(lua_State *L) {
 
 static int lupine_log(lua_State *L) {
   static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+  l_checkcstring(L, 1);
   int lvl = luaL_checkoption(L, 1, NULL, levels);
-  if (!LP_LOG_ENABLED(lvl)) return 0;
   int n = lua_gettop(L);
+  if (!LP_LOG_ENABLED(lvl)) { // string arguments are checked at every level: a test with logging off sees the error too
+    for (int i = 2; i <= n; i++)
+      if (lua_type(L, i) == LUA_TSTRING && !l_is_cstring(L, i)) luaL_argerror(L, i, L_NUL_MESSAGE);
+    return 0;
+  }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   for (int i = 2; i <= n; i++) {
     if (i > 2) luaL_addchar(&b, ' ');
     luaL_tolstring(L, i, NULL);
+    if (!l_is_cstring(L, -1)) luaL_argerror(L, i, L_NUL_MESSAGE); // the log line would end there
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);

@@ -48,6 +48,7 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
     char gen[96];
     if (!name) {
       const char *base = lua_getfield(L, hi, "name") == LUA_TSTRING ? lua_tostring(L, -1) : "handler";
+      if (!l_is_cstring(L, -1) && lua_type(L, -1) == LUA_TSTRING) luaL_error(L, "pipeline: a handler's name " L_NUL_MESSAGE);
       lp_pipeline_gen_name(p, base, gen, sizeof gen);
       lua_pop(L, 1);
       name = gen;
@@ -105,7 +106,7 @@ static int pipeline_add_end(lua_State *L, int where) {
   const char *name = NULL;
   int hi = 2;
   if (lua_gettop(L) >= 3) {
-    name = luaL_optstring(L, 2, NULL);
+    name = l_optcstring(L, 2, NULL);
     hi = 3;
   }
   lp_ctx *c = make_ctx(L, p, name, hi);
@@ -119,8 +120,8 @@ static int pipeline_add_last(lua_State *L) { return pipeline_add_end(L, LP_ADD_L
 
 static int pipeline_add_rel(lua_State *L, int where) {
   lp_pipeline *p = check_pipeline(L, 1);
-  const char *base = luaL_checkstring(L, 2);
-  const char *name = luaL_optstring(L, 3, NULL);
+  const char *base = l_checkcstring(L, 2);
+  const char *name = l_optcstring(L, 3, NULL);
   if (!lp_pipeline_get(p, base)) return luaL_error(L, "pipeline: no handler named '%s'", base);
   lp_ctx *c = make_ctx(L, p, name, 4);
   link_ctx(L, p, where, base, c);
@@ -133,7 +134,7 @@ static int pipeline_add_after(lua_State *L) { return pipeline_add_rel(L, LP_ADD_
 
 // Find a context by name, handler (table or factory) or Context.
 static lp_ctx *find_ctx(lua_State *L, lp_pipeline *p, int i) {
-  if (lua_type(L, i) == LUA_TSTRING) return lp_pipeline_get(p, lua_tostring(L, i));
+  if (lua_type(L, i) == LUA_TSTRING) return lp_pipeline_get(p, l_checkcstring(L, i));
   lp_ctx *found = l_context_test(L, i);
   if (found) return !found->removed && found->pipeline == p ? found : NULL;
   for (lp_ctx *c = lp_pipeline_first(p); c; c = lp_pipeline_next(p, c)) {
@@ -168,7 +169,7 @@ static int pipeline_remove(lua_State *L) {
 static int pipeline_replace(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
   lp_ctx *old = check_find(L, p, 2);
-  const char *name = luaL_optstring(L, 3, NULL);
+  const char *name = l_optcstring(L, 3, NULL);
   if (name && strcmp(name, old->name) != 0 && lp_pipeline_get(p, name))
     return luaL_error(L, "pipeline: duplicate handler name '%s'", name);
   lua_rawgeti(L, LUA_REGISTRYINDEX, old->host_ref); // returned
@@ -195,7 +196,7 @@ static int pipeline_replace(lua_State *L) {
 
 static int pipeline_get(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
-  lp_ctx *c = lp_pipeline_get(p, luaL_checkstring(L, 2));
+  lp_ctx *c = lp_pipeline_get(p, l_checkcstring(L, 2));
   if (!c) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
   return 1;

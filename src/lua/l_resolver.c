@@ -51,7 +51,7 @@ static void on_lookup(void *ud, const lp_error *err, const lp_sockaddr *addrs, s
 // lupine.resolve(host [, port]) -> future of { address, ... } (numeric
 // addresses and localhost without a lookup; the future fails with UnknownHost).
 static int l_resolve(lua_State *L) {
-  const char *host = luaL_checkstring(L, 1);
+  const char *host = l_checkcstring(L, 1);
   int port = (int)luaL_optinteger(L, 2, 0);
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0..65535");
   l_host *h = l_host_get(L);
@@ -82,6 +82,7 @@ static int l_set_resolver(lua_State *L) {
   if (ty == LUA_TTABLE) {
     for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
       if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "setResolver: 'servers' must be strings like \"127.0.0.1:53\"");
+      if (!l_is_cstring(L, -1)) return luaL_error(L, "setResolver: 'servers' " L_NUL_MESSAGE);
       size_t used = strlen(list);
       if (snprintf(list + used, sizeof list - used, "%s%s", i > 1 ? "," : "", lua_tostring(L, -1)) >= (int)(sizeof list - used))
         return luaL_error(L, "setResolver: the list of servers is too long");
@@ -89,6 +90,7 @@ static int l_set_resolver(lua_State *L) {
     }
     cfg.servers = list;
   } else if (ty == LUA_TSTRING) {
+    if (!l_is_cstring(L, -1)) return luaL_error(L, "setResolver: 'servers' " L_NUL_MESSAGE);
     cfg.servers = lua_tostring(L, -1); // kept alive by the table
   } else if (ty != LUA_TNIL) {
     return luaL_error(L, "setResolver: 'servers' must be a string or a list of strings");

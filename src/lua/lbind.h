@@ -117,7 +117,18 @@ bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id)
 lua_Integer l_opt_int(lua_State *L, int t, const char *field, lua_Integer def, lua_Integer min, lua_Integer max);
 bool l_opt_bool(lua_State *L, int t, const char *field, bool def);
 double l_opt_number(lua_State *L, int t, const char *field, double def);
+// A string option that becomes a C string: a NUL byte in it raises "option
+// 'host' must not contain NUL bytes" (C would see only what comes before it).
 const char *l_opt_string(lua_State *L, int t, const char *field, const char *def);
+// Lua strings that become C strings (hosts, names, paths, log text) hold no
+// NUL byte: "127.0.0.1\0.allowed.example" must not pass a Lua check on its
+// suffix and then connect to its prefix. l_is_cstring: the value at idx is a
+// string without NUL. l_checkcstring / l_optcstring: luaL_checkstring /
+// luaL_optstring, raising "bad argument #n to 'f' (must not contain NUL bytes)".
+bool l_is_cstring(lua_State *L, int idx);
+const char *l_checkcstring(lua_State *L, int arg);
+const char *l_optcstring(lua_State *L, int arg, const char *def);
+#define L_NUL_MESSAGE "must not contain NUL bytes"
 // Parse channel options from table t into cfg (raising on a bad name or value).
 void l_channel_config_read(lua_State *L, int t, lp_channel_config *cfg);
 
