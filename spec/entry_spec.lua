@@ -151,6 +151,42 @@ describe("entering lupine from Lua", function()
   end)
 end)
 
+describe("argument errors", function()
+  -- The error of f(...) called from C (pcall), where Lua has no name for f.
+  local function err_of(f, ...)
+    local ok, err = pcall(f, ...)
+    assert.is_false(ok)
+    return err
+  end
+
+  it("name the method also when it is called from C (pcall(ctx.write, ctx))", function()
+    local b = lupine.buffer("abc")
+    assert.has_error(function() b:writeU8() end, "bad argument #1 to 'writeU8' (number expected, got no value)")
+    assert.equal("bad argument #2 to 'writeU8' (number expected, got no value)", err_of(b.writeU8, b))
+    assert.equal("bad argument #3 to 'slice' (number expected, got no value)", err_of(b.slice, b, 1))
+    assert.equal("bad argument #1 to 'readableBytes' (lupine.Buffer expected, got number)", err_of(b.readableBytes, 42))
+    assert.equal("bad argument #2 to 'schedule' (number expected, got string)", err_of(loop.schedule, loop, "soon"))
+    local ch = test.embedded()
+    local p = ch.channel.pipeline
+    assert.has_error(function() p:addLast(42) end, "bad argument #1 to 'addLast' (handler table expected, got number)")
+    assert.equal("bad argument #2 to 'addLast' (handler table expected, got number)", err_of(p.addLast, p, 42))
+    assert.equal("bad argument #2 to 'write' (value expected)", err_of(ch.channel.write, ch.channel))
+    ch:finish()
+    local errors = {}
+    local H = {}
+    function H:channelRead(ctx)
+      errors[1] = select(2, pcall(ctx.write, ctx))
+      errors[2] = select(2, pcall(function() ctx:write() end)):match("bad argument.*")
+      errors[3] = select(2, pcall(ctx.fireUserEventTriggered, ctx))
+    end
+    local e = test.embedded(H)
+    e:writeInbound("x")
+    assert.same({ "bad argument #2 to 'write' (value expected)", "bad argument #1 to 'write' (value expected)",
+      "bad argument #2 to 'fireUserEventTriggered' (value expected)" }, errors)
+    e:finish()
+  end)
+end)
+
 describe("Lua strings that become C strings", function()
   local leaks = leak_check()
   before_each(leaks.before)

@@ -203,7 +203,7 @@ static int config_gc(lua_State *L) {
 
 static int config_set_auto_read(lua_State *L) {
   lp_channel *ch = check_config(L);
-  luaL_checktype(L, 2, LUA_TBOOLEAN);
+  l_checktype(L, 2, LUA_TBOOLEAN);
   lp_channel_set_auto_read(ch, lua_toboolean(L, 2));
   lua_settop(L, 1);
   return 1;
@@ -216,7 +216,7 @@ static int config_is_auto_read(lua_State *L) {
 
 static int config_set_water_marks(lua_State *L) {
   lp_channel *ch = check_config(L);
-  lua_Integer low = luaL_checkinteger(L, 2), high = luaL_checkinteger(L, 3);
+  lua_Integer low = l_checkinteger(L, 2), high = l_checkinteger(L, 3);
   if (low < 0 || high < low) return luaL_error(L, "setWriteBufferWaterMark: need 0 <= low <= high");
   lp_channel_set_water_marks(ch, (size_t)low, (size_t)high);
   lua_settop(L, 1);
@@ -227,7 +227,7 @@ static int config_set_water_marks(lua_State *L) {
 static int config_set_option(lua_State *L) {
   lp_channel *ch = check_config(L);
   l_checkcstring(L, 2);
-  luaL_checkany(L, 3);
+  l_checkany(L, 3);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, lua_tostring(L, 2));

@@ -58,7 +58,7 @@ static int options(lua_State *L, const char *fn, const char *const *known) {
     lua_settop(L, 0);
     lua_newtable(L);
   }
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   check_options(L, 1, fn, known);
   return 1;
 }
@@ -166,7 +166,7 @@ static int codec_length_field_frame(lua_State *L) {
 static int codec_fixed_length_frame(lua_State *L) {
   static const char *const known[] = {"frameLength", "asString", NULL};
   if (lua_type(L, 1) == LUA_TNUMBER) {
-    lua_Integer n = luaL_checkinteger(L, 1);
+    lua_Integer n = l_checkinteger(L, 1);
     lua_settop(L, 0);
     lua_createtable(L, 0, 1);
     lua_pushinteger(L, n);
@@ -432,7 +432,7 @@ static void lua_decoder_factory_free(l_native *self) {
 // luaDecoder(spec): spec.decode(self, ctx, buf, out) [, spec.decodeLast], spec.name,
 // spec.maxCumulation (default 1 MiB).
 static int codec_lua_decoder(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   if (lua_getfield(L, 1, "decode") != LUA_TFUNCTION)
     return luaL_error(L, "lupine.codec.decoder: 'decode' must be a function(self, ctx, buf, out)");
   int t = lua_getfield(L, 1, "decodeLast");

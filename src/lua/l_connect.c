@@ -16,7 +16,7 @@ static void drop_channel(void *ch) { lp_channel_unref(ch); }
 // to 127.0.0.1:1)", "ConnectTimeout: connect to ... timed out after 5 s",
 // "UnknownHost: cannot resolve 'x': Domain name not found".
 int l_connect(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
   const char *host = l_opt_string(L, 1, "host", "127.0.0.1");
   int port = (int)l_opt_int(L, 1, "port", -1, 1, 65535);

@@ -67,7 +67,7 @@ lp_ctx *l_context_test(lua_State *L, int i) {
 
 static lp_ctx *check_ctx(lua_State *L, int i) {
   lp_ctx *c = l_context_test(L, i);
-  if (!c) luaL_typeerror(L, i, "lupine.Context");
+  if (!c) l_typeerror(L, i, "lupine.Context");
   return c;
 }
 
@@ -87,7 +87,7 @@ static int ctx_fire(lua_State *L) {
   lp_ctx *c = check_ctx(L, 1);
   int ev = (int)lua_tointeger(L, lua_upvalueindex(1));
   bool with_msg = ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION;
-  if (with_msg) luaL_checkany(L, 2);
+  if (with_msg) l_checkany(L, 2);
   l_entry e;
   int slot = l_enter(&e, L, host_of(c), NULL, with_msg ? 2 : 0);
   lp_msg m = l_host_msg(slot);
@@ -102,7 +102,7 @@ static int ctx_fire(lua_State *L) {
 // one (a Lua future per write costs two allocations and GC work on the hot
 // path); a failure nobody asked about still reaches exceptionCaught.
 int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
-  luaL_checkany(L, 2);
+  l_checkany(L, 2);
   lp_channel *ch = lp_ctx_channel(from);
   lp_future *f = NULL;
   int t = lua_type(L, 3);
@@ -113,7 +113,7 @@ int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
     l_future_listen(L, f, 3);
   } else if (t != LUA_TNONE && t != LUA_TNIL) {
     f = l_future_test(L, 3); // its box, in slot 3, keeps it through the call
-    luaL_argexpected(L, f != NULL, 3, "lupine.Future or listener function");
+    l_argexpected(L, f != NULL, 3, "lupine.Future or listener function");
   }
   l_entry e;
   lp_msg m = l_host_msg(l_enter(&e, L, ch->loop->host, from->pipeline, 2));
@@ -170,10 +170,10 @@ static int ctx_connect(lua_State *L) {
   char *end = NULL;
   long port = colon ? strtol(colon + 1, &end, 10) : -1;
   if (!colon || (size_t)(colon - a) >= sizeof host || !end || *end || end == colon + 1 || port < 1 || port > 65535)
-    return luaL_argerror(L, 2, "expected a numeric address \"host:port\"");
+    return l_argerror(L, 2, "expected a numeric address \"host:port\"");
   memcpy(host, a, (size_t)(colon - a));
   host[colon - a] = 0;
-  if (lp_addr_parse(host, (int)port, &addr) != 0) return luaL_argerror(L, 2, "expected a numeric address \"host:port\"");
+  if (lp_addr_parse(host, (int)port, &addr) != 0) return l_argerror(L, 2, "expected a numeric address \"host:port\"");
   lp_future *f = promise_arg(L, 3, lp_ctx_channel(c), true, "connect");
   l_entry e;
   l_enter(&e, L, host_of(c), c->pipeline, 0);

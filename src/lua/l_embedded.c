@@ -209,7 +209,7 @@ static int embedded_channel(lua_State *L) {
 
 static int embedded_register(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  if (ch->unsafe != &embedded_unsafe) return luaL_argerror(L, 1, "not an embedded channel");
+  if (ch->unsafe != &embedded_unsafe) return l_argerror(L, 1, "not an embedded channel");
   if (ch->flags & LP_CH_REGISTERED) return 0;
   lp_channel_register(ch);
   return 0;
@@ -219,7 +219,7 @@ static int embedded_register(lua_State *L) {
 // test object: no Lua runs now; channelInactive follows as a task).
 static int embedded_close_now(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  if (ch->unsafe != &embedded_unsafe) return luaL_argerror(L, 1, "not an embedded channel");
+  if (ch->unsafe != &embedded_unsafe) return l_argerror(L, 1, "not an embedded channel");
   lp_channel_close_now(ch);
   return 0;
 }

@@ -134,7 +134,7 @@ static void run_listener(lp_future *f, void *ud) {
 }
 
 void l_future_listen(lua_State *L, lp_future *f, int fn) {
-  luaL_checktype(L, fn, LUA_TFUNCTION);
+  l_checktype(L, fn, LUA_TFUNCTION);
   l_listener *l = malloc(sizeof *l);
   if (!l) luaL_error(L, "addListener: out of memory");
   l->host = l_host_get(L);
@@ -169,7 +169,7 @@ static int future_set_success(lua_State *L) {
 
 static int future_set_failure(lua_State *L) {
   lp_future *f = l_future_check(L, 1);
-  luaL_checkany(L, 2);
+  l_checkany(L, 2);
   if (lp_future_done(f)) {
     lua_pushboolean(L, 0);
     return 1;
@@ -195,7 +195,7 @@ static bool is_done(lua_State *L, void *ud) {
 // f:sync([timeout]): run the loop until f is done; return its value, or raise its cause.
 static int future_sync(lua_State *L) {
   lp_future *f = l_future_check(L, 1);
-  double timeout = luaL_optnumber(L, 2, 5.0);
+  double timeout = l_optnumber(L, 2, 5.0);
   l_host *h = l_host_get(L);
   f->observed = true;
   if (!lp_future_done(f)) {

@@ -164,7 +164,7 @@ typedef struct l_worker {
 // app's options, keep init, make the `worker` table and run workerInit.
 static int worker_setup(lua_State *L) {
   l_worker *lw = lua_touserdata(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  l_checktype(L, 2, LUA_TTABLE);
   lp_channel_config_default(&lw->cfg);
   if (lua_getfield(L, 2, "options") != LUA_TNIL) l_channel_config_read(L, lua_gettop(L), &lw->cfg);
   lua_pop(L, 1);
@@ -359,7 +359,7 @@ static bool is_any_address(const lp_sockaddr *a) {
 // loop stopped from inside); raises a one-line error when start-up fails,
 // with nothing left listening.
 int l_serve(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
   if (h->running) return luaL_error(L, "lupine: serve called from inside the running loop");
   if (lua_getfield(L, 1, "app") != LUA_TTABLE) return luaL_error(L, "lupine: serve needs an app table");

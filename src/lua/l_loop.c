@@ -98,8 +98,8 @@ static void not_nested(lua_State *L, l_host *h, const char *what) {
 static int loop_run_until(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "runUntil");
-  if (!l_future_test(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  double timeout = luaL_optnumber(L, 3, 5.0);
+  if (!l_future_test(L, 2)) l_checktype(L, 2, LUA_TFUNCTION);
+  double timeout = l_optnumber(L, 3, 5.0);
   const char *what = l_optcstring(L, 4, NULL);
   until_state st = {2, false};
   bool ok = l_run_until(h, L, until_done, &st, timeout);
@@ -120,7 +120,7 @@ static bool never(lua_State *L, void *ud) {
 static int loop_run_for(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "runFor");
-  l_run_until(h, L, never, NULL, luaL_checknumber(L, 2));
+  l_run_until(h, L, never, NULL, l_checknumber(L, 2));
   return 0;
 }
 
@@ -178,7 +178,7 @@ static void run_exec(lp_task *t, lp_loop *loop) {
 
 static int loop_execute(lua_State *L) {
   l_host *h = check_loop(L);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  l_checktype(L, 2, LUA_TFUNCTION);
   l_exec *x = malloc(sizeof *x);
   if (!x) return luaL_error(L, "execute: out of memory");
   x->h = h;
@@ -215,7 +215,7 @@ static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
 
 static int schedule(lua_State *L, double after, double period, int fn) {
   l_host *h = check_loop(L);
-  luaL_checktype(L, fn, LUA_TFUNCTION);
+  l_checktype(L, fn, LUA_TFUNCTION);
   if (!(after >= 0) || !(period >= 0)) return luaL_error(L, "schedule: delays must be non-negative numbers");
   l_timer *t = l_newudata(L, sizeof *t, 0, &l_key_timer);
   t->h = h;
@@ -230,12 +230,12 @@ static int schedule(lua_State *L, double after, double period, int fn) {
   return 1;
 }
 
-static int loop_schedule(lua_State *L) { return schedule(L, luaL_checknumber(L, 2), 0, 3); }
+static int loop_schedule(lua_State *L) { return schedule(L, l_checknumber(L, 2), 0, 3); }
 
 static int loop_schedule_at_fixed_rate(lua_State *L) {
-  double period = luaL_checknumber(L, 3);
-  if (!(period > 0)) return luaL_argerror(L, 3, "period must be positive");
-  return schedule(L, luaL_checknumber(L, 2), period, 4);
+  double period = l_checknumber(L, 3);
+  if (!(period > 0)) return l_argerror(L, 3, "period must be positive");
+  return schedule(L, l_checknumber(L, 2), period, 4);
 }
 
 static int timer_cancel(lua_State *L) {

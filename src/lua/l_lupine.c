@@ -234,22 +234,6 @@ const char *l_opt_string(lua_State *L, int t, const char *field, const char *def
   return v;
 }
 
-bool l_is_cstring(lua_State *L, int idx) {
-  size_t n;
-  const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &n) : NULL;
-  return s && !memchr(s, 0, n);
-}
-
-const char *l_checkcstring(lua_State *L, int arg) {
-  const char *s = luaL_checkstring(L, arg);
-  if (!l_is_cstring(L, arg)) luaL_argerror(L, arg, L_NUL_MESSAGE);
-  return s;
-}
-
-const char *l_optcstring(lua_State *L, int arg, const char *def) {
-  return lua_isnoneornil(L, arg) ? def : l_checkcstring(L, arg);
-}
-
 static const char *const channel_options[] = {
     "tcpNoDelay", "keepAlive", "rcvBuf", "sndBuf", "autoRead", "allowHalfClosure", "autoBackpressure",
     "closeOnException", "maxMessagesPerRead", "highWaterMark", "lowWaterMark", "maxPendingBytes", NULL,
@@ -258,7 +242,7 @@ static const char *const channel_options[] = {
 void l_channel_config_read(lua_State *L, int t, lp_channel_config *c) {
   if (!t) return;
   t = lua_absindex(L, t);
-  luaL_checktype(L, t, LUA_TTABLE);
+  l_checktype(L, t, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, t)) { // reject names we do not know: a typo must not pass silently
     bool known = false;
@@ -303,19 +287,22 @@ static int lupine_loop(lua_State *L) {
 
 static int lupine_set_log_level(lua_State *L) {
   int lvl = lp_log_parse_level(l_checkcstring(L, 1));
-  if (lvl < 0) return luaL_argerror(L, 1, "one of debug, info, warn, error, off");
+  if (lvl < 0) return l_argerror(L, 1, "one of debug, info, warn, error, off");
   lp_log_set_level(lvl);
   return 0;
 }
 
 static int lupine_log(lua_State *L) {
   static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
-  l_checkcstring(L, 1);
-  int lvl = luaL_checkoption(L, 1, NULL, levels);
+  const char *name = l_checkcstring(L, 1);
+  int lvl = -1;
+  for (int i = 0; levels[i]; i++)
+    if (strcmp(name, levels[i]) == 0) lvl = i;
+  if (lvl < 0) return l_argerror(L, 1, lua_pushfstring(L, "invalid option '%s'", name));
   int n = lua_gettop(L);
   if (!LP_LOG_ENABLED(lvl)) { // string arguments are checked at every level: a test with logging off sees the error too
     for (int i = 2; i <= n; i++)
-      if (lua_type(L, i) == LUA_TSTRING && !l_is_cstring(L, i)) luaL_argerror(L, i, L_NUL_MESSAGE);
+      if (lua_type(L, i) == LUA_TSTRING && !l_is_cstring(L, i)) l_argerror(L, i, L_NUL_MESSAGE);
     return 0;
   }
   luaL_Buffer b;
@@ -323,7 +310,7 @@ static int lupine_log(lua_State *L) {
   for (int i = 2; i <= n; i++) {
     if (i > 2) luaL_addchar(&b, ' ');
     luaL_tolstring(L, i, NULL);
-    if (!l_is_cstring(L, -1)) luaL_argerror(L, i, L_NUL_MESSAGE); // the log line would end there
+    if (!l_is_cstring(L, -1)) l_argerror(L, i, L_NUL_MESSAGE); // the log line would end there
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
@@ -377,5 +364,8 @@ int luaopen_lupine_core(lua_State *L) {
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
+  static const void *const typed[] = {&l_key_buffer, &l_key_context, &l_key_pipeline, &l_key_future, &l_key_channel,
+                                      &l_key_config, &l_key_server,  &l_key_loop,     &l_key_timer};
+  l_args_open(L, typed, (int)LP_ARRAY_LEN(typed)); // argument errors name methods called from C
   return 1;
 }

@@ -44,7 +44,7 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
     }
     c = n->make(n, p, name, L);
   } else {
-    luaL_argexpected(L, lua_istable(L, hi), hi, "handler table");
+    l_argexpected(L, lua_istable(L, hi), hi, "handler table");
     char gen[96];
     if (!name) {
       const char *base = lua_getfield(L, hi, "name") == LUA_TSTRING ? lua_tostring(L, -1) : "handler";
@@ -225,7 +225,7 @@ static int pipeline_fire(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
   int ev = (int)lua_tointeger(L, lua_upvalueindex(1));
   bool with_msg = ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION;
-  if (with_msg) luaL_checkany(L, 2);
+  if (with_msg) l_checkany(L, 2);
   l_entry e;
   lp_msg m = l_host_msg(l_enter(&e, L, p->channel->loop->host, p, with_msg ? 2 : 0));
   lp_pipeline_fire(p, ev, with_msg ? &m : NULL);

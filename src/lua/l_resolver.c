@@ -52,8 +52,8 @@ static void on_lookup(void *ud, const lp_error *err, const lp_sockaddr *addrs, s
 // addresses and localhost without a lookup; the future fails with UnknownHost).
 static int l_resolve(lua_State *L) {
   const char *host = l_checkcstring(L, 1);
-  int port = (int)luaL_optinteger(L, 2, 0);
-  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0..65535");
+  int port = (int)l_optinteger(L, 2, 0);
+  l_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0..65535");
   l_host *h = l_host_get(L);
   lp_future *f = lp_future_new(h->loop);
   if (!f) return luaL_error(L, "lupine.resolve: out of memory");
@@ -75,7 +75,7 @@ static int l_set_resolver(lua_State *L) {
     lp_resolver_configure(h->loop, NULL);
     return 0;
   }
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   lp_resolver_config cfg = {0};
   char list[1024] = "";
   int ty = lua_getfield(L, 1, "servers");

@@ -54,11 +54,62 @@ static inline void *l_testudata(lua_State *L, int i, const void *key) {
   const void *const *p = (const void *const *)lua_touserdata(L, i);
   return *p == key ? (void *)p : NULL;
 }
+
+// ---- l_args.c: argument checks ---------------------------------------------------
+// luaL_argerror and the luaL_check* family, except that an error names the
+// method even when Lua does not know the name (a method called from C, as
+// pcall(ctx.write, ctx): "bad argument #2 to 'write' (value expected)", where
+// luaL_argerror says '?'). Use these in the binding, never the luaL_ ones.
+int l_argerror(lua_State *L, int arg, const char *extramsg);
+int l_typeerror(lua_State *L, int arg, const char *tname);
+int l_tagerror(lua_State *L, int arg, int tag);
+int l_interror(lua_State *L, int arg); // not an integer
+// Record the names of the methods of the types whose metatables are under keys.
+void l_args_open(lua_State *L, const void *const *keys, int nkeys);
+#define l_argcheck(L, cond, arg, msg) ((void)(LP_LIKELY(cond) || l_argerror(L, (arg), (msg))))
+#define l_argexpected(L, cond, arg, tname) ((void)(LP_LIKELY(cond) || l_typeerror(L, (arg), (tname))))
+static inline lua_Integer l_checkinteger(lua_State *L, int arg) {
+  int isnum;
+  lua_Integer v = lua_tointegerx(L, arg, &isnum);
+  if (LP_UNLIKELY(!isnum)) l_interror(L, arg);
+  return v;
+}
+static inline lua_Integer l_optinteger(lua_State *L, int arg, lua_Integer def) {
+  return lua_isnoneornil(L, arg) ? def : l_checkinteger(L, arg);
+}
+static inline lua_Number l_checknumber(lua_State *L, int arg) {
+  int isnum;
+  lua_Number v = lua_tonumberx(L, arg, &isnum);
+  if (LP_UNLIKELY(!isnum)) l_tagerror(L, arg, LUA_TNUMBER);
+  return v;
+}
+static inline lua_Number l_optnumber(lua_State *L, int arg, lua_Number def) {
+  return lua_isnoneornil(L, arg) ? def : l_checknumber(L, arg);
+}
+static inline void l_checktype(lua_State *L, int arg, int t) {
+  if (LP_UNLIKELY(lua_type(L, arg) != t)) l_tagerror(L, arg, t);
+}
+static inline void l_checkany(lua_State *L, int arg) {
+  if (LP_UNLIKELY(lua_type(L, arg) == LUA_TNONE)) l_argerror(L, arg, "value expected");
+}
+const char *l_checklstring(lua_State *L, int arg, size_t *len);
+const char *l_optlstring(lua_State *L, int arg, const char *def, size_t *len);
+#define l_checkstring(L, arg) l_checklstring(L, (arg), NULL)
+#define l_optstring(L, arg, def) l_optlstring(L, (arg), (def), NULL)
 static inline void *l_checkudata(lua_State *L, int i, const void *key, const char *tname) {
   void *p = l_testudata(L, i, key);
-  if (!p) luaL_typeerror(L, i, tname);
+  if (!p) l_typeerror(L, i, tname);
   return p;
 }
+// Lua strings that become C strings (hosts, names, paths, log text) hold no
+// NUL byte: "127.0.0.1\0.allowed.example" must not pass a Lua check on its
+// suffix and then connect to its prefix. l_is_cstring: the value at idx is a
+// string without NUL. l_checkcstring / l_optcstring: l_checkstring /
+// l_optstring, raising "bad argument #n to 'f' (must not contain NUL bytes)".
+bool l_is_cstring(lua_State *L, int idx);
+const char *l_checkcstring(lua_State *L, int arg);
+const char *l_optcstring(lua_State *L, int arg, const char *def);
+#define L_NUL_MESSAGE "must not contain NUL bytes"
 
 // ---- l_lupine.c ----------------------------------------------------------------
 l_host *l_host_get(lua_State *L);                 // creates the inline loop on first use
@@ -120,15 +171,6 @@ double l_opt_number(lua_State *L, int t, const char *field, double def);
 // A string option that becomes a C string: a NUL byte in it raises "option
 // 'host' must not contain NUL bytes" (C would see only what comes before it).
 const char *l_opt_string(lua_State *L, int t, const char *field, const char *def);
-// Lua strings that become C strings (hosts, names, paths, log text) hold no
-// NUL byte: "127.0.0.1\0.allowed.example" must not pass a Lua check on its
-// suffix and then connect to its prefix. l_is_cstring: the value at idx is a
-// string without NUL. l_checkcstring / l_optcstring: luaL_checkstring /
-// luaL_optstring, raising "bad argument #n to 'f' (must not contain NUL bytes)".
-bool l_is_cstring(lua_State *L, int idx);
-const char *l_checkcstring(lua_State *L, int arg);
-const char *l_optcstring(lua_State *L, int arg, const char *def);
-#define L_NUL_MESSAGE "must not contain NUL bytes"
 // Parse channel options from table t into cfg (raising on a bad name or value).
 void l_channel_config_read(lua_State *L, int t, lp_channel_config *cfg);
 
