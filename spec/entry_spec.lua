@@ -42,6 +42,16 @@ describe("entering lupine from Lua", function()
     server:close()
   end)
 
+  it("runs handlers on the main thread when lupine was first used in a coroutine, now dead", function()
+    local build = os.getenv("LUPINE_BUILD") or "build"
+    local cmd = ("LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./%s/lib/?.so;;' timeout 30 lua5.4 "
+      .. "spec/apps/first_use_in_coroutine.lua 2>&1"):format(build)
+    local p = assert(io.popen(cmd))
+    local out = p:read("a")
+    p:close()
+    assert.equal("ok\n", out)
+  end)
+
   it("checks ctx:fire* arguments before entering: later events still run on the main thread", function()
     local seen, errors = {}, {}
     local Probe = {}

@@ -46,7 +46,8 @@ static int host_gc(lua_State *L) {
 static l_host *host_new(lua_State *L, lp_loop *loop, bool owns) {
   l_host *h = lua_newuserdatauv(L, sizeof *h, 0);
   memset(h, 0, sizeof *h);
-  lua_pushthread(L);
+  // The main thread, even when a coroutine is the first to use lupine: it never dies.
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
   h->loop = loop;
