@@ -3,57 +3,55 @@
 // pcall(ctx.write, ctx), has no name in the debug info: "bad argument #2 to
 // '?'"), and Lua strings that become C strings are checked for NUL bytes.
 //
-// The names: luaopen records, in a registry table keyed by function, the name
-// of every function in lupine's method tables (names_key). Only the error
-// path reads it. Module functions need no entry: Lua finds them in
+// The names: on an argument error Lua has no name for, the running function
+// is looked up in the method tables of lupine's types (only the error path
+// pays for it, and no table is kept: a new registry entry would move the
+// registry's integer keys, which the hot path reads, between its array and
+// hash parts). Module functions need no lookup: Lua finds them in
 // package.loaded ("bad argument #1 to 'lupine.buffer'").
 #include "lbind.h"
 
 #include <string.h>
 
-static const char names_key = 'n';
-
-// The methods (and module functions) in the table at t, by function.
-static void record_names(lua_State *L, int t, int names) {
+// Push the name of the function at fn (absolute) in the method table at t; false if none.
+static bool name_in(lua_State *L, int t, int fn) {
   lua_pushnil(L);
   while (lua_next(L, t)) {
-    if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
-      lua_pushvalue(L, -1);
-      lua_pushvalue(L, -3);
-      lua_rawset(L, names); // names[fn] = "write"
+    if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, fn)) {
+      lua_pop(L, 1);
+      return true; // the key, on top
     }
     lua_pop(L, 1);
   }
+  return false;
 }
 
-void l_args_open(lua_State *L, const void *const *keys, int nkeys) {
-  lua_newtable(L);
-  int names = lua_gettop(L);
-  for (int i = 0; i < nkeys; i++) {
+// Push the method name of the function at fn (absolute); false if it is none of lupine's.
+static bool method_name(lua_State *L, int fn) {
+  static const char *const keys[] = {&l_key_buffer, &l_key_context, &l_key_pipeline, &l_key_future, &l_key_channel,
+                                     &l_key_config, &l_key_server,  &l_key_loop,     &l_key_timer};
+  for (size_t i = 0; i < LP_ARRAY_LEN(keys); i++) {
+    int top = lua_gettop(L);
     lua_rawgetp(L, LUA_REGISTRYINDEX, keys[i]); // the type's metatable
     int ty = lua_type(L, -1) == LUA_TTABLE ? lua_getfield(L, -1, "__index") : LUA_TNIL;
-    if (ty == LUA_TFUNCTION && lua_getupvalue(L, -1, 1)) { // an __index function over a method table
-      lua_replace(L, -2);
-      ty = lua_type(L, -1);
+    if (ty == LUA_TFUNCTION && lua_getupvalue(L, -1, 1)) ty = lua_type(L, -1); // an __index function over a method table
+    if (ty == LUA_TTABLE && name_in(L, lua_gettop(L), fn)) {
+      lua_replace(L, top + 1);
+      lua_settop(L, top + 1);
+      return true;
     }
-    if (ty == LUA_TTABLE) record_names(L, lua_gettop(L), names);
-    lua_settop(L, names);
+    lua_settop(L, top);
   }
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &names_key);
+  return false;
 }
 
 int l_argerror(lua_State *L, int arg, const char *extramsg) {
   lua_Debug ar;
   // Only when Lua has no name for the function: otherwise its message, which
   // also counts arguments as the caller wrote them (ctx:write() -> #1).
-  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "nf", &ar) && ar.name == NULL) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &names_key);
-    if (lua_istable(L, -1)) {
-      lua_pushvalue(L, -2);
-      if (lua_rawget(L, -2) == LUA_TSTRING)
-        return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, lua_tostring(L, -1), extramsg);
-    }
-  }
+  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "nf", &ar) && ar.name == NULL && lua_checkstack(L, 8) &&
+      method_name(L, lua_gettop(L)))
+    return luaL_error(L, "bad argument #%d to '%s' (%s)", arg, lua_tostring(L, -1), extramsg);
   return luaL_argerror(L, arg, extramsg);
 }
 

@@ -365,8 +365,5 @@ int luaopen_lupine_core(lua_State *L) {
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
-  static const void *const typed[] = {&l_key_buffer, &l_key_context, &l_key_pipeline, &l_key_future, &l_key_channel,
-                                      &l_key_config, &l_key_server,  &l_key_loop,     &l_key_timer};
-  l_args_open(L, typed, (int)LP_ARRAY_LEN(typed)); // argument errors name methods called from C
   return 1;
 }

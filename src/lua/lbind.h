@@ -64,8 +64,6 @@ int l_argerror(lua_State *L, int arg, const char *extramsg);
 int l_typeerror(lua_State *L, int arg, const char *tname);
 int l_tagerror(lua_State *L, int arg, int tag);
 int l_interror(lua_State *L, int arg); // not an integer
-// Record the names of the methods of the types whose metatables are under keys.
-void l_args_open(lua_State *L, const void *const *keys, int nkeys);
 #define l_argcheck(L, cond, arg, msg) ((void)(LP_LIKELY(cond) || l_argerror(L, (arg), (msg))))
 #define l_argexpected(L, cond, arg, tname) ((void)(LP_LIKELY(cond) || l_typeerror(L, (arg), (tname))))
 static inline lua_Integer l_checkinteger(lua_State *L, int arg) {
