@@ -42,6 +42,29 @@ describe("entering lupine from Lua", function()
     server:close()
   end)
 
+  it("runs handlers on the main thread while a coroutine drives the loop", function()
+    local seen = {}
+    local Echo = {}
+    function Echo:channelRead(ctx, buf)
+      seen[#seen + 1] = on_main()
+      ctx:writeAndFlush(buf)
+    end
+    local server = test.server(function(ch) ch.pipeline:addLast(Echo) end)
+    for i = 1, 3 do
+      local got = coroutine.wrap(function() -- each client's waits run the loop from its coroutine
+        local c = test.client(server.port)
+        c:send("hello" .. i)
+        local s = c:receive(6)
+        c:close()
+        return s
+      end)()
+      assert.equal("hello" .. i, got)
+      collectgarbage() -- the coroutine is gone before the next one starts
+    end
+    assert.same({ true, true, true }, seen)
+    server:close()
+  end)
+
   it("runs handlers on the main thread when lupine was first used in a coroutine, now dead", function()
     local build = os.getenv("LUPINE_BUILD") or "build"
     local cmd = ("LUA_PATH='./lua/?.lua;./lua/?/init.lua;;' LUA_CPATH='./%s/lib/?.so;;' timeout 30 lua5.4 "
