@@ -172,6 +172,8 @@ describe("frame decoders", function()
       "lupine.codec.decoder: option 'maxCumulation' must be an integer from 1 to 1073741824")
     assert.has_error(function() codec.decoder { decode = function() end, name = true } end,
       "lupine.codec.decoder: option 'name' must be a string")
+    assert.has_error(function() codec.decoder { decode = function() end, name = "a\0b" } end,
+      "lupine.codec.decoder: option 'name' must not contain NUL bytes")
   end)
 
   it("have safe default limits: lines 8192 bytes, length fields 1 MiB", function()

@@ -59,6 +59,76 @@ describe("test.embedded", function()
     assert.equal("out", ch:readOutbound():toString())
   end)
 
+  it("takes a written Buffer as a socket does: the writer's box is empty, a second write fails", function()
+    local after, second
+    local H = {}
+    function H:channelRead(ctx, buf)
+      ctx:write(buf)
+      after = select(2, pcall(buf.readableBytes, buf))
+      ctx:write(buf, function(f) second = f:cause() end)
+      ctx:flush()
+    end
+    local ch = test.embedded(H)
+    ch:writeInbound(lupine.buffer("abc"))
+    assert.equal("lupine.Buffer used after release or hand-off", after)
+    assert.equal("UnsupportedMessage: lupine.Buffer used after release or hand-off", tostring(second))
+    assert.equal("abc", ch:readOutbound():toString())
+    assert.is_nil(ch:readOutbound())
+  end)
+
+  it("reports a written Buffer written again, with no listener, as a socket does: checkException raises it", function()
+    local H = {}
+    function H:channelRead(ctx, buf)
+      ctx:write(buf)
+      ctx:writeAndFlush(buf)
+    end
+    local ch = test.embedded(H)
+    local ok, err = pcall(ch.writeInbound, ch, lupine.buffer("abc"))
+    assert.is_false(ok)
+    assert.equal("UnsupportedMessage: lupine.Buffer used after release or hand-off", tostring(err))
+    assert.equal("abc", ch:readOutbound():toString())
+  end)
+
+  it("refuses writeOutbound of a Buffer already handed to the channel", function()
+    local ch = test.embedded()
+    local buf = lupine.buffer("x")
+    ch:writeOutbound(buf)
+    assert.has_error(function() buf:readableBytes() end, "lupine.Buffer used after release or hand-off")
+    local ok, err = pcall(ch.writeOutbound, ch, buf)
+    assert.is_false(ok)
+    assert.equal("UnsupportedMessage: lupine.Buffer used after release or hand-off", tostring(err))
+    assert.equal("x", ch:readOutbound():toString())
+    assert.is_nil(ch:readOutbound())
+  end)
+
+  it("takes an app: its options are set and its init builds the pipeline", function()
+    local ch = test.embedded(dofile("examples/echo.lua"))
+    ch:writeInbound(lupine.buffer("hi"))
+    assert.equal("hi", ch:readOutbound():toString())
+    assert.is_false(ch:finish())
+    local inits = 0
+    local app = lupine.app {
+      options = { autoRead = false, highWaterMark = 100000 },
+      init = function(c)
+        inits = inits + 1
+        c.pipeline:addLast("lines", codec.lineFrame { asString = true })
+      end,
+    }
+    ch = test.embedded(app)
+    assert.equal(1, inits)
+    assert.is_false(ch:config():isAutoRead())
+    assert.equal(100000, ch:config():getOption("highWaterMark"))
+    ch:writeInbound("a\nb\n")
+    assert.equal("a", ch:readInbound())
+    assert.is_nil(ch:readInbound())
+    ch = test.embedded(function(c) c.pipeline:addLast("lines", codec.lineFrame { asString = true }) end)
+    ch:writeInbound("c\n")
+    assert.equal("c", ch:readInbound())
+    assert.has_error(function() test.embedded(app, {}) end,
+      "test.embedded: give an app (or its init function) alone, or handlers")
+    assert.has_error(function() test.embedded { init = function() error("no", 0) end } end, "no")
+  end)
+
   it("records an exception that reaches the tail: checkException raises it once; the channel stays open", function()
     local ch = test.embedded({ channelRead = function(_, _, msg) if msg == "bad" then error({ kind = "Mine" }) end end })
     local ok, err = pcall(ch.writeInbound, ch, "bad")

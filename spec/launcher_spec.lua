@@ -69,8 +69,8 @@ describe("the lupine launcher", function()
     local p, port
     before_each(function() p, port = launch("-w 2 -p 0 spec/apps/whoami.lua") end)
 
-    it("prints one start-up line with the address, the port and the worker count", function()
-      assert.equal(("lupine: whoami listening on 127.0.0.1:%d (2 workers)\n"):format(port), p:stdout())
+    it("prints one start-up line with the address, the port, the worker count and one Lua state each", function()
+      assert.equal(("lupine: whoami listening on 127.0.0.1:%d (2 workers, one Lua state each)\n"):format(port), p:stdout())
     end)
 
     it("spreads connections over both workers, round robin, each in its own state", function()
@@ -92,6 +92,18 @@ describe("the lupine launcher", function()
         assert.matches("^executed;scheduled;ticked 3 on worker [12]$", c:receiveLine())
         c:close()
       end
+    end)
+
+    it("logs SIGHUP and keeps serving (no reload yet), then shuts down on SIGTERM", function()
+      p:kill("HUP")
+      assert.is_true(proc.waitFor(function() return p:stderr():find("SIGHUP ignored", 1, true) or p:status() end, 10))
+      assert.is_nil(p:status())
+      assert.matches(" warn  w0 SIGHUP ignored: reloading is not supported yet %(SIGTERM shuts down%)\n", p:stderr())
+      local id, _, c = who(port)
+      assert.is_not_nil(id)
+      c:close()
+      p:kill("TERM")
+      assert.equal(0, p:wait(10))
     end)
 
     it("runs workerInit and workerExit once in each worker, and exits 0 on SIGTERM", function()
@@ -281,7 +293,7 @@ describe("the lupine launcher", function()
 
   it("says when it listens on every interface", function()
     local p, port = launch("-b 0.0.0.0 -w 1 -p 0 spec/apps/whoami.lua")
-    assert.equal(("lupine: whoami listening on 0.0.0.0:%d (all interfaces, 1 worker)\n"):format(port), p:stdout())
+    assert.equal(("lupine: whoami listening on 0.0.0.0:%d (all interfaces, 1 worker, one Lua state)\n"):format(port), p:stdout())
     local id, _, c = who(port) -- reached over loopback only
     assert.equal(1, id)
     c:close()

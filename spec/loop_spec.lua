@@ -67,11 +67,28 @@ describe("lupine.Loop", function()
     assert.same({ 1, 2 }, order)
   end)
 
-  it("refuses to be run again from inside itself", function()
+  it("refuses to be run again from inside itself, and the outer run raises it even when it was caught", function()
+    local nested = "runUntil called from inside the running loop (a handler, timer or listener): use a listener or "
+      .. "schedule() instead of waiting"
+    local again = nested .. " (raised again by the outer run: the first error was caught)"
     local err
     loop:schedule(0, function() err = select(2, pcall(loop.runUntil, loop, function() return true end)) end)
-    loop:runFor(0.02)
-    assert.matches("runUntil called from inside the running loop", err)
+    local ok, outer = pcall(loop.runFor, loop, 5)
+    assert.equal(nested, err)
+    assert.is_false(ok)
+    assert.equal(again, outer)
+    -- In a runUntil predicate, and in loop:run().
+    ok, outer = pcall(loop.runUntil, loop, function() return pcall(loop.runFor, loop, 0.1) end, 5)
+    assert.is_false(ok)
+    assert.equal(again:gsub("^runUntil", "runFor"), outer)
+    loop:schedule(0, function()
+      pcall(loop.run, loop)
+      loop:stop()
+    end)
+    ok, outer = pcall(loop.run, loop)
+    assert.is_false(ok)
+    assert.equal(again:gsub("^runUntil", "run"), outer)
+    loop:runFor(0.01) -- a run after that starts clean
   end)
 
   it("rejects bad timer arguments", function()

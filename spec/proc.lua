@@ -1,15 +1,15 @@
 -- spec/proc.lua: run the lupine launcher (or any command) as a subprocess for
--- specs: its stdout and stderr go to temporary files, its exit status is
--- caught by a small shell wrapper, and waits run this state's loop so that
--- clients made with lupine.test keep working meanwhile. Every wait is bounded.
+-- specs, on lupine.test's one process mechanism (test.spawn: a child in its
+-- own process group that dies with the spec run): its stdout and stderr go to
+-- temporary files, and waits run this state's loop so that clients made with
+-- lupine.test keep working meanwhile. Every wait is bounded.
 local lupine = require "lupine"
+local test = require "lupine.test"
 
 local proc = {}
 local build = os.getenv("LUPINE_BUILD") or "build"
 proc.launcher = build .. "/lupine"
 proc.loadgen = build .. "/bench/loadgen"
-
-local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 local function slurp(path)
   local f = io.open(path, "rb")
@@ -34,7 +34,9 @@ local Proc = {}
 Proc.__index = Proc
 
 -- proc.start("-w 2 -p 0 examples/echo.lua", { ulimit = 64, env = "PORT=0", cmd = "lua5.4" })
--- starts `cmd args` (cmd defaults to the launcher) in the background.
+-- starts `cmd args` (cmd defaults to the launcher; args and env are shell
+-- words) through test.spawn, so it dies with the spec run. The shell only sets
+-- the limit and then execs the command: the process is the command itself.
 function proc.start(args, opts)
   opts = opts or {}
   local asan = os.getenv("ASAN_OPTIONS")
@@ -45,14 +47,11 @@ function proc.start(args, opts)
     opts = setmetatable({ env = opts.env and (opts.env .. " " .. env) or env }, { __index = opts })
   end
   local base = os.tmpname()
-  local self = setmetatable({ base = base, out = base .. ".out", err = base .. ".err", statusFile = base .. ".status" }, Proc)
-  local script = ("%s%s%s %s >%s 2>%s & echo $!; wait $!; echo $? >%s"):format(
-    opts.ulimit and ("ulimit -n %d && "):format(opts.ulimit) or "", opts.env and (opts.env .. " ") or "",
-    opts.cmd or proc.launcher, args, self.out, self.err, self.statusFile)
-  local p = assert(io.popen("sh -c " .. quote(script) .. " &"))
-  self.pid = tonumber(p:read("l"))
-  p:close()
-  assert(self.pid, "proc.start: no pid from the shell")
+  local self = setmetatable({ base = base, out = base .. ".out", err = base .. ".err" }, Proc)
+  local script = ("%sexec %s%s %s"):format(opts.ulimit and ("ulimit -n %d && "):format(opts.ulimit) or "",
+    opts.env and ("env " .. opts.env .. " ") or "", opts.cmd or proc.launcher, args)
+  self.process = test.spawn({ "sh", "-c", script }, { stdout = self.out, stderr = self.err })
+  self.pid = self.process.pid
   self.started = lupine.loop():now()
   return self
 end
@@ -62,9 +61,7 @@ function Proc:stderr() return slurp(self.err) end
 
 -- The exit status once the process has ended, else nil.
 function Proc:status()
-  if self.code then return self.code end
-  local s = slurp(self.statusFile):match("^(%d+)")
-  if s then self.code = tonumber(s) end
+  self.code = self.process:status()
   return self.code
 end
 
@@ -83,7 +80,7 @@ function Proc:port(timeout)
   return port
 end
 
-function Proc:kill(sig) os.execute(("kill -%s %d 2>/dev/null"):format(sig or "TERM", self.pid)) end
+function Proc:kill(sig) self.process:kill(sig or "TERM") end
 
 -- Wait for the exit; returns the status, or raises after timeout (killing it).
 function Proc:wait(timeout)
@@ -106,14 +103,8 @@ end
 
 -- Stop the process if it still runs (SIGTERM, then SIGKILL), and remove its files.
 function Proc:cleanup()
-  if not self:status() then
-    self:kill("TERM")
-    if not proc.waitFor(function() return self:status() ~= nil end, 15) then
-      self:kill("KILL")
-      proc.waitFor(function() return self:status() ~= nil end, 5)
-    end
-  end
-  for _, f in ipairs { self.out, self.err, self.statusFile, self.base } do os.remove(f) end
+  self.process:stop(15)
+  for _, f in ipairs { self.out, self.err, self.base } do os.remove(f) end
 end
 
 -- Run to the end: status, stdout, stderr.

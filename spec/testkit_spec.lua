@@ -1,5 +1,5 @@
 -- lupine.test: servers, synchronous clients whose waits report what arrived
--- when they fail, eventually, blackhole, freePort, spawn.
+-- when they fail, eventually, waitForPort, blackhole, freePort, spawn.
 local lupine = require "lupine"
 local test = require "lupine.test"
 
@@ -25,6 +25,16 @@ local function drip(ctx, pieces, gap)
     ctx.executor:schedule(gap or 0.01, next_piece)
   end
   next_piece()
+end
+
+-- Whether a process runs (a zombie nobody reaped yet does not).
+local function alive(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("a") -- nil when it ended between the open and the read
+  f:close()
+  local state = stat and stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
 local function err_of(fn, ...)
@@ -142,6 +152,31 @@ describe("lupine.test", function()
     assert.matches("boom", err_of(test.eventually, function() error("boom") end, 1))
   end)
 
+  it("eventually raises a nested loop run that its predicate swallowed, naming waitForPort", function()
+    local server = test.server(dofile("examples/echo.lua"))
+    local err = err_of(test.eventually, function() return pcall(test.client, server.port) end, 2)
+    assert.equal("test.eventually: its predicate ran the loop: runUntil called from inside the running loop (a "
+      .. "handler, timer or listener): use a listener or schedule() instead of waiting (raised again by the outer "
+      .. "run: the first error was caught); to wait for a server to listen, use test.waitForPort(port)", err)
+    server:close()
+  end)
+
+  it("waitForPort waits until a port accepts connections, or names the last failure", function()
+    local port = test.freePort()
+    local server
+    loop:schedule(0.2, function() server = test.server(dofile("examples/echo.lua"), { port = port }) end)
+    local t0 = loop:now()
+    assert.is_true(test.waitForPort(port, 5))
+    assert.is_true(loop:now() - t0 >= 0.15)
+    assert.is_true(test.waitForPort("127.0.0.1", port))
+    server:close()
+    local free = test.freePort()
+    assert.equal(("test.waitForPort: nothing accepted a connection on 127.0.0.1:%d within 0.2 s (last: "
+      .. "ECONNREFUSED: Connection refused (connect to 127.0.0.1:%d))"):format(free, free),
+      err_of(test.waitForPort, free, 0.2):gsub("^[^:]+:%d+: ", ""))
+    assert.matches("test.waitForPort: expected a port number %(1%-65535%), got nil$", err_of(test.waitForPort))
+  end)
+
   it("spawns programs and stops them; a missing program fails loudly", function()
     local p = test.spawn { "sleep", "30" }
     assert.is_true(p:isRunning())
@@ -149,6 +184,72 @@ describe("lupine.test", function()
     assert.is_false(p:isRunning())
     assert.has_error(function() test.spawn { "no-such-program-lupine" } end,
       "test.spawn: 'no-such-program-lupine' is not installed (not on PATH)")
+  end)
+
+  it("spawn: stop() ends the program's whole process group", function()
+    local p = test.spawn { "sh", "-c", "sleep 60 & echo $!; wait" }
+    local child
+    test.eventually(function()
+      child = tonumber(p:output():match("^(%d+)\n"))
+      return child ~= nil
+    end, 10, "the shell to print its child's pid")
+    assert.is_true(alive(child))
+    assert.equal(128 + 15, p:stop()) -- SIGTERM
+    assert.is_false(p:isRunning())
+    test.eventually(function() return not alive(child) end, 5, "the program's own child to end too")
+  end)
+
+  it("spawn: a program dies with the process that spawned it, even one killed by SIGKILL", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      local test = require "lupine.test"
+      local p = test.spawn { "sleep", "60" }
+      io.stdout:write(p.pid, "\n")
+      io.stdout:flush()
+      require("lupine").loop():runFor(60)
+    ]])
+    f:close()
+    local parent = test.spawn({ "lua5.4", script }, { env = { LUA_PATH = package.path, LUA_CPATH = package.cpath } })
+    local sleeper
+    test.eventually(function()
+      sleeper = tonumber(parent:output():match("^(%d+)\n"))
+      return sleeper ~= nil or not parent:isRunning()
+    end, 10, "the child lua5.4 to spawn a sleeper")
+    os.remove(script)
+    assert(sleeper, "no sleeper: " .. parent:output())
+    assert.is_true(alive(sleeper))
+    assert.is_true(os.execute("kill -KILL " .. parent.pid)) -- that process alone, not its group
+    assert.equal(128 + 9, parent:wait(5))
+    test.eventually(function() return not alive(sleeper) end, 5, "the sleeper to die with its parent")
+    parent:stop()
+  end)
+
+  it("spawn: status, wait, kill, separate output files; the program's environment", function()
+    local out, err = os.tmpname(), os.tmpname()
+    local p = test.spawn({ "sh", "-c", 'echo "out $LUPINE_X"; echo err >&2; exit 3' },
+      { env = { LUPINE_X = 42 }, stdout = out, stderr = err })
+    assert.equal(3, p:wait(5))
+    assert.equal(3, p:status())
+    assert.is_false(p:isRunning())
+    local function slurp(path)
+      local fh = assert(io.open(path))
+      local s = fh:read("a")
+      fh:close()
+      return s
+    end
+    assert.equal("out 42\n", slurp(out))
+    assert.equal("err\n", slurp(err))
+    assert.equal(3, p:stop())
+    os.remove(out)
+    os.remove(err)
+    p = test.spawn { "sleep", "60" }
+    assert.is_nil(p:status())
+    p:kill("KILL")
+    assert.equal(128 + 9, p:wait(5))
+    p:stop()
+    assert.matches("test.spawn: sleep %(pid %d+%) did not exit within 0.1 s$",
+      err_of(function() local q <close> = test.spawn { "sleep", "60" }; q:wait(0.1) end))
   end)
 
   it("blackhole: connects to it neither complete nor fail until their timeout", function()

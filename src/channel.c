@@ -1,5 +1,5 @@
-// channel.c: socket channels: the read loop, flushing, connect, close and
-// teardown. Everything here runs on the channel's loop thread.
+// channel.c: socket channels: the read loop, flushing, close and teardown
+// (connecting is connect.c's). Everything here runs on the channel's loop thread.
 //
 // Rules kept:
 // - Any call that fires events can run a handler that closes the channel;
@@ -12,7 +12,9 @@
 #include "channel.h"
 
 #include "buffer.h"
+#include "connect.h"
 #include "future.h"
+#include "host.h"
 #include "log.h"
 
 #include <errno.h>
@@ -368,168 +370,19 @@ static void sock_close(lp_channel *ch, lp_future *promise) {
   if (promise) lp_future_succeed(promise);
 }
 
-// ---- connecting ------------------------------------------------------------
-
-typedef struct connect_state {
-  lp_future *promise;
-  ev_timer timer;
-  lp_channel *ch;
-  double timeout;          // seconds from prepare_connect to connected; 0: no limit
-  double deadline;         // loop time when it runs out
-  uint8_t nalts, next_alt; // addresses to try in turn when one fails
-  lp_sockaddr alts[LP_CONNECT_MAX_FALLBACKS];
-} connect_state;
-
-static void attempt(lp_channel *ch, const lp_sockaddr *addr);
-
-static void connect_done(lp_channel *ch, int err, int code) {
-  connect_state *cs = ch->kind_state;
-  if (err && !code && cs && cs->next_alt < cs->nalts && !(ch->flags & LP_CH_CLOSED)) {
-    // Refused or unreachable: the next address, within the same time limit.
-    if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
-    ch->flags &= ~(uint32_t)LP_CH_CONNECTING;
-    if (ch->fd >= 0) close(ch->fd);
-    ch->fd = -1;
-    attempt(ch, &cs->alts[cs->next_alt++]);
-    return;
-  }
-  lp_future *promise = cs ? cs->promise : NULL;
-  if (cs) {
-    cs->promise = NULL;
-    ev_timer_stop(ch->loop->ev, &cs->timer);
-  }
-  ch->flags &= ~(uint32_t)LP_CH_CONNECTING;
-  if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
-  if (err || code) {
-    lp_error e;
-    char addr[64];
-    lp_addr_format(&ch->remote, addr, sizeof addr);
-    if (code) lp_error_named(&e, code, "connect to %s timed out after %g s", addr, cs ? cs->timeout : 0.);
-    else lp_error_sys(&e, err, "connect");
-    if (!code) snprintf(e.message, sizeof e.message, "%s: %s (connect to %s)", e.kind, strerror(err), addr);
-    lp_channel_close_now(ch);
-    if (promise) lp_future_fail(promise, &e);
-  } else {
-    lp_sock_local(ch->fd, &ch->local);
-    lp_channel_apply_socket_options(ch);
-    if (promise) lp_future_succeed(promise);
-    lp_channel_activate(ch);
-    if (!(ch->flags & LP_CH_CLOSED) && lp_outbound_has_flushed(&ch->out)) do_flush(ch);
-  }
-  if (promise) lp_future_unref(promise);
-}
-
-static void on_connect_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
-  LP_UNUSED(ev), LP_UNUSED(revents);
-  connect_state *cs = lp_container_of(w, connect_state, timer);
-  lp_channel *ch = cs->ch;
-  lp_channel_ref(ch);
-  connect_done(ch, 0, LP_ECONNTIMEOUT);
-  lp_channel_unref(ch);
-}
-
-// Start a non-blocking connect to addr; an address that fails at once
-// (unreachable network, no such family) moves on to the next one.
-static void attempt(lp_channel *ch, const lp_sockaddr *addr) {
-  connect_state *cs = ch->kind_state;
-  for (;;) {
-    ch->remote = *addr;
-    int fd = -1;
-    int rc = lp_sock_connect_start(addr, &fd);
-    if (rc == 0 || rc == -EINPROGRESS) {
-      ch->fd = fd;
-      ev_io_set(&ch->rio, fd, EV_READ);
-      ev_io_set(&ch->wio, fd, EV_WRITE);
-      if (rc == 0) {
-        connect_done(ch, 0, 0);
-      } else {
-        ch->flags |= LP_CH_CONNECTING;
-        ev_io_start(ch->loop->ev, &ch->wio);
-      }
-      return;
-    }
-    if (fd >= 0) close(fd);
-    if (!cs || cs->next_alt >= cs->nalts) {
-      connect_done(ch, -rc, 0);
-      return;
-    }
-    addr = &cs->alts[cs->next_alt++];
-  }
-}
-
-static void sock_connect(lp_channel *ch, lp_msg *m, lp_future *promise) {
-  const lp_sockaddr *addr = m->kind == LP_MSG_PTR ? m->u.ptr : NULL;
-  int err = 0;
-  if (!addr) err = EINVAL;
-  else if (ch->flags & LP_CH_CLOSED) err = EBADF;
-  else if (ch->flags & LP_CH_CONNECTING) err = EALREADY;
-  else if (ch->fd >= 0) err = EISCONN;
-  else if (!ch->kind_state && lp_channel_prepare_connect(ch, 0) != 0) err = ENOMEM;
-  if (err) {
-    if (promise) lp_future_fail_code(promise, -err, "connect");
-    return;
-  }
-  connect_state *cs = ch->kind_state;
-  if (cs->promise) lp_future_unref(cs->promise);
-  cs->promise = promise ? lp_future_ref(promise) : NULL;
-  if (cs->timeout > 0) { // what is left of it: a name may have been resolved meanwhile
-    double left = cs->deadline - lp_loop_now(ch->loop);
-    ev_timer_set(&cs->timer, left > 0.001 ? left : 0.001, 0.);
-    ev_timer_start(ch->loop->ev, &cs->timer);
-  }
-  lp_channel_ref(ch);
-  attempt(ch, addr);
-  lp_channel_unref(ch);
-}
-
-static void sock_free(lp_channel *ch) {
-  connect_state *cs = ch->kind_state;
-  if (!cs) return;
-  if (cs->promise) lp_future_unref(cs->promise);
-  free(cs);
-  ch->kind_state = NULL;
-}
-
-// Prepare a client channel (no fd yet) so that connect can time out.
-int lp_channel_prepare_connect(lp_channel *ch, double timeout) {
-  connect_state *cs = ch->kind_state;
-  if (!cs) {
-    if (!(cs = calloc(1, sizeof *cs))) return -ENOMEM;
-    cs->ch = ch;
-    ev_timer_init(&cs->timer, on_connect_timeout, 0., 0.);
-    ch->kind_state = cs;
-  }
-  cs->timeout = timeout > 0 ? timeout : 0;
-  ev_now_update(ch->loop->ev); // the deadline counts from now, not from the loop's last wakeup
-  cs->deadline = lp_loop_now(ch->loop) + cs->timeout;
-  return 0;
-}
-
-int lp_channel_set_connect_fallbacks(lp_channel *ch, const lp_sockaddr *addrs, size_t n) {
-  connect_state *cs = ch->kind_state;
-  if (!cs || (ch->flags & (LP_CH_CONNECTING | LP_CH_CLOSED)) || ch->fd >= 0) return -EINVAL;
-  if (n > LP_CONNECT_MAX_FALLBACKS) n = LP_CONNECT_MAX_FALLBACKS;
-  memcpy(cs->alts, addrs, n * sizeof *addrs);
-  cs->nalts = (uint8_t)n;
-  cs->next_alt = 0;
-  return 0;
-}
-
 static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
   lp_channel *ch = lp_container_of(w, lp_channel, wio);
   lp_channel_ref(ch);
-  if (ch->flags & LP_CH_CONNECTING) {
-    int rc = lp_sock_error(ch->fd);
-    connect_done(ch, -rc, 0);
-  } else {
-    do_flush(ch);
-  }
+  if (ch->flags & LP_CH_CONNECTING) lp_connect_writable(ch);
+  else do_flush(ch);
   lp_channel_unref(ch);
 }
 
+void lp_channel_flush_now(lp_channel *ch) { do_flush(ch); }
+
 const lp_channel_unsafe lp_socket_unsafe = {
-    "socket", sock_write, sock_flush, sock_read, sock_close, sock_connect, sock_free, NULL,
+    "socket", sock_write, sock_flush, sock_read, sock_close, lp_connect_op, lp_connect_free, NULL,
 };
 
 // ---- closing -------------------------------------------------------------
@@ -549,18 +402,7 @@ void lp_channel_close_now(lp_channel *ch) {
   lp_channel_ref(ch);
   if (ev_is_active(&ch->rio)) ev_io_stop(ch->loop->ev, &ch->rio);
   if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
-  connect_state *cs = ch->unsafe == &lp_socket_unsafe ? ch->kind_state : NULL;
-  if (cs) {
-    ev_timer_stop(ch->loop->ev, &cs->timer);
-    if (cs->promise) {
-      lp_future *p = cs->promise;
-      cs->promise = NULL;
-      lp_error e;
-      lp_error_named(&e, LP_ECLOSED, "channel #%llu closed before it connected", (unsigned long long)ch->id);
-      lp_future_fail(p, &e);
-      lp_future_unref(p);
-    }
-  }
+  if (ch->unsafe == &lp_socket_unsafe) lp_connect_abort(ch);
   if (ch->fd >= 0) {
     close(ch->fd);
     ch->fd = -1;

@@ -100,22 +100,6 @@ void lp_channel_register(lp_channel *ch);
 // The connection is now established (accepted, or a connect that finished).
 void lp_channel_activate(lp_channel *ch);
 
-// A client channel (fd -1) that will connect: connect fails with
-// ConnectTimeout after timeout seconds (0: no limit), counted from this call,
-// over all the addresses tried (and a name's lookup, see bootstrap.c). 0 or -ENOMEM.
-int lp_channel_prepare_connect(lp_channel *ch, double timeout);
-// Addresses the head tries in turn, after the one the connect operation
-// carries, when connecting fails (refused, unreachable). Copied; at most
-// LP_CONNECT_MAX_FALLBACKS. After prepare_connect, before connect. 0 or -EINVAL.
-#define LP_CONNECT_MAX_FALLBACKS 7
-int lp_channel_set_connect_fallbacks(lp_channel *ch, const lp_sockaddr *addrs, size_t n);
-// Connect a registered client channel to host:port (Netty's Bootstrap.connect
-// after registration): numeric addresses connect at once, names resolve first
-// (resolver.c) and every address found is tried in order. timeout bounds the
-// whole (ConnectTimeout). promise (may be NULL) gets the outcome: a failed
-// connect closes the channel. Implemented in bootstrap.c.
-void lp_channel_connect_host(lp_channel *ch, const char *host, int port, double timeout, lp_future *promise);
-
 // Outbound operations through the whole pipeline (from the tail).
 void lp_channel_write(lp_channel *ch, lp_msg *m, lp_future *promise);
 void lp_channel_flush(lp_channel *ch);
@@ -144,6 +128,9 @@ static inline bool lp_channel_is_active(const lp_channel *ch) {
 static inline bool lp_channel_is_writable(const lp_channel *ch) {
   return !(ch->flags & (LP_CH_UNWRITABLE | LP_CH_CLOSED));
 }
+
+// Write what is flushed now (the head's flush, once connected).
+void lp_channel_flush_now(lp_channel *ch);
 
 // Fire an inbound event from the head, bracketing pipeline depth.
 void lp_channel_fire(lp_channel *ch, int ev, lp_msg *m);

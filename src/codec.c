@@ -26,6 +26,7 @@
 #include "codec.h"
 
 #include "channel.h"
+#include "host.h"
 #include "log.h"
 #include "loop.h"
 

@@ -1,6 +1,8 @@
 // future.c: futures and their deferred notification.
 #include "future.h"
 
+#include "host.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

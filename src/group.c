@@ -26,10 +26,13 @@ typedef struct accept_task {
   int fd;
 } accept_task;
 
-// The group that SIGINT/SIGTERM reach (at most one at a time), and what the
-// handlers were before it took them.
+// The group that SIGINT/SIGTERM/SIGHUP reach (at most one at a time), and what
+// the handlers were before it took them. SIGHUP is counted apart: it is logged
+// and ignored (until reloading exists), where its default would kill the
+// process with no drain and no word.
 static lp_group *_Atomic signal_group;
-static struct sigaction saved_int, saved_term;
+static struct sigaction saved_int, saved_term, saved_hup;
+static atomic_int hangups; // SIGHUPs received, not yet logged
 
 // ---- on a worker's thread ----------------------------------------------------
 
@@ -210,6 +213,8 @@ static void finish_run(lp_group *g) {
 static void on_ctl(struct ev_loop *ev, ev_async *a, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
   lp_group *g = lp_container_of(a, lp_group, ctl);
+  if (atomic_exchange(&hangups, 0) > 0)
+    lp_log(LP_LOG_WARN, 0, "SIGHUP ignored: reloading is not supported yet (SIGTERM shuts down)");
   int n = atomic_exchange(&g->signals, 0);
   if (n > 0) {
     const char *name = sigabbrev_np(atomic_load(&g->last_signal));
@@ -333,11 +338,12 @@ int lp_group_start(lp_group *g, char *err, size_t errlen) {
     w->ok = true;
     return 0;
   }
-  // Worker threads never take SIGINT/SIGTERM: the boss's thread handles them.
+  // Worker threads never take SIGINT/SIGTERM/SIGHUP: the boss's thread handles them.
   sigset_t block, old;
   sigemptyset(&block);
   sigaddset(&block, SIGINT);
   sigaddset(&block, SIGTERM);
+  sigaddset(&block, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &block, &old);
   int launched = 0;
   char failure[LP_GROUP_ERR_MAX] = "";
@@ -383,8 +389,12 @@ static void on_signal(int sig) {
   int saved = errno;
   lp_group *g = atomic_load(&signal_group);
   if (g) {
-    atomic_store(&g->last_signal, sig);
-    atomic_fetch_add(&g->signals, 1);
+    if (sig == SIGHUP) {
+      atomic_fetch_add(&hangups, 1);
+    } else {
+      atomic_store(&g->last_signal, sig);
+      atomic_fetch_add(&g->signals, 1);
+    }
     ev_async_send(g->boss->ev, &g->ctl); // async-signal-safe (libev)
   }
   errno = saved;
@@ -400,6 +410,7 @@ static bool take_signals(lp_group *g) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, &saved_int);
   sigaction(SIGTERM, &sa, &saved_term);
+  sigaction(SIGHUP, &sa, &saved_hup);
   signal(SIGPIPE, SIG_IGN); // writes use MSG_NOSIGNAL; this covers everything else
   return true;
 }
@@ -407,6 +418,7 @@ static bool take_signals(lp_group *g) {
 static void give_back_signals(void) {
   sigaction(SIGINT, &saved_int, NULL);
   sigaction(SIGTERM, &saved_term, NULL);
+  sigaction(SIGHUP, &saved_hup, NULL);
   atomic_store(&signal_group, NULL);
 }
 

@@ -56,7 +56,7 @@ typedef struct lp_group_config {
   int workers;              // 0: inline (the boss loop serves too)
   double shutdown_timeout;  // seconds a worker may spend draining
   uint64_t max_connections; // 0: no limit; over it, new connections are closed at once
-  bool handle_signals;      // SIGINT/SIGTERM shut down (a second one forces)
+  bool handle_signals;      // SIGINT/SIGTERM shut down (a second one forces); SIGHUP is logged, ignored
 } lp_group_config;
 
 enum { LP_WORKER_NEW, LP_WORKER_RUNNING, LP_WORKER_DRAINING, LP_WORKER_STOPPED, LP_WORKER_FAILED };

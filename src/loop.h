@@ -19,33 +19,7 @@ struct lp_task {
   lp_task_fn run;
 };
 
-struct lp_msg;
-struct lp_bytes;
-struct lp_error;
-
-// What the embedding (the Lua binding) provides to the core. All optional.
-typedef struct lp_host_ops {
-  // Turn a host message reaching the head into bytes; 0, or -1 with err set
-  // (the message is released either way).
-  int (*to_bytes)(lp_loop *loop, struct lp_msg *m, struct lp_bytes *out, struct lp_error *err);
-  // Turn a host message into an LP_MSG_BUF in place (a Buffer handed off, or a
-  // string copied), for native handlers that need bytes; 0, or -1 with err set
-  // and the message left as it was.
-  int (*to_buf)(lp_loop *loop, struct lp_msg *m, struct lp_error *err);
-  // One line describing a host message, for logs.
-  void (*describe)(lp_loop *loop, const struct lp_msg *m, char *out, size_t outlen);
-  // A channel finished its teardown: drop the host's strong references to it.
-  void (*channel_teardown)(lp_channel *ch);
-  // A context left its pipeline (after handlerRemoved): drop the host's cached handle.
-  void (*ctx_removed)(lp_ctx *ctx);
-  // A context is being freed: drop the host's reference to its handler.
-  void (*ctx_free)(lp_ctx *ctx);
-  // A future with a host reference (host_ref >= 0) is being freed.
-  void (*future_free)(lp_future *f);
-  // The error code a host message carries (a native error passed on from the
-  // host: its code), or 0.
-  int (*error_code)(lp_loop *loop, const struct lp_msg *m);
-} lp_host_ops;
+struct lp_host_ops; // host.h
 
 struct lp_loop {
   struct ev_loop *ev;
@@ -63,7 +37,7 @@ struct lp_loop {
   lp_list channels;        // open channels of this loop (lp_channel.link)
   size_t nchannels;
   struct lp_resolver *resolver; // name lookups (resolver.c), made on first use
-  const lp_host_ops *host_ops;
+  const struct lp_host_ops *host_ops; // the binding's hooks (host.h)
   void *host;              // the binding's per-loop state (lua_State holder)
   pthread_t thread;        // the thread that runs this loop
   bool stop_requested;

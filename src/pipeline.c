@@ -9,6 +9,7 @@
 
 #include "buffer.h"
 #include "channel.h"
+#include "host.h"
 #include "log.h"
 
 #include <errno.h>

@@ -4,6 +4,7 @@
 // channel (the loop runs dry once the channel is closed).
 #include "buffer.h"
 #include "channel.h"
+#include "connect.h"
 #include "check.h"
 #include "future.h"
 #include "idle.h"

@@ -69,7 +69,10 @@ function lupine.app(app)
   return app
 end
 
-local submodules = { codec = true, test = true, handler = true }
+-- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
+function lupine.channelGroup(name) return require("lupine.group").new(name) end
+
+local submodules = { codec = true, test = true, handler = true, group = true }
 return setmetatable(lupine, {
   __index = function(t, k)
     if submodules[k] then

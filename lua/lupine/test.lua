@@ -36,10 +36,48 @@ end
 
 -- Run the loop until pred() is true; raises after timeout seconds, naming what
 -- it waited for (what, or "the condition").
+-- The predicate must not wait itself (test.client, runUntil): that nested run
+-- is refused, and raised here even when the predicate caught it.
 function test.eventually(pred, timeout, what)
   timeout = timeout or test.timeout
-  if poll(pred, timeout) then return true end
+  local ok, held = pcall(poll, pred, timeout)
+  if not ok then
+    if type(held) == "string" and held:find("called from inside the running loop", 1, true) then
+      held = "test.eventually: its predicate ran the loop: " .. held
+        .. "; to wait for a server to listen, use test.waitForPort(port)"
+    end
+    error(held, 0)
+  end
+  if held then return true end
   error(("test.eventually: %s did not hold within %g s"):format(what or "the condition", timeout), 2)
+end
+
+-- test.waitForPort([host,] port [, timeout]): wait until a TCP connect to
+-- host:port (127.0.0.1) succeeds, for a server started as a process; the
+-- connection is closed at once. Raises after timeout seconds (test.timeout),
+-- with the last failure.
+function test.waitForPort(host, port, timeout)
+  if type(host) ~= "string" then host, port, timeout = "127.0.0.1", host, port end
+  if math.type(port) ~= "integer" or port < 1 or port > 65535 then
+    error("test.waitForPort: expected a port number (1-65535), got " .. tostring(port), 2)
+  end
+  timeout = timeout or test.timeout
+  local deadline = loop():now() + timeout
+  local last
+  repeat
+    local left = math.max(deadline - loop():now(), 0.05)
+    local f = lupine.connect { host = host, port = port, timeout = left }
+    loop():runUntil(f, left + 1, ("a connect to %s:%d"):format(host, port))
+    if f:isSuccess() then
+      loop():runUntil(f:get():close(), test.timeout, "the probe connection to close")
+      return true
+    end
+    last = tostring(f:cause())
+    local pause = math.min(0.05, deadline - loop():now())
+    if pause > 0 then loop():runFor(pause) end
+  until loop():now() >= deadline
+  error(("test.waitForPort: nothing accepted a connection on %s:%d within %g s (last: %s)"):format(host, port,
+    timeout, last), 2)
 end
 
 -- Start a server on 127.0.0.1, port 0 (or opts.host, opts.port). app_or_init
@@ -281,50 +319,64 @@ end
 Client.__close = Client.close
 
 -- ---- processes -------------------------------------------------------------------------
+-- A spawned program is a direct child of this process (core._spawn, in
+-- src/lua/l_process.c), in a process group of its own, with a parent-death
+-- signal: if this process dies, even by SIGKILL, the kernel kills the program.
+-- stop() signals the whole group, so what the program started goes too.
 
 local Process = {}
 Process.__index = Process
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
--- Start a program in the background: test.spawn({ "redis-server", "--port", 6400 }
--- [, { env = { K = "v" } }]). Its output goes to a file (p:output()). Returns a
--- process with .pid, :isRunning(), :output(), :stop(). The program must exist:
--- a missing one raises here, loudly.
+-- test.spawn(argv [, opts]): start a program in the background, e.g.
+-- test.spawn { "redis-server", "--port", 6400 }. argv: the program (looked up
+-- on PATH) and its arguments (strings or numbers); opts.env = { NAME = value }
+-- adds to the environment; opts.stdout, opts.stderr: files for its output (by
+-- default both go to one temporary file, p:output()); opts.nofile: its
+-- descriptor limit. Returns a Process: .pid, :isRunning(), :status(),
+-- :wait(timeout), :kill(sig), :output(), :stop(timeout). A program that is not
+-- installed raises here, loudly.
 function test.spawn(argv, opts)
   opts = opts or {}
   if type(argv) ~= "table" or type(argv[1]) ~= "string" then error("test.spawn: expected { program, args... }", 2) end
-  local which = io.popen("command -v " .. quote(argv[1]) .. " 2>/dev/null")
-  local found = which:read("l")
-  which:close()
-  if not found then error(("test.spawn: '%s' is not installed (not on PATH)"):format(argv[1]), 2) end
-  local words = {}
-  for k, v in pairs(opts.env or {}) do words[#words + 1] = quote(k .. "=" .. tostring(v)) end
-  if #words > 0 then table.insert(words, 1, "env") end
-  for _, a in ipairs(argv) do words[#words + 1] = quote(a) end
-  local log = os.tmpname()
-  -- The shell stays, waiting for the program: it reaps it when it ends (no
-  -- zombie left), and stop() reaps the shell.
-  local shell = io.popen(("%s >%s 2>&1 </dev/null & echo $!; wait"):format(table.concat(words, " "), quote(log)))
-  local pid = tonumber(shell:read("l"))
+  local log
+  if not opts.stdout and not opts.stderr then log = os.tmpname() end
+  local pid, why = lupine._spawn(argv, {
+    env = opts.env, stdout = opts.stdout or log, stderr = opts.stderr or log, nofile = opts.nofile,
+  })
   if not pid then
-    shell:close()
-    error("test.spawn: could not start " .. argv[1], 2)
+    if log then os.remove(log) end
+    if why == "not found" then error(("test.spawn: '%s' is not installed (not on PATH)"):format(argv[1]), 2) end
+    error(("test.spawn: cannot start %s: %s"):format(argv[1], why), 2)
   end
-  return setmetatable({ pid = pid, log = log, name = argv[1], shell = shell }, Process)
+  return setmetatable({ pid = pid, log = log, name = argv[1] }, Process)
 end
 
--- Running, and not a zombie nobody reaped yet.
-function Process:isRunning()
-  local f = io.open("/proc/" .. self.pid .. "/stat")
-  if not f then return false end
-  local stat = f:read("a") -- nil when it ended between the open and the read
-  f:close()
-  local state = stat and stat:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
+-- The exit status once the program has ended (its exit code, or 128 + the
+-- signal that ended it), else nil. The child is reaped only by stop(): until
+-- then its process group stays reserved for it.
+function Process:status()
+  if self.code == nil then self.code = lupine._wait(self.pid, true) end
+  return self.code
 end
 
+function Process:isRunning() return self:status() == nil end
+
+-- Wait for the end (running the loop) up to timeout seconds; returns the status, or raises.
+function Process:wait(timeout)
+  timeout = timeout or test.timeout
+  if poll(function() return self:status() ~= nil end, timeout) then return self.code end
+  error(("test.spawn: %s (pid %d) did not exit within %g s"):format(self.name, self.pid, timeout), 2)
+end
+
+-- Send a signal ("TERM", "KILL", "HUP", ... or a number) to its process group.
+function Process:kill(sig)
+  if self.reaped then return false end
+  return lupine._kill(-self.pid, sig or "TERM") ~= nil
+end
+
+-- What the program wrote (stdout and stderr), when they went to the default file.
 function Process:output()
+  if not self.log then return "" end
   local f = io.open(self.log)
   if not f then return "" end
   local s = f:read("a")
@@ -332,26 +384,42 @@ function Process:output()
   return s
 end
 
--- SIGTERM, wait (running the loop) up to timeout, then SIGKILL. Idempotent.
+-- SIGTERM to the group, wait (running the loop) up to timeout, then SIGKILL;
+-- whatever is left of the group is killed, the child reaped, the output file
+-- removed. Returns the status. Idempotent.
 function Process:stop(timeout)
-  if self.stopped then return end
-  self.stopped = true
+  if self.reaped then return self.code end
   if self:isRunning() then
-    os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
+    self:kill("TERM")
     if not poll(function() return not self:isRunning() end, timeout or test.timeout) then
-      os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
-      poll(function() return not self:isRunning() end, 2)
+      self:kill("KILL")
+      poll(function() return not self:isRunning() end, 5)
     end
   end
-  self.shell:close() -- the shell ends with the program
-  os.remove(self.log)
+  self:kill("KILL") -- the rest of its group (the zombie still holds the group id)
+  if self:status() ~= nil then
+    lupine._wait(self.pid) -- reap
+    self.reaped = true
+  end
+  if self.log then os.remove(self.log) end
+  return self.code
 end
 
-Process.__close = Process.stop
+Process.__close = function(self) self:stop() end -- not stop(self, err): err is no timeout
+
+-- A Process nobody refers to any more can never be stopped: kill it now.
+function Process:__gc()
+  if self.reaped then return end
+  lupine._kill(-self.pid, "KILL")
+  lupine._wait(self.pid)
+  if self.log then os.remove(self.log) end
+end
 
 -- An embedded channel (Netty's EmbeddedChannel): a channel with no socket
 -- whose pipeline is the real one. test.embedded(h1, h2, ...) adds the handlers
--- (tables or native factories) in order and makes the channel active.
+-- (tables or native factories) in order and makes the channel active;
+-- test.embedded(app) (a table with init, or an init function) sets the app's
+-- options and runs its init(ch) instead.
 --   ch:writeInbound(...)   each value as channelRead from the head, then channelReadComplete;
 --                          true when something reached the tail
 --   ch:readInbound()       the oldest message that reached the tail (nil: none)
@@ -390,10 +458,32 @@ end
 
 Embedded.__tostring = function(self) return tostring(rawget(self, "channel")) end
 
+-- An app: a table with an init(ch) function (what lupine.app returns), or the
+-- init function itself; handlers are tables with event methods, or userdata.
+local function app_of(v)
+  if type(v) == "function" then return { init = v } end
+  if type(v) == "table" and type(rawget(v, "init")) == "function" then return v end
+end
+
+-- test.embedded(h1, h2, ...) or test.embedded(app): app.options are set on
+-- the channel, then app.init(ch) builds its pipeline, as for an accepted channel.
 function test.embedded(...)
+  local app = app_of((...))
+  if app and select("#", ...) > 1 then
+    error("test.embedded: give an app (or its init function) alone, or handlers", 2)
+  end
   local ch, q = lupine._embeddedChannel()
   local self = setmetatable({ channel = ch, queues = q }, Embedded)
   local ok, err = pcall(function(...)
+    if app then
+      if app.options ~= nil then
+        if type(app.options) ~= "table" then error("test.embedded: the app's options must be a table", 0) end
+        local config = ch:config()
+        for k, v in pairs(app.options) do config:setOption(k, v) end
+      end
+      app.init(ch)
+      return
+    end
     for i = 1, select("#", ...) do ch.pipeline:addLast((select(i, ...))) end
   end, ...)
   if not ok then

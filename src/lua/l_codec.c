@@ -33,6 +33,7 @@ static void check_options(lua_State *L, int t, const char *fn, const char *const
   lua_pushnil(L);
   while (lua_next(L, t)) {
     bool ok = false;
+    if (lua_type(L, -2) == LUA_TSTRING && !l_is_cstring(L, -2)) luaL_error(L, "%s: option names " L_NUL_MESSAGE, fn);
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; known[i]; i++)
         if (strcmp(lua_tostring(L, -2), known[i]) == 0) ok = true;
@@ -57,7 +58,7 @@ static int options(lua_State *L, const char *fn, const char *const *known) {
     lua_settop(L, 0);
     lua_newtable(L);
   }
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   check_options(L, 1, fn, known);
   return 1;
 }
@@ -87,6 +88,7 @@ static bool opt_bool(lua_State *L, int t, const char *fn, const char *field, boo
 static const char *opt_string(lua_State *L, int t, const char *fn, const char *field, const char *def) {
   int ty = lua_getfield(L, t, field);
   if (ty != LUA_TNIL && ty != LUA_TSTRING) luaL_error(L, "%s: option '%s' must be a string", fn, field);
+  if (ty == LUA_TSTRING && !l_is_cstring(L, -1)) luaL_error(L, "%s: option '%s' " L_NUL_MESSAGE, fn, field);
   lua_pop(L, 1);
   return l_opt_string(L, t, field, def);
 }
@@ -194,7 +196,7 @@ static int codec_length_field_frame(lua_State *L) {
 static int codec_fixed_length_frame(lua_State *L) {
   static const char *const known[] = {"frameLength", "asString", NULL};
   if (lua_type(L, 1) == LUA_TNUMBER) {
-    lua_Integer n = luaL_checkinteger(L, 1);
+    lua_Integer n = l_checkinteger(L, 1);
     lua_settop(L, 0);
     lua_createtable(L, 0, 1);
     lua_pushinteger(L, n);
@@ -329,7 +331,7 @@ static int lua_decode(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
   lua_decoder *ld = (lua_decoder *)d;
   l_host *h = ld->h;
   if (h->closing) return LP_DECODE_OK;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   if (!lua_checkstack(L, 20)) {
     lp_error_named(err, LP_EDECODER, "handler '%s': Lua stack overflow", d->ctx->name);
     return LP_DECODE_ERROR;
@@ -399,7 +401,7 @@ static bool take_oldest(lua_decoder *ld, lua_State *L) {
 
 static void lua_fire_host(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  lua_State *L = ld->h->cur;
+  lua_State *L = ld->h->L;
   int top = lua_gettop(L);
   if (!take_oldest(ld, L)) return;
   lp_msg m = {.kind = LP_MSG_HOST, .host = lua_gettop(L)};
@@ -409,7 +411,7 @@ static void lua_fire_host(lp_decoder *d) {
 
 static void lua_drop_host(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  lua_State *L = ld->h->cur;
+  lua_State *L = ld->h->L;
   int top = lua_gettop(L);
   take_oldest(ld, L);
   lua_settop(L, top);
@@ -417,7 +419,7 @@ static void lua_drop_host(lp_decoder *d) {
 
 static void lua_free(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  if (!ld->h->closing && ld->state_ref != LUA_NOREF) luaL_unref(ld->h->cur, LUA_REGISTRYINDEX, ld->state_ref);
+  if (!ld->h->closing && ld->state_ref != LUA_NOREF) luaL_unref(ld->h->L, LUA_REGISTRYINDEX, ld->state_ref);
   free(ld);
 }
 
@@ -461,7 +463,7 @@ static void lua_decoder_factory_free(l_native *self) {
 // luaDecoder(spec): spec.decode(self, ctx, buf, out) [, spec.decodeLast], spec.name,
 // spec.maxCumulation (default 1 MiB).
 static int codec_lua_decoder(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   if (lua_getfield(L, 1, "decode") != LUA_TFUNCTION)
     return luaL_error(L, "lupine.codec.decoder: 'decode' must be a function(self, ctx, buf, out)");
   int t = lua_getfield(L, 1, "decodeLast");

@@ -3,6 +3,8 @@
 // resolved on the loop's resolver).
 #include "lbind.h"
 
+#include "connect.h"
+
 #include <errno.h>
 
 static void drop_channel(void *ch) { lp_channel_unref(ch); }
@@ -16,7 +18,7 @@ static void drop_channel(void *ch) { lp_channel_unref(ch); }
 // to 127.0.0.1:1)", "ConnectTimeout: connect to ... timed out after 5 s",
 // "UnknownHost: cannot resolve 'x': Domain name not found".
 int l_connect(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
   const char *host = l_opt_string(L, 1, "host", "127.0.0.1");
   // An empty name would connect to this machine: a bug upstream (an unset
@@ -51,8 +53,7 @@ int l_connect(lua_State *L) {
   }
   f->value = lp_channel_ref(ch); // the future's value: the channel
   f->value_drop = drop_channel;
-  lua_State *prev = l_enter(h, L);
-  if (init) {
+  if (init) { // on the caller's thread, as a plain call: handlers it adds run on the main thread
     lua_pushcfunction(L, l_traceback);
     lua_pushcfunction(L, l_call_init);
     lua_pushvalue(L, init);
@@ -66,14 +67,12 @@ int l_connect(lua_State *L) {
       lp_error_named(&e, LP_EHOST, "init(ch) raised: %s", l_error_message(L, -1, text, sizeof text));
       lp_channel_close_now(ch);
       lp_future_fail(f, &e);
-      l_leave(h, prev);
       lua_settop(L, fidx);
       return 1;
     }
   }
   lp_channel_register(ch);
   lp_channel_connect_host(ch, host, port, timeout, f);
-  l_leave(h, prev);
   lua_settop(L, fidx);
   return 1;
 }

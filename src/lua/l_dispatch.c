@@ -4,8 +4,9 @@
 // conversions between Lua values and core messages (lp_msg), and the host
 // hooks the core calls (l_host_ops).
 //
-// Messages from Lua travel as LP_MSG_HOST: a stack slot of the state that
-// made them (host->cur), valid for the duration of that call.
+// Every call into Lua runs on the state's main thread (host->L). Messages from
+// Lua travel as LP_MSG_HOST: a stack slot of the main thread, valid for the
+// duration of the call that made them (l_enter lends a coroutine's value there).
 #include "lbind.h"
 
 #include "log.h"
@@ -26,6 +27,22 @@ L_TLS const void *l_dispatch_table;
 L_TLS lp_ctx *l_dispatch_ctx;
 
 // ---- messages between Lua and the core -------------------------------------------
+
+// A call from a coroutine: handlers will run on the main thread, which is
+// suspended in the resume that led here (or in the C code running the loop),
+// so values pushed above its top are ours until l_leave restores the top.
+int l_enter_thread(l_entry *e, lua_State *L, int msg) {
+  lua_State *M = e->h->L;
+  if (msg) {
+    luaL_checkstack(L, 1, NULL);
+    if (!lua_checkstack(M, 1)) luaL_error(L, "lupine: the main thread's Lua stack is full");
+  }
+  e->top = lua_gettop(M);
+  if (!msg) return 0;
+  lua_pushvalue(L, msg);
+  lua_xmove(L, M, 1);
+  return e->top + 1;
+}
 
 static void push_event(lua_State *L, const lp_event_info *e) {
   lua_createtable(L, 0, 3);
@@ -74,7 +91,7 @@ void l_push_msg(lua_State *L, lp_msg *m) {
 
 static void unpin_string(void *ud, int ref) {
   l_host *h = ud;
-  if (!h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, ref);
+  if (!h->closing) luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
 }
 
 static void unsupported(lp_error *err, lua_State *L, int idx) {
@@ -83,7 +100,7 @@ static void unsupported(lp_error *err, lua_State *L, int idx) {
 
 static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
   l_host *h = loop->host;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   int idx = m->host;
   lp_buf *b = NULL;
   l_buffer_box *box = l_testudata(L, idx, &l_key_buffer);
@@ -113,7 +130,7 @@ static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
 
 static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
   l_host *h = loop->host;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   int idx = m->host;
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
@@ -135,7 +152,7 @@ static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err)
 }
 
 static void host_describe(lp_loop *loop, const lp_msg *m, char *out, size_t outlen) {
-  l_describe_error(((l_host *)loop->host)->cur, m->host, out, outlen);
+  l_describe_error(((l_host *)loop->host)->L, m->host, out, outlen);
 }
 
 // ---- calling Lua handlers ----------------------------------------------------------
@@ -163,12 +180,12 @@ static int decorate(lua_State *L) {
 static void report_raised(lp_future *f, void *ud) {
   lp_channel *ch = ud;
   l_host *h = f->loop->host;
-  if (!h || h->closing || ch->pipeline.destroyed || f->host_ref < 0 || !lua_checkstack(h->cur, 2)) {
+  if (!h || h->closing || ch->pipeline.destroyed || f->host_ref < 0 || !lua_checkstack(h->L, 2)) {
     lp_log(LP_LOG_INFO, ch->id, "an outbound operation failed and nobody listened: %s",
            f->cause ? f->cause->message : "(no detail)");
     return;
   }
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
   lp_msg m = l_host_msg(lua_gettop(L));
@@ -201,8 +218,7 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
   if (promise && !lp_future_done(promise)) { // an outbound op failed: its promise says so
     lp_error e;
     lp_error_named(&e, LP_EHOST, "%s", l_error_message(L, -1, text, sizeof text));
-    if (promise->host_ref < 0) promise->host_ref = l_ref(L);
-    else lua_pop(L, 1);
+    l_future_keep(L, promise); // without it (out of memory) the cause's text stands in
     // A promise that reports to the channel when nobody listens (every one
     // the binding makes) reports the raised value itself.
     if (promise->unobserved && promise->host_ref >= 0)
@@ -260,7 +276,7 @@ static int lookup(lua_State *L) {
 
 static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   l_host *h = host_of(c);
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   if (LP_UNLIKELY(h->closing || !lua_checkstack(L, 12))) {
     if (m) lp_msg_release(m);
     if (!h->closing) lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "Lua stack overflow: event dropped");
@@ -361,7 +377,7 @@ static int lifecycle_invoke(lua_State *L) {
 static bool call_lifecycle(lp_ctx *c, const char *method, char *err, size_t errlen) {
   l_host *h = host_of(c);
   if (h->closing || c->host_ref < 0) return true;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   if (!lua_checkstack(L, 4)) {
     snprintf(err, errlen, "Lua stack overflow");
     return false;
@@ -417,19 +433,13 @@ uint32_t l_handler_mask(lua_State *L, int h) {
 static void host_ctx_removed(lp_ctx *c) {
   l_host *h = host_of(c);
   if (!h->closing) {
-    if (c->box_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->box_ref);
-    if (c->host_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->host_ref);
+    if (c->box_ref >= 0) luaL_unref(h->L, LUA_REGISTRYINDEX, c->box_ref);
+    if (c->host_ref >= 0) luaL_unref(h->L, LUA_REGISTRYINDEX, c->host_ref);
   }
   c->box_ref = c->host_ref = -1;
 }
 
 static void host_ctx_free(lp_ctx *c) { host_ctx_removed(c); }
-
-static void host_future_free(lp_future *f) {
-  l_host *h = f->loop->host;
-  if (h && !h->closing && f->host_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, f->host_ref);
-  f->host_ref = -1;
-}
 
 // A lupine.Error passed on from Lua (ctx:fireExceptionCaught(err)) keeps the
 // code of the native error it was made from: the tail logs a peer reset at
@@ -447,7 +457,7 @@ static int error_code_protected(lua_State *L) {
 
 static int host_error_code(lp_loop *loop, const lp_msg *m) {
   l_host *h = loop->host;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   if (h->closing || lua_type(L, m->host) != LUA_TTABLE || !lua_checkstack(L, 3)) return 0;
   lua_pushcfunction(L, error_code_protected);
   lua_pushvalue(L, m->host);
@@ -457,6 +467,6 @@ static int host_error_code(lp_loop *loop, const lp_msg *m) {
 }
 
 const lp_host_ops l_host_ops = {
-    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, host_future_free,
+    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, l_future_drop,
     host_error_code,
 };

@@ -53,7 +53,6 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
 
 bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), void *ud, double timeout) {
   struct ev_loop *ev = h->loop->ev;
-  lua_State *prev = l_enter(h, L);
   h->running++;
   ev_now_update(ev);
   double deadline = ev_now(ev) + timeout;
@@ -64,7 +63,6 @@ bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), 
   while (!(ok = done(L, ud)) && ev_now(ev) < deadline) lp_loop_run_once(h->loop, true);
   ev_timer_stop(ev, &t);
   h->running--;
-  l_leave(h, prev);
   return ok;
 }
 
@@ -73,8 +71,38 @@ typedef struct {
   bool failed;    // the predicate raised; its error is on the stack top
 } until_state;
 
+// A nested run that was refused on this thread since the outermost run began
+// ("runUntil", ...; NULL: none). A predicate or handler that calls runUntil
+// under pcall would swallow the refusal and wait in vain (a spec timing out
+// with no reason given); the outer run raises it again instead.
+static _Thread_local const char *refused_nested;
+
+#define NESTED_FMT                                                                                     \
+  "%s called from inside the running loop (a handler, timer or listener): use a listener or schedule() " \
+  "instead of waiting"
+
+static void not_nested(lua_State *L, l_host *h, const char *what) {
+  if (h->running) {
+    refused_nested = what;
+    luaL_error(L, NESTED_FMT, what);
+  }
+}
+
+// Whether a nested run was refused (and swallowed) during this run: then its
+// error is pushed, to be raised by the outer run.
+static bool push_refused(lua_State *L) {
+  if (!refused_nested) return false;
+  lua_pushfstring(L, NESTED_FMT " (raised again by the outer run: the first error was caught)", refused_nested);
+  refused_nested = NULL;
+  return true;
+}
+
 static bool until_done(lua_State *L, void *ud) {
   until_state *st = ud;
+  if (push_refused(L)) {
+    st->failed = true;
+    return true;
+  }
   lp_future *f = l_future_test(L, st->pred);
   if (f) return lp_future_done(f);
   lua_pushcfunction(L, l_traceback);
@@ -82,27 +110,28 @@ static bool until_done(lua_State *L, void *ud) {
   if (lua_pcall(L, 0, 1, -2) != LUA_OK) {
     st->failed = true;
     lua_remove(L, -2); // keep the error on top
+    refused_nested = NULL; // the predicate's own error (perhaps that refusal) goes up as it is
     return true;
   }
   bool ok = lua_toboolean(L, -1);
   lua_pop(L, 2);
+  if (push_refused(L)) {
+    st->failed = true;
+    return true;
+  }
   return ok;
 }
 
 // loop:runUntil(pred, [timeout = 5]): run until pred() is true (or pred, a
 // future, is done); raises when the time runs out, with what it waited for.
-static void not_nested(lua_State *L, l_host *h, const char *what) {
-  if (h->running)
-    luaL_error(L, "%s called from inside the running loop (a handler, timer or listener): use a "
-                  "listener or schedule() instead of waiting", what);
-}
 
 static int loop_run_until(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "runUntil");
-  if (!l_future_test(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  double timeout = luaL_optnumber(L, 3, 5.0);
-  const char *what = luaL_optstring(L, 4, NULL);
+  refused_nested = NULL;
+  if (!l_future_test(L, 2)) l_checktype(L, 2, LUA_TFUNCTION);
+  double timeout = l_optnumber(L, 3, 5.0);
+  const char *what = l_optcstring(L, 4, NULL);
   until_state st = {2, false};
   bool ok = l_run_until(h, L, until_done, &st, timeout);
   if (st.failed) {
@@ -119,26 +148,29 @@ static int loop_run_until(lua_State *L) {
   return 1;
 }
 
-static bool never(lua_State *L, void *ud) {
+// runFor's condition: only a refused nested run ends it early.
+static bool refused(lua_State *L, void *ud) {
   LP_UNUSED(L), LP_UNUSED(ud);
-  return false;
+  return refused_nested != NULL;
 }
 
 static int loop_run_for(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "runFor");
-  l_run_until(h, L, never, NULL, luaL_checknumber(L, 2));
+  refused_nested = NULL;
+  l_run_until(h, L, refused, NULL, l_checknumber(L, 2));
+  if (push_refused(L)) return lua_error(L);
   return 0;
 }
 
 static int loop_run(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "run");
-  lua_State *prev = l_enter(h, L);
+  refused_nested = NULL;
   h->running++;
   lp_loop_run(h->loop);
   h->running--;
-  l_leave(h, prev);
+  if (push_refused(L)) return lua_error(L);
   return 0;
 }
 
@@ -177,7 +209,7 @@ static void run_exec(lp_task *t, lp_loop *loop) {
   l_exec *x = lp_container_of(t, l_exec, task);
   l_host *h = x->h;
   if (!h->closing) {
-    lua_State *L = h->cur;
+    lua_State *L = h->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, x->fn_ref);
     l_pcall_log(L, 0, "a task given to execute()", 0);
     luaL_unref(L, LUA_REGISTRYINDEX, x->fn_ref);
@@ -187,7 +219,7 @@ static void run_exec(lp_task *t, lp_loop *loop) {
 
 static int loop_execute(lua_State *L) {
   l_host *h = check_loop(L);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  l_checktype(L, 2, LUA_TFUNCTION);
   l_exec *x = malloc(sizeof *x);
   if (!x) return luaL_error(L, "execute: out of memory");
   x->h = h;
@@ -212,7 +244,7 @@ static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
   l_timer *t = lp_container_of(w, l_timer, w);
   l_host *h = t->h;
   if (h->closing) return;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   lua_checkstack(L, 4);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref); // keep t alive through the call
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
@@ -224,7 +256,7 @@ static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
 
 static int schedule(lua_State *L, double after, double period, int fn) {
   l_host *h = check_loop(L);
-  luaL_checktype(L, fn, LUA_TFUNCTION);
+  l_checktype(L, fn, LUA_TFUNCTION);
   if (!(after >= 0) || !(period >= 0)) return luaL_error(L, "schedule: delays must be non-negative numbers");
   l_timer *t = l_newudata(L, sizeof *t, 0, &l_key_timer);
   t->h = h;
@@ -239,12 +271,12 @@ static int schedule(lua_State *L, double after, double period, int fn) {
   return 1;
 }
 
-static int loop_schedule(lua_State *L) { return schedule(L, luaL_checknumber(L, 2), 0, 3); }
+static int loop_schedule(lua_State *L) { return schedule(L, l_checknumber(L, 2), 0, 3); }
 
 static int loop_schedule_at_fixed_rate(lua_State *L) {
-  double period = luaL_checknumber(L, 3);
-  if (!(period > 0)) return luaL_argerror(L, 3, "period must be positive");
-  return schedule(L, luaL_checknumber(L, 2), period, 4);
+  double period = l_checknumber(L, 3);
+  if (!(period > 0)) return l_argerror(L, 3, "period must be positive");
+  return schedule(L, l_checknumber(L, 2), period, 4);
 }
 
 static int timer_cancel(lua_State *L) {

@@ -46,10 +46,10 @@ static int host_gc(lua_State *L) {
 static l_host *host_new(lua_State *L, lp_loop *loop, bool owns) {
   l_host *h = lua_newuserdatauv(L, sizeof *h, 0);
   memset(h, 0, sizeof *h);
-  lua_pushthread(L);
+  // The main thread, even when a coroutine is the first to use lupine: it never dies.
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  h->cur = h->L;
   h->loop = loop;
   h->owns_loop = owns;
   loop->host = h;
@@ -415,6 +415,7 @@ const char *l_opt_string(lua_State *L, int t, const char *field, const char *def
   const char *v = def;
   if (ty != LUA_TNIL) {
     if (ty != LUA_TSTRING) luaL_error(L, "option '%s' must be a string", field);
+    if (!l_is_cstring(L, -1)) luaL_error(L, "option '%s' " L_NUL_MESSAGE, field);
     v = lua_tostring(L, -1); // kept alive by the table
   }
   lua_pop(L, 1);
@@ -429,10 +430,11 @@ static const char *const channel_options[] = {
 void l_channel_config_read(lua_State *L, int t, lp_channel_config *c) {
   if (!t) return;
   t = lua_absindex(L, t);
-  luaL_checktype(L, t, LUA_TTABLE);
+  l_checktype(L, t, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, t)) { // reject names we do not know: a typo must not pass silently
     bool known = false;
+    if (lua_type(L, -2) == LUA_TSTRING && !l_is_cstring(L, -2)) luaL_error(L, "channel option names " L_NUL_MESSAGE);
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; channel_options[i]; i++)
         if (strcmp(lua_tostring(L, -2), channel_options[i]) == 0) known = true;
@@ -472,22 +474,31 @@ static int lupine_loop(lua_State *L) {
 }
 
 static int lupine_set_log_level(lua_State *L) {
-  int lvl = lp_log_parse_level(luaL_checkstring(L, 1));
-  if (lvl < 0) return luaL_argerror(L, 1, "one of debug, info, warn, error, off");
+  int lvl = lp_log_parse_level(l_checkcstring(L, 1));
+  if (lvl < 0) return l_argerror(L, 1, "one of debug, info, warn, error, off");
   lp_log_set_level(lvl);
   return 0;
 }
 
 static int lupine_log(lua_State *L) {
   static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
-  int lvl = luaL_checkoption(L, 1, NULL, levels);
-  if (!LP_LOG_ENABLED(lvl)) return 0;
+  const char *name = l_checkcstring(L, 1);
+  int lvl = -1;
+  for (int i = 0; levels[i]; i++)
+    if (strcmp(name, levels[i]) == 0) lvl = i;
+  if (lvl < 0) return l_argerror(L, 1, lua_pushfstring(L, "invalid option '%s'", name));
   int n = lua_gettop(L);
+  if (!LP_LOG_ENABLED(lvl)) { // string arguments are checked at every level: a test with logging off sees the error too
+    for (int i = 2; i <= n; i++)
+      if (lua_type(L, i) == LUA_TSTRING && !l_is_cstring(L, i)) l_argerror(L, i, L_NUL_MESSAGE);
+    return 0;
+  }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   for (int i = 2; i <= n; i++) {
     if (i > 2) luaL_addchar(&b, ' ');
     luaL_tolstring(L, i, NULL);
+    if (!l_is_cstring(L, -1)) l_argerror(L, i, L_NUL_MESSAGE); // the log line would end there
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
@@ -538,6 +549,7 @@ int luaopen_lupine_core(lua_State *L) {
   luaL_newlib(L, funcs);
   l_codec_open(L);
   l_embedded_open(L);
+  l_process_open(L);  // _spawn, _wait, _kill: lupine.test.spawn
   l_resolver_open(L); // resolve, setResolver
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
   lua_pushliteral(L, LP_VERSION);

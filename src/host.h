@@ -1,0 +1,38 @@
+// host.h: what the embedding (the Lua binding, src/lua/) provides to the core.
+// The core never sees Lua: a message from the host is an opaque LP_MSG_HOST,
+// and the hooks below turn it into bytes, describe it, and drop the host's
+// references when core objects go. All hooks are optional; a loop without a
+// host (C tests) works on native messages only.
+#ifndef LP_HOST_H
+#define LP_HOST_H
+
+#include "common.h"
+
+struct lp_msg;
+struct lp_bytes;
+struct lp_error;
+
+typedef struct lp_host_ops {
+  // Turn a host message reaching the head into bytes; 0, or -1 with err set
+  // (the message is released either way).
+  int (*to_bytes)(lp_loop *loop, struct lp_msg *m, struct lp_bytes *out, struct lp_error *err);
+  // Turn a host message into an LP_MSG_BUF in place (a Buffer handed off, or a
+  // string copied), for native handlers that need bytes; 0, or -1 with err set
+  // and the message left as it was.
+  int (*to_buf)(lp_loop *loop, struct lp_msg *m, struct lp_error *err);
+  // One line describing a host message, for logs.
+  void (*describe)(lp_loop *loop, const struct lp_msg *m, char *out, size_t outlen);
+  // A channel finished its teardown: drop the host's strong references to it.
+  void (*channel_teardown)(lp_channel *ch);
+  // A context left its pipeline (after handlerRemoved): drop the host's cached handle.
+  void (*ctx_removed)(lp_ctx *ctx);
+  // A context is being freed: drop the host's reference to its handler.
+  void (*ctx_free)(lp_ctx *ctx);
+  // A future with a host reference (host_ref >= 0) is being freed.
+  void (*future_free)(lp_future *f);
+  // The error code a host message carries (a native error passed on from the
+  // host: its code), or 0.
+  int (*error_code)(lp_loop *loop, const struct lp_msg *m);
+} lp_host_ops;
+
+#endif
