@@ -512,8 +512,8 @@ static int parse_fields(lp_http_parser *p, lp_buf *in, bool trailer) {
       if (first) return fail_limit(p, c->response ? 400 : 414, c->max_line, c->response ? "status line" : "request line");
       return fail_limit(p, 431, c->max_header, trailer ? "trailer section" : "header section");
     }
-    const char *what = first ? (c->response ? "status line" : "request line") : trailer ? "trailer section" : "header section";
-    if (len == 0 || b[pos + len - 1] != '\r') return fail(p, 400, "bare LF in %s", what);
+#define WHAT (first ? (c->response ? "status line" : "request line") : trailer ? "trailer section" : "header section")
+    if (len == 0 || b[pos + len - 1] != '\r') return fail(p, 400, "bare LF in %s", WHAT);
     len--;
     const uint8_t *l = b + pos;
     if (first) {
@@ -528,9 +528,10 @@ static int parse_fields(lp_http_parser *p, lp_buf *in, bool trailer) {
       p->pos = (uint32_t)(pos + 2);
       return trailer ? end_trailers(p, in, b) : end_head(p, in, b);
     }
-    if (p->block + len + 2 > c->max_header) return fail_limit(p, 431, c->max_header, what);
+    if (p->block + len + 2 > c->max_header) return fail_limit(p, 431, c->max_header, WHAT);
     if (p->head.nheaders == c->max_headers)
-      return fail(p, 431, "more than %u fields in %s", (unsigned)c->max_headers, what);
+      return fail(p, 431, "more than %u fields in %s", (unsigned)c->max_headers, WHAT);
+#undef WHAT
     size_t at = pos;
     if (field_line(p, l, len, at, trailer) < 0) return LP_HTTP_ERROR;
     p->block += (uint32_t)(len + 2);
