@@ -57,7 +57,7 @@
 #define LP_HTTP_DEFAULT_MAX_LINE 8192         // maxInitialLineLength: request/status line, without CRLF (414)
 #define LP_HTTP_DEFAULT_MAX_HEADER 16384      // maxHeaderSize: field lines with their CRLFs (431); trailers too
 #define LP_HTTP_DEFAULT_MAX_HEADERS 100       // maxHeaders: field lines per head or trailer section (431)
-#define LP_HTTP_DEFAULT_MAX_BODY (1u << 20)   // maxBody: declared or chunked body bytes (413); 0: no limit
+#define LP_HTTP_DEFAULT_MAX_BODY (1u << 20)   // maxBody: body bytes, declared, chunked or until close (413); 0: no limit
 #define LP_HTTP_DEFAULT_MAX_CHUNK_LINE 4096   // maxChunkLine: chunk size and extensions, without CRLF (400)
 #define LP_HTTP_LIMIT_MAX ((size_t)1 << 26)   // largest line/header limits (offsets fit 32 bits)
 #define LP_HTTP_MAX_HEADERS_MAX 65536

@@ -467,7 +467,7 @@ static int end_head(lp_http_parser *p, lp_buf *in, const uint8_t *b) {
   p->pos = p->scanned = p->block = 0;
   if (no_body) p->state = S_END;
   else if (h->chunked) p->state = S_CHUNK_LINE, p->body_total = 0;
-  else if (h->until_close) p->state = S_BODY_EOF;
+  else if (h->until_close) p->state = S_BODY_EOF, p->body_total = 0;
   else if (p->cl_seen && h->content_length > 0) p->state = S_BODY, p->remaining = (uint64_t)h->content_length;
   else p->state = S_END;
   return LP_HTTP_HEAD;
@@ -671,9 +671,20 @@ int lp_http_parse(lp_http_parser *p, lp_buf *in) {
       p->state = S_CHUNK_LINE;
       break;
     case S_TRAILERS: return parse_fields(p, in, true);
-    case S_BODY_EOF:
-      p->remaining = SIZE_MAX;
-      return body(p, in, S_BODY_EOF);
+    case S_BODY_EOF: {
+      // No length to check up front: maxBody counts the bytes as they come.
+      uint64_t room = p->cfg.max_body ? p->cfg.max_body - p->body_total : UINT64_MAX;
+      if (n > 0 && room == 0) {
+        fail(p, 413, "body over %llu bytes", (unsigned long long)p->cfg.max_body);
+        p->error.limit = (long long)p->cfg.max_body;
+        return LP_HTTP_ERROR;
+      }
+      p->remaining = room;
+      int rc = body(p, in, S_BODY_EOF);
+      if (rc == LP_HTTP_BODY) p->body_total += p->body_len;
+      p->state = S_BODY_EOF;
+      return rc;
+    }
     case S_UPGRADED: return LP_HTTP_UPGRADE;
     case S_CLOSED:
       in->rd = in->wr; // nothing may follow: dropped

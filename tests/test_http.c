@@ -481,6 +481,14 @@ static void test_responses(void) {
   resp(LP_HTTP_M_CONNECT, S("HTTP/1.1 200 Connection established\r\n\r\nraw"),
        "[200 Connection established 11  nobody upgrade].^<raw>");
   resp(LP_HTTP_M_GET, S("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"), "[200  11 {Content-Length=0} cl=0].");
+  // maxBody bounds a body until close as it comes (and chunked ones too).
+  lp_http_config small = respcfg;
+  small.max_body = 5;
+  check_with(&small, LP_HTTP_M_GET, S("HTTP/1.1 200 OK\r\n\r\n12345"), "[200 OK 11  eof close](12345)$.");
+  check_with(&small, LP_HTTP_M_GET, S("HTTP/1.1 200 OK\r\n\r\n123456"),
+             "[200 OK 11  eof close](12345)!413 HttpBodyTooLarge: body over 5 bytes");
+  check_with(&small, LP_HTTP_M_GET, S("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n"),
+             "[200 OK 11 {Transfer-Encoding=chunked} chunked](abc)!413 HttpBodyTooLarge: chunked body over 5 bytes");
   // Malformed responses.
   resp(LP_HTTP_M_GET, S("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
        "!400 HttpBadResponse: both Content-Length and Transfer-Encoding");
