@@ -33,7 +33,8 @@
 // parser's header array, grown on demand up to maxHeaders and kept.
 //
 // Strictness (each a 400 and close unless noted): both Content-Length and
-// Transfer-Encoding; differing (or list, or malformed) Content-Length values;
+// Transfer-Encoding; two Content-Length fields (even equal), a list or a
+// malformed value;
 // Transfer-Encoding whose last coding is not chunked, chunked twice, or in an
 // HTTP/1.0 message; another coding before chunked in a request (501);
 // obs-fold and whitespace before the first field; whitespace between a field

@@ -227,13 +227,15 @@ static int target_form(lp_http_parser *p, const uint8_t *t, size_t n) {
     if (m != LP_HTTP_M_OPTIONS) return fail(p, 400, "asterisk-form target is for OPTIONS only");
     return 0;
   }
-  // absolute-form: scheme ":" ...
+  // absolute-form: scheme "://" authority ... (the hierarchical form of http and
+  // https URIs; "h:43" would be an absolute URI too, but serves nobody)
   size_t i = 0;
   if ((t[0] | 0x20) >= 'a' && (t[0] | 0x20) <= 'z')
     while (i < n && (((t[i] | 0x20) >= 'a' && (t[i] | 0x20) <= 'z') || is_digit(t[i]) || t[i] == '+' || t[i] == '-' ||
                      t[i] == '.'))
       i++;
-  if (i == 0 || i == n || t[i] != ':') return fail(p, 400, "malformed request target");
+  if (i == 0 || n - i < 4 || memcmp(t + i, "://", 3) != 0 || t[i + 3] == '/')
+    return fail(p, 400, "malformed request target");
   return 0;
 }
 
@@ -334,7 +336,10 @@ static int field_meaning(lp_http_parser *p, const uint8_t *name, size_t nlen, co
       if (x > ((uint64_t)INT64_MAX - (uint64_t)(v[k] - '0')) / 10) return fail(p, 400, "Content-Length overflows");
       x = x * 10 + (uint64_t)(v[k] - '0');
     }
-    if (p->cl_seen && (uint64_t)p->head.content_length != x) return fail(p, 400, "differing Content-Length values");
+    // Identical repeats are allowed by RFC 9110 8.6, but refused here as by
+    // nginx and llhttp: two parsers on a path must not disagree about them.
+    if (p->cl_seen)
+      return fail(p, 400, (uint64_t)p->head.content_length != x ? "differing Content-Length values" : "repeated Content-Length");
     p->cl_seen = true;
     p->head.content_length = (int64_t)x;
     return 0;
