@@ -34,16 +34,21 @@
 //
 // Strictness (each a 400 and close unless noted): both Content-Length and
 // Transfer-Encoding; two Content-Length fields (even equal), a list or a
-// malformed value;
-// Transfer-Encoding whose last coding is not chunked, chunked twice, or in an
-// HTTP/1.0 message; another coding before chunked in a request (501);
-// obs-fold and whitespace before the first field; whitespace between a field
-// name and its colon; a bare CR or LF where CRLF is required; NUL and other
-// control characters (HTAB allowed in values); a chunk size over 2^63-1; an
-// HTTP/1.1 request without Host, or with two; an HTTP version other than 1.x
-// (505); an Expect other than 100-continue (417). Responses follow the same
-// rules, with kind HttpBadResponse for 400 and a body until the end of the
-// input when no length is given.
+// malformed value; Transfer-Encoding whose last coding is not chunked,
+// chunked twice, or in an HTTP/1.0 message; another coding before chunked in
+// a request (501); obs-fold and whitespace before the first field; whitespace
+// between a field name and its colon; a bare CR or LF where CRLF is required;
+// NUL and other control characters (HTAB allowed in values); a chunk size over
+// 2^63-1; an HTTP/1.1 request without Host, or with two; an HTTP version other
+// than 1.x (505); an Expect other than 100-continue (417); a request target
+// that is not origin-form, absolute-form (scheme://authority...),
+// authority-form (CONNECT only) or "*" (OPTIONS only), or holds a character
+// outside RFC 3986's. Responses follow the same rules (kind HttpBadResponse
+// for 400), except that a Transfer-Encoding not ending in chunked, or no
+// length at all, makes the body run to the end of the input, and codings
+// before chunked are left to the caller. After a message that ends the
+// connection (keep_alive false) later bytes are dropped. Out of memory for the
+// header array: ERROR with status 500 and error ENOMEM.
 #ifndef LP_HTTP_H
 #define LP_HTTP_H
 

@@ -496,6 +496,9 @@ static void test_responses(void) {
   resp(LP_HTTP_M_GET, S("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"),
        "!400 HttpBadResponse: both Content-Length and Transfer-Encoding");
   resp(LP_HTTP_M_GET, S("HTTP/1.1 20 OK\r\n\r\n"), "!400 HttpBadResponse: malformed status code");
+  resp(LP_HTTP_M_GET, S("HTTP/1.1\r\n\r\n"), "!400 HttpBadResponse: malformed status line");
+  resp(LP_HTTP_M_GET, S("HTTP/2 200 OK\r\n\r\n"), "!400 HttpBadResponse: malformed HTTP version in status line");
+  resp(LP_HTTP_M_GET, S("HTTP/1.1 200OK\r\n\r\n"), "!400 HttpBadResponse: malformed status line");
   resp(LP_HTTP_M_GET, S("HTTP/1.1 200 O\x01K\r\n\r\n"), "!400 HttpBadResponse: control character 0x01 in reason phrase");
   resp(LP_HTTP_M_GET, S("HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n"), "!400 HttpBadResponse: bare LF in status line");
   resp(LP_HTTP_M_GET, S("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nab"),
