@@ -109,7 +109,7 @@ void lp_http_parser_free(lp_http_parser *p) {
 }
 
 void lp_http_parser_resume(lp_http_parser *p) {
-  if (p->state == S_UPGRADED) p->state = S_START;
+  if (p->state == S_UPGRADED) p->state = p->head.keep_alive ? S_START : S_CLOSED;
 }
 
 static const char *const method_names[] = {NULL,      "GET",     "HEAD",  "POST",  "PUT",
@@ -487,8 +487,8 @@ static int end_trailers(lp_http_parser *p, lp_buf *in, const uint8_t *b) {
 }
 
 // Find the end of the line starting at b[pos], within bound bytes (with its
-// LF): 1 with *len its length before CRLF, 0 when more bytes are needed, -1
-// when no line ends within the bound. A bare LF is reported as *bare.
+// LF): 1 with *len its length before the LF (the caller checks for the CR), 0
+// when more bytes are needed, -1 when no line ends within the bound.
 static int find_line(lp_http_parser *p, const uint8_t *b, size_t n, size_t pos, size_t bound, size_t *len) {
   size_t avail = n - pos, lim = avail < bound ? avail : bound;
   const uint8_t *lf = p->scanned < lim ? memchr(b + pos + p->scanned, '\n', lim - p->scanned) : NULL;

@@ -528,6 +528,14 @@ static void test_api(void) {
   lp_http_parser_resume(&p);
   CHECK(lp_http_parse(&p, b) == LP_HTTP_HEAD && p.head.target.len == 2 && !p.head.upgrade);
   lp_buf_unref(b);
+  // Declined, on a connection that ends with it: nothing more is parsed.
+  b = lp_buf_from(pool, S("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: x\r\nConnection: upgrade, close\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"));
+  CHECK(lp_http_parse(&p, b) == LP_HTTP_END); // the END of /2 before
+  CHECK(lp_http_parse(&p, b) == LP_HTTP_HEAD && p.head.upgrade && !p.head.keep_alive);
+  CHECK(lp_http_parse(&p, b) == LP_HTTP_END && lp_http_parse(&p, b) == LP_HTTP_UPGRADE);
+  lp_http_parser_resume(&p);
+  CHECK(lp_http_parse(&p, b) == LP_HTTP_NEED && lp_buf_readable(b) == 0);
+  lp_buf_unref(b);
   lp_http_parser_free(&p);
 }
 
