@@ -200,6 +200,18 @@ describe("lupine.blocking", function()
     os.remove(path)
   end)
 
+  it("compiles each source once per pool state, and keeps only so many", function()
+    -- More distinct sources than a pool state keeps compiled (256): the cache starts over.
+    blocking.configure { threads = 1 }
+    for i = 1, 300 do
+      assert.equal(i, result(blocking.run("return function(x) return x + " .. (i - 1) .. " end", 1)))
+    end
+    assert.equal(5, result(blocking.run("return function(x) return x + 4 end", 1)))
+    local f = function(x) return x * 2 end
+    for i = 1, 3 do assert.equal(2 * i, result(blocking.run(f, i))) end
+    blocking.configure { threads = 0 }
+  end)
+
   it("requires a module once per pool state, and reuses the states", function()
     for _ = 1, 20 do assert.equal(1, result(blocking("blocking_job", "loads"))) end
   end)

@@ -8,8 +8,8 @@ local Jobs = { name = "jobs" }
 
 local function reply(ctx, f, fmt)
   if not ctx.channel:isOpen() then return end
-  if f:isSuccess() then ctx:writeAndFlush(fmt:format(tostring(f:get())))
-  else ctx:writeAndFlush("failed: " .. tostring(f:cause()):gsub("\n.*", "") .. "\n") end
+  if f:isSuccess() then ctx:writeAndFlush(fmt:format(tostring((f:get()))))
+  else ctx:writeAndFlush("failed: " .. tostring((f:cause())):gsub("\n.*", "") .. "\n") end
 end
 
 function Jobs:channelRead(ctx, line)

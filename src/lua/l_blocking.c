@@ -470,12 +470,12 @@ static void cached_function(lua_State *L, const void *cache_key, l_job *job) {
     lua_pop(L, 1);
     n++;
   }
-  if (n > SOURCE_CACHE_MAX) {
-    lua_pop(L, 2); // the key lua_next left, the old table
+  if (n > SOURCE_CACHE_MAX) { // cache fn key
+    lua_pop(L, 1);             // the key lua_next left
     lua_newtable(L);
     lua_pushvalue(L, -1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, cache_key);
-    lua_insert(L, -2); // cache, fn
+    lua_replace(L, -3);        // the new cache in place of the old: cache fn
   }
   lua_pushlstring(L, job->code, job->code_len);
   lua_pushvalue(L, -2);
