@@ -154,6 +154,17 @@ describe("lupine.blocking", function()
     assert.matches("^lupine.blocking.run: %(blocking source%):1: ", failure(blocking.run("return function(")))
   end)
 
+  it("leaves a future completed by hand as it is when the job ends", function()
+    local wait = pipe()
+    local f = blocking("blocking_job", "waitOn", wait)
+    assert.is_true(f:setSuccess("mine"))
+    release(wait, "theirs")
+    test.eventually(function() return blocking.stats().running == 0 and blocking.stats().queued == 0 end, 10,
+      "the job to end")
+    loop:runFor(0.05) -- its result reaches the loop
+    assert.equal("mine", f:get())
+  end)
+
   it("refuses a job started from a job", function()
     assert.matches("^spec/blocking_spec.lua:%d+: lupine.blocking.run: called from a blocking job: a job cannot start another\n",
       failure(blocking.run(function()

@@ -562,6 +562,7 @@ static void log_unobserved(lp_future *f, void *ud) {
 }
 
 static void fail_shutdown(lp_future *f) {
+  if (lp_future_done(f)) return;
   lp_error e;
   lp_error_named(&e, LP_ESHUTDOWN, "lupine.blocking: the job was cancelled (its Lua state closed)");
   f->quiet = true; // nobody is left to tell
@@ -572,6 +573,7 @@ static void fail_shutdown(lp_future *f) {
 static int job_deliver(lua_State *L) {
   l_job *job = lua_touserdata(L, 1);
   lp_future *f = job->future;
+  if (lp_future_done(f)) return 0; // completed by hand (setSuccess): its value stays
   if (job->error) {
     lua_pushstring(L, job->error);
     f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
