@@ -1,6 +1,7 @@
 -- spec/apps/blocking_app.lua: handlers that run lupine.blocking jobs, served by
 -- the launcher in blocking_spec. Lines: "sum N" (1 + ... + N, in the pool),
--- "sleep S" (a job that sleeps S seconds), "stats" (the pool's counts).
+-- "sleep S" (a job that sleeps S seconds), "fail TEXT" (a job that raises
+-- TEXT, with no listener), "stats" (the pool's counts).
 local lupine = require "lupine"
 local codec = lupine.codec
 
@@ -23,6 +24,9 @@ function Jobs:channelRead(ctx, line)
   elseif cmd == "sleep" then
     lupine.blocking.run(function(s) return os.execute("sleep " .. s) and "slept" end, arg)
       :addListener(function(f) reply(ctx, f, "%s\n") end)
+  elseif cmd == "fail" then -- a job that raises, and nobody listens: logged
+    lupine.blocking.run(function(what) error(what) end, arg)
+    ctx:writeAndFlush("started\n")
   elseif cmd == "stats" then
     local st = lupine.blocking.stats()
     ctx:writeAndFlush(("threads=%d running=%d queued=%d\n"):format(st.threads, st.running, st.queued))
