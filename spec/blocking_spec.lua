@@ -191,10 +191,12 @@ describe("lupine.blocking", function()
     local c = test.client(port)
     local started = loop:now()
     local f = blocking("blocking_job", "checksum", path)
-    local pings = 0
+    local pings, slowest = 0, 0
     while not f:isDone() and loop:now() - started < 60 do -- bounded: 60 s
+      local sent = loop:now()
       c:send("ping " .. pings .. "\n")
       assert.equal("ping " .. pings, c:receiveLine())
+      slowest = math.max(slowest, loop:now() - sent)
       pings = pings + 1
     end
     local took = loop:now() - started
@@ -203,8 +205,8 @@ describe("lupine.blocking", function()
     -- long as the inline run; each ping is a round trip through the loop).
     assert.is_true(pings >= 10, ("only %d pings answered in %.3f s"):format(pings, took))
     if os.getenv("BLOCKING_FIGURES") then
-      print(("\ninline hash %.3f s (no ping possible); in the pool %.3f s with %d pings answered meanwhile"):format(
-        inline, took, pings))
+      print(("\ninline hash %.3f s (no ping possible); in the pool %.3f s with %d pings answered meanwhile, the slowest in %.2f ms"):format(
+        inline, took, pings, slowest * 1000))
     end
     c:close()
     server:close()
@@ -279,6 +281,11 @@ describe("lupine.blocking", function()
     assert.equal("X", result(third))
     assert.equal("Y", result(blocking("string", "upper", "y"))) -- room again
     blocking.configure { threads = 0, maxJobs = 10000 }
+  end)
+
+  it("checks the app option blockingThreads", function()
+    assert.has_error(function() lupine.serve({ init = function() end, blockingThreads = 1.5 }) end,
+      "lupine: option 'blockingThreads' must be an integer from 0 (one per core) to 256")
   end)
 
   it("checks configure's options", function()
