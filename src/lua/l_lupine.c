@@ -228,6 +228,13 @@ int l_traceback(lua_State *L) {
   lua_settop(L, 1);
   int t = lua_type(L, 1);
   if (t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TNIL || t == LUA_TBOOLEAN) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_error) != LUA_TTABLE) {
+      // A state without the module (a blocking pool thread's): no
+      // lupine.Error to make, the message with its traceback appended.
+      luaL_traceback(L, L, luaL_tolstring(L, 1, NULL), 1);
+      return 1;
+    }
+    lua_pop(L, 1);
     lua_createtable(L, 0, 3);
     lua_pushliteral(L, "LuaError");
     lua_setfield(L, -2, "kind");
@@ -552,6 +559,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_process_open(L);  // _spawn, _wait, _kill: lupine.test.spawn
   l_resolver_open(L); // resolve, setResolver
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
+  l_blocking_open(L); // blocking: jobs on the pool of threads (l_blocking.c)
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;
