@@ -33,6 +33,8 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents);
 static void teardown(lp_task *t, lp_loop *loop);
 static void drain_input(lp_channel *ch);
 static void drain_progress(lp_channel *ch);
+static void close_after_flush(lp_channel *ch);
+static void drain_stop(lp_channel *ch);
 
 void lp_channel_config_default(lp_channel_config *c) {
   memset(c, 0, sizeof *c);
@@ -44,6 +46,7 @@ void lp_channel_config_default(lp_channel_config *c) {
   c->high_water = 64 * 1024;
   c->low_water = 32 * 1024;
   c->max_pending = 16u * 1024 * 1024;
+  c->drain_timeout = 30.;
 }
 
 lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int fd, const lp_channel_config *cfg) {
@@ -76,6 +79,7 @@ void lp_channel_unref(lp_channel *ch) {
   if (--ch->refs) return;
   if (ch->unsafe->free) ch->unsafe->free(ch);
   if (ch->close_future) lp_future_unref(ch->close_future);
+  drain_stop(ch);
   if (ch->fd >= 0) close(ch->fd); // never registered
   free(ch);
 }
@@ -133,7 +137,7 @@ void lp_channel_update_reading(lp_channel *ch) {
 
 static void input_eof(lp_channel *ch) {
   if (!ch->config.allow_half_closure || (ch->flags & LP_CH_OUTPUT_SHUTDOWN)) {
-    lp_channel_close_now(ch);
+    close_after_flush(ch); // a FIN never discards what was written to the peer
     return;
   }
   ch->flags |= LP_CH_INPUT_SHUTDOWN;
@@ -561,6 +565,7 @@ void lp_channel_close_now(lp_channel *ch) {
       lp_future_unref(p);
     }
   }
+  drain_stop(ch);
   if (ch->fd >= 0) {
     close(ch->fd);
     ch->fd = -1;
@@ -715,6 +720,57 @@ static void drain_progress(lp_channel *ch) {
     }
   }
   if (ch->flags & LP_CH_INPUT_SHUTDOWN) lp_channel_close_now(ch);
+}
+
+// ---- closing after the peer's EOF ----------------------------------------------------
+// Without allowHalfClosure (or with the output already shut down) the peer's
+// FIN ends the channel, but only once what it was given has gone out: input
+// is off (nothing more can come), everything written is flushed, the FIN
+// follows the last byte (drain_progress) and the channel closes. drainTimeout
+// bounds the wait for a peer that never reads; what it cuts off is logged.
+
+struct lp_drain {
+  ev_timer timer;
+  lp_channel *ch; // not a reference: the channel stops and frees this when it closes
+};
+
+static void drain_stop(lp_channel *ch) {
+  if (!ch->drain) return;
+  ev_timer_stop(ch->loop->ev, &ch->drain->timer);
+  free(ch->drain);
+  ch->drain = NULL;
+}
+
+static void on_drain_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  lp_channel *ch = lp_container_of(w, struct lp_drain, timer)->ch;
+  size_t unsent = 0;
+  for (lp_out_entry *e = ch->out.head; e; e = e->next) unsent += e->bytes.len;
+  lp_log(LP_LOG_WARN, ch->id, "closing with %zu bytes unsent: the peer did not read them within %g s (drainTimeout)",
+         unsent, ch->config.drain_timeout);
+  lp_channel_close_now(ch); // frees ch->drain (and w)
+}
+
+static void close_after_flush(lp_channel *ch) {
+  ch->flags |= LP_CH_INPUT_SHUTDOWN;
+  lp_outbound_add_flush(&ch->out);
+  if (!ch->out.head || (ch->flags & LP_CH_DRAINING) || ch->fd < 0) {
+    lp_channel_close_now(ch); // nothing left to write (a shutdown drain sees the FIN in drain_input)
+    return;
+  }
+  ch->flags |= LP_CH_DRAINING;
+  lp_channel_update_reading(ch); // off: the input has ended
+  if (ch->config.drain_timeout > 0) {
+    ch->drain = malloc(sizeof *ch->drain);
+    if (!ch->drain) {
+      lp_channel_close_now(ch);
+      return;
+    }
+    ch->drain->ch = ch;
+    ev_timer_init(&ch->drain->timer, on_drain_timeout, ch->config.drain_timeout, 0.);
+    ev_timer_start(ch->loop->ev, &ch->drain->timer);
+  }
+  if (!ev_is_active(&ch->wio)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
 }
 
 static void drain_input(lp_channel *ch) {
