@@ -51,6 +51,19 @@ static void pool_drain(lp_pool *p) {
   p->cached_bytes = 0;
 }
 
+void lp_pool_trim(lp_pool *p, size_t keep) {
+  if (!p) return;
+  for (int c = LP_POOL_CLASSES - 1; c >= 0 && p->cached_bytes > keep; c--) {
+    while (p->free[c] && p->cached_bytes > keep) {
+      lp_mem *m = p->free[c];
+      p->free[c] = m->next;
+      p->nfree[c]--;
+      p->cached_bytes -= m->cap;
+      free(m);
+    }
+  }
+}
+
 void lp_pool_free(lp_pool *p) {
   if (!p) return;
   pool_drain(p);
@@ -173,6 +186,12 @@ lp_buf *lp_buf_from(lp_pool *pool, const void *p, size_t n) {
     b->wr = n;
   }
   return b;
+}
+
+size_t lp_buf_overhead(const lp_buf *b) {
+  size_t n = sizeof *b;
+  if (!(b->flags & LP_BUF_SLICE) && b->mem->refs == 1) n += sizeof(lp_mem) + b->mem->cap - lp_buf_readable(b);
+  return n;
 }
 
 void lp_buf_unref(lp_buf *b) {

@@ -38,6 +38,8 @@ struct lp_buf {
 
 lp_pool *lp_pool_new(void);
 void lp_pool_free(lp_pool *pool);
+// Free cached storage blocks (largest classes first) until at most keep bytes stay cached.
+void lp_pool_trim(lp_pool *pool, size_t keep);
 // Bytes of storage blocks cached for reuse, for tests and stats.
 size_t lp_pool_cached_bytes(const lp_pool *pool);
 // Blocks and buffer structs taken from the pool and not yet given back.
@@ -49,6 +51,11 @@ lp_buf *lp_buf_slice(lp_buf *b, size_t index, size_t len);       // NULL: out of
 lp_buf *lp_buf_copy(lp_buf *b, size_t index, size_t len);        // new storage
 static inline lp_buf *lp_buf_ref(lp_buf *b) { b->refs++; return b; }
 void lp_buf_unref(lp_buf *b);
+
+// Memory b keeps alive besides its readable bytes: its struct and, when it
+// alone holds its storage, the rest of that block. Storage shared with slices
+// counts only through each one's readable bytes.
+size_t lp_buf_overhead(const lp_buf *b);
 
 static inline size_t lp_buf_readable(const lp_buf *b) { return b->wr - b->rd; }
 static inline size_t lp_buf_writable(const lp_buf *b) { return b->cap - b->wr; }

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #define ALLOC_START_IDX 5  // 2 KiB
+#define TRIM_AFTER_PEAK (1u << 20) // an outbound buffer that held this much gives memory back once empty
 #define ALLOC_MAX_IDX (LP_POOL_MAX_SHIFT - LP_POOL_MIN_SHIFT)
 
 static atomic_uint_fast64_t next_channel_id = 1;
@@ -127,7 +128,7 @@ void lp_channel_update_reading(lp_channel *ch) {
   uint32_t f = ch->flags;
   bool want = false;
   if ((f & (LP_CH_ACTIVE | LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) == LP_CH_ACTIVE && ch->fd >= 0) {
-    bool backpressured = ch->config.auto_backpressure && (f & LP_CH_UNWRITABLE);
+    bool backpressured = ch->config.auto_backpressure && ((f & LP_CH_UNWRITABLE) || ch->input_holds);
     want = (f & LP_CH_READ_PENDING) || (ch->config.auto_read && !backpressured);
     if (f & LP_CH_DRAINING) want = true; // input is discarded until the peer closes
   }
@@ -161,7 +162,8 @@ static void read_loop(lp_channel *ch) {
     uint32_t f = ch->flags;
     if (f & (LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) break;
     if (f & LP_CH_READ_PENDING) ch->flags &= ~(uint32_t)LP_CH_READ_PENDING;
-    else if (!ch->config.auto_read || (ch->config.auto_backpressure && (f & LP_CH_UNWRITABLE))) break;
+    else if (!ch->config.auto_read || (ch->config.auto_backpressure && ((f & LP_CH_UNWRITABLE) || ch->input_holds)))
+      break;
     lp_buf *b = lp_buf_new(pool, (size_t)1 << (LP_POOL_MIN_SHIFT + ch->alloc_idx));
     if (!b) {
       err = ENOMEM;
@@ -274,6 +276,13 @@ static void fail_closed(lp_channel *ch, lp_future *promise) {
 
 static void do_flush(lp_channel *ch);
 
+// The outbound buffer is empty after holding megabytes: most of that memory
+// is free now but still in the process (see lp_loop_trim_soon).
+static void trim_after_peak(lp_channel *ch) {
+  if (LP_UNLIKELY(ch->out.peak >= TRIM_AFTER_PEAK)) lp_loop_trim_soon(ch->loop);
+  ch->out.peak = ch->out.pending;
+}
+
 static void finish_shutdown_output(lp_channel *ch) {
   if (ch->fd >= 0 && shutdown(ch->fd, SHUT_WR) < 0 && errno != ENOTCONN)
     lp_log(LP_LOG_DEBUG, ch->id, "shutdown(SHUT_WR): %s", strerror(errno));
@@ -297,6 +306,7 @@ static void do_flush(lp_channel *ch) {
   bool more = lp_outbound_has_flushed(&ch->out);
   if (more && !ev_is_active(&ch->wio)) ev_io_start(ch->loop->ev, &ch->wio);
   else if (!more && ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+  if (!ch->out.head) trim_after_peak(ch);
   if (!more && (ch->flags & LP_CH_OUTPUT_SHUTDOWN) && !ch->out.head) finish_shutdown_output(ch);
   if (!(ch->flags & LP_CH_CLOSED)) lp_channel_update_writability(ch);
   if (!more && (ch->flags & LP_CH_DRAINING)) drain_progress(ch);
@@ -326,7 +336,6 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
     lp_channel_fail_promise(ch, promise, &e);
     return;
   }
-  size_t len = b.buf ? lp_buf_readable(b.buf) : b.len;
   // Once a write could not be queued, none after it is: the peer sees a
   // prefix of what was written, never a stream with a hole in it.
   if (ch->flags & LP_CH_OUTPUT_FAILED) {
@@ -336,11 +345,15 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
     lp_channel_fail_promise(ch, promise, &e);
     return;
   }
-  if (len > ch->config.max_pending || ch->out.pending > ch->config.max_pending - len) {
+  // The cap stops growth: a write is refused once what is pending has reached
+  // it. The write that crosses it is taken whole, so that one message larger
+  // than the cap (a big reply, already in memory) still goes out; memory
+  // stays within maxPendingBytes plus one message.
+  if (ch->out.pending >= ch->config.max_pending) {
     lp_error_named(&e, LP_EWRITEFULL, "%zu bytes pending on channel #%llu, limit %zu (maxPendingBytes)",
-                   ch->out.pending + len, (unsigned long long)ch->id, ch->config.max_pending);
+                   ch->out.pending, (unsigned long long)ch->id, ch->config.max_pending);
     e.limit = (long long)ch->config.max_pending;
-    e.length = (long long)(ch->out.pending + len);
+    e.length = (long long)(ch->out.pending + lp_outbound_cost(&b));
     ch->flags |= LP_CH_OUTPUT_FAILED;
     lp_bytes_release(&b);
     lp_channel_fail_promise(ch, promise, &e);
@@ -573,6 +586,7 @@ void lp_channel_close_now(lp_channel *ch) {
   lp_error e;
   lp_error_named(&e, LP_ECLOSED, "channel #%llu closed before the write completed", (unsigned long long)ch->id);
   lp_outbound_fail(&ch->out, &e, false, true);
+  trim_after_peak(ch);
   if (ch->close_future) lp_future_succeed(ch->close_future);
   ch->teardown.run = teardown;
   lp_loop_defer(ch->loop, &ch->teardown);
@@ -592,7 +606,7 @@ static void teardown(lp_task *t, lp_loop *loop) {
   ch->flags |= LP_CH_TORN_DOWN;
   if (!lp_list_empty(&ch->link)) {
     lp_list_remove(&ch->link);
-    if (!(ch->flags & LP_CH_UNCOUNTED)) loop->nchannels--;
+    if (!(ch->flags & LP_CH_UNCOUNTED) && --loop->nchannels == 0) lp_loop_trim_soon(loop); // the pool's cache too
   }
   if (loop->host_ops && loop->host_ops->channel_teardown) loop->host_ops->channel_teardown(ch);
   lp_channel_unref(ch); // the loop's reference
@@ -744,8 +758,7 @@ static void drain_stop(lp_channel *ch) {
 static void on_drain_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
   lp_channel *ch = lp_container_of(w, struct lp_drain, timer)->ch;
-  size_t unsent = 0;
-  for (lp_out_entry *e = ch->out.head; e; e = e->next) unsent += e->bytes.len;
+  size_t unsent = lp_outbound_payload(&ch->out);
   lp_log(LP_LOG_WARN, ch->id, "closing with %zu bytes unsent: the peer did not read them within %g s (drainTimeout)",
          unsent, ch->config.drain_timeout);
   lp_channel_close_now(ch); // frees ch->drain (and w)

@@ -88,6 +88,7 @@ struct lp_channel {
   int host_attr;           // host's attribute table reference, -1 none
   int worker;              // worker id of the loop (for the host)
   struct lp_drain *drain;  // the drainTimeout timer while closing after the peer's EOF, else NULL (owned)
+  uint32_t input_holds;    // decoders paused by autoBackpressure with bytes left: no reading meanwhile
 };
 
 // A channel over fd (-1 for none), not yet registered. NULL on ENOMEM.
