@@ -21,6 +21,8 @@ struct lp_mem {
   _Alignas(16) uint8_t bytes[];
 };
 
+_Static_assert(sizeof(lp_mem) == LP_BUF_BLOCK_HEADER, "LP_BUF_BLOCK_HEADER is the size of lp_mem");
+
 struct lp_pool {
   lp_mem *free[LP_POOL_CLASSES];
   uint32_t nfree[LP_POOL_CLASSES];
@@ -186,12 +188,6 @@ lp_buf *lp_buf_from(lp_pool *pool, const void *p, size_t n) {
     b->wr = n;
   }
   return b;
-}
-
-size_t lp_buf_overhead(const lp_buf *b) {
-  size_t n = sizeof *b;
-  if (!(b->flags & LP_BUF_SLICE) && b->mem->refs == 1) n += sizeof(lp_mem) + b->mem->cap - lp_buf_readable(b);
-  return n;
 }
 
 void lp_buf_unref(lp_buf *b) {

@@ -52,12 +52,17 @@ lp_buf *lp_buf_copy(lp_buf *b, size_t index, size_t len);        // new storage
 static inline lp_buf *lp_buf_ref(lp_buf *b) { b->refs++; return b; }
 void lp_buf_unref(lp_buf *b);
 
-// Memory b keeps alive besides its readable bytes: its struct and, when it
-// alone holds its storage, the rest of that block. Storage shared with slices
-// counts only through each one's readable bytes.
-size_t lp_buf_overhead(const lp_buf *b);
+#define LP_BUF_BLOCK_HEADER 32 // bytes in front of a storage block (checked in buffer.c)
 
 static inline size_t lp_buf_readable(const lp_buf *b) { return b->wr - b->rd; }
+// Memory b keeps alive besides its readable bytes: its struct and, unless it
+// is a slice, the rest of its storage block (which it keeps alive). A slice
+// counts only its readable bytes of the storage it shares.
+static inline size_t lp_buf_overhead(const lp_buf *b) {
+  size_t n = sizeof *b;
+  if (!(b->flags & LP_BUF_SLICE)) n += LP_BUF_BLOCK_HEADER + b->cap - lp_buf_readable(b);
+  return n;
+}
 static inline size_t lp_buf_writable(const lp_buf *b) { return b->cap - b->wr; }
 static inline uint8_t *lp_buf_rptr(const lp_buf *b) { return b->data + b->rd; }
 static inline uint8_t *lp_buf_wptr(const lp_buf *b) { return b->data + b->wr; }

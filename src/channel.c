@@ -36,6 +36,7 @@ static void drain_input(lp_channel *ch);
 static void drain_progress(lp_channel *ch);
 static void close_after_flush(lp_channel *ch);
 static void drain_stop(lp_channel *ch);
+static void trim_after_peak(lp_channel *ch);
 
 void lp_channel_config_default(lp_channel_config *c) {
   memset(c, 0, sizeof *c);
@@ -128,7 +129,7 @@ void lp_channel_update_reading(lp_channel *ch) {
   uint32_t f = ch->flags;
   bool want = false;
   if ((f & (LP_CH_ACTIVE | LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) == LP_CH_ACTIVE && ch->fd >= 0) {
-    bool backpressured = ch->config.auto_backpressure && ((f & LP_CH_UNWRITABLE) || ch->input_holds);
+    bool backpressured = ch->config.auto_backpressure && (f & (LP_CH_UNWRITABLE | LP_CH_INPUT_HELD));
     want = (f & LP_CH_READ_PENDING) || (ch->config.auto_read && !backpressured);
     if (f & LP_CH_DRAINING) want = true; // input is discarded until the peer closes
   }
@@ -162,7 +163,7 @@ static void read_loop(lp_channel *ch) {
     uint32_t f = ch->flags;
     if (f & (LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) break;
     if (f & LP_CH_READ_PENDING) ch->flags &= ~(uint32_t)LP_CH_READ_PENDING;
-    else if (!ch->config.auto_read || (ch->config.auto_backpressure && ((f & LP_CH_UNWRITABLE) || ch->input_holds)))
+    else if (!ch->config.auto_read || (ch->config.auto_backpressure && (f & (LP_CH_UNWRITABLE | LP_CH_INPUT_HELD))))
       break;
     lp_buf *b = lp_buf_new(pool, (size_t)1 << (LP_POOL_MIN_SHIFT + ch->alloc_idx));
     if (!b) {
@@ -227,9 +228,15 @@ static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
 
 void lp_channel_update_writability(lp_channel *ch) {
   bool unwritable = ch->flags & LP_CH_UNWRITABLE;
-  if (!unwritable && ch->out.pending > ch->config.high_water) ch->flags |= LP_CH_UNWRITABLE;
-  else if (unwritable && ch->out.pending <= ch->config.low_water) ch->flags &= ~(uint32_t)LP_CH_UNWRITABLE;
-  else return;
+  if (!unwritable && ch->out.pending > ch->config.high_water) {
+    ch->flags |= LP_CH_UNWRITABLE;
+  } else if (unwritable && ch->out.pending <= ch->config.low_water) {
+    ch->flags &= ~(uint32_t)LP_CH_UNWRITABLE;
+    trim_after_peak(ch);
+  } else {
+    if (unwritable && ch->out.pending > ch->out.peak) ch->out.peak = ch->out.pending;
+    return;
+  }
   if (ch->flags & LP_CH_CLOSED) return;
   lp_channel_fire(ch, LP_EV_WRITABILITY, NULL);
   if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
@@ -276,11 +283,11 @@ static void fail_closed(lp_channel *ch, lp_future *promise) {
 
 static void do_flush(lp_channel *ch);
 
-// The outbound buffer is empty after holding megabytes: most of that memory
-// is free now but still in the process (see lp_loop_trim_soon).
+// The outbound buffer let go of megabytes (writable again, or closed): that
+// memory is free now but still in the process (see lp_loop_trim_soon).
 static void trim_after_peak(lp_channel *ch) {
   if (LP_UNLIKELY(ch->out.peak >= TRIM_AFTER_PEAK)) lp_loop_trim_soon(ch->loop);
-  ch->out.peak = ch->out.pending;
+  ch->out.peak = 0;
 }
 
 static void finish_shutdown_output(lp_channel *ch) {
@@ -306,7 +313,6 @@ static void do_flush(lp_channel *ch) {
   bool more = lp_outbound_has_flushed(&ch->out);
   if (more && !ev_is_active(&ch->wio)) ev_io_start(ch->loop->ev, &ch->wio);
   else if (!more && ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
-  if (!ch->out.head) trim_after_peak(ch);
   if (!more && (ch->flags & LP_CH_OUTPUT_SHUTDOWN) && !ch->out.head) finish_shutdown_output(ch);
   if (!(ch->flags & LP_CH_CLOSED)) lp_channel_update_writability(ch);
   if (!more && (ch->flags & LP_CH_DRAINING)) drain_progress(ch);

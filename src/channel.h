@@ -47,6 +47,7 @@ enum {
   LP_CH_CONNECTED = 1 << 11,   // the fd is a connected socket
   LP_CH_UNCOUNTED = 1 << 12,   // listed on its loop (closed with it) but not in nchannels: embedded channels
   LP_CH_OUTPUT_FAILED = 1 << 13, // a write failed to queue (maxPendingBytes, ENOMEM): no later one is taken
+  LP_CH_INPUT_HELD = 1 << 14,  // input_holds > 0: a decoder paused by autoBackpressure holds bytes, no reading
 };
 
 // What the head does for each outbound op: socket I/O, or an embedded queue.
@@ -88,7 +89,7 @@ struct lp_channel {
   int host_attr;           // host's attribute table reference, -1 none
   int worker;              // worker id of the loop (for the host)
   struct lp_drain *drain;  // the drainTimeout timer while closing after the peer's EOF, else NULL (owned)
-  uint32_t input_holds;    // decoders paused by autoBackpressure with bytes left: no reading meanwhile
+  uint32_t input_holds;    // decoders paused by autoBackpressure with bytes left (LP_CH_INPUT_HELD while > 0)
 };
 
 // A channel over fd (-1 for none), not yet registered. NULL on ENOMEM.

@@ -56,14 +56,17 @@ static inline bool backpressured(const lp_decoder *d) {
 static void hold_input(lp_decoder *d) {
   if (d->holds_input) return;
   d->holds_input = true;
-  lp_ctx_channel(d->ctx)->input_holds++;
+  lp_channel *ch = lp_ctx_channel(d->ctx);
+  ch->input_holds++;
+  ch->flags |= LP_CH_INPUT_HELD;
 }
 
 static void release_input(lp_decoder *d) {
   if (!d->holds_input) return;
   d->holds_input = false;
   lp_channel *ch = lp_ctx_channel(d->ctx);
-  ch->input_holds--;
+  if (--ch->input_holds) return;
+  ch->flags &= ~(uint32_t)LP_CH_INPUT_HELD;
   if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
 }
 
@@ -402,7 +405,8 @@ static void decoder_removed(lp_ctx *ctx) {
 
 static void decoder_free(lp_ctx *ctx) {
   lp_decoder *d = ctx->state;
-  if (d->holds_input) lp_ctx_channel(ctx)->input_holds--; // the channel is closed: no reading to restart
+  if (d->holds_input && --lp_ctx_channel(ctx)->input_holds == 0) // the channel is closed: no reading to restart
+    lp_ctx_channel(ctx)->flags &= ~(uint32_t)LP_CH_INPUT_HELD;
   clear_queue(d, false); // host values are the implementation's to release
   free(d->q);
   if (d->cum) lp_buf_unref(d->cum);

@@ -84,7 +84,6 @@ int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise) {
   ob->tail = e;
   if (!ob->unflushed) ob->unflushed = e;
   ob->pending += e->bytes.len + e->overhead;
-  if (ob->pending > ob->peak) ob->peak = ob->pending;
   return 0;
 }
 

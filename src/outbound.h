@@ -57,7 +57,7 @@ typedef struct lp_outbound {
   lp_out_entry *tail;
   size_t pending;          // payload not yet written plus each entry's overhead, flushed or not
   size_t flushed;          // entries flushed and not yet written
-  size_t peak;             // most pending since the channel last gave memory back (channel.c)
+  size_t peak;             // most pending while unwritable (channel.c: memory back to the system after)
 } lp_outbound;
 
 void lp_outbound_init(lp_outbound *ob, lp_out_cache *cache);
