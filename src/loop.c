@@ -16,7 +16,7 @@
 #define TASKS_PER_TURN 1024
 #define TRIM_DELAY 1.0                // seconds: closes and drains within it make one trim
 #define TRIM_POOL_KEEP (256u << 10)   // pool cache kept by a loop without channels
-#define TRIM_MIN_FREE (1u << 20)      // free heap bytes that make a malloc_trim worth it
+#define TRIM_MIN_FREE (128u << 10)    // free heap bytes that make a malloc_trim worth it (glibc's own trim threshold)
 
 static void take_posted(lp_loop *loop) {
   // A racy peek is enough: a task posted after it also sent the wakeup, which
