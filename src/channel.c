@@ -53,24 +53,30 @@ void lp_channel_config_default(lp_channel_config *c) {
   c->drain_timeout = 30.;
 }
 
-lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int fd, const lp_channel_config *cfg) {
+// The loop's entry cache goes with the loop (an lp_loop_on_free hook).
+static void drain_out_cache(lp_loop *loop) { lp_out_cache_drain(&loop->out_cache); }
+
+lp_channel *lp_channel_new(lp_loop *loop, const lp_transport *transport, int fd, const lp_channel_config *cfg) {
+  // Channels still open when their loop is freed close with it; their entries
+  // go back to the loop's cache, drained after that.
+  if (lp_loop_on_free(loop, LP_LOOP_CLOSING, lp_channel_close_all) || lp_loop_on_free(loop, LP_LOOP_GONE, drain_out_cache))
+    return NULL;
   lp_channel *ch = calloc(1, sizeof *ch);
   if (!ch) return NULL;
   ch->loop = loop;
-  ch->unsafe = unsafe;
+  ch->transport = transport;
   ch->id = atomic_fetch_add(&next_channel_id, 1);
   ch->fd = fd;
   ch->refs = 1;
   ch->alloc_idx = ALLOC_START_IDX;
-  ch->host_ref = ch->host_attr = -1;
-  ch->worker = loop->id;
+  ch->host_ref = -1;
   if (cfg) ch->config = *cfg;
   else lp_channel_config_default(&ch->config);
   lp_outbound_init(&ch->out, &loop->out_cache);
   lp_pipeline_init(&ch->pipeline, ch);
   lp_list_init(&ch->link);
-  ev_io_init(&ch->rio, on_readable, fd, EV_READ);
-  ev_io_init(&ch->wio, on_writable, fd, EV_WRITE);
+  ev_io_init(&ch->read_watcher, on_readable, fd, EV_READ);
+  ev_io_init(&ch->write_watcher, on_writable, fd, EV_WRITE);
   if (fd >= 0) {
     ch->flags |= LP_CH_CONNECTED;
     lp_sock_local(fd, &ch->local);
@@ -81,7 +87,7 @@ lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int f
 
 void lp_channel_unref(lp_channel *ch) {
   if (--ch->refs) return;
-  if (ch->unsafe->free) ch->unsafe->free(ch);
+  if (ch->transport->free) ch->transport->free(ch);
   if (ch->close_future) lp_future_unref(ch->close_future);
   drain_stop(ch);
   if (ch->fd >= 0) close(ch->fd); // never registered
@@ -135,8 +141,8 @@ void lp_channel_update_reading(lp_channel *ch) {
     want = (f & LP_CH_READ_PENDING) || (ch->config.auto_read && !backpressured);
     if (f & LP_CH_DRAINING) want = true; // input is discarded until the peer closes
   }
-  if (want && !ev_is_active(&ch->rio)) ev_io_start(ch->loop->ev, &ch->rio);
-  else if (!want && ev_is_active(&ch->rio)) ev_io_stop(ch->loop->ev, &ch->rio);
+  if (want && !ev_is_active(&ch->read_watcher)) ev_io_start(ch->loop->ev, &ch->read_watcher);
+  else if (!want && ev_is_active(&ch->read_watcher)) ev_io_stop(ch->loop->ev, &ch->read_watcher);
 }
 
 static void input_eof(lp_channel *ch) {
@@ -221,7 +227,7 @@ static void read_loop(lp_channel *ch) {
 
 static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
-  lp_channel *ch = lp_container_of(w, lp_channel, rio);
+  lp_channel *ch = lp_container_of(w, lp_channel, read_watcher);
   if (LP_UNLIKELY(ch->flags & LP_CH_DRAINING)) drain_input(ch);
   else read_loop(ch);
 }
@@ -313,8 +319,8 @@ static void do_flush(lp_channel *ch) {
     if (would_block) break;
   }
   bool more = lp_outbound_has_flushed(&ch->out);
-  if (more && !ev_is_active(&ch->wio)) ev_io_start(ch->loop->ev, &ch->wio);
-  else if (!more && ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+  if (more && !ev_is_active(&ch->write_watcher)) ev_io_start(ch->loop->ev, &ch->write_watcher);
+  else if (!more && ev_is_active(&ch->write_watcher)) ev_io_stop(ch->loop->ev, &ch->write_watcher);
   if (!more && (ch->flags & LP_CH_OUTPUT_SHUTDOWN) && !ch->out.head) finish_shutdown_output(ch);
   if (!(ch->flags & LP_CH_CLOSED)) lp_channel_update_writability(ch);
   if (!more && (ch->flags & LP_CH_DRAINING)) drain_progress(ch);
@@ -378,7 +384,7 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
 
 static void sock_flush(lp_channel *ch) {
   lp_outbound_add_flush(&ch->out);
-  if ((ch->flags & (LP_CH_CLOSED | LP_CH_CONNECTING)) || ch->fd < 0 || ev_is_active(&ch->wio)) return;
+  if ((ch->flags & (LP_CH_CLOSED | LP_CH_CONNECTING)) || ch->fd < 0 || ev_is_active(&ch->write_watcher)) return;
   if (!(ch->flags & LP_CH_ACTIVE)) return; // written when the connection is up
   do_flush(ch);
 }
@@ -395,7 +401,7 @@ static void sock_close(lp_channel *ch, lp_future *promise) {
 
 static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
-  lp_channel *ch = lp_container_of(w, lp_channel, wio);
+  lp_channel *ch = lp_container_of(w, lp_channel, write_watcher);
   lp_channel_ref(ch);
   if (ch->flags & LP_CH_CONNECTING) lp_connect_writable(ch);
   else do_flush(ch);
@@ -404,7 +410,7 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
 
 void lp_channel_flush_now(lp_channel *ch) { do_flush(ch); }
 
-const lp_channel_unsafe lp_socket_unsafe = {
+const lp_transport lp_socket_transport = {
     "socket", sock_write, sock_flush, sock_read, sock_close, lp_connect_op, lp_connect_free, NULL,
 };
 
@@ -423,9 +429,9 @@ void lp_channel_close_now(lp_channel *ch) {
   ch->flags |= LP_CH_CLOSED;
   ch->flags &= ~(uint32_t)LP_CH_ACTIVE;
   lp_channel_ref(ch);
-  if (ev_is_active(&ch->rio)) ev_io_stop(ch->loop->ev, &ch->rio);
-  if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
-  if (ch->unsafe == &lp_socket_unsafe) lp_connect_abort(ch);
+  if (ev_is_active(&ch->read_watcher)) ev_io_stop(ch->loop->ev, &ch->read_watcher);
+  if (ev_is_active(&ch->write_watcher)) ev_io_stop(ch->loop->ev, &ch->write_watcher);
+  if (ch->transport == &lp_socket_transport) lp_connect_abort(ch);
   drain_stop(ch);
   if (ch->fd >= 0) {
     close(ch->fd);
@@ -471,8 +477,8 @@ void lp_channel_close_all(lp_loop *loop) {
 
 // ---- entry points ----------------------------------------------------------
 
-void lp_channel_unsafe_op(lp_channel *ch, int op, lp_msg *m, lp_future *promise) {
-  const lp_channel_unsafe *u = ch->unsafe;
+void lp_channel_head_op(lp_channel *ch, int op, lp_msg *m, lp_future *promise) {
+  const lp_transport *u = ch->transport;
   switch (op) {
   case LP_OP_WRITE: u->write(ch, m, promise); break;
   case LP_OP_FLUSH: u->flush(ch); break;
@@ -534,7 +540,7 @@ int lp_channel_shutdown_output(lp_channel *ch, lp_future *promise) {
     // What was written before goes out first; the FIN follows the last byte.
     lp_outbound_add_flush(&ch->out);
     if (!ch->out.head) finish_shutdown_output(ch);
-    else if (!ev_is_active(&ch->wio) && (ch->flags & LP_CH_ACTIVE)) do_flush(ch);
+    else if (!ev_is_active(&ch->write_watcher) && (ch->flags & LP_CH_ACTIVE)) do_flush(ch);
   }
   if (promise) lp_future_succeed(promise);
   return 0;
@@ -559,7 +565,7 @@ int lp_channel_set_water_marks(lp_channel *ch, size_t low, size_t high) {
 void lp_channel_close_gracefully(lp_channel *ch) {
   if (ch->flags & (LP_CH_CLOSED | LP_CH_DRAINING)) return;
   if ((ch->flags & (LP_CH_ACTIVE | LP_CH_CONNECTING)) != LP_CH_ACTIVE || ch->fd < 0 ||
-      ch->unsafe != &lp_socket_unsafe) {
+      ch->transport != &lp_socket_transport) {
     lp_channel_close_now(ch);
     return;
   }
@@ -567,7 +573,7 @@ void lp_channel_close_gracefully(lp_channel *ch) {
   lp_channel_ref(ch);
   lp_channel_update_reading(ch);
   lp_outbound_add_flush(&ch->out);
-  if (!ev_is_active(&ch->wio)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
+  if (!ev_is_active(&ch->write_watcher)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
   lp_channel_unref(ch);
 }
 
@@ -631,7 +637,7 @@ static void close_after_flush(lp_channel *ch) {
     ev_timer_init(&ch->drain->timer, on_drain_timeout, ch->config.drain_timeout, 0.);
     ev_timer_start(ch->loop->ev, &ch->drain->timer);
   }
-  if (!ev_is_active(&ch->wio)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
+  if (!ev_is_active(&ch->write_watcher)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
 }
 
 static void drain_input(lp_channel *ch) {
@@ -656,8 +662,8 @@ static void drain_input(lp_channel *ch) {
 
 void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
   char l[64], r[64];
-  if (ch->unsafe != &lp_socket_unsafe) {
-    snprintf(out, outlen, "%s", ch->unsafe->kind);
+  if (ch->transport != &lp_socket_transport) {
+    snprintf(out, outlen, "%s", ch->transport->kind);
     return;
   }
   lp_addr_format(&ch->local, l, sizeof l);

@@ -5,9 +5,8 @@
 #include "loop.h"
 
 #include "buffer.h"
-#include "channel.h"
-#include "resolver.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -92,8 +91,8 @@ void lp_loop_trim_soon(lp_loop *loop) {
 lp_loop *lp_loop_new(int id) {
   lp_loop *loop = calloc(1, sizeof *loop);
   if (!loop) return NULL;
-  // The first loop of the process may take the default loop (signals live there);
-  // every other gets its own.
+  // A loop of its own, never libev's default loop: signals are handled by
+  // the launcher's thread (group.c), not through libev.
   loop->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   loop->pool = lp_pool_new();
   if (!loop->ev || !loop->pool) {
@@ -120,11 +119,23 @@ lp_loop *lp_loop_new(int id) {
   return loop;
 }
 
+int lp_loop_on_free(lp_loop *loop, int phase, lp_loop_hook fn) {
+  for (int i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i] == fn) return 0;
+  if (loop->nhooks == LP_LOOP_MAX_HOOKS) return -ENOSPC;
+  loop->hook_phase[loop->nhooks] = (uint8_t)phase;
+  loop->hooks[loop->nhooks++] = fn;
+  return 0;
+}
+
+static void run_hooks(lp_loop *loop, int phase) {
+  for (int i = 0; i < loop->nhooks; i++)
+    if (loop->hook_phase[i] == phase) loop->hooks[i](loop);
+}
+
 void lp_loop_free(lp_loop *loop) {
   if (!loop) return;
-  lp_channel_close_all(loop);
-  lp_resolver_free(loop->resolver); // lookups still running fail, as deferred tasks
-  loop->resolver = NULL;
+  run_hooks(loop, LP_LOOP_CLOSING); // channels close, lookups fail: as deferred tasks
   // Teardown of closed channels runs as deferred tasks: let them finish.
   for (int i = 0; i < 64 && (loop->deferred || loop->posted); i++) lp_loop_run_tasks(loop);
   ev_ref(loop->ev);
@@ -137,9 +148,8 @@ void lp_loop_free(lp_loop *loop) {
     ev_timer_stop(loop->ev, &loop->trim);
   }
   ev_loop_destroy(loop->ev);
+  run_hooks(loop, LP_LOOP_GONE);
   lp_pool_free(loop->pool);
-  lp_out_cache_drain(&loop->out_cache);
-  lp_future_cache_drain(loop);
   pthread_mutex_destroy(&loop->lock);
   free(loop);
 }
@@ -170,7 +180,7 @@ void lp_loop_stop(lp_loop *loop) {
 void lp_loop_post(lp_loop *loop, lp_task *t) {
   t->next = NULL;
   pthread_mutex_lock(&loop->lock);
-  *loop->posted_tail = t;
+  __atomic_store_n(loop->posted_tail, t, __ATOMIC_RELAXED); // take_posted peeks at loop->posted unlocked
   loop->posted_tail = &t->next;
   pthread_mutex_unlock(&loop->lock);
   ev_async_send(loop->ev, &loop->wakeup); // the only off-thread libev call

@@ -142,7 +142,8 @@ void lp_ctx_op(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise);
 static inline void lp_pipeline_enter(lp_pipeline *p) { p->depth++; }
 void lp_pipeline_leave(lp_pipeline *p);
 
-// Tail behaviour hooks, set by the channel.
+// What the tail does with an exception nobody handled: log it (a routine peer
+// reset at debug) and close the channel when closeOnException is set.
 void lp_pipeline_tail_exception(lp_pipeline *p, lp_msg *m);
 
 #endif

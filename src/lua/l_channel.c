@@ -171,7 +171,7 @@ static int channel_index(lua_State *L) {
     break;
   case 'w':
     if (strcmp(k, "worker") == 0) {
-      lua_pushinteger(L, ch->worker);
+      lua_pushinteger(L, ch->loop->id);
       return 1;
     }
     break;

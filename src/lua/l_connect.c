@@ -46,7 +46,7 @@ int l_connect(lua_State *L) {
   lp_future_unref(f); // the box holds it
   f->taken_by = "connect"; // the connect completes it, not a setSuccess
   int fidx = lua_gettop(L);
-  lp_channel *ch = lp_channel_new(h->loop, &lp_socket_unsafe, -1, &cfg);
+  lp_channel *ch = lp_channel_new(h->loop, &lp_socket_transport, -1, &cfg);
   if (!ch) {
     lp_future_fail_code(f, -ENOMEM, "connect");
     return 1;
