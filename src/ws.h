@@ -25,8 +25,8 @@
 // Bounds: a frame waits whole in the cumulation, but no frame of a data
 // message is waited for when the message would pass maxMessageSize: the
 // error comes from the frame's header (a 2^63-byte length fails at once). So
-// the cumulation holds at most maxMessageSize + 14 bytes, and the message
-// being reassembled at most maxMessageSize.
+// the cumulation holds at most max(maxMessageSize, 125) + 14 bytes, and the
+// message being reassembled at most maxMessageSize.
 #ifndef LP_WS_H
 #define LP_WS_H
 
