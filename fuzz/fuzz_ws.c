@@ -11,7 +11,8 @@
 //    control payloads at most 125 bytes, and an error is final.
 //
 // Input layout: 1 configuration byte (bit 0: the server side; bits 1-3 pick
-// maxMessageSize), 4 bytes seeding the chunk sizes, then the stream.
+// maxMessageSize; bit 4: permessage-deflate, bit 5: the peer without context
+// takeover), 4 bytes seeding the chunk sizes, then the stream.
 #include "buffer.h"
 #include "ws.h"
 
@@ -125,6 +126,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lp_ws_config c;
   lp_ws_config_default(&c, data[0] & 1);
   c.max_message = maxes[(data[0] >> 1) & 7];
+  c.deflate = data[0] & 0x10;
+  c.peer_no_context = data[0] & 0x20;
   uint32_t seed;
   memcpy(&seed, data + 1, 4);
   const uint8_t *in = data + 5;

@@ -15,6 +15,9 @@
 //   LP_WS_ERROR    the peer broke the protocol or a limit: d->error is the
 //                  named error, d->close_code the code to close with (1002,
 //                  1007, 1009; 1011 for ENOMEM). Every later call says ERROR.
+// With permessage-deflate, a compressed message is inflated frame by frame
+// as it comes, into at most maxMessageSize bytes (+1 to see it pass): a
+// compressed bomb ends in 1009, never in memory growth.
 // Call it until NEED, then again when bytes were appended. Events do not
 // depend on how the input was split into reads. After a close frame every
 // later byte is dropped (the peer may send nothing after it).
@@ -53,7 +56,12 @@ enum {
 
 typedef struct lp_ws_config {
   bool server;        // frames come from a client: masked (an unmasked one is 1002)
-  size_t max_message; // maxMessageSize: bytes of a message, all fragments together (1009 past it)
+  size_t max_message; // maxMessageSize: bytes of a message, all fragments together (1009 past it);
+                      // for a compressed message, its inflated bytes
+  // permessage-deflate (RFC 7692), as negotiated in the handshake: messages
+  // with RSV1 on their first frame are compressed.
+  bool deflate;
+  bool peer_no_context; // the peer resets its compressor per message: so does the inflater
 } lp_ws_config;
 
 typedef struct lp_ws_decoder {
@@ -62,6 +70,8 @@ typedef struct lp_ws_decoder {
   int msg_op;       // LP_WS_TEXT/BINARY: a fragmented message is in progress
   lp_buf *msg;      // its bytes so far (owned)
   uint32_t utf8;    // the UTF-8 validator's state inside that text message
+  bool compressed;  // that message is compressed (RSV1 on its first frame)
+  void *inflater;   // z_stream (owned), made at the first compressed message
   // the event's results
   int opcode;
   lp_buf *payload;  // a new reference the caller owns
@@ -92,6 +102,21 @@ int lp_ws_encode(lp_pool *pool, int opcode, const void *p, size_t n, const uint8
 int lp_ws_close_payload(uint8_t *out, int code, const void *reason, size_t len, char *why, size_t whylen);
 // Whether a close frame may carry code (1000-1003, 1007-1014, 3000-4999).
 bool lp_ws_close_code_ok(int code);
+
+// ---- permessage-deflate: the sending side ---------------------------------------------
+
+typedef struct lp_ws_deflater {
+  void *z;          // z_stream (owned), made at the first message
+  int window_bits;  // 9..15 (zlib's raw deflate has no 8: 9 is used for 8)
+  bool no_context;  // reset the compressor after each message (our *_no_context_takeover)
+} lp_ws_deflater;
+
+void lp_ws_deflater_init(lp_ws_deflater *df, int window_bits, bool no_context);
+void lp_ws_deflater_free(lp_ws_deflater *df);
+// One whole compressed frame (RSV1 set) of message p[0..n) in a new buffer
+// from pool, masked with key unless NULL: 0, or -ENOMEM.
+int lp_ws_encode_deflate(lp_ws_deflater *df, lp_pool *pool, int opcode, const void *p, size_t n, const uint8_t *key,
+                         lp_buf **out);
 
 // ---- UTF-8 ---------------------------------------------------------------------------
 

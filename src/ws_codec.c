@@ -14,7 +14,9 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 
 enum { S_OPEN, S_CLOSED, S_FAILED };
 
@@ -85,10 +87,19 @@ void lp_ws_decoder_init(lp_ws_decoder *d, const lp_ws_config *c) {
   d->state = S_OPEN;
 }
 
-void lp_ws_decoder_free(lp_ws_decoder *d) {
+static void drop_msg(lp_ws_decoder *d) {
   if (d->msg) lp_buf_unref(d->msg);
   d->msg = NULL;
   d->msg_op = 0;
+}
+
+void lp_ws_decoder_free(lp_ws_decoder *d) {
+  drop_msg(d);
+  if (d->inflater) {
+    inflateEnd(d->inflater);
+    free(d->inflater);
+    d->inflater = NULL;
+  }
 }
 
 // ---- decoding ---------------------------------------------------------------------
@@ -107,7 +118,7 @@ static int fail(lp_ws_decoder *d, int close_code, const char *fmt, ...) {
   lp_error *e = &d->error;
   d->state = S_FAILED;
   d->close_code = close_code;
-  lp_ws_decoder_free(d);
+  drop_msg(d);
   e->code = LP_EWS;
   e->kind = kind_of(close_code);
   e->limit = e->length = -1;
@@ -123,7 +134,7 @@ static int fail(lp_ws_decoder *d, int close_code, const char *fmt, ...) {
 static int fail_enomem(lp_ws_decoder *d) {
   d->state = S_FAILED;
   d->close_code = LP_WS_INTERNAL;
-  lp_ws_decoder_free(d);
+  drop_msg(d);
   lp_error_sys(&d->error, ENOMEM, "websocket");
   return LP_WS_ERROR;
 }
@@ -134,6 +145,66 @@ static int too_big(lp_ws_decoder *d, uint64_t len) {
   d->error.limit = (long long)d->cfg.max_message;
   d->error.length = len > (uint64_t)INT64_MAX ? INT64_MAX : (long long)len;
   return LP_WS_ERROR;
+}
+
+static int too_big_inflated(lp_ws_decoder *d) {
+  fail(d, LP_WS_TOO_BIG, "inflated message exceeds maxMessageSize %zu", d->cfg.max_message);
+  d->error.limit = (long long)d->cfg.max_message;
+  return LP_WS_ERROR;
+}
+
+// Inflate src[0..n) (and, at the message's end, the 00 00 ff ff the sender
+// stripped) onto the end of d->msg, which never grows past maxMessageSize + 1
+// bytes: one byte more than allowed is how a message too big shows. 0, or
+// LP_WS_ERROR (the decoder failed: 1009, 1007 for bad data, ENOMEM).
+static int inflate_into(lp_ws_decoder *d, const uint8_t *src, size_t n, bool fin) {
+  static const uint8_t tail[4] = {0, 0, 0xff, 0xff};
+  z_stream *z = d->inflater;
+  if (!z) {
+    if (!(z = calloc(1, sizeof *z))) return fail_enomem(d);
+    if (inflateInit2(z, -15) != Z_OK) {
+      free(z);
+      return fail_enomem(d);
+    }
+    d->inflater = z;
+  }
+  size_t cap = d->cfg.max_message + 1;
+  for (int part = 0; part < 2; part++) {
+    if (part == 1 && !fin) break;
+    z->next_in = (Bytef *)(part ? tail : src);
+    size_t left = part ? sizeof tail : n;
+    while (left > 0 || z->avail_out == 0) {
+      uInt chunk = left > (1u << 30) ? (1u << 30) : (uInt)left;
+      z->avail_in = chunk;
+      lp_buf *m = d->msg;
+      size_t have = lp_buf_readable(m);
+      if (lp_buf_writable(m) == 0) {
+        if (have >= cap) return too_big_inflated(d);
+        size_t grow = have < 4096 ? 4096 : have;
+        if (grow > cap - have) grow = cap - have;
+        if (lp_buf_reserve(m, grow) != 0) return fail_enomem(d);
+      }
+      size_t room = lp_buf_writable(m);
+      if (room > cap - have) room = cap - have;
+      if (room > (1u << 30)) room = 1u << 30;
+      z->next_out = lp_buf_wptr(m);
+      z->avail_out = (uInt)room;
+      int rc = inflate(z, Z_SYNC_FLUSH);
+      m->wr += room - z->avail_out;
+      left -= chunk - z->avail_in;
+      if (lp_buf_readable(m) > d->cfg.max_message) return too_big_inflated(d);
+      if (rc == Z_STREAM_END) { // the sender ended its stream (BFINAL): the next one starts afresh
+        inflateReset(z);
+        continue;
+      }
+      if (rc == Z_BUF_ERROR || (rc == Z_OK && z->avail_out > 0 && left == 0)) break; // all taken
+      if (rc != Z_OK) {
+        inflateReset(z);
+        return fail(d, LP_WS_INVALID_PAYLOAD, "invalid compressed data");
+      }
+    }
+  }
+  return 0;
 }
 
 static const char *op_name(int op) {
@@ -172,7 +243,10 @@ int lp_ws_decode(lp_ws_decoder *d, lp_buf *in) {
     int rsv = p[0] & 0x70, op = p[0] & 0x0f;
     size_t len7 = p[1] & 0x7f;
     bool control = op & 8;
-    if (rsv) return fail(d, LP_WS_PROTOCOL, "reserved bits set (0x%02x) with no extension negotiated", rsv);
+    bool rsv1 = rsv & 0x40;
+    if (!d->cfg.deflate && rsv)
+      return fail(d, LP_WS_PROTOCOL, "reserved bits set (0x%02x) with no extension negotiated", rsv);
+    if (rsv & 0x30) return fail(d, LP_WS_PROTOCOL, "reserved bits set (0x%02x) beyond permessage-deflate's", rsv & 0x30);
     if (op != LP_WS_CONT && op != LP_WS_TEXT && op != LP_WS_BINARY && op != LP_WS_CLOSE && op != LP_WS_PING &&
         op != LP_WS_PONG)
       return fail(d, LP_WS_PROTOCOL, "unknown opcode 0x%x", op);
@@ -182,6 +256,8 @@ int lp_ws_decode(lp_ws_decoder *d, lp_buf *in) {
     if (d->cfg.server && !masked) return fail(d, LP_WS_PROTOCOL, "unmasked client frame");
     if (!d->cfg.server && masked) return fail(d, LP_WS_PROTOCOL, "masked server frame");
     if (op == LP_WS_CONT && !d->msg_op) return fail(d, LP_WS_PROTOCOL, "continuation frame with no message to continue");
+    if (rsv1 && (control || op == LP_WS_CONT))
+      return fail(d, LP_WS_PROTOCOL, "compressed bit (RSV1) on a %s frame", control ? "control" : "continuation");
     if (!control && op != LP_WS_CONT && d->msg_op)
       return fail(d, LP_WS_PROTOCOL, "%s frame inside a fragmented %s message", op_name(op), op_name(d->msg_op));
     size_t hlen = 2;
@@ -232,14 +308,14 @@ int lp_ws_decode(lp_ws_decoder *d, lp_buf *in) {
           d->close_code = code;
         }
         d->state = S_CLOSED;
-        lp_ws_decoder_free(d); // a message left unfinished is dropped
+        drop_msg(d); // a message left unfinished is dropped
       }
       d->opcode = op;
       d->payload = b;
       return LP_WS_CONTROL;
     }
 
-    if (op != LP_WS_CONT && fin) { // a whole message in one frame: the common case
+    if (op != LP_WS_CONT && fin && !rsv1) { // a whole message in one frame: the common case
       lp_buf *b = lp_buf_new(in->pool, blen);
       if (!b) return fail_enomem(d);
       put_payload(b, body, blen, key);
@@ -253,20 +329,35 @@ int lp_ws_decode(lp_ws_decoder *d, lp_buf *in) {
       return LP_WS_MESSAGE;
     }
 
-    // A fragment: append it to the message in progress.
+    // A fragment (or a compressed message): append it to the message in progress.
     if (op != LP_WS_CONT) {
-      d->msg = lp_buf_new(in->pool, blen);
+      d->msg = lp_buf_new(in->pool, rsv1 ? 0 : blen);
       if (!d->msg) return fail_enomem(d);
       d->msg_op = op;
       d->utf8 = 0;
-    } else if (lp_buf_reserve(d->msg, blen) != 0) {
-      return fail_enomem(d);
+      d->compressed = rsv1;
     }
-    const uint8_t *at = lp_buf_wptr(d->msg);
-    put_payload(d->msg, body, blen, key);
-    in->rd += hlen + blen;
+    size_t at = d->msg->wr;
+    if (d->compressed) {
+      lp_buf *tmp = NULL;
+      const uint8_t *src = body;
+      if (key) { // unmasked into a buffer of its own: the input is never written
+        if (!(tmp = lp_buf_new(in->pool, blen))) return fail_enomem(d);
+        put_payload(tmp, body, blen, key);
+        src = lp_buf_rptr(tmp);
+      }
+      in->rd += hlen + blen;
+      int rc = inflate_into(d, src, blen, fin);
+      if (tmp) lp_buf_unref(tmp);
+      if (rc != 0) return LP_WS_ERROR;
+      if (fin && d->cfg.peer_no_context) inflateReset(d->inflater);
+    } else {
+      if (lp_buf_reserve(d->msg, blen) != 0) return fail_enomem(d);
+      put_payload(d->msg, body, blen, key);
+      in->rd += hlen + blen;
+    }
     if (d->msg_op == LP_WS_TEXT) {
-      d->utf8 = lp_utf8_step(d->utf8, at, blen);
+      d->utf8 = lp_utf8_step(d->utf8, d->msg->data + at, d->msg->wr - at);
       if (d->utf8 == LP_UTF8_BAD) return fail(d, LP_WS_INVALID_PAYLOAD, "text message is not UTF-8");
       if (fin && d->utf8 != 0) return fail(d, LP_WS_INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence");
     }
@@ -346,4 +437,64 @@ int lp_ws_close_payload(uint8_t *out, int code, const void *reason, size_t len, 
   lp_store_uint(out, 2, true, (uint64_t)code);
   if (len) memcpy(out + 2, reason, len);
   return (int)(len + 2);
+}
+
+// ---- permessage-deflate: the sending side ---------------------------------------------
+
+void lp_ws_deflater_init(lp_ws_deflater *df, int window_bits, bool no_context) {
+  df->z = NULL;
+  df->window_bits = window_bits < 9 ? 9 : window_bits > 15 ? 15 : window_bits;
+  df->no_context = no_context;
+}
+
+void lp_ws_deflater_free(lp_ws_deflater *df) {
+  if (df->z) {
+    deflateEnd(df->z);
+    free(df->z);
+    df->z = NULL;
+  }
+}
+
+int lp_ws_encode_deflate(lp_ws_deflater *df, lp_pool *pool, int opcode, const void *p, size_t n, const uint8_t *key,
+                         lp_buf **out) {
+  z_stream *z = df->z;
+  if (!z) {
+    if (!(z = calloc(1, sizeof *z))) return -ENOMEM;
+    if (deflateInit2(z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -df->window_bits, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+      free(z);
+      return -ENOMEM;
+    }
+    df->z = z;
+  }
+  if (n > LP_BUF_MAX / 2) return -ENOMEM;
+  // Room for the longest header in front; the header goes right before the data.
+  lp_buf *b = lp_buf_new(pool, LP_WS_MAX_HEADER + n + n / 100 + 64);
+  if (!b) return -ENOMEM;
+  b->wr = LP_WS_MAX_HEADER;
+  z->next_in = (Bytef *)p;
+  z->avail_in = (uInt)n;
+  for (;;) {
+    if (lp_buf_writable(b) < 64 && lp_buf_reserve(b, lp_buf_readable(b) + 64) != 0) {
+      lp_buf_unref(b);
+      deflateReset(z);
+      return -ENOMEM;
+    }
+    size_t room = lp_buf_writable(b);
+    z->next_out = lp_buf_wptr(b);
+    z->avail_out = (uInt)room;
+    deflate(z, Z_SYNC_FLUSH);
+    b->wr += room - z->avail_out;
+    if (z->avail_in == 0 && z->avail_out > 0) break; // all in, all out
+  }
+  if (df->no_context) deflateReset(z);
+  size_t clen = b->wr - LP_WS_MAX_HEADER;
+  if (clen >= 4) clen -= 4, b->wr -= 4; // the 00 00 ff ff every sync flush ends with (RFC 7692 7.2.1)
+  uint8_t h[LP_WS_MAX_HEADER];
+  size_t hl = lp_ws_header(h, opcode, true, clen, key);
+  h[0] |= 0x40; // RSV1: compressed
+  b->rd = LP_WS_MAX_HEADER - hl;
+  memcpy(b->data + b->rd, h, hl);
+  if (key) lp_ws_mask(b->data + LP_WS_MAX_HEADER, b->data + LP_WS_MAX_HEADER, clen, key);
+  *out = b;
+  return 0;
 }

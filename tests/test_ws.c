@@ -433,6 +433,113 @@ static void test_encode(void) {
   CHECK(strcmp(why, "maxMessageSize must be from 1 to 1073741824") == 0);
 }
 
+// ---- permessage-deflate ----------------------------------------------------------------
+
+// The compressed payload of message p[0..n) (RSV1 frame's payload), into s at its end.
+static size_t deflated(lp_ws_deflater *df, const void *p, size_t n, uint8_t *out) {
+  lp_buf *f;
+  CHECK(lp_ws_encode_deflate(df, pool, LP_WS_TEXT, p, n, NULL, &f) == 0);
+  const uint8_t *b = lp_buf_rptr(f);
+  CHECK((b[0] & 0x40) && !(b[1] & 0x80));
+  size_t len = b[1] & 0x7f, h = 2;
+  if (len == 126) len = (size_t)lp_load_uint(b + 2, 2, true), h = 4;
+  else if (len == 127) len = (size_t)lp_load_uint(b + 2, 8, true), h = 10;
+  CHECK(h + len == lp_buf_readable(f));
+  memcpy(out, b + h, len);
+  lp_buf_unref(f);
+  return len;
+}
+
+static void expect_deflate(size_t max, bool peer_no_context, stream *st, const char *want) {
+  lp_ws_config c = server_cfg(max);
+  c.deflate = true;
+  c.peer_no_context = peer_no_context;
+  char *t = decode_all(&c, st->b, st->n);
+  if (strcmp(t, want)) fprintf(stderr, "got:\n%s\nwant:\n%s\n", t, want);
+  CHECK(strcmp(t, want) == 0);
+  free(t);
+  st->n = 0;
+}
+
+static void test_deflate(void) {
+  static uint8_t z[70000];
+  lp_ws_deflater df;
+  lp_ws_deflater_init(&df, 15, false);
+  // one compressed frame; then a second message using the first one's context
+  size_t n = deflated(&df, "hello hello hello", 17, z);
+  frame(&s, 0xc1, z, n, true);
+  n = deflated(&df, "hello hello hello", 17, z);
+  CHECK(n < 8); // back-references into the previous message
+  frame(&s, 0xc1, z, n, true);
+  frame(&s, 0x81, "plain", 5, true); // uncompressed messages still pass
+  expect_deflate(0, false, &s, "M1 hello hello hello\nM1 hello hello hello\nM1 plain\n");
+  lp_ws_deflater_free(&df);
+
+  // without context takeover every message stands alone; fragments of a compressed message
+  lp_ws_deflater_init(&df, 9, true);
+  static const char text[] = "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5 compressed across fragments";
+  size_t tl = sizeof text - 1;
+  n = deflated(&df, text, tl, z);
+  size_t n2 = deflated(&df, text, tl, z + n);
+  CHECK(n == n2 && memcmp(z, z + n, n) == 0);
+  frame(&s, 0x41, z, 3, true); // RSV1 on the first frame only
+  frame(&s, 0x89, "", 0, true);
+  frame(&s, 0x00, z + 3, n - 3 - 2, true);
+  frame(&s, 0x80, z + n - 2, 2, true);
+  char want[200];
+  str w = {0};
+  puts_(&w, "C9 \nM1 ");
+  show(&w, (const uint8_t *)text, tl);
+  puts_(&w, "\n");
+  snprintf(want, sizeof want, "%s", w.s);
+  free(w.s);
+  expect_deflate(0, true, &s, want);
+  lp_ws_deflater_free(&df);
+
+  // a compressed bomb: 8 MiB of zeros in a few KiB ends in 1009 at 1 MiB, never in 8 MiB of memory
+  uint8_t *zeros = calloc(1, 8u << 20);
+  lp_ws_deflater_init(&df, 15, false);
+  lp_buf *f;
+  CHECK(lp_ws_encode_deflate(&df, pool, LP_WS_BINARY, zeros, 8u << 20, KEY, &f) == 0);
+  CHECK(lp_buf_readable(f) < 20000);
+  lp_ws_config c = server_cfg(0);
+  c.deflate = true;
+  lp_ws_decoder d;
+  lp_ws_decoder_init(&d, &c);
+  CHECK(lp_ws_decode(&d, f) == LP_WS_ERROR && d.close_code == 1009);
+  CHECK(strcmp(d.error.message, "WsMessageTooBig: inflated message exceeds maxMessageSize 1048576 (1009)") == 0);
+  lp_ws_decoder_free(&d);
+  lp_buf_unref(f);
+  // at the limit exactly it passes (a fresh compressor: the decoder is a fresh one too)
+  lp_ws_deflater_free(&df);
+  lp_ws_deflater_init(&df, 15, false);
+  CHECK(lp_ws_encode_deflate(&df, pool, LP_WS_BINARY, zeros, 1u << 20, KEY, &f) == 0);
+  lp_ws_decoder_init(&d, &c);
+  CHECK(lp_ws_decode(&d, f) == LP_WS_MESSAGE && lp_buf_readable(d.payload) == (1u << 20));
+  lp_buf_unref(d.payload);
+  lp_ws_decoder_free(&d);
+  lp_buf_unref(f);
+  lp_ws_deflater_free(&df);
+  free(zeros);
+
+  // violations
+  frame(&s, 0xc9, "", 0, true);
+  expect_deflate(0, false, &s, "E WsProtocolError: compressed bit (RSV1) on a control frame (1002) [1002]\n");
+  frame(&s, 0x01, "a", 1, true);
+  frame(&s, 0xc0, "b", 1, true);
+  expect_deflate(0, false, &s, "E WsProtocolError: compressed bit (RSV1) on a continuation frame (1002) [1002]\n");
+  frame(&s, 0xa1, "x", 1, true);
+  expect_deflate(0, false, &s, "E WsProtocolError: reserved bits set (0x20) beyond permessage-deflate's (1002) [1002]\n");
+  frame(&s, 0xc1, "\xff\xff\xff", 3, true);
+  expect_deflate(0, false, &s, "E WsInvalidPayload: invalid compressed data (1007) [1007]\n");
+  // compressed text that inflates to bad UTF-8
+  lp_ws_deflater_init(&df, 15, false);
+  n = deflated(&df, "ok\xff", 3, z);
+  frame(&s, 0xc1, z, n, true);
+  expect_deflate(0, false, &s, "E WsInvalidPayload: text message is not UTF-8 (1007) [1007]\n");
+  lp_ws_deflater_free(&df);
+}
+
 int main(void) {
   pool = lp_pool_new();
   test_messages();
@@ -442,6 +549,7 @@ int main(void) {
   test_limits();
   test_utf8();
   test_encode();
+  test_deflate();
   lp_pool_free(pool);
   return check_report();
 }
