@@ -294,3 +294,83 @@ describe("lupine.ws.frameCodec on the client side", function()
     server:close()
   end)
 end)
+
+describe("lupine.ws.frameCodec with permessage-deflate", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
+
+  -- a lupine client with the codec; returns the channel future and what it received
+  local function ws_client(port, opts, on_active)
+    local got = { messages = {}, events = {} }
+    local f = lupine.connect { port = port, init = function(ch)
+      ch.pipeline:addLast("ws", ws.frameCodec(opts))
+      ch.pipeline:addLast("app", {
+        channelActive = function(_, ctx) on_active(ctx) end,
+        channelRead = function(_, _, msg) got.messages[#got.messages + 1] = type(msg) == "string" and msg or msg:readString() end,
+        userEventTriggered = function(_, _, evt) got.events[#got.events + 1] = evt end,
+        channelInactive = function() got.closed = true end,
+      })
+    end }
+    return f, got
+  end
+
+  it("compresses both ways, with and without context takeover", function()
+    for _, d in ipairs { true, { serverNoContextTakeover = true, clientNoContextTakeover = true,
+      serverMaxWindowBits = 9, clientMaxWindowBits = 10 } } do
+      local server, seen = ws_server { deflate = d }
+      local big = string.rep("all work and no play ", 5000)
+      local f, got = ws_client(server.port, { server = false, deflate = d }, function(ctx)
+        ctx:write("hello")
+        ctx:write(ws.binary(big))
+        ctx:writeAndFlush("hello")
+      end)
+      test.eventually(function() return #got.messages == 3 end)
+      assert.same({ "hello", big, "hello" }, got.messages)
+      assert.equal("hello", seen.messages[1])
+      f:get():close():sync()
+      test.eventually(function() return seen.events[1] ~= nil end)
+      assert.same({ kind = "wsClose", code = 1000, reason = "" }, seen.events[1])
+      server:close()
+    end
+  end)
+
+  it("sends compressed frames (RSV1) that are much smaller", function()
+    local got = {}
+    local raw = test.server(function(ch)
+      ch.pipeline:addLast("rec", { channelRead = function(_, _, buf) got[#got + 1] = buf:readString() end })
+    end)
+    local f = ws_client(raw.port, { server = false, deflate = true }, function(ctx)
+      ctx:writeAndFlush(string.rep("a", 10000))
+    end)
+    test.eventually(function() return #table.concat(got) >= 6 end)
+    local bytes = table.concat(got)
+    assert.equal(0xc1, bytes:byte(1)) -- FIN, RSV1, text
+    local len = bytes:byte(2) & 0x7f
+    assert.is_true(len < 126, "compressed to under 126 bytes")
+    test.eventually(function() return #table.concat(got) == 2 + 4 + len end)
+    f:get():close():sync()
+    raw:close()
+  end)
+
+  it("ends a compressed bomb with 1009, not with memory growth", function()
+    local server, seen = ws_server { deflate = true, maxMessageSize = 65536 }
+    local _, got = ws_client(server.port, { server = false, deflate = true }, function(ctx)
+      ctx:writeAndFlush(ws.binary(string.rep("\0", 16 << 20))) -- 16 MiB of zeros: about 16 KiB compressed
+    end)
+    test.eventually(function() return got.closed end, 20)
+    assert.equal("WsMessageTooBig: inflated message exceeds maxMessageSize 65536 (1009)", seen.errors[1])
+    assert.same({ kind = "wsClose", code = 1009, reason = "" }, got.events[1])
+    assert.same({}, seen.messages)
+    server:close()
+  end)
+
+  it("checks the deflate options", function()
+    assert.has_error(function() ws.frameCodec { deflate = { serverMaxWindowBits = 16 } } end,
+      "lupine.ws.frameCodec: option 'serverMaxWindowBits' must be an integer from 8 to 15")
+    assert.has_error(function() ws.frameCodec { deflate = { windowBits = 9 } } end,
+      "lupine.ws.frameCodec: deflate: unknown option 'windowBits'")
+    assert.has_error(function() ws.frameCodec { deflate = "yes" } end,
+      "lupine.ws.frameCodec: option 'deflate' must be a boolean or a table")
+  end)
+end)

@@ -69,6 +69,7 @@ uint32_t lp_utf8_step(uint32_t s, const uint8_t *p, size_t n) {
 // ---- configuration ------------------------------------------------------------------
 
 void lp_ws_config_default(lp_ws_config *c, bool server) {
+  memset(c, 0, sizeof *c);
   c->server = server;
   c->max_message = LP_WS_DEFAULT_MAX_MESSAGE;
 }

@@ -44,6 +44,8 @@ typedef struct {
   l_native n;
   lp_ws_config cfg;
   bool auto_pong;
+  int window_bits;  // permessage-deflate: our compressor's window
+  bool no_context;  // and whether it forgets each message
 } ws_factory;
 
 typedef struct {
@@ -53,6 +55,7 @@ typedef struct {
   bool auto_pong;
   bool failed;     // a protocol error was reported: later input is dropped
   bool close_sent; // a close frame went out: no frame may follow it
+  lp_ws_deflater df; // permessage-deflate (w.cfg.deflate): data messages go out compressed
   uint64_t mix;    // client: fallback mixing when getrandom has nothing
   uint32_t nkeys;  // client: bytes of keys left at the end of keys
   uint8_t keys[KEYS_MAX];
@@ -83,6 +86,8 @@ static int encode(ws_conn *c, int op, const void *p, size_t n, lp_buf **out) {
   uint8_t key[4];
   bool mask = !c->w.cfg.server;
   if (mask) next_key(c, key);
+  if (c->w.cfg.deflate && (op == LP_WS_TEXT || op == LP_WS_BINARY))
+    return lp_ws_encode_deflate(&c->df, chan(c)->loop->pool, op, p, n, mask ? key : NULL, out);
   return lp_ws_encode(chan(c)->loop->pool, op, p, n, mask ? key : NULL, out);
 }
 
@@ -364,7 +369,7 @@ static void ws_outbound(lp_decoder *d, int op, lp_msg *m, lp_future *promise) {
     else send_close(c, pl, (size_t)len, promise, NULL);
   } else if ((opcode & 8) && n > LP_WS_MAX_CONTROL) {
     fail_write(c, promise, LP_EWS, "WsProtocolError", "%s", "a ping or pong carries at most 125 bytes");
-  } else if (c->w.cfg.server && owned && n > COPY_MAX) {
+  } else if (c->w.cfg.server && !c->w.cfg.deflate && owned && n > COPY_MAX) {
     // A large Buffer goes out as it is, behind a header of its own (no copy).
     b = lp_buf_new(ch->loop->pool, LP_WS_MAX_HEADER);
     if (b) {
@@ -391,6 +396,7 @@ static void ws_outbound(lp_decoder *d, int op, lp_msg *m, lp_future *promise) {
 static void ws_free(lp_decoder *d) {
   ws_conn *c = (ws_conn *)d;
   lp_ws_decoder_free(&c->w);
+  lp_ws_deflater_free(&c->df);
   free(c);
 }
 
@@ -406,6 +412,7 @@ static lp_ctx *ws_make(l_native *self, lp_pipeline *p, const char *name, lua_Sta
   c->h = l_host_get(L);
   c->auto_pong = f->auto_pong;
   lp_ws_decoder_init(&c->w, &f->cfg);
+  lp_ws_deflater_init(&c->df, f->window_bits, f->no_context);
   return lp_decoder_ctx_new(p, name, &c->d); // on failure, ws_free releases c
 }
 
@@ -431,9 +438,49 @@ static bool opt_bool(lua_State *L, int t, const char *fn, const char *field, boo
   return v;
 }
 
-// frameCodec{ server = true, maxMessageSize = 1048576, autoPong = true }
+// deflate = true or { serverNoContextTakeover, clientNoContextTakeover,
+// serverMaxWindowBits, clientMaxWindowBits }: what the handshake agreed on.
+static void deflate_options(lua_State *L, int t, const char *fn, ws_factory *f) {
+  static const char *const known[] = {"serverNoContextTakeover", "clientNoContextTakeover", "serverMaxWindowBits",
+                                      "clientMaxWindowBits", NULL};
+  int ty = lua_getfield(L, t, "deflate");
+  if (ty == LUA_TNIL || (ty == LUA_TBOOLEAN && !lua_toboolean(L, -1))) {
+    lua_pop(L, 1);
+    return;
+  }
+  f->cfg.deflate = true;
+  f->window_bits = 15;
+  if (ty == LUA_TBOOLEAN) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (ty != LUA_TTABLE) luaL_error(L, "%s: option 'deflate' must be a boolean or a table", fn);
+  int d = lua_gettop(L);
+  check_options(L, d, "lupine.ws.frameCodec: deflate", known);
+  bool server = f->cfg.server;
+  bool snc = opt_bool(L, d, fn, "serverNoContextTakeover", false);
+  bool cnc = opt_bool(L, d, fn, "clientNoContextTakeover", false);
+  int bits[2];
+  const char *names[2] = {"serverMaxWindowBits", "clientMaxWindowBits"};
+  for (int i = 0; i < 2; i++) {
+    bits[i] = 15;
+    if (lua_getfield(L, d, names[i]) != LUA_TNIL) {
+      int isint;
+      lua_Integer v = lua_tointegerx(L, -1, &isint);
+      if (!isint || v < 8 || v > 15) luaL_error(L, "%s: option '%s' must be an integer from 8 to 15", fn, names[i]);
+      bits[i] = (int)v;
+    }
+    lua_pop(L, 1);
+  }
+  f->no_context = server ? snc : cnc;
+  f->window_bits = server ? bits[0] : bits[1];
+  f->cfg.peer_no_context = server ? cnc : snc;
+  lua_pop(L, 1);
+}
+
+// frameCodec{ server = true, maxMessageSize = 1048576, autoPong = true, deflate = false }
 static int ws_frame_codec(lua_State *L) {
-  static const char *const known[] = {"server", "maxMessageSize", "autoPong", NULL};
+  static const char *const known[] = {"server", "maxMessageSize", "autoPong", "deflate", NULL};
   static const char fn[] = "lupine.ws.frameCodec";
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
@@ -456,6 +503,7 @@ static int ws_frame_codec(lua_State *L) {
   f->n.make = ws_make;
   f->cfg = cfg;
   f->auto_pong = auto_pong;
+  deflate_options(L, 1, fn, f);
   return 1;
 }
 
