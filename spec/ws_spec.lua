@@ -98,6 +98,17 @@ describe("lupine.ws.frameCodec", function()
     server:close()
   end)
 
+  it("lets a handler close in wsClose: one close frame, then the close", function()
+    local server = test.server(function(ch)
+      ch.pipeline:addLast("ws", ws.frameCodec {})
+      ch.pipeline:addLast("app", { userEventTriggered = function(_, ctx, evt) ctx:close() end })
+    end)
+    local c <close> = test.client(server.port)
+    c:send(masked(0x88, "\x0f\xa0")) -- 4000
+    assert.equal("\x88\x02\x03\xe8", c:receiveAll())
+    server:close()
+  end)
+
   it("sends a close frame before ctx:close() closes the connection", function()
     local closed = lupine.promise()
     local server = ws_server(nil, function(ctx, msg)

@@ -204,9 +204,11 @@ static void on_control(ws_conn *c, int op, lp_buf *p) {
   case LP_WS_PONG: fire_event(c, "wsPong", p, -1); break;
   case LP_WS_CLOSE: {
     int code = c->w.close_code;
+    bool answered = c->close_sent;
     fire_event(c, "wsClose", p, code);
     if (!c->close_sent) send_close_code(c, code); // the handshake's answer: the same code
-    else lp_ctx_op(c->d.ctx, LP_OP_CLOSE, NULL, NULL); // it answered ours: done
+    else if (answered) lp_ctx_op(c->d.ctx, LP_OP_CLOSE, NULL, NULL); // it answered ours: done
+    // (else the handler closed in wsClose: its close frame is on the way, the close follows it)
     break;
   }
   default: break;
