@@ -12,7 +12,7 @@
 //
 // Input layout: 1 configuration byte (bit 0: the server side; bits 1-3 pick
 // maxMessageSize; bit 4: permessage-deflate, bit 5: the peer without context
-// takeover), 4 bytes seeding the chunk sizes, then the stream.
+// takeover; bit 6: fragments delivered as they come), 4 bytes seeding the chunk sizes, then the stream.
 #include "buffer.h"
 #include "ws.h"
 
@@ -100,7 +100,9 @@ static void run(const lp_ws_config *c, const uint8_t *in, size_t n, int mode, ui
       if (lp_buf_readable(cum) >= before) fail("an event without progress");
       const uint8_t *p = lp_buf_rptr(d.payload);
       size_t len = lp_buf_readable(d.payload);
-      if (rc == LP_WS_MESSAGE) {
+      if (rc == LP_WS_FRAGMENT) {
+        if (len > c->max_message) fail("fragment past maxMessageSize");
+      } else if (rc == LP_WS_MESSAGE) {
         if (len > c->max_message) fail("message past maxMessageSize");
         if (d.opcode == LP_WS_TEXT && !utf8_oracle(p, len)) fail("text message that is not UTF-8");
       } else {
@@ -110,6 +112,7 @@ static void run(const lp_ws_config *c, const uint8_t *in, size_t n, int mode, ui
       put_u64(t, (uint64_t)rc);
       put_u64(t, (uint64_t)d.opcode);
       put_u64(t, (uint64_t)d.close_code);
+      put_u64(t, rc == LP_WS_FRAGMENT ? (uint64_t)d.fin : 2);
       put_u64(t, len);
       put(t, p, len);
       lp_buf_unref(d.payload);
@@ -128,6 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   c.max_message = maxes[(data[0] >> 1) & 7];
   c.deflate = data[0] & 0x10;
   c.peer_no_context = data[0] & 0x20;
+  c.fragments = data[0] & 0x40;
   uint32_t seed;
   memcpy(&seed, data + 1, 4);
   const uint8_t *in = data + 5;

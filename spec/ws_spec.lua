@@ -24,13 +24,14 @@ end
 local function masked(b0, payload) return frame(b0, payload, KEY) end
 
 -- A server: the codec, then a handler recording what it saw; on a text
--- message it runs on_text(ctx, msg) (default: echo), on binary it echoes.
+-- message (or a fragment table) it runs on_text(ctx, msg) (default: echo),
+-- on binary it echoes.
 local function ws_server(opts, on_text)
   local seen = { messages = {}, events = {}, errors = {} }
   local H = {}
   function H:channelRead(ctx, msg)
     seen.messages[#seen.messages + 1] = msg
-    if type(msg) == "string" and on_text then on_text(ctx, msg) else ctx:writeAndFlush(msg) end
+    if type(msg) ~= "userdata" and on_text then on_text(ctx, msg) else ctx:writeAndFlush(msg) end
   end
   function H:userEventTriggered(ctx, evt) seen.events[#seen.events + 1] = evt end
   function H:exceptionCaught(ctx, err) seen.errors[#seen.errors + 1] = tostring(err) end
@@ -72,6 +73,28 @@ describe("lupine.ws.frameCodec", function()
     assert.equal("\x8a\x02p1", c:receive(4))
     assert.equal("\x81\x09hello \xe2\x82\xac", c:receive(11))
     assert.same({ kind = "wsPong", data = "pong!" }, seen.events[1])
+    server:close()
+  end)
+
+  it("with fragments = true delivers a fragmented message frame by frame", function()
+    local server, seen = ws_server({ fragments = true, maxMessageSize = 10 }, function(ctx, msg) end)
+    local c <close> = test.client(server.port)
+    c:send(masked(0x01, "hel") .. masked(0x89, "p") .. masked(0x00, "lo \xe2") .. masked(0x80, "\x82\xac")
+      .. masked(0x81, "whole") .. masked(0x02, "ab") .. masked(0x80, "c"))
+    assert.equal("\x8a\x01p", c:receive(3))
+    test.eventually(function() return #seen.messages == 6 end)
+    assert.same({ type = "text", data = "hel", fin = false }, seen.messages[1])
+    assert.same({ type = "text", data = "lo \xe2", fin = false }, seen.messages[2])
+    assert.same({ type = "text", data = "\x82\xac", fin = true }, seen.messages[3])
+    assert.equal("whole", seen.messages[4])
+    assert.equal("binary", seen.messages[5].type)
+    assert.equal("ab", seen.messages[5].data:readString())
+    assert.equal("c", seen.messages[6].data:readString())
+    assert.is_true(seen.messages[6].fin)
+    -- the whole message still counts against maxMessageSize
+    c:send(masked(0x02, "123456") .. masked(0x80, "78901"))
+    assert.equal("\x88\x02\x03\xf1", c:receiveAll())
+    assert.equal("WsMessageTooBig: message of at least 11 bytes exceeds maxMessageSize 10 (1009)", seen.errors[1])
     server:close()
   end)
 

@@ -9,6 +9,10 @@
 //                  which it drops)
 //   LP_WS_MESSAGE  a whole message: d->opcode is LP_WS_TEXT or LP_WS_BINARY,
 //                  d->payload its unmasked bytes (text validated as UTF-8)
+//   LP_WS_FRAGMENT (with fragments set) a frame of a message sent in several:
+//                  d->opcode the message's type, d->payload this frame's bytes
+//                  (unmasked, inflated, UTF-8 checked so far), d->fin whether it
+//                  is the last. A message in one frame is still LP_WS_MESSAGE.
 //   LP_WS_CONTROL  a ping, pong or close frame: d->opcode, d->payload (for a
 //                  close: the reason, after the code), d->close_code (a close:
 //                  the code received, 1005 when the frame had none)
@@ -46,7 +50,7 @@
 #define LP_WS_MAX_CONTROL 125                       // payload of a control frame
 
 enum { LP_WS_CONT = 0, LP_WS_TEXT = 1, LP_WS_BINARY = 2, LP_WS_CLOSE = 8, LP_WS_PING = 9, LP_WS_PONG = 10 };
-enum { LP_WS_ERROR = -1, LP_WS_NEED = 0, LP_WS_MESSAGE, LP_WS_CONTROL };
+enum { LP_WS_ERROR = -1, LP_WS_NEED = 0, LP_WS_MESSAGE, LP_WS_CONTROL, LP_WS_FRAGMENT };
 
 // Close codes the codec itself uses.
 enum {
@@ -62,6 +66,7 @@ typedef struct lp_ws_config {
   // with RSV1 on their first frame are compressed.
   bool deflate;
   bool peer_no_context; // the peer resets its compressor per message: so does the inflater
+  bool fragments;       // deliver the frames of a fragmented message as they come (LP_WS_FRAGMENT)
 } lp_ws_config;
 
 typedef struct lp_ws_decoder {
@@ -71,9 +76,11 @@ typedef struct lp_ws_decoder {
   lp_buf *msg;      // its bytes so far (owned)
   uint32_t utf8;    // the UTF-8 validator's state inside that text message
   bool compressed;  // that message is compressed (RSV1 on its first frame)
+  uint64_t msg_total; // fragments: bytes of that message already delivered
   void *inflater;   // z_stream (owned), made at the first compressed message
   // the event's results
   int opcode;
+  bool fin;         // LP_WS_FRAGMENT: the message's last frame
   lp_buf *payload;  // a new reference the caller owns
   int close_code;
   lp_error error;

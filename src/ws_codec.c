@@ -92,6 +92,7 @@ static void drop_msg(lp_ws_decoder *d) {
   if (d->msg) lp_buf_unref(d->msg);
   d->msg = NULL;
   d->msg_op = 0;
+  d->msg_total = 0;
 }
 
 void lp_ws_decoder_free(lp_ws_decoder *d) {
@@ -169,7 +170,8 @@ static int inflate_into(lp_ws_decoder *d, const uint8_t *src, size_t n, bool fin
     }
     d->inflater = z;
   }
-  size_t cap = d->cfg.max_message + 1;
+  size_t lim = d->cfg.max_message - (size_t)d->msg_total; // bytes this message may still grow by
+  size_t cap = lim + 1;
   for (int part = 0; part < 2; part++) {
     if (part == 1 && !fin) break;
     z->next_in = (Bytef *)(part ? tail : src);
@@ -193,7 +195,7 @@ static int inflate_into(lp_ws_decoder *d, const uint8_t *src, size_t n, bool fin
       int rc = inflate(z, Z_SYNC_FLUSH);
       m->wr += room - z->avail_out;
       left -= chunk - z->avail_in;
-      if (lp_buf_readable(m) > d->cfg.max_message) return too_big_inflated(d);
+      if (lp_buf_readable(m) > lim) return too_big_inflated(d);
       if (rc == Z_STREAM_END) { // the sender ended its stream (BFINAL): the next one starts afresh
         inflateReset(z);
         continue;
@@ -274,7 +276,7 @@ int lp_ws_decode(lp_ws_decoder *d, lp_buf *in) {
       hlen = 10;
     }
     if (!control) {
-      uint64_t have = d->msg ? lp_buf_readable(d->msg) : 0;
+      uint64_t have = d->msg_total + (d->msg ? lp_buf_readable(d->msg) : 0);
       if (len > d->cfg.max_message - have) return too_big(d, have + len);
     }
     const uint8_t *key = NULL;
@@ -361,6 +363,23 @@ int lp_ws_decode(lp_ws_decoder *d, lp_buf *in) {
       d->utf8 = lp_utf8_step(d->utf8, d->msg->data + at, d->msg->wr - at);
       if (d->utf8 == LP_UTF8_BAD) return fail(d, LP_WS_INVALID_PAYLOAD, "text message is not UTF-8");
       if (fin && d->utf8 != 0) return fail(d, LP_WS_INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence");
+    }
+    if (d->cfg.fragments && !(op != LP_WS_CONT && fin)) { // a frame of a fragmented message, as it is
+      d->opcode = d->msg_op;
+      d->fin = fin;
+      d->payload = d->msg;
+      d->msg = NULL;
+      if (fin) {
+        drop_msg(d);
+      } else {
+        d->msg_total += lp_buf_readable(d->payload);
+        if (!(d->msg = lp_buf_new(in->pool, 0))) {
+          lp_buf_unref(d->payload);
+          d->payload = NULL;
+          return fail_enomem(d);
+        }
+      }
+      return LP_WS_FRAGMENT;
     }
     if (!fin) continue; // more fragments to come: on to the next frame
     d->opcode = d->msg_op;

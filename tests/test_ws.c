@@ -68,6 +68,7 @@ static char *decode_split(const lp_ws_config *c, const uint8_t *in, size_t n, co
         break;
       }
       if (rc == LP_WS_CONTROL && d.opcode == LP_WS_CLOSE) snprintf(b, sizeof b, "C%d ", d.close_code);
+      else if (rc == LP_WS_FRAGMENT) snprintf(b, sizeof b, "F%d%s ", d.opcode, d.fin ? "." : "");
       else snprintf(b, sizeof b, "%c%d ", rc == LP_WS_MESSAGE ? 'M' : 'C', d.opcode);
       puts_(&t, b);
       show(&t, lp_buf_rptr(d.payload), lp_buf_readable(d.payload));
@@ -540,6 +541,57 @@ static void test_deflate(void) {
   lp_ws_deflater_free(&df);
 }
 
+static void test_fragments_mode(void) {
+  lp_ws_config c = server_cfg(10);
+  c.fragments = true;
+  frame(&s, 0x01, "hel", 3, true);
+  frame(&s, 0x89, "p1", 2, true);
+  frame(&s, 0x00, "lo \xe2", 4, true); // a character split across fragments
+  frame(&s, 0x80, "\x82\xac", 2, true);
+  frame(&s, 0x82, "whole", 5, true); // a message in one frame: a message as usual
+  frame(&s, 0x02, "", 0, true);
+  frame(&s, 0x80, "b", 1, true);
+  char *t = decode_all(&c, s.b, s.n);
+  CHECK(strcmp(t, "F1 hel\nC9 p1\nF1 lo \\e2\nF1. \\82\\ac\nM2 whole\nF2 \nF2. b\n") == 0);
+  if (strcmp(t, "F1 hel\nC9 p1\nF1 lo \\e2\nF1. \\82\\ac\nM2 whole\nF2 \nF2. b\n")) fprintf(stderr, "%s", t);
+  free(t);
+  s.n = 0;
+  // the limit counts the whole message, the UTF-8 check spans fragments
+  frame(&s, 0x01, "123456", 6, true);
+  frame(&s, 0x80, "78901", 5, true);
+  t = decode_all(&c, s.b, s.n);
+  CHECK(strcmp(t, "F1 123456\nE WsMessageTooBig: message of at least 11 bytes exceeds maxMessageSize 10 (1009) [1009]\n") == 0);
+  free(t);
+  s.n = 0;
+  frame(&s, 0x01, "ab\xe2", 3, true);
+  frame(&s, 0x80, "z", 1, true);
+  t = decode_all(&c, s.b, s.n);
+  CHECK(strcmp(t, "F1 ab\\e2\nE WsInvalidPayload: text message is not UTF-8 (1007) [1007]\n") == 0);
+  free(t);
+  s.n = 0;
+  // compressed fragments come inflated, frame by frame, within the limit
+  c.deflate = true;
+  c.max_message = 100;
+  lp_ws_deflater df;
+  lp_ws_deflater_init(&df, 15, false);
+  static uint8_t z[300];
+  static const char msg[] = "fragments of a compressed message, fragments of a compressed message";
+  size_t n = deflated(&df, msg, sizeof msg - 1, z);
+  frame(&s, 0x41, z, n / 2, true);
+  frame(&s, 0x80, z + n / 2, n - n / 2, true);
+  t = decode_all(&c, s.b, s.n);
+  str joined = {0};
+  for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
+    CHECK(strncmp(line, "F1", 2) == 0);
+    puts_(&joined, strchr(line, ' ') + 1);
+  }
+  CHECK(joined.s && strcmp(joined.s, msg) == 0);
+  free(joined.s);
+  free(t);
+  s.n = 0;
+  lp_ws_deflater_free(&df);
+}
+
 int main(void) {
   pool = lp_pool_new();
   test_messages();
@@ -550,6 +602,7 @@ int main(void) {
   test_utf8();
   test_encode();
   test_deflate();
+  test_fragments_mode();
   lp_pool_free(pool);
   return check_report();
 }

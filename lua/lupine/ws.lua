@@ -1,7 +1,8 @@
 -- lupine.ws: WebSocket (RFC 6455) framing. The frames are decoded and encoded
 -- natively (src/ws_codec.c, src/lua/l_ws.c); only whole messages reach Lua.
 --
---   frameCodec{ server = true, maxMessageSize = 1048576, autoPong = true }
+--   frameCodec{ server = true, maxMessageSize = 1048576, autoPong = true,
+--               fragments = false, deflate = false }
 --       a handler factory for a connection that speaks WebSocket (after the
 --       handshake). Inbound: a text message is a string, a binary message a
 --       lupine.Buffer; userEvents { kind = "wsPing"|"wsPong", data = s } and
@@ -10,6 +11,10 @@
 --       Pings are answered, a close frame is answered and the channel closed,
 --       ctx:close() sends a close frame first; a protocol violation closes
 --       with its code (1002, 1007, 1009) and fires exceptionCaught.
+--       fragments = true: a fragmented message arrives frame by frame as
+--       { type = "text"|"binary", data = s or buf, fin = bool } tables.
+--       deflate = true or { serverNoContextTakeover, clientNoContextTakeover,
+--       serverMaxWindowBits, clientMaxWindowBits }: permessage-deflate.
 --   text(s)                s itself, checked to be UTF-8
 --   binary(s or buf)       a lupine.Buffer
 --   close([code [, reason]])  { type = "close", code = 1000, reason = "" }

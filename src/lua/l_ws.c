@@ -9,7 +9,10 @@
 //      message constructors, checked when made.
 //
 // Inbound: a text message reaches the next handler as a Lua string, a binary
-// one as a lupine.Buffer. Pings are answered with a pong at once (autoPong;
+// one as a lupine.Buffer. With fragments = true, a message sent in several
+// frames arrives frame by frame as { type = "text"|"binary", data = string or
+// Buffer, fin = bool } tables (kept in a Lua table per connection until fired:
+// q_ref), still checked against maxMessageSize and UTF-8 as a whole. Pings are answered with a pong at once (autoPong;
 // with autoPong = false a userEvent { kind = "wsPing", data = s } instead);
 // pongs fire { kind = "wsPong", data = s }. A close frame fires { kind =
 // "wsClose", code = n, reason = s }, is answered with a close frame echoing
@@ -56,6 +59,8 @@ typedef struct {
   bool failed;     // a protocol error was reported: later input is dropped
   bool close_sent; // a close frame went out: no frame may follow it
   lp_ws_deflater df; // permessage-deflate (w.cfg.deflate): data messages go out compressed
+  int q_ref;       // fragments: registry ref of the table of fragment tables not yet fired
+  lua_Integer qhead, qtail; // it holds [qhead, qtail), one core token each, in order
   uint64_t mix;    // client: fallback mixing when getrandom has nothing
   uint32_t nkeys;  // client: bytes of keys left at the end of keys
   uint8_t keys[KEYS_MAX];
@@ -215,6 +220,93 @@ static void on_control(ws_conn *c, int op, lp_buf *p) {
   }
 }
 
+// ---- fragments (option fragments): { type, data, fin } tables, queued on the Lua side ------
+
+typedef struct {
+  int op;
+  bool fin, taken;
+  lp_buf *b;
+} fragment;
+
+// Under pcall: [1] the connection, [2] the fragment. Appends its table to the queue.
+static int make_fragment(lua_State *L) {
+  ws_conn *c = lua_touserdata(L, 1);
+  fragment *f = lua_touserdata(L, 2);
+  if (c->q_ref == LUA_NOREF) {
+    lua_newtable(L);
+    c->q_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->q_ref);
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, f->op == LP_WS_TEXT ? "text" : "binary");
+  lua_setfield(L, -2, "type");
+  if (f->op == LP_WS_TEXT) {
+    lua_pushlstring(L, (const char *)lp_buf_rptr(f->b), lp_buf_readable(f->b));
+  } else {
+    l_buffer_push(L, NULL);
+    ((l_buffer_box *)lua_touserdata(L, -1))->buf = f->b; // the box takes the reference
+    f->taken = true;
+  }
+  lua_setfield(L, -2, "data");
+  lua_pushboolean(L, f->fin);
+  lua_setfield(L, -2, "fin");
+  lua_rawseti(L, -2, c->qtail);
+  c->qtail++;
+  return 0;
+}
+
+// Queue the fragment's table and its token: 0, or -ENOMEM (b released either way).
+static int queue_fragment(ws_conn *c, int op, bool fin, lp_buf *b) {
+  fragment f = {op, fin, false, b};
+  lua_State *L = c->h->L;
+  int rc = -ENOMEM;
+  if (!c->h->closing && lp_decoder_reserve(&c->d, 1) == 0 && lua_checkstack(L, 8)) {
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, make_fragment);
+    lua_pushlightuserdata(L, c);
+    lua_pushlightuserdata(L, &f);
+    if (lua_pcall(L, 2, 0, 0) == LUA_OK) {
+      lp_msg token = {.kind = LP_MSG_HOST};
+      lp_decoder_add(&c->d, &token); // reserved: cannot fail
+      rc = 0;
+    }
+    lua_settop(L, top);
+  }
+  if (!f.taken) lp_buf_unref(b);
+  return rc;
+}
+
+// Push the oldest queued fragment table (and forget it there); false when it cannot.
+static bool take_fragment(ws_conn *c, lua_State *L) {
+  lua_Integer i = c->qhead++;
+  if (c->h->closing || c->q_ref == LUA_NOREF || !lua_checkstack(L, 4)) return false;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->q_ref);
+  lua_rawgeti(L, -1, i);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, i); // no allocation: the key exists
+  lua_remove(L, -2);
+  return true;
+}
+
+static void ws_fire_host(lp_decoder *d) {
+  ws_conn *c = (ws_conn *)d;
+  lua_State *L = c->h->L;
+  int top = lua_gettop(L);
+  if (take_fragment(c, L)) {
+    lp_msg m = {.kind = LP_MSG_HOST, .host = lua_gettop(L)};
+    lp_ctx_fire(d->ctx, LP_EV_READ, &m);
+  }
+  lua_settop(L, top);
+}
+
+static void ws_drop_host(lp_decoder *d) {
+  ws_conn *c = (ws_conn *)d;
+  lua_State *L = c->h->L;
+  int top = lua_gettop(L);
+  take_fragment(c, L);
+  lua_settop(L, top);
+}
+
 static int ws_step(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
   LP_UNUSED(last);
   ws_conn *c = (ws_conn *)d;
@@ -230,6 +322,13 @@ static int ws_step(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
     if (c->w.opcode == LP_WS_TEXT) m.flags = LP_MSGF_STRING;
     if (lp_decoder_add(d, &m) != 0) {
       lp_error_sys(err, ENOMEM, "queueing a message");
+      return LP_DECODE_ERROR;
+    }
+    return LP_DECODE_OK;
+  }
+  if (rc == LP_WS_FRAGMENT) {
+    if (queue_fragment(c, c->w.opcode, c->w.fin, c->w.payload) != 0) {
+      lp_error_sys(err, ENOMEM, "queueing a fragment");
       return LP_DECODE_ERROR;
     }
     return LP_DECODE_OK;
@@ -399,11 +498,12 @@ static void ws_free(lp_decoder *d) {
   ws_conn *c = (ws_conn *)d;
   lp_ws_decoder_free(&c->w);
   lp_ws_deflater_free(&c->df);
+  if (c->q_ref != LUA_NOREF && !c->h->closing) luaL_unref(c->h->L, LUA_REGISTRYINDEX, c->q_ref);
   free(c);
 }
 
 static const lp_decoder_ops ws_ops = {
-    ws_step, NULL, NULL, ws_free, ws_outbound, LP_MASK(LP_OP_WRITE) | LP_MASK(LP_OP_CLOSE),
+    ws_step, ws_fire_host, ws_drop_host, ws_free, ws_outbound, LP_MASK(LP_OP_WRITE) | LP_MASK(LP_OP_CLOSE),
 };
 
 static lp_ctx *ws_make(l_native *self, lp_pipeline *p, const char *name, lua_State *L) {
@@ -413,6 +513,8 @@ static lp_ctx *ws_make(l_native *self, lp_pipeline *p, const char *name, lua_Sta
   c->d.ops = &ws_ops;
   c->h = l_host_get(L);
   c->auto_pong = f->auto_pong;
+  c->q_ref = LUA_NOREF;
+  c->qhead = c->qtail = 1;
   lp_ws_decoder_init(&c->w, &f->cfg);
   lp_ws_deflater_init(&c->df, f->window_bits, f->no_context);
   return lp_decoder_ctx_new(p, name, &c->d); // on failure, ws_free releases c
@@ -480,9 +582,9 @@ static void deflate_options(lua_State *L, int t, const char *fn, ws_factory *f) 
   lua_pop(L, 1);
 }
 
-// frameCodec{ server = true, maxMessageSize = 1048576, autoPong = true, deflate = false }
+// frameCodec{ server = true, maxMessageSize = 1048576, autoPong = true, deflate = false, fragments = false }
 static int ws_frame_codec(lua_State *L) {
-  static const char *const known[] = {"server", "maxMessageSize", "autoPong", "deflate", NULL};
+  static const char *const known[] = {"server", "maxMessageSize", "autoPong", "deflate", "fragments", NULL};
   static const char fn[] = "lupine.ws.frameCodec";
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
@@ -501,6 +603,7 @@ static int ws_frame_codec(lua_State *L) {
   }
   lua_pop(L, 1);
   bool auto_pong = opt_bool(L, 1, fn, "autoPong", true);
+  cfg.fragments = opt_bool(L, 1, fn, "fragments", false);
   ws_factory *f = (ws_factory *)l_native_new(L, sizeof *f, "wsFrameCodec");
   f->n.make = ws_make;
   f->cfg = cfg;
