@@ -27,6 +27,7 @@ typedef struct lp_channel_config {
   uint32_t max_messages_per_read; // default 16
   size_t high_water, low_water;   // default 64 KiB / 32 KiB
   size_t max_pending;      // default 16 MiB: writes past it fail (WriteBufferFull)
+  double drain_timeout;    // default 30 s: after the peer's EOF, time to write out what is queued; 0: no limit
 } lp_channel_config;
 
 void lp_channel_config_default(lp_channel_config *c);
@@ -46,6 +47,7 @@ enum {
   LP_CH_CONNECTED = 1 << 11,   // the fd is a connected socket
   LP_CH_UNCOUNTED = 1 << 12,   // listed on its loop (closed with it) but not in nchannels: embedded channels
   LP_CH_OUTPUT_FAILED = 1 << 13, // a write failed to queue (maxPendingBytes, ENOMEM): no later one is taken
+  LP_CH_INPUT_HELD = 1 << 14,  // input_holds > 0: a decoder paused by autoBackpressure holds bytes, no reading
 };
 
 // What the head does for each outbound op: socket I/O, or an embedded queue.
@@ -86,6 +88,8 @@ struct lp_channel {
   int host_ref;            // host's strong reference to its handle, -1 none
   int host_attr;           // host's attribute table reference, -1 none
   int worker;              // worker id of the loop (for the host)
+  struct lp_drain *drain;  // the drainTimeout timer while closing after the peer's EOF, else NULL (owned)
+  uint32_t input_holds;    // decoders paused by autoBackpressure with bytes left (LP_CH_INPUT_HELD while > 0)
 };
 
 // A channel over fd (-1 for none), not yet registered. NULL on ENOMEM.
@@ -148,6 +152,11 @@ void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen);
 void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen);
 void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, size_t outlen);
 
+// The peer's EOF without allowHalfClosure (or after shutdownOutput) does not
+// drop what was written: input stops, everything written is flushed, the FIN
+// follows the last byte and the channel closes, or closes at drainTimeout with
+// the rest unsent (logged). Both use LP_CH_DRAINING with the machinery below.
+//
 // Graceful close, for shutdown: input is read and dropped (no more events),
 // everything written is flushed, a FIN follows the last byte, and the channel
 // closes when the peer closes its side. Not bounded in time: the caller's

@@ -135,6 +135,10 @@ struct lp_decoder {
   uint32_t deliveries;    // read() demands to serve from held messages
   bool task_queued;
   lp_task task;           // serves deliveries later (never inside the read() call)
+  bool paused;            // stopped decoding while the channel was unwritable (autoBackpressure)
+  bool holds_input;       // counted in the channel's input_holds while paused with bytes left
+  bool resume_queued;
+  lp_task resume;         // decodes on once the channel is writable again
   int msg_flags;          // LP_MSGF_* for the buffers it adds (asString)
 };
 

@@ -9,8 +9,14 @@
 #include "resolver.h"
 
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #define TASKS_PER_TURN 1024
+#define TRIM_DELAY 1.0                // seconds: closes and drains within it make one trim
+#define TRIM_POOL_KEEP (256u << 10)   // pool cache kept by a loop without channels
+#define TRIM_MIN_FREE (128u << 10)    // free heap bytes that make a malloc_trim worth it (glibc's own trim threshold)
 
 static void take_posted(lp_loop *loop) {
   // A racy peek is enough: a task posted after it also sent the wakeup, which
@@ -62,6 +68,27 @@ static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
   take_posted(lp_container_of(w, lp_loop, wakeup));
 }
 
+// glibc gives freed memory back to the system only from the top of each
+// arena; what a burst of small allocations (outbound entries, buffers, Lua
+// strings) left in the middle stays in RSS until malloc_trim.
+static void on_trim(struct ev_loop *ev, ev_timer *w, int revents) {
+  LP_UNUSED(revents);
+  lp_loop *loop = lp_container_of(w, lp_loop, trim);
+  ev_ref(ev); // it stopped by itself; lp_loop_trim_soon unref'd it
+  if (loop->nchannels == 0) lp_pool_trim(loop->pool, TRIM_POOL_KEEP);
+#ifdef __GLIBC__
+  struct mallinfo2 mi = mallinfo2();
+  if (mi.fordblks >= TRIM_MIN_FREE) malloc_trim(0);
+#endif
+}
+
+void lp_loop_trim_soon(lp_loop *loop) {
+  if (ev_is_active(&loop->trim)) return;
+  ev_timer_set(&loop->trim, TRIM_DELAY, 0.);
+  ev_timer_start(loop->ev, &loop->trim);
+  ev_unref(loop->ev); // a pending trim does not keep the loop running
+}
+
 lp_loop *lp_loop_new(int id) {
   lp_loop *loop = calloc(1, sizeof *loop);
   if (!loop) return NULL;
@@ -89,6 +116,7 @@ lp_loop *lp_loop_new(int id) {
   ev_prepare_start(loop->ev, &loop->prepare);
   ev_unref(loop->ev);
   ev_idle_init(&loop->idle, on_idle);
+  ev_timer_init(&loop->trim, on_trim, TRIM_DELAY, 0.);
   return loop;
 }
 
@@ -104,6 +132,10 @@ void lp_loop_free(lp_loop *loop) {
   ev_ref(loop->ev);
   ev_prepare_stop(loop->ev, &loop->prepare);
   if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
+  if (ev_is_active(&loop->trim)) {
+    ev_ref(loop->ev);
+    ev_timer_stop(loop->ev, &loop->trim);
+  }
   ev_loop_destroy(loop->ev);
   lp_pool_free(loop->pool);
   lp_out_cache_drain(&loop->out_cache);

@@ -39,6 +39,7 @@ struct lp_loop {
   struct lp_resolver *resolver; // name lookups (resolver.c), made on first use
   const struct lp_host_ops *host_ops; // the binding's hooks (host.h)
   void *host;              // the binding's per-loop state (lua_State holder)
+  ev_timer trim;           // lp_loop_trim_soon: memory back to the system, once per burst
   pthread_t thread;        // the thread that runs this loop
   bool stop_requested;
 };
@@ -55,6 +56,10 @@ void lp_loop_defer(lp_loop *loop, lp_task *t);  // loop thread only
 // Run the deferred tasks now (embedded channels, tests). Returns how many ran.
 size_t lp_loop_run_tasks(lp_loop *loop);
 double lp_loop_now(lp_loop *loop);
+// Much memory was let go (a channel closed, an outbound buffer that held
+// megabytes drained): in a second, give what is free back to the system (the
+// pool's cache when no channel is left, then malloc_trim). Bursts coalesce.
+void lp_loop_trim_soon(lp_loop *loop);
 void lp_future_cache_drain(lp_loop *loop); // future.c
 bool lp_loop_in_thread(const lp_loop *loop);
 
