@@ -389,7 +389,11 @@ static void decoder_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
 
 static void decoder_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
   lp_decoder *d = ctx->state;
-  if (op == LP_OP_READ && d->qlen > d->deliveries) {
+  if (op != LP_OP_READ) {
+    d->ops->outbound(d, op, m, promise); // only ops in op_mask reach here
+    return;
+  }
+  if (d->qlen > d->deliveries) {
     // A read() while messages are held is served from them, not from the socket.
     if (holding(d)) {
       d->deliveries++;
@@ -441,6 +445,7 @@ lp_ctx *lp_decoder_ctx_new(lp_pipeline *p, const char *name, lp_decoder *d) {
     return NULL;
   }
   d->ctx = c;
+  if (d->ops->outbound) c->mask |= d->ops->op_mask & ~LP_MASK(LP_OP_READ);
   return c;
 }
 
@@ -471,7 +476,7 @@ static int frame_step(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
 
 static void frame_free(lp_decoder *d) { free(d); }
 
-static const lp_decoder_ops frame_ops = {frame_step, NULL, NULL, frame_free};
+static const lp_decoder_ops frame_ops = {frame_step, NULL, NULL, frame_free, NULL, 0};
 
 lp_ctx *lp_frame_decoder_ctx_new(lp_pipeline *p, const char *name, const lp_frame_config *cfg, bool as_string) {
   frame_decoder *fd = calloc(1, sizeof *fd);

@@ -112,6 +112,11 @@ typedef struct lp_decoder_ops {
   void (*fire_host)(lp_decoder *d);
   void (*drop_host)(lp_decoder *d);
   void (*free)(lp_decoder *d); // release what the implementation added (d itself too)
+  // Optional, for a codec that also encodes (WebSocket): the outbound
+  // operations in op_mask (LP_MASK bits, read() excepted) go to outbound,
+  // which passes them on with lp_ctx_op(d->ctx, ...) as it sees fit.
+  void (*outbound)(lp_decoder *d, int op, lp_msg *m, lp_future *promise);
+  uint32_t op_mask;
 } lp_decoder_ops;
 
 struct lp_decoder {
