@@ -70,6 +70,18 @@ static void ssl_reason(char *out, size_t outlen, const char *fallback) {
 
 static bool is_pem_text(const char *s) { return strncmp(s, "-----BEGIN", 10) == 0; }
 
+// A file OpenSSL is about to read: say why it cannot, in the system's
+// words (OpenSSL says only "system lib"). 0, or -1 with why.
+static int check_file(const char *what, const char *path, char *why, size_t whylen) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(why, whylen, "cannot load %s '%s': %s", what, path, strerror(errno));
+    return -1;
+  }
+  fclose(f);
+  return 0;
+}
+
 // Load a certificate chain and key into c; 0 or -1 with why.
 static int load_cert_key(SSL_CTX *c, const char *cert, const char *key, char *why, size_t whylen) {
   char reason[160];
@@ -93,6 +105,8 @@ static int load_cert_key(SSL_CTX *c, const char *cert, const char *key, char *wh
       return -1;
     }
     ERR_clear_error(); // the end of the chain
+  } else if (check_file("certificate", cert, why, whylen) != 0) {
+    return -1;
   } else if (SSL_CTX_use_certificate_chain_file(c, cert) != 1) {
     ssl_reason(reason, sizeof reason, "unreadable");
     snprintf(why, whylen, "cannot load certificate '%s': %s", cert, reason);
@@ -106,19 +120,25 @@ static int load_cert_key(SSL_CTX *c, const char *cert, const char *key, char *wh
     BIO *b = BIO_new_mem_buf(key, -1);
     EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
     int ok = k && SSL_CTX_use_PrivateKey(c, k) == 1;
+    bool parsed = k != NULL;
     EVP_PKEY_free(k);
     BIO_free(b);
+    if (!ok && parsed && ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) goto mismatch;
     if (!ok) {
       ssl_reason(reason, sizeof reason, "no key");
       snprintf(why, whylen, "cannot load key (PEM text): %s", reason);
       return -1;
     }
+  } else if (check_file("key", key, why, whylen) != 0) {
+    return -1;
   } else if (SSL_CTX_use_PrivateKey_file(c, key, SSL_FILETYPE_PEM) != 1) {
+    if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH) goto mismatch;
     ssl_reason(reason, sizeof reason, "unreadable");
     snprintf(why, whylen, "cannot load key '%s': %s", key, reason);
     return -1;
   }
   if (SSL_CTX_check_private_key(c) != 1) {
+  mismatch:
     ERR_clear_error();
     snprintf(why, whylen, "key '%s' does not match certificate '%s'", is_pem_text(key) ? "(PEM text)" : key,
              is_pem_text(cert) ? "(PEM text)" : cert);
@@ -150,6 +170,7 @@ static int load_ca(SSL_CTX *c, const char *ca, char *why, size_t whylen) {
     }
     return 0;
   }
+  if (check_file("CA", ca, why, whylen) != 0) return -1;
   if (SSL_CTX_load_verify_locations(c, ca, NULL) != 1) {
     ssl_reason(reason, sizeof reason, "unreadable");
     snprintf(why, whylen, "cannot load CA '%s': %s", ca, reason);

@@ -260,10 +260,12 @@ void l_tls_open(lua_State *L) {
   luaL_newlib(L, functions);
   lua_setfield(L, -2, "_tls"); // lupine.tls (lua/lupine/tls.lua) is the public face
   // ch:tls(), beside the channel's own methods.
+  int top = lua_gettop(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_channel);
-  if (lua_getfield(L, -1, "__index") == LUA_TTABLE) {
+  lua_getfield(L, -1, "__index"); // a closure over the methods table (l_channel.c)
+  if (lua_getupvalue(L, -1, 1) && lua_istable(L, -1)) {
     lua_pushcfunction(L, tls_info);
     lua_setfield(L, -2, "tls");
   }
-  lua_pop(L, 2);
+  lua_settop(L, top);
 }
