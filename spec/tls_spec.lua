@@ -277,6 +277,118 @@ describe("lupine.tls", function()
     end)
   end)
 
+  describe("other clients", function()
+    it("serves HTTPS to curl --cacert", function()
+      if not has("curl") then return pending("needs curl") end
+      local server = tls_server({ cert = certs.server, key = certs.serverKey, alpn = { "http/1.1" } }, {
+        channelRead = function(_, ctx, buf)
+          if buf:readString():find("\r\n\r\n", 1, true) then
+            ctx:writeAndFlush("HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nhello\n")
+            ctx:close()
+          end
+        end,
+      })
+      local out = run(("curl -sS --max-time 10 --cacert %s https://127.0.0.1:%d/ 2>&1"):format(certs.ca, server.port))
+      local bad = run(("curl -sS --max-time 10 https://127.0.0.1:%d/ 2>&1"):format(server.port)) -- no --cacert
+      server:close()
+      assert.equal("hello\n", out)
+      assert.matches("curl: (60)", bad, 1, true)
+    end)
+
+    it("talks to Python's ssl module: TLS 1.3, ALPN, close_notify both ways, resumption with a ticket", function()
+      if not has("python3") then return pending("needs python3") end
+      local resumed = {}
+      local server, seen = tls_server({ cert = certs.server, key = certs.serverKey, alpn = { "h2", "http/1.1" } }, {
+        channelRead = function(_, ctx, buf)
+          resumed[#resumed + 1] = ctx.channel:tls().resumed
+          ctx:writeAndFlush("echo:" .. buf:readString())
+        end,
+      })
+      local script = os.tmpname()
+      local f = assert(io.open(script, "w"))
+      f:write(([[
+import socket, ssl
+ctx = ssl.create_default_context(cafile=%q)
+ctx.set_alpn_protocols(["http/1.1"])
+session = None
+for i in range(2):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", %d), timeout=10), server_hostname="localhost", session=session)
+    s.sendall(b"py%%d" %% i)
+    data = s.recv(100)
+    print(data.decode(), s.version(), s.selected_alpn_protocol(), s.session_reused)
+    session = s.session
+    s.unwrap()
+    s.close()
+]]):format(certs.ca, server.port))
+      f:close()
+      local out = run("python3 " .. script .. " 2>&1")
+      os.remove(script)
+      test.eventually(function() return #seen.channels == 2 and not seen.channels[2]:isOpen() end, 5, "both closes")
+      server:close()
+      assert.equal("echo:py0 TLSv1.3 http/1.1 False\necho:py1 TLSv1.3 http/1.1 True\n", out)
+      assert.same({ false, true }, resumed)
+      assert.same({}, seen.errors) -- close_notify came before the FIN: no TlsTruncated
+    end)
+  end)
+
+  describe("STARTTLS", function()
+    -- The client's "STARTTLS\n" and its ClientHello arrive in one write, so
+    -- the server's line decoder holds the ClientHello when the app adds TLS:
+    -- the handler must take those bytes over (LESSONS #8), or the handshake
+    -- stalls until it times out.
+    it("hands bytes a decoder already holds to TLS, in order", function()
+      local factory = lupine.tls.server { cert = certs.server, key = certs.serverKey, handshakeTimeout = 3 }
+      local lines, errors = {}, {}
+      local server = test.server(function(ch)
+        ch.pipeline:addLast("lines", lupine.codec.lineFrame { maxLength = 1024, asString = true })
+        ch.pipeline:addLast("app", {
+          channelRead = function(_, ctx, line)
+            lines[#lines + 1] = line
+            if line == "STARTTLS" then
+              ctx:writeAndFlush("OK\n") -- still in clear
+              ctx.pipeline:addFirst("tls", factory)
+            else
+              ctx:writeAndFlush("got " .. line .. "\n")
+            end
+          end,
+          exceptionCaught = function(_, ctx, err)
+            errors[#errors + 1] = err
+            ctx:close()
+          end,
+        })
+      end)
+      local first, ok_seen = true, false
+      local ch, rec = tls_connect(server.port, nil, function(ch)
+        ch.pipeline:addFirst("tls", lupine.tls.client { ca = certs.ca, serverName = "localhost" })
+        ch.pipeline:addFirst("starttls", {
+          write = function(_, ctx, msg, promise)
+            if first then
+              first = false
+              msg = "STARTTLS\n" .. msg:readString()
+            end
+            return ctx:write(msg, promise)
+          end,
+          channelRead = function(_, ctx, buf)
+            if not ok_seen then
+              assert(buf:readString(3) == "OK\n")
+              ok_seen = true
+            end
+            if buf:readableBytes() > 0 then ctx:fireChannelRead(buf) end
+          end,
+        })
+      end)
+      local hs = lupine.tls.handshake(ch)
+      loop:runUntil(hs, 10, "the handshake")
+      assert(hs:isSuccess(), hs:isDone() and tostring((hs:cause())))
+      ch:writeAndFlush("secret\n")
+      test.eventually(function() return rec.reads == "got secret\n" end, 10, "the answer through TLS")
+      assert.same({ "STARTTLS", "secret" }, lines)
+      assert.same({}, errors)
+      ch:close()
+      server:close()
+    end)
+  end)
+
   describe("options", function()
     it("names the file when a certificate or key is missing or does not match", function()
       assert.has_error(function() lupine.tls.server { cert = certs.dir .. "/none.pem", key = certs.serverKey } end,
