@@ -389,6 +389,62 @@ for i in range(2):
     end)
   end)
 
+  describe("apps and the launcher", function()
+    local proc = require "proc"
+
+    it("serves examples/tls_echo.lua with --tls-cert/--tls-key on a worker", function()
+      local p = proc.start(("-w 1 -p 0 --tls-cert %s --tls-key %s examples/tls_echo.lua"):format(certs.server,
+        certs.serverKey))
+      local ok, err = pcall(function()
+        local port = p:port()
+        local ch, rec = tls_connect(port, { ca = certs.ca, serverName = "localhost", alpn = { "echo" } })
+        ch:writeAndFlush("through the launcher")
+        test.eventually(function() return rec.reads == "through the launcher" end, 10, "the echo")
+        assert.equal("echo", ch:tls().alpn)
+        ch:close()
+        test.eventually(function() return rec.inactive end, 5, "the close")
+      end)
+      p:cleanup()
+      assert(ok, err)
+    end)
+
+    it("refuses to start, in one line naming the file, on a missing or mismatched certificate", function()
+      local code, out, err = proc.run(("-w 1 -p 0 --tls-cert %s/none.pem --tls-key %s examples/tls_echo.lua"):format(
+        certs.dir, certs.serverKey))
+      assert.equal(1, code)
+      assert.equal("", out)
+      assert.equal(("lupine: worker 1: lupine.tls.server: cannot load certificate '%s/none.pem': No such file or directory\n")
+        :format(certs.dir), err)
+      code, out, err = proc.run(("-w 0 -p 0 --tls-cert %s --tls-key %s examples/tls_echo.lua"):format(certs.server,
+        certs.otherKey))
+      assert.equal(1, code)
+      assert.equal(("lupine: lupine.tls.server: key '%s' does not match certificate '%s'\n"):format(certs.otherKey,
+        certs.server), err)
+      code, out, err = proc.run("--tls-cert x.pem examples/tls_echo.lua")
+      assert.equal(2, code)
+      assert.equal("lupine: --tls-cert and --tls-key go together\n", err)
+    end)
+
+    it("puts the app's tls handler first in every accepted pipeline (lupine.serve inline)", function()
+      local first
+      local app = {
+        tls = { cert = certs.server, key = certs.serverKey },
+        init = function(ch)
+          first = ch.pipeline:names()[1]
+          ch.pipeline:addLast(Echo)
+        end,
+      }
+      -- What lupine.serve does for each worker (src/lua/l_group.c), on a plain server.
+      local srv = assert(lupine.server { port = 0, init = require("lupine.tls")._appInit(app) })
+      local ch, rec = tls_connect(srv.port, { ca = certs.ca, serverName = "localhost" })
+      ch:writeAndFlush("app")
+      test.eventually(function() return rec.reads == "echo:app" end, 10, "the echo")
+      assert.equal("tls", first)
+      ch:close()
+      srv:close()
+    end)
+  end)
+
   describe("options", function()
     it("names the file when a certificate or key is missing or does not match", function()
       assert.has_error(function() lupine.tls.server { cert = certs.dir .. "/none.pem", key = certs.serverKey } end,
