@@ -48,9 +48,11 @@ local EchoClose = {
   end,
 }
 
--- Run a shell command in the background (test.spawn), wait for its end; returns its output.
+-- Run a shell command in the background (test.spawn), wait for its end;
+-- returns its output. Without LD_PRELOAD: the ASan runs preload the sanitizer
+-- runtime, under which curl hangs at start.
 local function run(cmd, timeout)
-  local p <close> = test.spawn { "sh", "-c", cmd }
+  local p <close> = test.spawn { "sh", "-c", "unset LD_PRELOAD; " .. cmd }
   p:wait(timeout or 15)
   return p:output(), p:status()
 end
