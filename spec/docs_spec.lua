@@ -228,6 +228,7 @@ describe("docs/reference.md", function()
     check("codec", ".", funcs(codec))
     check("handler", ".", funcs(handler))
     check("test", ".", funcs(test))
+    check("tls", ".", funcs(require "lupine.tls"))
   end)
 
   it("names the channel's properties, and they exist", function()
