@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # bench/tls.sh: lupine's TLS handler against nginx (Debian nginx-light), side
 # by side in one run, under wrk, with the same ECDSA P-256 certificate, TLS 1.3
-# only, one worker each (nginx: one process, master_process off; lupine:
-# `-w 1`, its boss thread included in its CPU time).
+# only, one worker each: nginx one process (master_process off); lupine `-w 0`
+# (the launcher with one loop: accepts and serves on the same thread, as nginx
+# does) and `-w 1` (a boss thread accepts, one worker thread serves; both
+# threads count in its CPU time).
 #
 # Cases (wrk -t1, BENCH_CONNS connections, BENCH_SECS seconds each):
 #   big        GET /16k keep-alive: a 16 KiB body per request (TLS throughput)
@@ -14,7 +16,7 @@
 # medians, the ratio lupine/nginx, and the server's CPU time per request
 # (utime+stime of all its threads from /proc/PID/stat over the run).
 # Settings: BENCH_SECS (5), BENCH_RUNS (3), BENCH_CONNS (50), BENCH_CASES
-# ("big handshake hello"), BUILD (build). Server on CPU 0, wrk on CPU 1.
+# ("big handshake hello"), BENCH_SERVERS ("nginx w0 w1"), BUILD (build). Server on CPU 0, wrk on CPU 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -22,6 +24,7 @@ SECS=${BENCH_SECS:-5}
 RUNS=${BENCH_RUNS:-3}
 CONNS=${BENCH_CONNS:-50}
 CASES=${BENCH_CASES:-big handshake hello}
+SERVERS=${BENCH_SERVERS:-nginx w0 w1}
 OUT=bench/out/tls
 for p in nginx wrk openssl; do
   command -v "$p" >/dev/null || { echo "bench/tls.sh: needs $p (Debian: nginx-light wrk openssl)"; exit 2; }
@@ -87,8 +90,10 @@ EOF
   wait_port "$port"
 }
 
-start_lupine() {
-  env TLS_CERT="$OUT/cert.pem" TLS_KEY="$OUT/key.pem" "${SRV_PIN[@]}" "$BUILD/lupine" -w 1 -p 0 --log-level error \
+start_w0() { start_lupine 0; }
+start_w1() { start_lupine 1; }
+start_lupine() { # workers
+  env TLS_CERT="$OUT/cert.pem" TLS_KEY="$OUT/key.pem" "${SRV_PIN[@]}" "$BUILD/lupine" -w "$1" -p 0 --log-level error \
     bench/tls_http.lua >"$OUT/lupine.out" 2>"$OUT/lupine.err" &
   pid=$!
   for _ in $(seq 200); do
@@ -137,11 +142,11 @@ run_case() {
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 echo "== bench/tls.sh: lupine vs nginx $(nginx -v 2>&1 | sed 's/.*\///'), TLS 1.3, ECDSA P-256, wrk -t1 -c$CONNS -d${SECS}s, $RUNS runs each"
-printf '%-10s %-8s %12s %10s %14s  %s\n' case server "req/s" "MB/s" "cpu_us/req" "wrk errors (last run)"
+printf '%-10s %-8s %12s %10s %14s  %-40s %s\n' case server "req/s" "MB/s" "cpu_us/req" "vs nginx" "wrk errors (last run)"
 for case in $CASES; do
   declare -A R=() M=() C=() E=()
   for i in $(seq "$RUNS"); do
-    for server in nginx lupine; do
+    for server in $SERVERS; do
       read -r r m c e <<<"$(run_case "$server" "$case")"
       R[$server]+="$r "
       M[$server]+="$m "
@@ -149,13 +154,15 @@ for case in $CASES; do
       E[$server]=$e
     done
   done
-  for server in nginx lupine; do
+  base=
+  for server in $SERVERS; do
     r=$(tr ' ' '\n' <<<"${R[$server]}" | grep . | median)
     m=$(tr ' ' '\n' <<<"${M[$server]}" | grep . | median)
     c=$(tr ' ' '\n' <<<"${C[$server]}" | grep . | median)
-    printf '%-10s %-8s %12s %10s %14s  %s\n' "$case" "$server" "$r" "$m" "$c" "${E[$server]}"
-    [ "$server" = nginx ] && base=$r
+    [ "$server" = nginx ] && base=$r basecpu=$c
+    ratio=$(awk -v a="$r" -v b="${base:-0}" -v c="$c" -v bc="${basecpu:-0}" \
+      'BEGIN { if (b > 0 && c > 0) printf "%.2fx req/s, %.2fx CPU/req", a / b, c / bc; else printf "-" }')
+    printf '%-10s %-8s %12s %10s %14s  %-40s %s\n' "$case" "$server" "$r" "$m" "$c" "$ratio" "${E[$server]}"
   done
-  awk -v a="$r" -v b="$base" -v c="$case" 'BEGIN { printf "%-10s ratio lupine/nginx: %.2fx\n", c, (b > 0 ? a / b : 0) }'
   unset R M C E
 done
