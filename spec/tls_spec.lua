@@ -143,6 +143,37 @@ describe("lupine.tls", function()
       assert.equal("other.test", handshake_event(seen).serverName)
     end)
 
+    it("picks the certificate through an sni function; a failing one falls back to the default", function()
+      local other = lupine.tls.server { cert = certs.other, key = certs.otherKey }
+      local asked = {}
+      local server = tls_server({ cert = certs.server, key = certs.serverKey, sni = function(name)
+        asked[#asked + 1] = name
+        if name == "boom.test" then error("no such tenant") end
+        if name == "other.test" then return other end
+      end }, EchoClose)
+      local picked = s_client(server.port, "-servername other.test")
+      local boom = s_client(server.port, "-servername boom.test")
+      local none = s_client(server.port, "-servername unknown.test")
+      server:close()
+      assert.matches("Peer certificate: CN = other.test", picked, 1, true)
+      assert.matches("Peer certificate: CN = localhost", boom, 1, true)
+      assert.matches("echo:hello", boom, 1, true)
+      assert.matches("Peer certificate: CN = localhost", none, 1, true)
+      assert.same({ "other.test", "boom.test", "unknown.test" }, asked)
+      assert.has_error(function() lupine.tls.server { cert = certs.server, key = certs.serverKey, sni = 42 } end,
+        "lupine.tls.server: option 'sni' must be a table { [name] = { cert = ..., key = ... } } or a function(name)")
+    end)
+
+    it("names a ClientHello cut short by the peer's close", function()
+      local server, seen = tls_server({ cert = certs.server, key = certs.serverKey }, EchoClose)
+      local c = test.client(server.port)
+      c:send("\22\3\1\0\200\1\0\0") -- a record header promising 128 bytes, and 4 of them
+      c:close()
+      test.eventually(function() return #seen.errors > 0 end, 5, "the server's error")
+      server:close()
+      assert.equal("TlsHandshakeFailed: the connection closed during the handshake", tostring(seen.errors[1]))
+    end)
+
     it("answers garbage instead of a ClientHello with TlsHandshakeFailed, and closes", function()
       local server, seen = tls_server({ cert = certs.server, key = certs.serverKey }, EchoClose)
       local c = test.client(server.port)
@@ -190,6 +221,38 @@ describe("lupine.tls", function()
       assert.is_true(info.verified)
       ch:close()
       test.eventually(function() return rec.inactive end, 5, "the close")
+    end)
+  end)
+
+  describe("transfers", function()
+    it("echoes 1 MiB intact, and completes a write's future when its records are written", function()
+      local server = tls_server({ cert = certs.server, key = certs.serverKey }, {
+        channelRead = function(_, ctx, buf) ctx:write(buf) end,
+        channelReadComplete = function(_, ctx) ctx:flush() end,
+      })
+      local ch, rec = tls_connect(server.port, { ca = certs.ca, serverName = "localhost" })
+      local parts = {}
+      for i = 1, 1024 do parts[i] = string.pack(">I4", i):rep(256) end
+      local data = table.concat(parts)
+      local written = ch:writeAndFlush(data, lupine.promise())
+      loop:runUntil(written, 10, "the write")
+      assert.is_true(written:isSuccess())
+      test.eventually(function() return #rec.reads >= #data end, 20, "the echo of 1 MiB")
+      assert.is_true(rec.reads == data, "the echo differs")
+      ch:close()
+      server:close()
+    end)
+
+    it("opens and closes 100 connections without leaving a descriptor (leak_check)", function()
+      local server = tls_server({ cert = certs.server, key = certs.serverKey }, Echo)
+      local opts = { ca = certs.ca, serverName = "localhost" } -- one client context for all
+      for i = 1, 100 do
+        local ch, rec = tls_connect(server.port, opts)
+        ch:writeAndFlush("n" .. i)
+        test.eventually(function() return rec.reads == "echo:n" .. i end, 10, "echo " .. i)
+        loop:runUntil(ch:close(), 5)
+      end
+      server:close()
     end)
   end)
 

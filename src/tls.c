@@ -51,6 +51,8 @@ struct lp_tls_context {
   size_t alpn_len;
   sni_entry sni[LP_TLS_MAX_SNI];
   int nsni;
+  lp_tls_context *(*pick)(void *ud, const char *name); // the host's SNI callback, or NULL
+  void *pick_ud;
   lp_tls_options opts; // for SNI contexts: the same settings (pointers valid only while building)
 };
 
@@ -198,6 +200,8 @@ static bool sni_match(const char *pattern, const char *name) {
   return strcasecmp(pattern, name) == 0;
 }
 
+static void use_picked(SSL *ssl, lp_tls_context *picked);
+
 static int on_servername(SSL *ssl, int *alert, void *arg) {
   LP_UNUSED(alert);
   lp_tls_context *c = arg;
@@ -206,8 +210,12 @@ static int on_servername(SSL *ssl, int *alert, void *arg) {
   for (int i = 0; i < c->nsni; i++) {
     if (sni_match(c->sni[i].name, name)) {
       SSL_set_SSL_CTX(ssl, c->sni[i].ctx);
-      break;
+      return SSL_TLSEXT_ERR_OK;
     }
+  }
+  if (c->pick) {
+    lp_tls_context *picked = c->pick(c->pick_ud, name);
+    if (picked && picked->server && picked != c) use_picked(ssl, picked);
   }
   return SSL_TLSEXT_ERR_OK; // no match: the default certificate
 }
@@ -343,6 +351,11 @@ int lp_tls_context_add_sni(lp_tls_context *c, const char *name, const char *cert
   return 0;
 }
 
+void lp_tls_context_set_pick(lp_tls_context *c, lp_tls_context *(*pick)(void *ud, const char *name), void *ud) {
+  c->pick = pick;
+  c->pick_ud = ud;
+}
+
 lp_tls_context *lp_tls_context_ref(lp_tls_context *c) {
   c->refs++;
   return c;
@@ -372,6 +385,7 @@ typedef struct pending_write {
 typedef struct tls_state {
   lp_ctx *ctx;
   lp_tls_context *tc;
+  lp_tls_context *picked; // the context an SNI callback chose (a reference), or NULL
   SSL *ssl;
   BIO *rbio, *wbio; // owned by ssl
   lp_future *handshake;
@@ -386,6 +400,15 @@ typedef struct tls_state {
 } tls_state;
 
 static const lp_handler_ops tls_ops;
+
+// The SNI callback chose another context: its certificate, and its ALPN
+// callback's argument, must live as long as this connection.
+static void use_picked(SSL *ssl, lp_tls_context *picked) {
+  tls_state *st = SSL_get_app_data(ssl);
+  if (!st || st->picked) return;
+  st->picked = lp_tls_context_ref(picked);
+  SSL_set_SSL_CTX(ssl, picked->ctx);
+}
 
 static inline lp_channel *chan(const tls_state *st) { return lp_ctx_channel(st->ctx); }
 static inline bool dead(const tls_state *st) {
@@ -556,8 +579,13 @@ static void drive(tls_state *st) {
     handshake_done(st);
     if (dead(st)) return;
   }
-  for (;;) {
-    lp_buf *b = lp_buf_new(chan(st)->loop->pool, READ_CHUNK);
+  for (bool first = true;; first = false) {
+    // Read on while records or plaintext are left; size the buffer to what
+    // can come out (plaintext is never longer than the ciphertext it came in).
+    size_t avail = BIO_ctrl_pending(st->rbio) + (size_t)SSL_pending(st->ssl);
+    if (!first && avail == 0 && !SSL_has_pending(st->ssl)) break;
+    size_t cap = avail < 256 ? 256 : avail > READ_CHUNK ? READ_CHUNK : avail;
+    lp_buf *b = lp_buf_new(chan(st)->loop->pool, cap);
     if (!b) {
       fail(st, LP_ETLS, "%s", "out of memory reading records");
       return;
@@ -807,6 +835,7 @@ static void tls_free(lp_ctx *ctx) {
   lp_future_unref(st->handshake);
   SSL_free(st->ssl);
   lp_tls_context_unref(st->tc);
+  if (st->picked) lp_tls_context_unref(st->picked);
   free(st->server_name);
   free(st);
   ctx->state = NULL;
@@ -837,6 +866,7 @@ lp_ctx *lp_tls_handler_new(lp_pipeline *p, const char *name, lp_tls_context *c, 
   if (!st->handshake || !st->ssl || !st->rbio || !st->wbio || (server_name && *server_name && !st->server_name))
     goto fail;
   BIO_set_mem_eof_return(st->rbio, -1); // an empty read BIO means "wait", not EOF
+  SSL_set_app_data(st->ssl, st);
   SSL_set_bio(st->ssl, st->rbio, st->wbio); // the SSL owns both now
   BIO *r = st->rbio, *w = st->wbio;
   st->rbio = st->wbio = NULL;

@@ -58,6 +58,10 @@ int lp_tls_context_new(const lp_tls_options *o, lp_tls_context **out, char *why,
 // for one label). 0, or -1 with why.
 int lp_tls_context_add_sni(lp_tls_context *c, const char *name, const char *cert, const char *key, char *why,
                            size_t whylen);
+// Servers: for a name no SNI entry matches, ask pick(ud, name) (the host's
+// callback); it returns a server context to use (borrowed: the handler takes
+// its own reference), or NULL for the default certificate.
+void lp_tls_context_set_pick(lp_tls_context *c, lp_tls_context *(*pick)(void *ud, const char *name), void *ud);
 lp_tls_context *lp_tls_context_ref(lp_tls_context *c);
 void lp_tls_context_unref(lp_tls_context *c);
 bool lp_tls_context_is_server(const lp_tls_context *c);

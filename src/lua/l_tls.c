@@ -9,6 +9,7 @@
 // through l_tls_add_client.
 #include "lbind.h"
 
+#include "log.h"
 #include "tls.h"
 
 #include <errno.h>
@@ -21,6 +22,8 @@ typedef struct {
   l_native base;
   lp_tls_context *tc;
   char server_name[256]; // clients: "" for none (connect uses its host)
+  l_host *h;             // servers with an sni function: the state it lives in
+  int sni_ref;           // that function (registry), or LUA_NOREF
 } l_tls_factory;
 
 static lp_ctx *make_tls(l_native *self, lp_pipeline *p, const char *name, lua_State *L) {
@@ -31,8 +34,53 @@ static lp_ctx *make_tls(l_native *self, lp_pipeline *p, const char *name, lua_St
 
 static void free_tls(l_native *self) {
   l_tls_factory *f = (l_tls_factory *)self;
+  if (f->tc) lp_tls_context_set_pick(f->tc, NULL, NULL); // handlers may hold tc longer than f lives
   lp_tls_context_unref(f->tc);
   f->tc = NULL;
+  if (f->sni_ref != LUA_NOREF && f->h && !f->h->closing) luaL_unref(f->h->L, LUA_REGISTRYINDEX, f->sni_ref);
+  f->sni_ref = LUA_NOREF;
+}
+
+static bool is_tls_factory(lua_State *L, int idx);
+
+// Protected: [1] the factory (light), [2] the name (light): sni(name) -> a
+// server factory or nil.
+static int sni_call(lua_State *L) {
+  l_tls_factory *f = lua_touserdata(L, 1);
+  const char *name = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->sni_ref);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  if (!lua_isnil(L, -1) &&
+      (!is_tls_factory(L, -1) || !lp_tls_context_is_server(((l_tls_factory *)lua_touserdata(L, -1))->tc)))
+    luaL_error(L, "lupine.tls.server: the sni function must return a lupine.tls.server factory or nil, not %s",
+               luaL_typename(L, -1));
+  return 1;
+}
+
+// The core's pick hook: the sni function, called on the state's main thread
+// during a handshake. An error is logged and the default certificate used.
+static lp_tls_context *sni_pick(void *ud, const char *name) {
+  l_tls_factory *f = ud;
+  if (f->h->closing || !lua_checkstack(f->h->L, 6)) return NULL;
+  lua_State *L = f->h->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, l_traceback);
+  lua_pushcfunction(L, sni_call);
+  lua_pushlightuserdata(L, f);
+  lua_pushlightuserdata(L, (void *)name);
+  lp_tls_context *picked = NULL;
+  if (lua_pcall(L, 2, 1, top + 1) == LUA_OK) {
+    // The factory may be collected once this returns: the handler takes its own reference at once.
+    if (!lua_isnil(L, -1)) picked = ((l_tls_factory *)lua_touserdata(L, -1))->tc;
+  } else {
+    char text[LP_ERROR_MESSAGE_MAX];
+    lp_log(LP_LOG_WARN, 0, "tls: the sni function failed for '%s', using the default certificate: %s", name,
+           l_error_message(L, -1, text, sizeof text));
+  }
+  lua_settop(L, top);
+  return picked;
 }
 
 static const char *const server_keys[] = {"cert", "key", "ca", "verifyClient", "minVersion", "maxVersion", "ciphers",
@@ -123,13 +171,19 @@ static l_tls_factory *new_factory(lua_State *L, bool server) {
   l_tls_factory *f = (l_tls_factory *)l_native_new(L, sizeof *f, "tls");
   f->base.make = make_tls;
   f->base.free = free_tls;
+  f->sni_ref = LUA_NOREF;
   if (sn) snprintf(f->server_name, sizeof f->server_name, "%s", sn);
   char why[300];
   if (lp_tls_context_new(&o, &f->tc, why, sizeof why) != 0) luaL_error(L, "%s: %s", what, why);
   if (server && lua_getfield(L, 1, "sni") == LUA_TNIL) {
     lua_pop(L, 1);
+  } else if (server && lua_isfunction(L, -1)) {
+    f->h = l_host_get(L);
+    f->sni_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lp_tls_context_set_pick(f->tc, sni_pick, f);
   } else if (server) {
-    if (!lua_istable(L, -1)) luaL_error(L, "%s: option 'sni' must be a table { [name] = { cert = ..., key = ... } }", what);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "%s: option 'sni' must be a table { [name] = { cert = ..., key = ... } } or a function(name)", what);
     int sni = lua_gettop(L);
     lua_pushnil(L);
     while (lua_next(L, sni)) {
@@ -146,6 +200,11 @@ static l_tls_factory *new_factory(lua_State *L, bool server) {
     lua_pop(L, 1);
   }
   return f;
+}
+
+static bool is_tls_factory(lua_State *L, int idx) {
+  l_native *n = l_testudata(L, idx, &l_key_native);
+  return n && n->make == make_tls && ((l_tls_factory *)n)->tc;
 }
 
 static int tls_server(lua_State *L) {
