@@ -243,6 +243,31 @@ describe("lupine.tls", function()
       server:close()
     end)
 
+    it("resumes the session on the next connect with the same options (a TLS 1.3 ticket)", function()
+      local server = tls_server({ cert = certs.server, key = certs.serverKey }, Echo)
+      local opts = { ca = certs.ca, serverName = "localhost" }
+      local resumed = {}
+      for i = 1, 2 do
+        local ch, rec = tls_connect(server.port, opts)
+        ch:writeAndFlush("r" .. i) -- the ticket comes before the echo
+        test.eventually(function() return rec.reads == "echo:r" .. i end, 10, "echo " .. i)
+        resumed[i] = ch:tls().resumed
+        loop:runUntil(ch:close(), 5)
+      end
+      server:close()
+      assert.same({ false, true }, resumed)
+    end)
+
+    it("refuses renegotiation (TLS 1.2) and goes on", function()
+      local server, seen = tls_server({ cert = certs.server, key = certs.serverKey }, Echo)
+      -- s_client renegotiates on a line "R"; then sends "after" and ends.
+      local out = run(("(printf 'R\\n'; sleep 0.5; printf 'after'; sleep 0.5) | openssl s_client -connect 127.0.0.1:%d -tls1_2 -CAfile %s 2>&1")
+        :format(server.port, certs.ca))
+      server:close()
+      assert.matches("RENEGOTIATING", out, 1, true)
+      assert.matches("no renegotiation", out, 1, true)
+    end)
+
     it("opens and closes 100 connections without leaving a descriptor (leak_check)", function()
       local server = tls_server({ cert = certs.server, key = certs.serverKey }, Echo)
       local opts = { ca = certs.ca, serverName = "localhost" } -- one client context for all

@@ -53,6 +53,10 @@ struct lp_tls_context {
   int nsni;
   lp_tls_context *(*pick)(void *ud, const char *name); // the host's SNI callback, or NULL
   void *pick_ud;
+  // Clients: the last session a server gave (a ticket), offered again to the
+  // same server name; owned.
+  SSL_SESSION *session;
+  char *session_name;
   lp_tls_options opts; // for SNI contexts: the same settings (pointers valid only while building)
 };
 
@@ -220,6 +224,20 @@ static int on_servername(SSL *ssl, int *alert, void *arg) {
   return SSL_TLSEXT_ERR_OK; // no match: the default certificate
 }
 
+// Clients: keep the newest session (TLS 1.3 tickets come after the handshake).
+static int on_new_session(SSL *ssl, SSL_SESSION *sess) {
+  lp_tls_context *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (!c || !name) return 0; // not kept: OpenSSL frees it
+  char *n = strdup(name);
+  if (!n) return 0;
+  if (c->session) SSL_SESSION_free(c->session);
+  free(c->session_name);
+  c->session = sess;
+  c->session_name = n;
+  return 1; // the reference is ours now
+}
+
 // An SSL_CTX with the settings of o (cert and key as given).
 static SSL_CTX *build(lp_tls_context *c, const lp_tls_options *o, const char *cert, const char *key, char *why,
                       size_t whylen) {
@@ -281,6 +299,9 @@ static SSL_CTX *build(lp_tls_context *c, const lp_tls_options *o, const char *ce
       if (load_ca(x, o->ca, why, whylen) != 0) goto fail;
       SSL_CTX_set_verify(x, SSL_VERIFY_PEER, NULL);
     }
+    SSL_CTX_set_app_data(x, c);
+    SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(x, on_new_session);
     if (c->alpn && SSL_CTX_set_alpn_protos(x, c->alpn, (unsigned)c->alpn_len) != 0) {
       snprintf(why, whylen, "option 'alpn': cannot set the protocols");
       goto fail;
@@ -368,6 +389,8 @@ void lp_tls_context_unref(lp_tls_context *c) {
     free(c->sni[i].name);
   }
   SSL_CTX_free(c->ctx);
+  if (c->session) SSL_SESSION_free(c->session);
+  free(c->session_name);
   free(c->alpn);
   free(c);
 }
@@ -878,6 +901,10 @@ lp_ctx *lp_tls_handler_new(lp_pipeline *p, const char *name, lp_tls_context *c, 
       // SNI is for names only, never an address (RFC 6066).
       bool numeric = strspn(st->server_name, "0123456789.") == strlen(st->server_name) || strchr(st->server_name, ':');
       if (!numeric) SSL_set_tlsext_host_name(st->ssl, st->server_name);
+      // Resume the last session with this server when there is one (a ticket).
+      if (!numeric && c->session && strcmp(c->session_name, st->server_name) == 0 &&
+          SSL_SESSION_is_resumable(c->session))
+        SSL_set_session(st->ssl, c->session);
       if (c->verify != LP_TLS_VERIFY_NONE && c->check_hostname) {
         if (numeric) X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(st->ssl), st->server_name);
         else SSL_set1_host(st->ssl, st->server_name);
