@@ -294,6 +294,10 @@ static SSL_CTX *build(lp_tls_context *c, const lp_tls_options *o, const char *ce
     }
     if (c->alpn) SSL_CTX_set_alpn_select_cb(x, alpn_select, c);
     SSL_CTX_set_session_id_context(x, (const unsigned char *)"lupine", 6);
+    // Tickets carry the session to the client: no server-side cache to fill
+    // (and lock) per handshake. Without tickets, the cache resumes TLS 1.2
+    // session ids.
+    if (o->session_tickets) SSL_CTX_set_session_cache_mode(x, SSL_SESS_CACHE_OFF);
   } else {
     if (o->verify != LP_TLS_VERIFY_NONE) {
       if (load_ca(x, o->ca, why, whylen) != 0) goto fail;
