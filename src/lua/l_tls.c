@@ -98,7 +98,8 @@ static int version_opt(lua_State *L, int t, const char *what, const char *field)
   return luaL_error(L, "%s: option '%s' must be \"1.2\" or \"1.3\"", what, field);
 }
 
-// The option table at t into o; ALPN wire bytes built into alpn (a userdata-free buffer of LUAL_BUFFERSIZE kept on the stack).
+// The option table at t into o (its strings stay valid while the table is on
+// the stack); ALPN protocols are built in wire format into alpn[alpncap].
 static void read_options(lua_State *L, int t, bool server, lp_tls_options *o, uint8_t *alpn, size_t alpncap) {
   const char *what = server ? "lupine.tls.server" : "lupine.tls.client";
   const char *const *keys = server ? server_keys : client_keys;
