@@ -152,7 +152,7 @@ static void input_eof(lp_channel *ch) {
   }
   ch->flags |= LP_CH_INPUT_SHUTDOWN;
   lp_channel_update_reading(ch);
-  static const lp_event_info ev = {"inputShutdown", NULL, -1};
+  static const lp_event_info ev = {"inputShutdown", NULL, -1, NULL, 0};
   lp_msg m = lp_msg_event(&ev);
   lp_channel_fire(ch, LP_EV_USER_EVENT, &m);
 }

@@ -449,6 +449,20 @@ lp_ctx *lp_decoder_ctx_new(lp_pipeline *p, const char *name, lp_decoder *d) {
   return c;
 }
 
+lp_buf *lp_decoder_take_bytes(lp_ctx *ctx) {
+  if (ctx->ops != &decoder_handler_ops) return NULL;
+  lp_decoder *d = ctx->state;
+  if (d->handed_off) return NULL;
+  if (d->backlog) join_backlog(d);
+  lp_buf *b = d->cum;
+  d->cum = NULL; // a decode loop on the stack sees no bytes left and stops
+  if (b && lp_buf_readable(b) == 0) {
+    lp_buf_unref(b);
+    b = NULL;
+  }
+  return b;
+}
+
 // ---- frame decoders as decoder steps ------------------------------------------------------------
 
 typedef struct {

@@ -151,6 +151,13 @@ lp_ctx *lp_decoder_ctx_new(lp_pipeline *p, const char *name, lp_decoder *d);
 int lp_decoder_add(lp_decoder *d, lp_msg *m);
 int lp_decoder_reserve(lp_decoder *d, uint32_t n);
 
+// The bytes decoder context ctx holds and has not decoded (its cumulation,
+// then what arrived while it decoded), taken out of it: a new reference the
+// caller owns, or NULL (none, or ctx is not a cumulating decoder). For a
+// handler added in front of it mid-stream (STARTTLS): those bytes were sent
+// after the last message it decoded, so they belong to the new handler.
+lp_buf *lp_decoder_take_bytes(lp_ctx *ctx);
+
 // A decoder whose step is a frame decoder. as_string: frames reach the host as strings.
 lp_ctx *lp_frame_decoder_ctx_new(lp_pipeline *p, const char *name, const lp_frame_config *cfg, bool as_string);
 // The length-field prepender as an outbound handler.

@@ -565,6 +565,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
   l_blocking_open(L); // blocking: jobs on the pool of threads (l_blocking.c)
   l_ws_open(L);       // _ws: WebSocket framing (lua/lupine/ws.lua)
+  l_tls_open(L);      // tls: server, client, info, handshake; ch:tls()
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;
