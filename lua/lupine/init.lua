@@ -21,7 +21,7 @@ local sources = setmetatable({}, { __mode = "k" })
 -- shut down gracefully and return. opts override the app's fields: host
 -- (127.0.0.1), port (0: any), workers (0: inline in this thread's loop and
 -- state; the launcher's default is one per core), shutdownTimeout (10 s),
--- maxConnections, memoryLimit, blockingThreads (lupine.blocking's pool; default:
+-- maxConnections, memoryLimit, shared (dictionaries: lupine.shared), blockingThreads (lupine.blocking's pool; default:
 -- one thread per core), and source (the app's file or module, which
 -- worker threads load into their own states). The start-up line goes to stdout.
 function lupine.serve(app, opts)
@@ -37,6 +37,13 @@ function lupine.serve(app, opts)
       error("lupine: option 'blockingThreads' must be an integer from 0 (one per core) to 256", 0)
     end
     core.blocking.configure { threads = blocking_threads }
+  end
+  if app.shared ~= nil then -- shared = { cache = "64M" }: made once, before any worker starts
+    if type(app.shared) ~= "table" then error("lupine: the app's shared must be a table of name = size", 0) end
+    for name, size in pairs(app.shared) do
+      if type(name) ~= "string" then error("lupine: the app's shared must be a table of name = size", 0) end
+      core.shared.declare(name, size)
+    end
   end
   local workers = pick("workers")
   if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
