@@ -561,6 +561,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
   l_blocking_open(L); // blocking: jobs on the pool of threads (l_blocking.c)
   l_shared_open(L);   // shared: dictionaries every worker sees (l_shared.c)
+  l_broadcast_open(L); // broadcast, subscribe: messages between workers (l_broadcast.c)
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;
