@@ -332,5 +332,6 @@ void l_process_open(lua_State *L); // _spawn, _wait, _kill (l_process.c): the te
 void l_blocking_open(lua_State *L); // blocking: run, configure, stats and calls (l_blocking.c)
 void l_shared_open(lua_State *L);   // shared: the process's shared dictionaries (l_shared.c)
 void l_broadcast_open(lua_State *L); // broadcast, subscribe, unsubscribe, setBroadcastLimit (l_broadcast.c)
+void l_resp_open(lua_State *L);      // _resp: the RESP codec for lupine.redis (l_resp.c)
 
 #endif
