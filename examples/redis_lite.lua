@@ -25,6 +25,7 @@ local db = lupine.shared.declare("redis", MEMORY) -- the app's `shared` field de
 local started = os.time()
 local next_id = lupine.shared.declare("redis_lite_ids", "16k")
 
+local FLUSH_AT = 16 * 1024 -- reply bytes gathered before they are written within one read
 local OK, PONG, NULL, EMPTY = "+OK\r\n", "+PONG\r\n", "$-1\r\n", "*0\r\n"
 local WRONGTYPE = "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n"
 local NOTINT = "-ERR value is not an integer or out of range\r\n"
@@ -562,9 +563,27 @@ function Conn:channelRead(ctx, argv)
   end
   local out = self.out
   out[#out + 1] = reply
+  self.bytes = self.bytes + #reply
   if self.quit then
     ctx:writeAndFlush(table.concat(out)):addListener(function() ctx:close() end)
-    self.out = {}
+    self.out, self.bytes = {}, 0
+  elseif self.bytes >= FLUSH_AT then
+    -- A client that pipelines without reading: once the replies reach the high
+    -- water mark, stop taking commands (the decoder holds the ones it has)
+    -- until the client has read them.
+    ctx:writeAndFlush(table.concat(out))
+    self.out, self.bytes = {}, 0
+    if not ctx.channel:isWritable() then
+      ctx.channel:config():setAutoRead(false)
+      self.paused = true
+    end
+  end
+end
+
+function Conn:channelWritabilityChanged(ctx)
+  if self.paused and ctx.channel:isWritable() then
+    self.paused = false
+    ctx.channel:config():setAutoRead(true)
   end
 end
 
@@ -572,7 +591,7 @@ function Conn:channelReadComplete(ctx)
   local out = self.out
   if #out == 0 then return end
   if #out == 1 then ctx:writeAndFlush(out[1]) else ctx:writeAndFlush(table.concat(out)) end
-  self.out = {}
+  self.out, self.bytes = {}, 0
 end
 
 function Conn:channelInactive(ctx)
@@ -585,7 +604,7 @@ return lupine.app {
   port = tonumber(os.getenv("PORT")) or 6380,
   shared = { redis = MEMORY, redis_lite_ids = "16k" },
   init = function(ch)
-    local conn = setmetatable({ out = {}, subs = {}, subscribed = 0, proto = 2, server = server,
+    local conn = setmetatable({ out = {}, bytes = 0, subs = {}, subscribed = 0, proto = 2, server = server,
       id = next_id:incr("id", 1, 0) }, Conn)
     ch.pipeline:addLast("resp", redis.codec { mode = "server" })
     ch.pipeline:addLast("redis", conn)

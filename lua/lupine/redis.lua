@@ -51,7 +51,7 @@ Replies.__index = Replies
 
 function Replies:channelRead(ctx, reply)
   local c = self.client
-  if type(reply) == "table" and not failure(reply) and (reply.push or c.subscribed > 0) then
+  if type(reply) == "table" and not failure(reply) and (reply.push or c.subscribed > 0 or c.subscribing > 0) then
     local kind = reply[1]
     if kind == "message" then
       local fn = c.subs[reply[2]]
@@ -63,6 +63,7 @@ function Replies:channelRead(ctx, reply)
       return
     elseif kind == "subscribe" or kind == "psubscribe" or kind == "unsubscribe" or kind == "punsubscribe" then
       c.subscribed = reply[3]
+      if c.subscribing > 0 then c.subscribing = c.subscribing - 1 end
     elseif reply.push then
       return -- another push (invalidation...): nobody asked for it
     end
@@ -122,11 +123,13 @@ end
 -- and PING may be sent on the connection, as with Redis.
 function Client:subscribe(channel, fn)
   self.subs[channel] = fn
+  self.subscribing = self.subscribing + 1
   return self:call("SUBSCRIBE", channel)
 end
 
 function Client:unsubscribe(channel)
   self.subs[channel] = nil
+  self.subscribing = self.subscribing + 1
   return self:call("UNSUBSCRIBE", channel)
 end
 
@@ -145,7 +148,7 @@ function Client:pendingCount() return self.tail - self.head end
 function redis.connect(opts)
   opts = opts or {}
   local ready = lupine.promise()
-  local client = setmetatable({ pending = {}, head = 1, tail = 1, subs = {}, subscribed = 0, open = false }, Client)
+  local client = setmetatable({ pending = {}, head = 1, tail = 1, subs = {}, subscribed = 0, subscribing = 0, open = false }, Client)
   local f = lupine.connect {
     host = opts.host, port = opts.port or 6379, timeout = opts.timeout,
     init = function(ch)
