@@ -213,7 +213,11 @@ describe("examples/redis_lite.lua", function()
       c:send(get:rep(100000)) -- 100 MB of replies, none read
       loop:runFor(1.0)
       local grew = rss_kb(p.pid) - before
-      assert.is_true(grew < 32 * 1024, ("the server grew by %d KiB"):format(grew))
+      -- Under AddressSanitizer freed memory waits in its quarantine (256 MiB):
+      -- the bound is measured on the plain build only.
+      if not os.getenv("ASAN_OPTIONS") then
+        assert.is_true(grew < 32 * 1024, ("the server grew by %d KiB"):format(grew))
+      end
       c:close()
       assert.equal("PONG", call(c0, "PING")) -- and serves on
       c0:close()

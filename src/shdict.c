@@ -298,7 +298,10 @@ static int copy_entry(const entry *e, lp_shval *out, lp_shscratch *sc) {
     out->len = e->v.list.n;
     return LP_SHD_ISLIST;
   }
-  return copy_out(e->type, e->v.b, e->v.i, e->v.d, e->data + e->klen, e->v.len, out, sc);
+  // Read only the union member the type says (another one may hold any bits).
+  return copy_out(e->type, e->type == LP_SHV_BOOL && e->v.b, e->type == LP_SHV_INT ? e->v.i : 0,
+                  e->type == LP_SHV_FLOAT ? e->v.d : 0, e->data + e->klen, e->type == LP_SHV_STR ? e->v.len : 0, out,
+                  sc);
 }
 
 // ---- operations -----------------------------------------------------------------------------
@@ -534,7 +537,8 @@ int lp_shdict_pop(lp_shdict *d, const char *key, size_t klen, bool left, lp_shva
   else {
     lp_list *l = left ? e->v.list.items.next : e->v.list.items.prev;
     item *it = lp_container_of(l, item, link);
-    rc = copy_out(it->type, it->b, it->i, it->d, it->data, it->len, out, sc);
+    rc = copy_out(it->type, it->type == LP_SHV_BOOL && it->b, it->type == LP_SHV_INT ? it->i : 0,
+                  it->type == LP_SHV_FLOAT ? it->d : 0, it->data, it->len, out, sc);
     if (rc == 0) {
       lp_list_remove(&it->link);
       size_t c = item_cost(it->len);
@@ -720,6 +724,11 @@ lp_shdict *lp_shdict_lookup(const char *name) {
   pthread_mutex_unlock(&g_lock);
   return d;
 }
+
+// The registry goes with the code that holds it: when the module is unloaded
+// (lua_close of the state that loaded it, after every worker has stopped) or
+// the launcher exits normally. Nothing may use a dictionary after that.
+__attribute__((destructor)) static void registry_at_exit(void) { lp_shdict_registry_clear(); }
 
 void lp_shdict_registry_clear(void) {
   pthread_mutex_lock(&g_lock);

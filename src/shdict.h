@@ -24,7 +24,8 @@
 // points into the caller's scratch buffer, which the call grows as needed.
 //
 // Registry: named dictionaries of the process (lp_shdict_declare/lookup) live
-// until lp_shdict_registry_clear (tests) or the process ends.
+// until lp_shdict_registry_clear (tests), or until the code is unloaded or the
+// process exits (a destructor frees them: no thread may use them then).
 #ifndef LP_SHDICT_H
 #define LP_SHDICT_H
 
