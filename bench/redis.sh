@@ -32,11 +32,18 @@ pid= port=
 
 start() { # redis | lite
   if [ "$1" = redis ]; then
-    port=$((20000 + RANDOM % 20000))
-    taskset -c 0 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
-      --loglevel warning --dir "$OUT" >"$OUT/redis.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
+    for _ in 1 2 3 4 5; do # a random port may be taken: try another
+      port=$((20000 + RANDOM % 20000))
+      taskset -c 0 redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+        --loglevel warning --dir "$OUT" >"$OUT/redis.log" 2>&1 &
+      pid=$!
+      for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+        sleep 0.05
+      done
+      stop
+    done
     return 1
   fi
   taskset -c 0 "$BUILD/lupine" -w 1 -p 0 examples/redis_lite.lua >"$OUT/lite.out" 2>"$OUT/lite.err" &

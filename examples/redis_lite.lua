@@ -547,7 +547,8 @@ function Conn:channelActive(ctx)
   server.clients = server.clients + 1
 end
 
-function Conn:channelRead(ctx, argv)
+-- One command: its reply joins the replies of this read.
+function Conn:run(ctx, argv)
   local n = #argv
   local name = argv[1]
   local fn = cmd[name] or cmd[name:upper()]
@@ -569,7 +570,7 @@ function Conn:channelRead(ctx, argv)
     self.out, self.bytes = {}, 0
   elseif self.bytes >= FLUSH_AT then
     -- A client that pipelines without reading: once the replies reach the high
-    -- water mark, stop taking commands (the decoder holds the ones it has)
+    -- water mark, stop taking commands (the decoder holds what it has read)
     -- until the client has read them.
     ctx:writeAndFlush(table.concat(out))
     self.out, self.bytes = {}, 0
@@ -577,6 +578,14 @@ function Conn:channelRead(ctx, argv)
       ctx.channel:config():setAutoRead(false)
       self.paused = true
     end
+  end
+end
+
+-- The decoder batches: the commands that arrived together, in one event.
+function Conn:channelRead(ctx, commands)
+  for i = 1, #commands do
+    if self.quit then return end -- nothing after QUIT
+    self:run(ctx, commands[i])
   end
 end
 
@@ -606,7 +615,7 @@ return lupine.app {
   init = function(ch)
     local conn = setmetatable({ out = {}, bytes = 0, subs = {}, subscribed = 0, proto = 2, server = server,
       id = next_id:incr("id", 1, 0) }, Conn)
-    ch.pipeline:addLast("resp", redis.codec { mode = "server" })
+    ch.pipeline:addLast("resp", redis.codec { mode = "server", batch = true })
     ch.pipeline:addLast("redis", conn)
   end,
 }

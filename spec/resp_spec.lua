@@ -64,6 +64,15 @@ describe("lupine.redis.codec", function()
       protocol_error(redis.command("SET", "k", "12345"), "Protocol error: invalid bulk length", { maxBulkLength = 4 })
     end)
 
+    it("passes the commands that arrived together as one array, with batch = true", function()
+      local out, errors = run("server", { redis.command("A") .. "B\r\n" .. redis.command("C", "x"), "D\r\n*1\r\n:1\r\n" },
+        { batch = true })
+      assert.same({ { { "A" }, { "B" }, { "C", "x" } }, { { "D" } } }, out)
+      assert.equal("Protocol error: expected '$', got ':'", errors[1].message)
+      assert.has_error(function() redis.codec { mode = "client", batch = true } end,
+        "lupine.redis.codec: option 'batch' is for mode \"server\"")
+    end)
+
     it("ignores what follows a violation", function()
       local out, errors = run("server", { "*1\r\nx\r\n", redis.command("PING") })
       assert.same({}, out)
@@ -74,7 +83,7 @@ describe("lupine.redis.codec", function()
       assert.has_error(function() redis.codec { mode = "both" } end,
         "lupine.redis.codec: option 'mode' must be \"server\" or \"client\"")
       assert.has_error(function() redis.codec { maxBulk = 1 } end,
-        "lupine.redis.codec: unknown option 'maxBulk' (known: mode, maxBulkLength, maxMultibulkLength, maxInlineLength, maxQueryBuffer)")
+        "lupine.redis.codec: unknown option 'maxBulk' (known: mode, batch, maxBulkLength, maxMultibulkLength, maxInlineLength, maxQueryBuffer)")
     end)
   end)
 

@@ -1,6 +1,6 @@
 // l_resp.c: RESP from Lua (core._resp, used by lua/lupine/redis.lua):
 //
-//   decoder{ mode = "server" | "client", maxBulkLength, maxMultibulkLength,
+//   decoder{ mode = "server" | "client", batch, maxBulkLength, maxMultibulkLength,
 //            maxInlineLength, maxQueryBuffer }      a native decoder factory
 //   encode(v [, protocol])                          a reply as a string
 //   command(...)                                    a request: an array of bulk strings
@@ -8,7 +8,9 @@
 //
 // The decoder: "server" turns each request into an array of strings
 // ({"SET", "k", "v"}; multibulk or inline), "client" each reply into a Lua
-// value: simple and bulk strings, verbatim strings and big numbers are
+// value (with batch = true, a server's decoder passes the commands that
+// arrived together as one array of them: one event instead of many); simple
+// and bulk strings, verbatim strings and big numbers are
 // strings, integers integers, doubles floats, booleans booleans, null is
 // `null`, arrays and sets are arrays, a push is an array with push = true, a
 // map a table, an error a lupine.RedisError { err = "ERR ..." }; attributes
@@ -35,6 +37,7 @@ typedef struct {
   lp_decoder d; // first: the core's callbacks get an lp_decoder *
   l_host *h;
   bool server, failed;
+  bool batch;              // server: the commands of one decode call as one array
   lp_resp_req req;
   lp_resp_reply rep;
   int queue_ref;           // the FIFO table
@@ -43,7 +46,7 @@ typedef struct {
 
 typedef struct {
   l_native n;
-  bool server;
+  bool server, batch;
   lp_resp_limits lim;
   size_t max_query;
 } resp_factory;
@@ -105,10 +108,8 @@ static void push_node(lua_State *L, const lp_resp_node *nodes, size_t *i) {
   }
 }
 
-// Under pcall: [1] the decoder. Push the value just parsed onto the FIFO.
-static int enqueue(lua_State *L) {
-  resp_decoder *rd = lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rd->queue_ref);
+// Push the value just parsed.
+static void push_parsed(lua_State *L, resp_decoder *rd) {
   if (rd->server) {
     size_t n = rd->req.nargs;
     lua_createtable(L, n < 1 << 16 ? (int)n : 1 << 16, 0);
@@ -120,65 +121,93 @@ static int enqueue(lua_State *L) {
     size_t i = 0;
     push_node(L, rd->rep.nodes, &i);
   }
-  lua_rawseti(L, -2, rd->qtail);
-  return 0;
 }
 
-static int resp_decode(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
-  resp_decoder *rd = (resp_decoder *)d;
-  l_host *h = rd->h;
-  if (!in || h->closing) return LP_DECODE_OK;
-  if (rd->failed) { // after a protocol error: nothing more is read
-    lp_buf_skip(in, lp_buf_readable(in));
-    return LP_DECODE_OK;
-  }
-  (void)last;
-  lua_State *L = h->L;
-  if (!lua_checkstack(L, 8)) {
-    lp_error_named(err, LP_EDECODER, "handler '%s': Lua stack overflow", d->ctx->name);
-    return LP_DECODE_ERROR;
-  }
+enum { STEP_NEED, STEP_ERROR, STEP_NOMEM };
+
+// Under pcall (one per decode call, not one per value): [1] the decoder, [2]
+// the cumulation. Parses every complete value, queues each (or, batching, one
+// array of them) with its core token, and consumes its bytes; returns a STEP_*.
+static int decode_all(lua_State *L) {
+  resp_decoder *rd = lua_touserdata(L, 1);
+  lp_buf *in = lua_touserdata(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rd->queue_ref); // 3: the FIFO
+  int batch = 0;
+  lua_Integer nbatch = 0;
+  int status = STEP_NEED;
   for (;;) {
     size_t used = 0, len = lp_buf_readable(in);
     const char *p = (const char *)lp_buf_rptr(in);
     int rc = rd->server ? lp_resp_req_parse(&rd->req, p, len, &used) : lp_resp_reply_parse(&rd->rep, p, len, &used);
-    if (rc == LP_RESP_NEED) return LP_DECODE_OK;
-    if (rc == LP_RESP_NOMEM) {
-      lp_error_sys(err, ENOMEM, "RESP decoder");
-      return LP_DECODE_ERROR;
-    }
-    if (rc == LP_RESP_ERROR) {
-      rd->failed = true;
-      lp_buf_skip(in, len);
-      memset(err, 0, sizeof *err);
-      err->code = LP_ECORRUPT;
-      err->kind = "ProtocolError";
-      err->limit = err->length = -1;
-      snprintf(err->message, sizeof err->message, "%s", rd->server ? rd->req.err : rd->rep.err);
-      return LP_DECODE_ERROR;
+    if (rc == LP_RESP_NEED) break;
+    if (rc != LP_RESP_DONE) {
+      status = rc == LP_RESP_ERROR ? STEP_ERROR : STEP_NOMEM;
+      break;
     }
     if (rd->server && rd->req.nargs == 0) { // a blank line, "*0": nothing
       lp_buf_skip(in, used);
       continue;
     }
-    if (lp_decoder_reserve(d, 1) != 0) {
-      lp_error_sys(err, ENOMEM, "RESP decoder");
-      return LP_DECODE_ERROR;
-    }
-    int top = lua_gettop(L);
-    lua_pushcfunction(L, enqueue);
-    lua_pushlightuserdata(L, rd);
-    int ok = lua_pcall(L, 1, 0, 0) == LUA_OK;
-    lua_settop(L, top);
-    if (!ok) {
-      lp_error_sys(err, ENOMEM, "RESP decoder");
-      return LP_DECODE_ERROR;
+    if (rd->batch) {
+      if (!batch) {
+        lua_createtable(L, 16, 0);
+        batch = lua_gettop(L);
+      }
+      push_parsed(L, rd);
+      lua_rawseti(L, batch, ++nbatch);
+    } else {
+      if (lp_decoder_reserve(&rd->d, 1) != 0) return luaL_error(L, "not enough memory");
+      push_parsed(L, rd);
+      lua_rawseti(L, 3, rd->qtail++);
+      lp_msg token = {.kind = LP_MSG_HOST};
+      lp_decoder_add(&rd->d, &token); // reserved: cannot fail
     }
     lp_buf_skip(in, used);
-    rd->qtail++;
-    lp_msg token = {.kind = LP_MSG_HOST};
-    lp_decoder_add(d, &token); // reserved: cannot fail
   }
+  if (batch) { // the commands before an error go out too
+    if (lp_decoder_reserve(&rd->d, 1) != 0) return luaL_error(L, "not enough memory");
+    lua_pushvalue(L, batch);
+    lua_rawseti(L, 3, rd->qtail++);
+    lp_msg token = {.kind = LP_MSG_HOST};
+    lp_decoder_add(&rd->d, &token);
+  }
+  lua_pushinteger(L, status);
+  return 1;
+}
+
+static int resp_decode(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
+  resp_decoder *rd = (resp_decoder *)d;
+  l_host *h = rd->h;
+  (void)last;
+  if (!in || h->closing) return LP_DECODE_OK;
+  if (rd->failed) { // after a protocol error: nothing more is read
+    lp_buf_skip(in, lp_buf_readable(in));
+    return LP_DECODE_OK;
+  }
+  lua_State *L = h->L;
+  if (!lua_checkstack(L, 8)) {
+    lp_error_named(err, LP_EDECODER, "handler '%s': Lua stack overflow", d->ctx->name);
+    return LP_DECODE_ERROR;
+  }
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, decode_all);
+  lua_pushlightuserdata(L, rd);
+  lua_pushlightuserdata(L, in);
+  int status = lua_pcall(L, 2, 1, 0) == LUA_OK ? (int)lua_tointeger(L, -1) : STEP_NOMEM;
+  lua_settop(L, top);
+  if (status == STEP_NEED) return LP_DECODE_OK;
+  if (status == STEP_NOMEM) {
+    lp_error_sys(err, ENOMEM, "RESP decoder");
+    return LP_DECODE_ERROR;
+  }
+  rd->failed = true;
+  lp_buf_skip(in, lp_buf_readable(in));
+  memset(err, 0, sizeof *err);
+  err->code = LP_ECORRUPT;
+  err->kind = "ProtocolError";
+  err->limit = err->length = -1;
+  snprintf(err->message, sizeof err->message, "%s", rd->server ? rd->req.err : rd->rep.err);
+  return LP_DECODE_ERROR;
 }
 
 static bool take_oldest(resp_decoder *rd, lua_State *L) {
@@ -233,6 +262,7 @@ static lp_ctx *resp_make(l_native *self, lp_pipeline *p, const char *name, lua_S
   rd->d.max_cumulation = f->max_query;
   rd->h = l_host_get(L);
   rd->server = f->server;
+  rd->batch = f->batch;
   lp_resp_req_init(&rd->req, &f->lim);
   lp_resp_reply_init(&rd->rep, &f->lim);
   rd->queue_ref = ref;
@@ -262,12 +292,12 @@ static int resp_decoder_new(lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     static const char *const known[] = {"mode", "maxBulkLength", "maxMultibulkLength", "maxInlineLength",
-                                        "maxQueryBuffer", NULL};
+                                        "maxQueryBuffer", "batch", NULL};
     bool ok = false;
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; known[i]; i++) ok |= strcmp(lua_tostring(L, -2), known[i]) == 0;
     if (!ok)
-      return luaL_error(L, "lupine.redis.codec: unknown option '%s' (known: mode, maxBulkLength, maxMultibulkLength, "
+      return luaL_error(L, "lupine.redis.codec: unknown option '%s' (known: mode, batch, maxBulkLength, maxMultibulkLength, "
                            "maxInlineLength, maxQueryBuffer)",
                         luaL_tolstring(L, -2, NULL));
     lua_pop(L, 1);
@@ -289,6 +319,9 @@ static int resp_decoder_new(lua_State *L) {
   f->server = server;
   f->lim = lim;
   f->max_query = (size_t)maxq;
+  f->batch = lua_getfield(L, 1, "batch") != LUA_TNIL && lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (f->batch && !server) return luaL_error(L, "lupine.redis.codec: option 'batch' is for mode \"server\"");
   return 1;
 }
 
