@@ -6,7 +6,8 @@
 # redis-benchmark -c 50 -t ping,set,get,incr, and the same with -P 16: each
 # server pinned to CPU 0, redis-benchmark to CPU 1; one test per
 # redis-benchmark run so that the server's CPU time (utime+stime from
-# /proc/PID/stat, all threads) is measured around exactly that test. Prints
+# /proc/PID/stat, all threads) is measured around exactly that test; the
+# runs alternate between the two servers. Prints
 # requests per second, the ratio to Redis, and the server's CPU microseconds
 # per request; RUNS runs each, the median.
 #
@@ -56,28 +57,38 @@ start() { # redis | lite
   return 1
 }
 stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
-trap stop EXIT
+
+# Both servers run at once (idle unless measured), and the runs alternate
+# between them: load from elsewhere on the machine then falls on both alike.
+start redis || { echo "bench/redis.sh: redis-server did not start"; exit 1; }
+rpid=$pid rport=$port
+pid=
+start lite || { echo "bench/redis.sh: redis_lite did not start"; kill "$rpid"; exit 1; }
+lpid=$pid lport=$port
+pid=
+trap 'kill $rpid $lpid 2>/dev/null; wait 2>/dev/null' EXIT
 
 declare -A RPS CPU
-for server in redis lite; do
-  start $server || { echo "bench/redis.sh: $server did not start"; exit 1; }
-  for p in 1 16; do
-    for t in ping_mbulk set get incr; do
-      rs=() cs=()
-      for r in $(seq "$RUNS"); do
-        c0=$(cpu_ticks "$pid")
-        line=$(taskset -c 1 redis-benchmark -p "$port" -c 50 -n "$N" -P "$p" -t "$t" --csv 2>/dev/null | tail -1)
-        c1=$(cpu_ticks "$pid")
-        rps=$(echo "$line" | awk -F'"' '{ print $4 }')
+for p in 1 16; do
+  for t in ping_mbulk set get incr; do
+    declare -A rs=() cs=()
+    for r in $(seq "$RUNS"); do
+      for server in redis lite; do
+        if [ $server = redis ]; then spid=$rpid sport=$rport; else spid=$lpid sport=$lport; fi
+        c0=$(cpu_ticks "$spid")
+        line=$(taskset -c 1 redis-benchmark -p "$sport" -c 50 -n "$N" -P "$p" -t "$t" --csv 2>/dev/null | tail -1)
+        c1=$(cpu_ticks "$spid")
         echo "$server P=$p $t run $r: $line cpu_ticks=$((c1 - c0))" >>"$OUT/raw.txt"
-        rs+=("$rps")
-        cs+=("$(awk -v t=$((c1 - c0)) -v n="$N" -v h="$TCK" 'BEGIN { printf "%.3f", t / h / n * 1e6 }')")
+        rs[$server]+="$(echo "$line" | awk -F'"' '{ print $4 }') "
+        cs[$server]+="$(awk -v t=$((c1 - c0)) -v n="$N" -v h="$TCK" 'BEGIN { printf "%.3f", t / h / n * 1e6 }') "
       done
-      RPS[$server,$p,$t]=$(printf '%s\n' "${rs[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-      CPU[$server,$p,$t]=$(printf '%s\n' "${cs[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
     done
+    for server in redis lite; do
+      RPS[$server,$p,$t]=$(printf '%s\n' ${rs[$server]} | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+      CPU[$server,$p,$t]=$(printf '%s\n' ${cs[$server]} | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+    done
+    unset rs cs
   done
-  stop
 done
 
 echo
