@@ -34,7 +34,7 @@ local OOM = "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
 
 local function bulk(s)
   if s == nil then return NULL end
-  s = tostring(s)
+  if type(s) ~= "string" then s = tostring(s) end
   return "$" .. #s .. "\r\n" .. s .. "\r\n"
 end
 local function int(n) return ":" .. n .. "\r\n" end
@@ -120,7 +120,10 @@ end
 
 function cmd.GET(c, a, n)
   if n ~= 2 then return arity("get") end
-  return value_reply(db:get(a[2]))
+  local v, e = db:get(a[2])
+  if v == nil then return e and WRONGTYPE or NULL end
+  if type(v) ~= "string" then v = tostring(v) end
+  return "$" .. #v .. "\r\n" .. v .. "\r\n"
 end
 
 function cmd.GETDEL(c, a, n)
@@ -175,11 +178,12 @@ function cmd.EXISTS(c, a, n)
   return int(count)
 end
 
+local mtype = math.type
 local function incr(key, delta)
   local v, e = db:incr(key, delta, 0)
   if v == nil then return store_error(e) end
-  if math.type(v) ~= "integer" then return NOTINT end
-  return int(v)
+  if mtype(v) ~= "integer" then return NOTINT end
+  return ":" .. v .. "\r\n"
 end
 
 function cmd.INCR(c, a, n)
