@@ -23,7 +23,7 @@ local sources = setmetatable({}, { __mode = "k" })
 -- state; the launcher's default is one per core), shutdownTimeout (10 s),
 -- maxConnections, memoryLimit, tlsCert and tlsKey (the launcher's --tls-cert and
 -- --tls-key: serve TLS with them, over the app's tls.cert and tls.key),
--- blockingThreads (lupine.blocking's pool; default:
+-- shared (dictionaries: lupine.shared), blockingThreads (lupine.blocking's pool; default:
 -- one thread per core), and source (the app's file or module, which
 -- worker threads load into their own states). The start-up line goes to stdout.
 function lupine.serve(app, opts)
@@ -39,6 +39,13 @@ function lupine.serve(app, opts)
       error("lupine: option 'blockingThreads' must be an integer from 0 (one per core) to 256", 0)
     end
     core.blocking.configure { threads = blocking_threads }
+  end
+  if app.shared ~= nil then -- shared = { cache = "64M" }: made once, before any worker starts
+    if type(app.shared) ~= "table" then error("lupine: the app's shared must be a table of name = size", 0) end
+    for name, size in pairs(app.shared) do
+      if type(name) ~= "string" then error("lupine: the app's shared must be a table of name = size", 0) end
+      core.shared.declare(name, size)
+    end
   end
   local workers = pick("workers")
   if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
@@ -82,7 +89,7 @@ end
 -- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
 function lupine.channelGroup(name) return require("lupine.group").new(name) end
 
-local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true }
+local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true }
 return setmetatable(lupine, {
   __index = function(t, k)
     if submodules[k] then

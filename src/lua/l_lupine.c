@@ -566,6 +566,9 @@ int luaopen_lupine_core(lua_State *L) {
   l_blocking_open(L); // blocking: jobs on the pool of threads (l_blocking.c)
   l_ws_open(L);       // _ws: WebSocket framing (lua/lupine/ws.lua)
   l_tls_open(L);      // tls: server, client, info, handshake; ch:tls()
+  l_shared_open(L);   // shared: dictionaries every worker sees (l_shared.c)
+  l_broadcast_open(L); // broadcast, subscribe: messages between workers (l_broadcast.c)
+  l_resp_open(L);      // _resp: RESP decoders and encoders (l_resp.c, lua/lupine/redis.lua)
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -339,5 +339,8 @@ void l_tls_open(lua_State *L);
 // (host: SNI and the name to check unless opts.serverName). 0 or -errno.
 void l_tls_client_factory(lua_State *L, int opts);
 int l_tls_add_client(lua_State *L, int factory, lp_channel *ch, const char *host);
+void l_shared_open(lua_State *L);   // shared: the process's shared dictionaries (l_shared.c)
+void l_broadcast_open(lua_State *L); // broadcast, subscribe, unsubscribe, setBroadcastLimit (l_broadcast.c)
+void l_resp_open(lua_State *L);      // _resp: the RESP codec for lupine.redis (l_resp.c)
 
 #endif
