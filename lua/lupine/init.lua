@@ -72,7 +72,7 @@ end
 -- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
 function lupine.channelGroup(name) return require("lupine.group").new(name) end
 
-local submodules = { codec = true, test = true, handler = true, group = true }
+local submodules = { codec = true, test = true, handler = true, group = true, http = true }
 return setmetatable(lupine, {
   __index = function(t, k)
     if submodules[k] then

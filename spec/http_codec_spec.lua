@@ -1,0 +1,201 @@
+-- lupine.http.serverCodec, the aggregator and the response encoder: through
+-- an embedded channel (exact bytes both ways) and over real sockets.
+local lupine = require "lupine"
+local test = require "lupine.test"
+local http = lupine.http
+
+local function drain(ch)
+  local parts = {}
+  for _ = 1, 1000 do
+    local m = ch:readOutbound()
+    if m == nil then break end
+    parts[#parts + 1] = type(m) == "string" and m or m:readString()
+  end
+  return table.concat(parts)
+end
+
+local function nodate(s) return (s:gsub("Date: [^\r]*\r\n", "")) end
+
+describe("lupine.http.serverCodec", function()
+  it("fires a head table, body Buffers and END per request", function()
+    local ch = test.embedded(http.serverCodec())
+    ch:writeInbound("POST /up?x=1&y=2 HTTP/1.1\r\nHost: a\r\nX-Two: 1\r\nx-two: 2\r\nContent-Length: 5\r\n\r\nhel", "lo")
+    local head = ch:readInbound()
+    assert.same({ method = "POST", target = "/up?x=1&y=2", path = "/up", query = "x=1&y=2", version = "1.1",
+      headers = { host = "a", ["x-two"] = "1, 2", ["content-length"] = "5" }, keepAlive = true }, head)
+    assert.equal("a", head:header("HOST"))
+    assert.is_nil(head:header("nope"))
+    local body = {}
+    local m = ch:readInbound()
+    while m ~= http.END do
+      assert.equal("lupine.Buffer", getmetatable(m))
+      body[#body + 1] = m:readString()
+      m = ch:readInbound()
+    end
+    assert.equal("hello", table.concat(body))
+    assert.is_nil(ch:readInbound())
+    ch:finish()
+  end)
+
+  it("decodes chunked bodies", function()
+    local ch = test.embedded(http.serverCodec())
+    ch:writeInbound("PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert.equal("PUT", ch:readInbound().method)
+    assert.equal("abc", ch:readInbound():readString())
+    assert.equal("de", ch:readInbound():readString())
+    assert.equal(http.END, ch:readInbound())
+    ch:finish()
+  end)
+
+  it("encodes a response table with Content-Length and Date", function()
+    local ch = test.embedded(http.serverCodec())
+    ch:writeInbound("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ch:writeOutbound { status = 201, headers = { ["Content-Type"] = "text/plain" }, body = "made\n" }
+    local out = drain(ch)
+    assert.truthy(out:match("\r\nDate: %a%a%a, %d%d %a%a%a %d%d%d%d %d%d:%d%d:%d%d GMT\r\n"))
+    assert.equal("HTTP/1.1 201 Created\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nmade\n", nodate(out))
+    ch:finish()
+  end)
+
+  it("sends no body to HEAD, keeps Content-Length", function()
+    local ch = test.embedded(http.serverCodec())
+    ch:writeInbound("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ch:writeOutbound { status = 200, body = "hello\n" }
+    assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n", nodate(drain(ch)))
+    ch:finish()
+  end)
+
+  it("streams chunks when stream = true, ended by http.END", function()
+    local ch = test.embedded(http.serverCodec())
+    ch:writeInbound("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ch:writeOutbound({ status = 200, stream = true }, "ab", lupine.buffer("cde"), http.END)
+    assert.equal("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n3\r\ncde\r\n0\r\n\r\n",
+      nodate(drain(ch)))
+    ch:finish()
+  end)
+
+  it("answers HTTP/1.0 by its rules: keep-alive said, streaming until close", function()
+    local ch = test.embedded(http.serverCodec())
+    ch:writeInbound("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n")
+    ch:writeOutbound { status = 200, body = "a" }
+    assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\na", nodate(drain(ch)))
+    ch:writeOutbound({ status = 200, stream = true }, "xyz", http.END)
+    assert.equal("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nxyz", nodate(drain(ch)))
+    ch:finish()
+  end)
+
+  it("refuses header values that would split the response", function()
+    local ch = test.embedded(http.serverCodec())
+    ch:writeInbound("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    local f = ch.channel:writeAndFlush({ status = 200, headers = { ["X-A"] = "1\r\nSet-Cookie: evil=1" } }, lupine.promise())
+    lupine._runPendingTasks()
+    assert.is_false(f:isSuccess())
+    assert.truthy(tostring(f:cause()):find("bad header 'X-A' (names are tokens; values hold no CR, LF or NUL)", 1, true))
+    assert.equal("", drain(ch))
+    ch:finish()
+  end)
+
+  it("refuses Content-Length set by hand", function()
+    local ch = test.embedded(http.serverCodec())
+    ch:writeInbound("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    local f = ch.channel:writeAndFlush({ status = 200, headers = { ["content-length"] = "3" }, body = "abc" }, lupine.promise())
+    lupine._runPendingTasks()
+    assert.truthy(tostring(f:cause()):find("'content-length' is set by the server from the body", 1, true))
+    ch:finish()
+  end)
+
+  it("rejects unknown options", function()
+    assert.has_error(function() http.serverCodec { maxbody = 1 } end, "http.serverCodec: unknown option 'maxbody'")
+    assert.has_error(function() http.serverCodec { headerTimeout = -1 } end,
+      "http.serverCodec: option 'headerTimeout' must be 0 (none) to 1e6 seconds")
+  end)
+end)
+
+describe("lupine.http.aggregator", function()
+  it("turns head, chunks and END into one request with body", function()
+    local ch = test.embedded(http.serverCodec(), http.aggregator { maxBody = 10 })
+    ch:writeInbound("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab", "cd")
+    local req = ch:readInbound()
+    assert.equal("/x", req.path)
+    assert.equal("abcd", req.body)
+    ch:finish()
+  end)
+
+  it("answers 413 with Connection: close past maxBody", function()
+    local ch = test.embedded(http.serverCodec(), http.aggregator { maxBody = 3 })
+    ch:writeInbound("POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n")
+    assert.is_nil(ch:readInbound())
+    assert.equal("HTTP/1.1 413 Content Too Large\r\nContent-Length: 18\r\nConnection: close\r\n\r\nContent Too Large\n",
+      nodate(drain(ch)))
+    ch:finish()
+  end)
+end)
+
+-- The exact bytes of each bad request over a real socket: the status, then
+-- Connection: close, then the close.
+describe("lupine.http server: bad input over a socket", function()
+  local server
+  local handled
+  setup(function()
+    handled = 0
+    server = test.server(function(ch)
+      ch.pipeline:addLast("http", http.serverCodec { maxInitialLineLength = 64, maxHeaderSize = 256, maxBody = 100 })
+      ch.pipeline:addLast("agg", http.aggregator())
+      ch.pipeline:addLast("app", { channelRead = function(_, ctx, req)
+        handled = handled + 1
+        ctx:writeAndFlush { status = 200, body = "ok " .. req.body }
+      end })
+    end)
+  end)
+  teardown(function() server:close() end)
+
+  local function exchange(bytes)
+    local c = test.client(server.port)
+    c:send(bytes)
+    local all = c:receiveAll()
+    c:close()
+    return nodate(all)
+  end
+
+  local function refused(status, reason)
+    local body = reason .. "\n"
+    return ("HTTP/1.1 %d %s\r\nContent-Length: %d\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s")
+      :format(status, reason, #body, body)
+  end
+
+  local cases = {
+    { "Content-Length with Transfer-Encoding (smuggling)",
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "Bad Request" },
+    { "two Content-Length fields",
+      "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400, "Bad Request" },
+    { "Transfer-Encoding not ending in chunked",
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400, "Bad Request" },
+    { "space before the colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400, "Bad Request" },
+    { "obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n", 400, "Bad Request" },
+    { "bare LF", "GET / HTTP/1.1\nHost: a\n\n", 400, "Bad Request" },
+    { "no Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400, "Bad Request" },
+    { "a chunk size too large", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n",
+      400, "Bad Request" },
+    { "a request line over maxInitialLineLength", "GET /" .. ("a"):rep(100) .. " HTTP/1.1\r\nHost: a\r\n\r\n",
+      414, "URI Too Long" },
+    { "headers over maxHeaderSize", "GET / HTTP/1.1\r\nHost: a\r\nX: " .. ("b"):rep(300) .. "\r\n\r\n",
+      431, "Request Header Fields Too Large" },
+    { "a body over maxBody", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 101\r\n\r\n", 413, "Content Too Large" },
+    { "HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "HTTP Version Not Supported" },
+    { "an unknown coding before chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+      501, "Not Implemented" },
+    { "an Expect other than 100-continue", "GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417, "Expectation Failed" },
+  }
+  for _, case in ipairs(cases) do
+    it(("answers %d to %s, then closes"):format(case[3], case[1]), function()
+      local before = handled
+      assert.equal(refused(case[3], case[4]), exchange(case[2]))
+      assert.equal(before, handled)
+    end)
+  end
+
+  it("answers the good requests before a bad one, in order", function()
+    assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok " .. refused(400, "Bad Request"),
+      exchange("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost : a\r\n\r\n"))
+  end)
+end)
