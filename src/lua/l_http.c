@@ -149,6 +149,19 @@ static void flush(http_conn *c) {
   lp_ctx_op(c->ctx, LP_OP_FLUSH, NULL, NULL);
 }
 
+// End the connection once what was written before is out (a close now would
+// drop writes not yet flushed).
+static void close_after_writes(http_conn *c) {
+  lp_buf *b = lp_buf_new(chan(c)->loop->pool, 0);
+  if (!b) {
+    lp_ctx_op(c->ctx, LP_OP_CLOSE, NULL, NULL);
+    c->closing = true;
+    return;
+  }
+  write_buf(c, b, true);
+  flush(c);
+}
+
 // A complete response with a short text body, from the server itself.
 static void answer_plain(http_conn *c, int status, const req_info *ri, bool close) {
   const char *text = lp_http_reason(status);
@@ -818,8 +831,7 @@ static void dispatch(http_conn *c) {
         answer_plain(c, 500, &ri, !ri.keep_alive);
         answered(c, ri.keep_alive);
       } else {
-        lp_ctx_op(c->ctx, LP_OP_CLOSE, NULL, NULL);
-        c->closing = true;
+        close_after_writes(c);
       }
     }
   }
