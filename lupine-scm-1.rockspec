@@ -1,3 +1,4 @@
+rockspec_format = "3.0"
 package = "lupine"
 version = "scm-1"
 source = {
@@ -15,6 +16,12 @@ description = {
 -- Only lua itself: no rocks server is needed (Debian's libev-dev provides libev).
 dependencies = {
   "lua >= 5.4, < 5.5",
+}
+-- examples/http_api.lua and its spec speak JSON through lua-cjson (Debian's
+-- lua-cjson, installed by `make test`); the library itself does not need it,
+-- so installing the rock stays offline.
+test_dependencies = {
+  "lua-cjson >= 2.1",
 }
 build = {
   type = "cmake",
