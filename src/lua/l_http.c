@@ -49,7 +49,7 @@
 #define COPY_BODY_MAX 16384  // a body up to this size is copied behind the head (one write)
 #define DEFAULT_HEADER_TIMEOUT 30.0
 
-enum { MODE_CODEC, MODE_SERVER };
+enum { MODE_CODEC, MODE_SERVER, MODE_CLIENT };
 
 static const char key_end, key_request_mt, key_response;
 
@@ -267,6 +267,42 @@ static int push_head(lua_State *L) {
   return 1;
 }
 
+// Under pcall: [1] the connection. Pushes the response table of p->head:
+// { status, reason, version, headers = { lower-case name = value }, keepAlive }.
+static int push_response_head(lua_State *L) {
+  http_conn *c = lua_touserdata(L, 1);
+  const lp_http_head *hd = &c->p.head;
+  const uint8_t *base = hd->base;
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, hd->status);
+  lua_setfield(L, -2, "status");
+  lua_pushlstring(L, lp_http_at(base, hd->reason), hd->reason.len);
+  lua_setfield(L, -2, "reason");
+  lua_pushstring(L, hd->version == 10 ? "1.0" : "1.1");
+  lua_setfield(L, -2, "version");
+  lua_createtable(L, 0, (int)hd->nheaders);
+  for (uint32_t i = 0; i < hd->nheaders; i++) {
+    const lp_http_header *f = &hd->headers[i];
+    push_lower(L, lp_http_at(base, f->name), f->name.len);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
+    }
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+  lua_pushboolean(L, hd->keep_alive);
+  lua_setfield(L, -2, "keepAlive");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_request_mt); // header() reads headers alike
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
 // ---- the header timeout -------------------------------------------------------------------
 
 static void wait_for_head(http_conn *c) {
@@ -329,7 +365,77 @@ static void parse_error(http_conn *c) {
   }
 }
 
+// The client: responses, fired as a head table, body Buffers and END. A
+// response the parser refuses is an exceptionCaught with its named error
+// (HttpBadResponse, HttpBodyTooLarge, ...), then the channel closes.
+static void client_event(http_conn *c, int ev) {
+  lua_State *L = c->h->L;
+  if (ev == LP_HTTP_ERROR) {
+    lp_error e = c->p.error;
+    lp_msg m = lp_msg_err(&e);
+    c->closing = true;
+    lp_ctx_fire(c->ctx, LP_EV_EXCEPTION, &m);
+    lp_ctx_op(c->ctx, LP_OP_CLOSE, NULL, NULL);
+  } else if (ev == LP_HTTP_HEAD) {
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, push_response_head);
+    lua_pushlightuserdata(L, c);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+      lua_settop(L, top);
+      lp_error e;
+      lp_error_sys(&e, ENOMEM, "http client");
+      lp_msg m = lp_msg_err(&e);
+      c->closing = true;
+      lp_ctx_fire(c->ctx, LP_EV_EXCEPTION, &m);
+      lp_ctx_op(c->ctx, LP_OP_CLOSE, NULL, NULL);
+      return;
+    }
+    fire_top(c, L);
+  } else if (ev == LP_HTTP_BODY) {
+    lp_buf *s = lp_buf_slice(c->cum, c->p.body_index, c->p.body_len);
+    if (!s) {
+      lp_ctx_op(c->ctx, LP_OP_CLOSE, NULL, NULL);
+      c->closing = true;
+      return;
+    }
+    lp_msg m = lp_msg_buf(s);
+    lp_ctx_fire(c->ctx, LP_EV_READ, &m);
+  } else if (ev == LP_HTTP_END) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_end);
+    fire_top(c, L);
+  }
+}
+
+static void client_parse_loop(http_conn *c, bool last) {
+  if (c->parsing || c->h->closing || !lua_checkstack(c->h->L, 8)) return;
+  c->parsing = true;
+  while (!gone(c) && !c->closing && c->cum) {
+    int ev = lp_http_parse(&c->p, c->cum);
+    if (ev == LP_HTTP_NEED || ev == LP_HTTP_UPGRADE) break;
+    client_event(c, ev);
+    if (ev == LP_HTTP_ERROR) break;
+  }
+  if (last && !c->closing) { // the input ended: a body delimited by the close ends here
+    lp_buf *empty = c->cum ? NULL : lp_buf_new(chan(c)->loop->pool, 0);
+    lp_buf *in = c->cum ? c->cum : empty;
+    if (in) {
+      int ev = lp_http_finish(&c->p, in);
+      if (ev == LP_HTTP_END || ev == LP_HTTP_ERROR) client_event(c, ev);
+    }
+    if (empty) lp_buf_unref(empty);
+  }
+  if (c->cum && lp_buf_readable(c->cum) == 0) {
+    lp_buf_unref(c->cum);
+    c->cum = NULL;
+  }
+  c->parsing = false;
+}
+
 static void parse_loop(http_conn *c) {
+  if (c->mode == MODE_CLIENT) {
+    client_parse_loop(c, false);
+    return;
+  }
   if (c->parsing) return; // the loop on the stack goes on
   lua_State *L = c->h->L;
   if (c->h->closing || !lua_checkstack(L, 8)) return;
@@ -973,6 +1079,97 @@ static void codec_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
   }
 }
 
+// ---- the client's outbound side: requests ------------------------------------------------------
+
+// Under pcall: [1] conn, [2] the request table, [3] the promise (light
+// userdata, may be NULL). { method = "GET", target = "/", headers = {...},
+// body = string or Buffer or nil }: Host comes from headers (required), a
+// body gets Content-Length.
+static int client_encode(lua_State *L) {
+  http_conn *c = lua_touserdata(L, 1);
+  lp_future *promise = lua_touserdata(L, 3);
+  const char *fn = "http.clientCodec";
+  lua_getfield(L, 2, "method");
+  size_t ml;
+  const char *method = lua_tolstring(L, -1, &ml);
+  if (!method || ml == 0 || lp_http_field_check(method, ml, "", 0) != 0)
+    return luaL_error(L, "%s: a request's method must be a token", fn);
+  lua_getfield(L, 2, "target");
+  size_t tl;
+  const char *target = lua_tolstring(L, -1, &tl);
+  if (!target || tl == 0) return luaL_error(L, "%s: a request's target must be a string", fn);
+  for (size_t i = 0; i < tl; i++)
+    if ((unsigned char)target[i] <= ' ' || target[i] == 0x7f)
+      return luaL_error(L, "%s: a request's target must hold no space or control character", fn);
+  fields fs = {.n = 0, .date = true};
+  lua_getfield(L, 2, "headers");
+  read_fields(L, -1, &fs, fn);
+  lua_getfield(L, 2, "body");
+  size_t blen;
+  bool has_body = !lua_isnil(L, -1);
+  const char *body = body_bytes(L, -1, &blen, fn);
+  lp_buf *b = lp_buf_new(chan(c)->loop->pool, ml + tl + 64 + blen);
+  int rc = b ? 0 : -ENOMEM;
+  if (!rc) rc = lp_buf_write(b, method, ml);
+  if (!rc) rc = lp_buf_write(b, " ", 1);
+  if (!rc) rc = lp_buf_write(b, target, tl);
+  if (!rc) rc = lp_buf_write(b, " HTTP/1.1\r\n", 11);
+  for (size_t i = 0; !rc && i < fs.n; i++) {
+    rc = lp_buf_write(b, fs.f[i].name, fs.f[i].name_len);
+    if (!rc) rc = lp_buf_write(b, ": ", 2);
+    if (!rc) rc = lp_buf_write(b, fs.f[i].value, fs.f[i].value_len);
+    if (!rc) rc = lp_buf_write(b, "\r\n", 2);
+  }
+  if (!rc && fs.close) rc = lp_buf_write(b, "Connection: close\r\n", 19);
+  // Content-Length with a body, and for the methods whose body has a meaning (RFC 9110 8.6).
+  bool wants = (ml == 4 && memcmp(method, "POST", 4) == 0) || (ml == 3 && memcmp(method, "PUT", 3) == 0) ||
+               (ml == 5 && memcmp(method, "PATCH", 5) == 0);
+  if (!rc && (has_body || wants)) {
+    rc = lp_buf_write(b, "Content-Length: ", 16);
+    if (!rc) rc = lp_http_write_u64(b, blen);
+    if (!rc) rc = lp_buf_write(b, "\r\n", 2);
+  }
+  if (!rc) rc = lp_buf_write(b, "\r\n", 2);
+  if (!rc && blen) rc = lp_buf_write(b, body, blen);
+  if (rc) {
+    if (b) lp_buf_unref(b);
+    return luaL_error(L, "%s: out of memory", fn);
+  }
+  // From here nothing raises: the promise is the write's.
+  lua_pushboolean(L, 1);
+  lua_replace(L, 3);
+  int m = LP_HTTP_M_OTHER;
+  if (ml == 4 && memcmp(method, "HEAD", 4) == 0) m = LP_HTTP_M_HEAD;
+  else if (ml == 7 && memcmp(method, "CONNECT", 7) == 0) m = LP_HTTP_M_CONNECT;
+  else m = LP_HTTP_M_GET;
+  lp_http_parser_set_request_method(&c->p, m);
+  lp_msg bm = lp_msg_buf(b);
+  lp_ctx_op(c->ctx, LP_OP_WRITE, &bm, promise);
+  return 0;
+}
+
+static void client_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
+  http_conn *c = ctx->state;
+  if (op != LP_OP_WRITE || m->kind != LP_MSG_HOST || c->h->closing || !lua_istable(c->h->L, m->host)) {
+    lp_ctx_op(ctx, op, m, promise);
+    return;
+  }
+  lua_State *L = c->h->L;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, l_traceback);
+  lua_pushcfunction(L, client_encode);
+  lua_pushlightuserdata(L, c);
+  lua_pushvalue(L, m->host);
+  lua_pushlightuserdata(L, promise);
+  if (lua_pcall(L, 3, 0, top + 1) != LUA_OK) {
+    lp_error e;
+    char text[LP_ERROR_MESSAGE_MAX];
+    lp_error_named(&e, LP_EHOST, "%s", l_tostring(L, -1, text, sizeof text));
+    lp_channel_fail_promise(chan(c), promise, &e);
+  }
+  lua_settop(L, top);
+}
+
 // ---- handler ops --------------------------------------------------------------------------------
 
 static void conn_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
@@ -1009,13 +1206,16 @@ static void conn_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
   case LP_EV_READ_COMPLETE:
     c->in_read = false;
     flush(c);
-    if (c->mode == MODE_CODEC) lp_ctx_fire(ctx, ev, m);
+    if (c->mode != MODE_SERVER) lp_ctx_fire(ctx, ev, m);
     return;
   case LP_EV_INACTIVE:
+    if (c->mode == MODE_CLIENT && !c->ctx->removed && !c->closing) client_parse_loop(c, true);
     if (c->res) res_done(c->res, false);
     ev_timer_stop(chan(c)->loop->ev, &c->timer);
     break;
-  case LP_EV_ACTIVE: wait_for_head(c); break;
+  case LP_EV_ACTIVE:
+    if (c->mode != MODE_CLIENT) wait_for_head(c);
+    break;
   default: break;
   }
   lp_ctx_fire(ctx, ev, m);
@@ -1023,7 +1223,7 @@ static void conn_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
 
 static void conn_added(lp_ctx *ctx) {
   http_conn *c = ctx->state;
-  if (lp_channel_is_active(chan(c))) wait_for_head(c);
+  if (c->mode != MODE_CLIENT && lp_channel_is_active(chan(c))) wait_for_head(c);
 }
 
 static void conn_removed(lp_ctx *ctx) {
@@ -1061,11 +1261,18 @@ static const lp_handler_ops server_ops = {
     conn_added, conn_removed, conn_inbound, NULL, conn_free,
 };
 
+static const lp_handler_ops client_ops = {
+    "httpClientCodec",
+    LP_MASK(LP_EV_READ) | LP_MASK(LP_EV_READ_COMPLETE) | LP_MASK(LP_EV_INACTIVE) | LP_MASK(LP_OP_WRITE),
+    NULL, conn_removed, conn_inbound, client_outbound, conn_free,
+};
+
 static lp_ctx *conn_make(l_native *self, lp_pipeline *p, const char *name, lua_State *L) {
   http_factory *f = (http_factory *)self;
   http_conn *c = calloc(1, sizeof *c);
   if (!c) return NULL;
-  lp_ctx *ctx = lp_ctx_new(p, f->mode == MODE_CODEC ? &codec_ops : &server_ops, c, name);
+  const lp_handler_ops *ops = f->mode == MODE_CODEC ? &codec_ops : f->mode == MODE_SERVER ? &server_ops : &client_ops;
+  lp_ctx *ctx = lp_ctx_new(p, ops, c, name);
   if (!ctx) {
     free(c);
     return NULL;
@@ -1106,7 +1313,7 @@ static void check_known(lua_State *L, int t, const char *fn, const char *const *
 }
 
 static int new_factory(lua_State *L, int mode) {
-  const char *fn = mode == MODE_CODEC ? "http.serverCodec" : "http.server";
+  const char *fn = mode == MODE_CODEC ? "http.serverCodec" : mode == MODE_SERVER ? "http.server" : "http.clientCodec";
   if (lua_isnoneornil(L, 1)) {
     lua_settop(L, 0);
     lua_newtable(L);
@@ -1114,7 +1321,7 @@ static int new_factory(lua_State *L, int mode) {
   l_checktype(L, 1, LUA_TTABLE);
   check_known(L, 1, fn, codec_known);
   lp_http_config cfg;
-  lp_http_config_default(&cfg, false);
+  lp_http_config_default(&cfg, mode == MODE_CLIENT);
   const lua_Integer lim = (lua_Integer)LP_HTTP_LIMIT_MAX;
   cfg.max_line = (size_t)l_opt_int(L, 1, "maxInitialLineLength", (lua_Integer)cfg.max_line, 16, lim);
   cfg.max_header = (size_t)l_opt_int(L, 1, "maxHeaderSize", (lua_Integer)cfg.max_header, 16, lim);
@@ -1132,9 +1339,12 @@ static int new_factory(lua_State *L, int mode) {
       luaL_error(L, "%s: option 'handler' must be a function(req, res) (or callable)", fn);
     lua_pop(L, 1);
   }
-  if (mode == MODE_CODEC && handler != LUA_TNIL) luaL_error(L, "%s: unknown option 'handler'", fn);
+  if (mode != MODE_SERVER && handler != LUA_TNIL) luaL_error(L, "%s: unknown option 'handler'", fn);
+  if (mode == MODE_CLIENT && lua_getfield(L, 1, "headerTimeout") != LUA_TNIL) luaL_error(L, "%s: unknown option 'headerTimeout' (the request's timeout bounds it)", fn);
+  if (mode == MODE_CLIENT) lua_pop(L, 1);
   int ref = mode == MODE_SERVER ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
-  http_factory *f = (http_factory *)l_native_new(L, sizeof *f, mode == MODE_CODEC ? "httpServerCodec" : "httpServer");
+  http_factory *f = (http_factory *)l_native_new(L, sizeof *f,
+      mode == MODE_CODEC ? "httpServerCodec" : mode == MODE_SERVER ? "httpServer" : "httpClientCodec");
   f->n.make = conn_make;
   f->n.free = factory_free;
   f->mode = mode;
@@ -1147,6 +1357,7 @@ static int new_factory(lua_State *L, int mode) {
 
 static int http_server_codec(lua_State *L) { return new_factory(L, MODE_CODEC); }
 static int http_server_handler(lua_State *L) { return new_factory(L, MODE_SERVER); }
+static int http_client_codec(lua_State *L) { return new_factory(L, MODE_CLIENT); }
 
 // req:header(name): the field's value (case-insensitive), or nil.
 static int req_header(lua_State *L) {
@@ -1177,7 +1388,8 @@ static const luaL_Reg res_methods[] = {
 };
 
 static const luaL_Reg http_funcs[] = {
-    {"serverCodec", http_server_codec}, {"serverHandler", http_server_handler}, {"reason", http_reason},
+    {"serverCodec", http_server_codec}, {"serverHandler", http_server_handler}, {"clientCodec", http_client_codec},
+    {"reason", http_reason},
     {"date", http_date}, {NULL, NULL},
 };
 
