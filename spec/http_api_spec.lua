@@ -10,6 +10,9 @@ local function run(argv)
 end
 
 describe("examples/http_api.lua", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
   local server
   setup(function() server = test.server(dofile("examples/http_api.lua")) end)
   teardown(function() server:close() end)
@@ -19,7 +22,8 @@ describe("examples/http_api.lua", function()
     local out, code = run { "curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json",
       "-d", '{"name":"lupin"}', "-w", " %{http_code} %{header_json}", base .. "/items" }
     assert.equal(0, code, out)
-    assert.matches('^{"id":1,"name":"lupin"} 201 ', out) -- cjson may order keys either way
+    -- cjson orders keys as its table walk finds them: either way
+    assert.truthy(out:find('^{"id":1,"name":"lupin"} 201 ') or out:find('^{"name":"lupin","id":1} 201 '), out)
     assert.matches('"location":%["/items/1"%]', out)
     out = run { "curl", "-sS", "-w", " %{http_code}", base .. "/items/1" }
     assert.truthy(out == '{"id":1,"name":"lupin"} 200' or out == '{"name":"lupin","id":1} 200', out)

@@ -17,6 +17,9 @@ end
 local function nodate(s) return (s:gsub("Date: [^\r]*\r\n", "")) end
 
 describe("lupine.http.serverCodec", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
   it("fires a head table, body Buffers and END per request", function()
     local ch = test.embedded(http.serverCodec())
     ch:writeInbound("POST /up?x=1&y=2 HTTP/1.1\r\nHost: a\r\nX-Two: 1\r\nx-two: 2\r\nContent-Length: 5\r\n\r\nhel", "lo")
@@ -112,6 +115,9 @@ describe("lupine.http.serverCodec", function()
 end)
 
 describe("lupine.http.aggregator", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
   it("turns head, chunks and END into one request with body", function()
     local ch = test.embedded(http.serverCodec(), http.aggregator { maxBody = 10 })
     ch:writeInbound("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab", "cd")
@@ -134,6 +140,9 @@ end)
 -- The exact bytes of each bad request over a real socket: the status, then
 -- Connection: close, then the close.
 describe("lupine.http server: bad input over a socket", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
   local server
   local handled
   setup(function()

@@ -29,10 +29,11 @@ local function serve(spec)
 end
 
 describe("examples/http_hello.lua", function()
+  local leaks = leak_check()
   local app = dofile("examples/http_hello.lua")
   local server
-  before_each(function() server = test.server(app) end)
-  after_each(function() server:close() end)
+  before_each(function() leaks.before() server = test.server(app) end)
+  after_each(function() server:close() leaks.after() end)
 
   it("answers curl", function()
     local out, code = run { "curl", "-sS", "-i", ("http://127.0.0.1:%d/anything?x=1"):format(server.port) }
@@ -95,6 +96,9 @@ c.close()
 end)
 
 describe("lupine.http.server", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
   it("gives the handler method, path, query, headers and body", function()
     local seen
     local server = serve { handler = function(req, res)
@@ -210,6 +214,9 @@ describe("lupine.http.server", function()
 end)
 
 describe("lupine.http.server faults", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
   it("answers 500 to a handler that raises; the message goes to the log only; the connection stays", function()
     local out = os.tmpname()
     local p = test.spawn({ build .. "/lupine", "-w", "1", "-p", "0", "spec/apps/http_raises.lua" }, { stdout = out, stderr = out })
@@ -287,6 +294,9 @@ describe("lupine.http.server faults", function()
 end)
 
 describe("lupine.http.router", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
   local seen
   local router = http.router()
   router:get("/users/:id", function(req, res) seen = req.params res:send("user " .. req.params.id) end)
@@ -319,6 +329,9 @@ describe("lupine.http.router", function()
 end)
 
 describe("examples/http_hello.lua under wrk", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
   it("serves a short load run without errors", function()
     local server = test.server(dofile("examples/http_hello.lua"))
     local out, code = run({ "wrk", "-t1", "-c10", "-d1s", "--timeout", "2s", ("http://127.0.0.1:%d/"):format(server.port) }, 20)

@@ -168,10 +168,14 @@ end
 
 http.clientCodec = native.clientCodec
 
--- Idle kept-alive connections per "host:port", most recent last. Per Lua state
--- (each worker has its own), at most MAX_IDLE per host.
+-- Idle kept-alive connections per "host:port/maxBody", most recent last. Per
+-- Lua state (each worker has its own), at most MAX_IDLE per host; kept in the
+-- registry, so that every copy of this module in a state (a test runner may
+-- load it again) shares one pool.
 local MAX_IDLE = 16
-local idle = {}
+local registry = debug.getregistry()
+local idle = registry["lupine.http.idle"] or {}
+registry["lupine.http.idle"] = idle
 
 local function parse_url(url)
   if type(url) ~= "string" then return nil, "'url' must be a string" end
@@ -345,6 +349,15 @@ send = function(ex, fresh)
     end
     conn:start(ex, false)
   end)
+end
+
+-- http.closeIdle(): close every kept-alive connection this state's client
+-- holds (they close by themselves when their server closes them).
+function http.closeIdle()
+  for key, list in pairs(idle) do
+    idle[key] = nil
+    for _, conn in ipairs(list) do conn.ch:close() end
+  end
 end
 
 -- http.get(url [, opts]) and friends: http.request with method and url set.
