@@ -107,6 +107,22 @@ describe("lupine.http.serverCodec", function()
     ch:finish()
   end)
 
+  it("answers a refused request after the requests before it, answered later", function()
+    local pending = {}
+    local ch = test.embedded(http.serverCodec(), http.aggregator(), {
+      channelRead = function(_, ctx, req) pending[#pending + 1] = { ctx, req.path } end,
+    })
+    ch:writeInbound("GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost : a\r\n\r\n")
+    assert.equal(2, #pending)
+    assert.equal("", drain(ch)) -- the 400 waits for /a and /b
+    for _, p in ipairs(pending) do p[1]:writeAndFlush { status = 200, body = p[2] } end
+    ch:runPendingTasks()
+    assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n/aHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n/b"
+      .. "HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBad Request\n",
+      nodate(drain(ch)))
+    ch:finish()
+  end)
+
   it("rejects unknown options", function()
     assert.has_error(function() http.serverCodec { maxbody = 1 } end, "http.serverCodec: unknown option 'maxbody'")
     assert.has_error(function() http.serverCodec { headerTimeout = -1 } end,

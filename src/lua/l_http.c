@@ -48,10 +48,24 @@
 #define FIELDS_MAX 100       // fields in one response
 #define COPY_BODY_MAX 16384  // a body up to this size is copied behind the head (one write)
 #define DEFAULT_HEADER_TIMEOUT 30.0
+#define HOLD_MAX 65536       // server: input bytes held behind an unanswered request before reading pauses
 
 enum { MODE_CODEC, MODE_SERVER, MODE_CLIENT };
 
-static const char key_end, key_request_mt, key_response;
+static const char key_end, key_request_mt, key_response, key_strings;
+
+// The strings a request table is made of, interned once per state in an
+// array (key_strings; factories keep a reference): lua_setfield with a C
+// string looks its key up in Lua's string cache (a hash and a strcmp) per call.
+enum {
+  S_METHOD = 1, S_TARGET, S_PATH, S_QUERY, S_VERSION, S_HEADERS, S_KEEPALIVE, S_BODY, S_V10, S_V11, S_EMPTY,
+  S_M_FIRST, // then the method names, LP_HTTP_M_GET.. in order
+  S_COUNT = S_M_FIRST + LP_HTTP_M_PATCH
+};
+static const char *const string_values[S_COUNT] = {
+    NULL, "method", "target", "path", "query", "version", "headers", "keepAlive", "body", "1.0", "1.1", "",
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+};
 
 typedef struct {
   l_native n;
@@ -60,6 +74,8 @@ typedef struct {
   double header_timeout;  // 0: none
   lua_State *L;           // main thread, for __gc
   int handler_ref;        // server: the handler (function or callable)
+  int strings_ref;        // the string array (key_strings)
+  int request_mt_ref;     // the requests' metatable
 } http_factory;
 
 typedef struct {
@@ -86,6 +102,10 @@ typedef struct {
   bool streaming;         // codec: a chunked response is in progress
   bool stream_body;       // codec: that response carries a body (not HEAD)
   bool task_queued;
+  bool early;             // server: the request (without body) was dispatched at its head
+  bool err_wait;          // codec: a refused request is answered once the requests before it are
+  bool paused;            // server: reading paused (autoRead off) while input waits behind an answer
+  bool calling;           // server: dispatch reached the handler's call
   lp_task task;           // parse on after an answer that came from elsewhere
   // server: the request being aggregated
   int req_ref;            // its table (LUA_NOREF: none)
@@ -215,41 +235,49 @@ static void push_lower(lua_State *L, const char *s, size_t n) {
   lua_pushlstring(L, tmp, n);
 }
 
-// Under pcall: [1] the connection. Pushes the request table of p->head:
-// { method, target, path, query, version, headers = { lower-case name = value } }.
-// A repeated field's values are joined with ", " (RFC 9110 5.3).
-static int push_head(lua_State *L) {
-  http_conn *c = lua_touserdata(L, 1);
+// Push the request table of p->head (may raise: run it protected):
+// { method, target, path, query, version, headers = { lower-case name = value },
+// keepAlive }. A repeated field's values are joined with ", " (RFC 9110 5.3).
+static void build_request(lua_State *L, http_conn *c) {
   const lp_http_head *hd = &c->p.head;
   const uint8_t *base = hd->base;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->f->strings_ref);
+  int S = lua_gettop(L);
   lua_createtable(L, 0, 8);
-  const char *mn = lp_http_method_name(hd->method);
-  if (mn) lua_pushstring(L, mn);
+  int t = S + 1;
+  lua_rawgeti(L, S, S_METHOD);
+  if (hd->method >= LP_HTTP_M_GET && hd->method <= LP_HTTP_M_PATCH) lua_rawgeti(L, S, S_M_FIRST + hd->method - 1);
   else lua_pushlstring(L, lp_http_at(base, hd->method_name), hd->method_name.len);
-  lua_setfield(L, -2, "method");
-  const char *t = lp_http_at(base, hd->target);
+  lua_rawset(L, t);
+  const char *tg = lp_http_at(base, hd->target);
   size_t tlen = hd->target.len;
-  lua_pushlstring(L, t, tlen);
-  const char *q = memchr(t, '?', tlen);
+  const char *q = memchr(tg, '?', tlen);
+  lua_rawgeti(L, S, S_TARGET);
+  lua_pushlstring(L, tg, tlen);
   if (q) {
-    lua_setfield(L, -2, "target");
-    lua_pushlstring(L, t, (size_t)(q - t));
-    lua_setfield(L, -2, "path");
-    lua_pushlstring(L, q + 1, tlen - (size_t)(q - t) - 1);
-    lua_setfield(L, -2, "query");
+    lua_rawset(L, t);
+    lua_rawgeti(L, S, S_PATH);
+    lua_pushlstring(L, tg, (size_t)(q - tg));
+    lua_rawset(L, t);
+    lua_rawgeti(L, S, S_QUERY);
+    lua_pushlstring(L, q + 1, tlen - (size_t)(q - tg) - 1);
+    lua_rawset(L, t);
   } else {
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -3, "target");
-    lua_setfield(L, -2, "path");
+    lua_rawgeti(L, S, S_PATH);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, t);
+    lua_rawset(L, t);
   }
-  lua_pushstring(L, hd->version == 10 ? "1.0" : "1.1");
-  lua_setfield(L, -2, "version");
+  lua_rawgeti(L, S, S_VERSION);
+  lua_rawgeti(L, S, hd->version == 10 ? S_V10 : S_V11);
+  lua_rawset(L, t);
+  lua_rawgeti(L, S, S_HEADERS);
   lua_createtable(L, 0, (int)hd->nheaders);
   for (uint32_t i = 0; i < hd->nheaders; i++) {
     const lp_http_header *f = &hd->headers[i];
     push_lower(L, lp_http_at(base, f->name), f->name.len);
     lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) { // repeated: join
+    if (LP_UNLIKELY(lua_rawget(L, -3) == LUA_TSTRING)) { // repeated: join
       lua_pushliteral(L, ", ");
       lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
       lua_concat(L, 3);
@@ -259,11 +287,18 @@ static int push_head(lua_State *L) {
     }
     lua_rawset(L, -3);
   }
-  lua_setfield(L, -2, "headers");
+  lua_rawset(L, t);
+  lua_rawgeti(L, S, S_KEEPALIVE);
   lua_pushboolean(L, hd->keep_alive);
-  lua_setfield(L, -2, "keepAlive");
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_request_mt);
-  lua_setmetatable(L, -2);
+  lua_rawset(L, t);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->f->request_mt_ref);
+  lua_setmetatable(L, t);
+  lua_remove(L, S);
+}
+
+// Under pcall: [1] the connection. Pushes the request table of its head.
+static int push_head(lua_State *L) {
+  build_request(L, lua_touserdata(L, 1));
   return 1;
 }
 
@@ -355,6 +390,13 @@ static void parse_error(http_conn *c) {
   lp_channel *ch = chan(c);
   if (LP_LOG_ENABLED(LP_LOG_DEBUG)) lp_log(LP_LOG_DEBUG, ch->id, "http: %s", c->p.error.message);
   c->wait_since = -1;
+  if (c->in_body && c->rlen) c->rlen--; // the request refused in its body is not one to answer
+  if (c->mode == MODE_CODEC && c->rlen) {
+    // Requests before it are still to be answered (in order): after them.
+    c->err_wait = true;
+    c->closing = true;
+    return;
+  }
   if (c->p.error.code == LP_EHTTP || c->p.status != 500) {
     // Answer in order: earlier requests still unanswered (codec) come first,
     // so this only goes out now when nothing is pending.
@@ -465,6 +507,12 @@ static void parse_loop(http_conn *c) {
           flush(c); // the client waits for it before sending the body
         }
       }
+      if (c->mode == MODE_SERVER && !hd->chunked && hd->content_length <= 0) {
+        // No body: dispatched now, from the head in place (its END follows at once).
+        c->early = true;
+        dispatch(c);
+        continue;
+      }
       int top = lua_gettop(L);
       lua_pushcfunction(L, push_head);
       lua_pushlightuserdata(L, c);
@@ -500,6 +548,8 @@ static void parse_loop(http_conn *c) {
     if (c->mode == MODE_CODEC) {
       lua_rawgetp(L, LUA_REGISTRYINDEX, &key_end);
       fire_top(c, L);
+    } else if (c->early) {
+      c->early = false;
     } else {
       dispatch(c);
     }
@@ -528,6 +578,10 @@ static void parse_task(lp_task *t, lp_loop *loop) {
     lp_pipeline_enter(&ch->pipeline);
     parse_loop(c);
     flush(c);
+    if (c->paused && !gone(c) && !(c->rlen && c->cum && lp_buf_readable(c->cum) > HOLD_MAX)) {
+      c->paused = false;
+      lp_channel_set_auto_read(ch, true);
+    }
     lp_pipeline_leave(&ch->pipeline);
   }
   lp_ctx_unref(ctx);
@@ -885,59 +939,71 @@ static int res_finished(lua_State *L) {
 
 // ---- dispatch (server) ----------------------------------------------------------------------
 
-// Under pcall: [1] the connection; pushes req (with body) and a new res.
-static int make_call(lua_State *L) {
+// Under pcall: [1] the connection. Makes req (from the head, or the one
+// gathered with its body) and res, then calls handler(req, res): one
+// protected call per request, whatever fails in it.
+static int dispatch_call(lua_State *L) {
   http_conn *c = lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->f->handler_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->f->handler_ref); // 2
+  if (c->req_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, c->req_ref);
+  else build_request(L, c); // 3
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->f->strings_ref);
+  lua_rawgeti(L, -1, S_BODY);
   if (c->body) lua_pushlstring(L, (const char *)lp_buf_rptr(c->body), lp_buf_readable(c->body));
-  else lua_pushliteral(L, "");
-  lua_setfield(L, -2, "body");
-  http_res *r = l_newudata(L, sizeof *r, 0, &key_response);
+  else lua_rawgeti(L, -2, S_EMPTY);
+  lua_rawset(L, 3);
+  lua_pop(L, 1);
+  http_res *r = l_newudata(L, sizeof *r, 0, &key_response); // 4
   r->status = 200;
   r->fields_ref = LUA_NOREF;
-  return 3;
+  r->c = c;
+  r->info = ring_front(c);
+  c->res = r;
+  c->calling = true;
+  lua_call(L, 2, 0);
+  return 0;
 }
 
 static void dispatch(http_conn *c) {
   lua_State *L = c->h->L;
   int top = lua_gettop(L);
   lua_pushcfunction(L, l_traceback);
-  lua_pushcfunction(L, make_call);
+  lua_pushcfunction(L, dispatch_call);
   lua_pushlightuserdata(L, c);
-  int rc = lua_pcall(L, 1, 3, top + 1);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
-  c->req_ref = LUA_NOREF;
+  c->calling = false;
+  int rc = lua_pcall(L, 1, 0, top + 1);
+  if (c->req_ref != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, c->req_ref);
+    c->req_ref = LUA_NOREF;
+  }
   if (c->body) {
     lp_buf_unref(c->body);
     c->body = NULL;
   }
-  if (rc != LUA_OK) {
-    lp_log(LP_LOG_ERROR, chan(c)->id, "http: %s", lua_tostring(L, -1));
-    lua_settop(L, top);
-    lp_ctx_op(c->ctx, LP_OP_CLOSE, NULL, NULL);
-    c->closing = true;
-    return;
-  }
-  http_res *r = lua_touserdata(L, -1);
-  r->c = c;
-  r->info = ring_front(c);
-  c->res = r;
-  rc = lua_pcall(L, 2, 0, top + 1);
   if (LP_UNLIKELY(rc != LUA_OK)) {
     char text[LP_ERROR_MESSAGE_MAX * 4];
-    lp_log(LP_LOG_ERROR, chan(c)->id, "http handler raised: %s", l_tostring(L, -1, text, sizeof text));
-    lua_pop(L, 1);
-    if (c->res == r) { // not finished
-      bool started = r->started;
-      req_info ri = r->info;
-      res_done(r, true);
-      if (gone(c)) {
-      } else if (!started) {
+    http_res *r = c->res;
+    if (!c->calling) { // out of memory before the handler ran
+      lp_log(LP_LOG_ERROR, chan(c)->id, "http: %s", l_tostring(L, -1, text, sizeof text));
+      if (r) res_done(r, true);
+      req_info ri = ring_front(c);
+      if (!gone(c)) {
         answer_plain(c, 500, &ri, !ri.keep_alive);
         answered(c, ri.keep_alive);
-      } else {
-        close_after_writes(c);
+      }
+    } else {
+      lp_log(LP_LOG_ERROR, chan(c)->id, "http handler raised: %s", l_tostring(L, -1, text, sizeof text));
+      if (r) { // not finished
+        bool started = r->started;
+        req_info ri = r->info;
+        res_done(r, true);
+        if (gone(c)) {
+        } else if (!started) {
+          answer_plain(c, 500, &ri, !ri.keep_alive);
+          answered(c, ri.keep_alive);
+        } else {
+          close_after_writes(c);
+        }
       }
     }
   }
@@ -945,6 +1011,19 @@ static void dispatch(http_conn *c) {
 }
 
 // ---- the codec's outbound side ----------------------------------------------------------------
+
+// A response went through the codec: a refused request waiting behind the
+// answered ones is answered now; otherwise the next head is waited for.
+static void codec_answered(http_conn *c) {
+  if (c->rlen) return;
+  if (c->err_wait) {
+    c->err_wait = false;
+    answer_plain(c, c->p.status, NULL, true);
+    flush(c);
+  } else if (!c->closing) {
+    wait_for_head(c);
+  }
+}
 
 // Under pcall: [1] conn, [2] the response table, [3] the write's promise
 // (light userdata, may be NULL); returns nothing. Encodes and writes.
@@ -991,7 +1070,7 @@ static int codec_encode(lua_State *L) {
   if (!streamed) {
     ring_pop(c);
     if (!keep) c->closing = true;
-    else if (c->rlen == 0) wait_for_head(c);
+    codec_answered(c);
   }
   return 0;
 }
@@ -1035,7 +1114,7 @@ static void codec_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
     if (end) {
       c->streaming = false;
       ring_pop(c);
-      if (c->rlen == 0 && ri.keep_alive) wait_for_head(c);
+      if (ri.keep_alive) codec_answered(c);
       if (!ri.keep_alive) {
         c->closing = true;
         if (promise) {
@@ -1201,6 +1280,12 @@ static void conn_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
       return;
     }
     parse_loop(c);
+    if (c->mode == MODE_SERVER && c->rlen && !c->paused && c->cum && lp_buf_readable(c->cum) > HOLD_MAX &&
+        !gone(c)) {
+      // Pipelined input behind an answer not yet given: stop reading until it is.
+      c->paused = true;
+      lp_channel_set_auto_read(chan(c), false);
+    }
     return;
   }
   case LP_EV_READ_COMPLETE:
@@ -1291,8 +1376,11 @@ static lp_ctx *conn_make(l_native *self, lp_pipeline *p, const char *name, lua_S
 
 static void factory_free(l_native *self) {
   http_factory *f = (http_factory *)self;
-  if (f->handler_ref != LUA_NOREF && f->L) luaL_unref(f->L, LUA_REGISTRYINDEX, f->handler_ref);
-  f->handler_ref = LUA_NOREF;
+  if (!f->L) return;
+  if (f->handler_ref != LUA_NOREF) luaL_unref(f->L, LUA_REGISTRYINDEX, f->handler_ref);
+  if (f->strings_ref != LUA_NOREF) luaL_unref(f->L, LUA_REGISTRYINDEX, f->strings_ref);
+  if (f->request_mt_ref != LUA_NOREF) luaL_unref(f->L, LUA_REGISTRYINDEX, f->request_mt_ref);
+  f->handler_ref = f->strings_ref = f->request_mt_ref = LUA_NOREF;
 }
 
 // ---- factories ------------------------------------------------------------------------------
@@ -1352,6 +1440,11 @@ static int new_factory(lua_State *L, int mode) {
   f->header_timeout = ht;
   f->L = l_host_get(L)->L;
   f->handler_ref = ref;
+  f->strings_ref = f->request_mt_ref = LUA_NOREF;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_strings);
+  f->strings_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_request_mt);
+  f->request_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
@@ -1394,6 +1487,13 @@ static const luaL_Reg http_funcs[] = {
 };
 
 void l_http_open(lua_State *L) {
+  lua_createtable(L, S_COUNT, 0);
+  for (int i = 1; i < S_COUNT; i++) {
+    if (!string_values[i]) continue;
+    lua_pushstring(L, string_values[i]);
+    lua_rawseti(L, -2, i);
+  }
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_strings);
   luaL_newlib(L, http_funcs);
   // END: the marker after each request's body (codec), and that a streamed response ends
   lua_newtable(L);
