@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 # bench/http_load.py PORT N [CONNS [DEPTH]]: exactly N GET requests to
 # 127.0.0.1:PORT over CONNS (1) kept-alive connections, DEPTH (1) pipelined per
-# send, every response checked to be the 6-byte "hello\n" with Content-Length
-# (exit 1 otherwise). For bench/http_callgrind: a fixed count, not a rate.
+# send, every response checked to be "hello\n" (with Content-Length, or chunked
+# as nginx's ngx.say sends it; exit 1 otherwise). For bench/http_callgrind: a fixed count, not a rate.
 import selectors, socket, sys
 
 port, n = int(sys.argv[1]), int(sys.argv[2])
@@ -39,11 +39,26 @@ while done < n:
         st[0] += data
         while True:
             i = st[0].find(b"\r\n\r\n")
-            if i < 0 or len(st[0]) < i + 4 + 6:
+            if i < 0:
                 break
-            if b"Content-Length: 6\r\n" not in st[0][:i + 2] or st[0][i + 4:i + 10] != b"hello\n":
+            head = st[0][:i + 2]
+            if b"Content-Length: 6\r\n" in head:
+                end = i + 10
+                body = st[0][i + 4:end]
+            elif b"Transfer-Encoding: chunked\r\n" in head:  # nginx's ngx.say
+                j = st[0].find(b"\r\n0\r\n\r\n", i + 4)
+                if j < 0:
+                    break
+                end = j + 7
+                body = st[0][i + 4:end]
+                body = b"hello\n" if body == b"6\r\nhello\n\r\n0\r\n\r\n" else body
+            else:
                 sys.exit("bad response: %r" % st[0][:200])
-            st[0] = st[0][i + 10:]
+            if len(st[0]) < end:
+                break
+            if body != b"hello\n":
+                sys.exit("bad response: %r" % st[0][:200])
+            st[0] = st[0][end:]
             st[1] -= 1
             done += 1
         if st[1] == 0:
