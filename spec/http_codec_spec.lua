@@ -209,6 +209,16 @@ describe("lupine.http server: bad input over a socket", function()
     { "HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "HTTP Version Not Supported" },
     { "an unknown coding before chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
       501, "Not Implemented" },
+    { "a NUL in a field value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 400, "Bad Request" },
+    { "a control character in a field value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\1b\r\n\r\n", 400, "Bad Request" },
+    { "whitespace before the first field", "GET / HTTP/1.1\r\n Host: a\r\n\r\n", 400, "Bad Request" },
+    { "two Host fields", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "Bad Request" },
+    { "chunked twice", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 400, "Bad Request" },
+    { "Transfer-Encoding in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "Bad Request" },
+    { "a Content-Length list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nx", 400, "Bad Request" },
+    { "a target with a control character", "GET /a\1b HTTP/1.1\r\nHost: a\r\n\r\n", 400, "Bad Request" },
+    { "absolute-form without an authority", "GET http:/x HTTP/1.1\r\nHost: a\r\n\r\n", 400, "Bad Request" },
+    { "a bare CR in a chunk line", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\rx\r\n", 400, "Bad Request" },
     { "an Expect other than 100-continue", "GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n", 417, "Expectation Failed" },
   }
   for _, case in ipairs(cases) do
