@@ -92,7 +92,8 @@ typedef struct {
   lp_http_parser p;
   lp_buf *cum;
   // requests parsed and not yet answered, oldest first (server: at most 1)
-  req_info ring[RING_MAX];
+  req_info *ring;         // max_inflight entries: &one, or (codec) RING_MAX malloc'd
+  req_info one;
   uint32_t rhead, rlen, max_inflight;
   bool in_body;           // between HEAD and END of a request
   bool parsing;           // the parse loop is on the stack
@@ -203,7 +204,7 @@ static void answer_plain(http_conn *c, int status, const req_info *ri, bool clos
 // ---- the request ring -------------------------------------------------------------------
 
 static void ring_push(http_conn *c, req_info ri) {
-  c->ring[(c->rhead + c->rlen) % RING_MAX] = ri;
+  c->ring[(c->rhead + c->rlen) % c->max_inflight] = ri;
   c->rlen++;
 }
 
@@ -215,7 +216,7 @@ static req_info ring_front(const http_conn *c) {
 
 static void ring_pop(http_conn *c) {
   if (!c->rlen) return;
-  c->rhead = (c->rhead + 1) % RING_MAX;
+  c->rhead = (c->rhead + 1) % c->max_inflight;
   c->rlen--;
 }
 
@@ -1329,6 +1330,7 @@ static void conn_free(lp_ctx *ctx) {
   if (c->cum) lp_buf_unref(c->cum);
   if (c->body) lp_buf_unref(c->body);
   lp_http_parser_free(&c->p);
+  if (c->ring != &c->one) free(c->ring);
   free(c);
   ctx->state = NULL;
 }
@@ -1367,6 +1369,11 @@ static lp_ctx *conn_make(l_native *self, lp_pipeline *p, const char *name, lua_S
   c->f = f;
   c->mode = f->mode;
   c->max_inflight = f->mode == MODE_CODEC ? RING_MAX : 1;
+  c->ring = &c->one;
+  if (f->mode == MODE_CODEC && !(c->ring = malloc(RING_MAX * sizeof *c->ring))) {
+    c->ring = &c->one;
+    c->max_inflight = 1;
+  }
   c->req_ref = LUA_NOREF;
   c->wait_since = -1;
   ev_init(&c->timer, on_timer);
