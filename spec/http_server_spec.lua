@@ -177,6 +177,29 @@ describe("lupine.http.server", function()
     server:close()
   end)
 
+  it("lets a coroutine answer, after it yielded", function()
+    local loop = lupine.loop()
+    local server = serve { handler = function(req, res)
+      local co = coroutine.create(function()
+        res:header("X-Co", "yes")
+        coroutine.yield()
+        res:write("from ")
+        coroutine.yield()
+        res:finish("a coroutine " .. req.path)
+      end)
+      assert(coroutine.resume(co))
+      local tick
+      tick = loop:scheduleAtFixedRate(0.01, 0.01, function()
+        assert(coroutine.resume(co))
+        if coroutine.status(co) == "dead" then tick:cancel() end
+      end)
+    end }
+    local out, code = run { "curl", "-sS", "-i", ("http://127.0.0.1:%d/p"):format(server.port) }
+    assert.equal(0, code, out)
+    assert.equal("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-co: yes\r\n\r\nfrom a coroutine /p", nodate(out))
+    server:close()
+  end)
+
   it("refuses a finished response, and says so", function()
     local err
     local server = serve { handler = function(_, res)

@@ -157,7 +157,7 @@ int lp_http_encode_head(lp_buf *b, const lp_http_response *r) {
   PUT("\r\n");
   if (r->date) {
     PUT("Date: ");
-    memcpy(o, lp_http_date((double)time(NULL)), LP_HTTP_DATE_LEN);
+    memcpy(o, lp_http_date(r->now > 0 ? r->now : (double)time(NULL)), LP_HTTP_DATE_LEN);
     o += LP_HTTP_DATE_LEN;
     PUT("\r\n");
   }

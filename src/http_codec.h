@@ -32,6 +32,7 @@ typedef struct lp_http_response {
   bool keep_alive;         // false: Connection: close (and the caller closes after the response)
   bool no_length;          // no framing field at all (1xx, 204, 304)
   bool date;               // add a Date field (lp_http_date)
+  double now;              // for Date: seconds since the epoch (the loop's clock); 0: time(NULL)
 } lp_http_response;
 
 // The standard reason phrase of a status ("Not Found"); "Unknown" for others.

@@ -51,6 +51,13 @@ int main(void) {
   CHECK(lp_http_encode_head(b, &r) == 0);
   CHECK(equals(b, "HTTP/1.1 204 No Content\r\n\r\n"));
   lp_buf_unref(b);
+  // Date from the caller's clock (the loop's)
+  b = lp_buf_new(NULL, 0);
+  r = (lp_http_response){.version = 11, .status = 200, .content_length = 0, .keep_alive = true, .date = true,
+                         .now = 784111777.5};
+  CHECK(lp_http_encode_head(b, &r) == 0);
+  CHECK(equals(b, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 0\r\n\r\n"));
+  lp_buf_unref(b);
   CHECK(strcmp(lp_http_reason(431), "Request Header Fields Too Large") == 0);
   CHECK(strcmp(lp_http_reason(599), "Unknown") == 0);
 

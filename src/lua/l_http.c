@@ -190,7 +190,8 @@ static void answer_plain(http_conn *c, int status, const req_info *ri, bool clos
   size_t n = (size_t)snprintf(body, sizeof body, "%s\n", text);
   lp_http_field ct = {"Content-Type", "text/plain; charset=utf-8", 12, 25};
   lp_http_response r = {.version = ri ? ri->version : 11, .status = status, .fields = &ct, .nfields = 1,
-                        .content_length = (int64_t)n, .keep_alive = !close, .date = true};
+                        .content_length = (int64_t)n, .keep_alive = !close, .date = true,
+                        .now = ev_now(chan(c)->loop->ev)};
   lp_buf *b = lp_buf_new(chan(c)->loop->pool, 256);
   if (!b || lp_http_encode_head(b, &r) != 0 || (!(ri && ri->head) && lp_buf_write(b, body, n) != 0)) {
     if (b) lp_buf_unref(b);
@@ -676,6 +677,7 @@ static const char *body_bytes(lua_State *L, int i, size_t *len, const char *fn) 
 // Encode head (+ body when body != NULL) into one buffer; big bodies go as a second buffer. Never raises.
 static int emit(http_conn *c, lp_http_response *r, const char *body, size_t blen, bool close, lp_future *promise) {
   lp_pool *pool = chan(c)->loop->pool;
+  r->now = ev_now(chan(c)->loop->ev); // Date per loop second: the loop's clock, no clock call
   bool copy = body && blen <= COPY_BODY_MAX;
   lp_buf *b = lp_buf_new(pool, 160 + (copy ? blen : 0));
   if (!b) return -ENOMEM;
