@@ -153,6 +153,47 @@ describe("lupine.http.aggregator", function()
   end)
 end)
 
+describe("lupine.http.serverCodec with autoRead off", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
+
+  it("delivers one request per read() demand, holding the rest", function()
+    local loop = lupine.loop()
+    local got, chans = {}, {}
+    local server = test.server(function(ch)
+      ch.pipeline:addLast("http", http.serverCodec())
+      ch.pipeline:addLast("agg", http.aggregator())
+      ch.pipeline:addLast("app", { channelRead = function(_, ctx, req)
+        got[#got + 1] = req.path
+        ctx:writeAndFlush { status = 200, body = req.path }
+      end })
+    end, { channels = chans, options = { autoRead = false } })
+    local c = test.client(server.port)
+    c:send("GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+    test.eventually(function() return chans[1] ~= nil end)
+    for i = 1, 3 do
+      chans[1]:read()
+      test.eventually(function() return #got == i end, 5, "request " .. i)
+      loop:runFor(0.1) -- and no more than that one
+      assert.equal(i, #got)
+    end
+    assert.same({ "/1", "/2", "/3" }, got)
+    local one = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n/"
+    local all = ""
+    test.eventually(function()
+      all = all .. c:received()
+      c.buf = ""
+      return #nodate(all) >= 3 * (#one + 1)
+    end)
+    assert.equal(one .. "1" .. one .. "2" .. one .. "3", nodate(all))
+    c:close()
+    chans[1]:close() -- it reads nothing more on its own: it would not see the client's FIN
+    loop:runUntil(function() return loop:channelCount() == 0 end, 5)
+    server:close()
+  end)
+end)
+
 -- The exact bytes of each bad request over a real socket: the status, then
 -- Connection: close, then the close.
 describe("lupine.http server: bad input over a socket", function()

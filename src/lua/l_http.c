@@ -106,6 +106,7 @@ typedef struct {
   bool early;             // server: the request (without body) was dispatched at its head
   bool err_wait;          // codec: a refused request is answered once the requests before it are
   bool paused;            // server: reading paused (autoRead off) while input waits behind an answer
+  uint32_t allow;         // codec, autoRead off: requests that may still start (one per read() demand)
   bool calling;           // server: dispatch reached the handler's call
   lp_task task;           // parse on after an answer that came from elsewhere
   // server: the request being aggregated
@@ -130,6 +131,9 @@ struct http_res {
 
 static inline lp_channel *chan(const http_conn *c) { return lp_ctx_channel(c->ctx); }
 static inline bool gone(const http_conn *c) { return c->ctx->removed || (chan(c)->flags & LP_CH_CLOSED); }
+// The codec with autoRead off: one request per read() demand, the rest held
+// (as the frame decoders hold frames; LESSONS #7).
+static inline bool holding(const http_conn *c) { return c->mode == MODE_CODEC && !chan(c)->config.auto_read; }
 
 // ---- writing ----------------------------------------------------------------------------
 
@@ -486,6 +490,7 @@ static void parse_loop(http_conn *c) {
   c->parsing = true;
   while (c->cum && !gone(c) && !c->closing) {
     if (!c->in_body && c->rlen >= c->max_inflight) break; // answer first
+    if (!c->in_body && holding(c) && c->allow == 0) break; // wait for a read() demand
     int ev = lp_http_parse(&c->p, c->cum);
     if (ev == LP_HTTP_NEED) break;
     if (ev == LP_HTTP_ERROR) {
@@ -498,6 +503,7 @@ static void parse_loop(http_conn *c) {
     }
     if (ev == LP_HTTP_HEAD) {
       c->in_body = true;
+      if (c->allow) c->allow--;
       c->wait_since = -1;
       const lp_http_head *hd = &c->p.head;
       req_info ri = {hd->method == LP_HTTP_M_HEAD, hd->keep_alive, (uint8_t)(hd->version == 10 ? 10 : 11)};
@@ -580,6 +586,7 @@ static void parse_task(lp_task *t, lp_loop *loop) {
     lp_pipeline_enter(&ch->pipeline);
     parse_loop(c);
     flush(c);
+    if (holding(c) && (c->allow || c->in_body) && !gone(c) && !c->closing) lp_ctx_op(ctx, LP_OP_READ, NULL, NULL);
     if (c->paused && !gone(c) && !(c->rlen && c->cum && lp_buf_readable(c->cum) > HOLD_MAX)) {
       c->paused = false;
       lp_channel_set_auto_read(ch, true);
@@ -590,6 +597,8 @@ static void parse_task(lp_task *t, lp_loop *loop) {
   lp_channel_unref(ch);
 }
 
+static void schedule_parse(http_conn *c);
+
 // A response finished. Inside the parse loop (an answer from the handler's
 // own call) the loop goes on by itself; otherwise a task parses on.
 static void answered(http_conn *c, bool keep_alive) {
@@ -598,13 +607,16 @@ static void answered(http_conn *c, bool keep_alive) {
   if (c->parsing || c->closing || gone(c)) return;
   if (!c->in_read) flush(c);
   if (c->rlen == 0) wait_for_head(c);
-  if (c->cum && !c->task_queued) {
-    c->task_queued = true;
-    c->ctx->refs++;
-    lp_channel_ref(chan(c));
-    c->task.run = parse_task;
-    lp_loop_defer(chan(c)->loop, &c->task);
-  }
+  if (c->cum) schedule_parse(c);
+}
+
+static void schedule_parse(http_conn *c) {
+  if (c->task_queued) return;
+  c->task_queued = true;
+  c->ctx->refs++; // both stay alive until the task ran
+  lp_channel_ref(chan(c));
+  c->task.run = parse_task;
+  lp_loop_defer(chan(c)->loop, &c->task);
 }
 
 // ---- responses from Lua values ----------------------------------------------------------------
@@ -1080,6 +1092,14 @@ static int codec_encode(lua_State *L) {
 
 static void codec_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
   http_conn *c = ctx->state;
+  if (op == LP_OP_READ && c->cum && lp_buf_readable(c->cum) && !c->closing) {
+    if (holding(c)) { // served from the bytes held, in a task, not from the socket
+      c->allow++;
+      schedule_parse(c);
+      return;
+    }
+    schedule_parse(c); // reading is on again: what is held goes first
+  }
   if (op != LP_OP_WRITE || m->kind != LP_MSG_HOST || c->h->closing) {
     if (op == LP_OP_FLUSH) c->dirty = false;
     lp_ctx_op(ctx, op, m, promise);
@@ -1151,14 +1171,7 @@ static void codec_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
     lp_channel_fail_promise(chan(c), promise, &e);
   }
   lua_settop(L, top);
-  bool after = !c->parsing && !c->closing && c->cum && c->rlen < c->max_inflight;
-  if (after && !c->task_queued) { // parsing waited for answers
-    c->task_queued = true;
-    c->ctx->refs++;
-    lp_channel_ref(chan(c));
-    c->task.run = parse_task;
-    lp_loop_defer(chan(c)->loop, &c->task);
-  }
+  if (!c->parsing && !c->closing && c->cum && c->rlen < c->max_inflight) schedule_parse(c); // parsing waited for answers
 }
 
 // ---- the client's outbound side: requests ------------------------------------------------------
@@ -1277,6 +1290,7 @@ static void conn_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
       return;
     }
     c->in_read = true;
+    if (holding(c) && !c->in_body && c->allow == 0) c->allow = 1; // these bytes came for a read() demand
     if (lp_cumulate(loop->pool, &c->cum, in) != 0) {
       lp_ctx_op(ctx, LP_OP_CLOSE, NULL, NULL);
       c->closing = true;
@@ -1294,6 +1308,8 @@ static void conn_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
   case LP_EV_READ_COMPLETE:
     c->in_read = false;
     flush(c);
+    // A demand not yet served by a whole request: read on, or it never would be.
+    if (holding(c) && (c->allow || c->in_body) && !gone(c) && !c->closing) lp_ctx_op(ctx, LP_OP_READ, NULL, NULL);
     if (c->mode != MODE_SERVER) lp_ctx_fire(ctx, ev, m);
     return;
   case LP_EV_INACTIVE:
@@ -1340,7 +1356,7 @@ static void conn_free(lp_ctx *ctx) {
 static const lp_handler_ops codec_ops = {
     "httpServerCodec",
     LP_MASK(LP_EV_READ) | LP_MASK(LP_EV_READ_COMPLETE) | LP_MASK(LP_EV_INACTIVE) | LP_MASK(LP_EV_ACTIVE) |
-        LP_MASK(LP_OP_WRITE) | LP_MASK(LP_OP_FLUSH),
+        LP_MASK(LP_OP_WRITE) | LP_MASK(LP_OP_FLUSH) | LP_MASK(LP_OP_READ),
     conn_added, conn_removed, conn_inbound, codec_outbound, conn_free,
 };
 
