@@ -123,6 +123,52 @@ describe("lupine.http.serverCodec", function()
     ch:finish()
   end)
 
+  it("hands the bytes after an accepted upgrade to the next handler when removed", function()
+    local Echo = { channelRead = function(_, ctx, buf) ctx:writeAndFlush(buf) end }
+    local server = test.server(function(ch)
+      ch.pipeline:addLast("http", http.serverCodec())
+      ch.pipeline:addLast("agg", http.aggregator())
+      ch.pipeline:addLast("app", { channelRead = function(_, ctx, req)
+        if req:header("upgrade") == "echo" then
+          ctx:writeAndFlush { status = 101, headers = { Upgrade = "echo", Connection = "Upgrade" } }
+          ctx.pipeline:remove("agg")
+          ctx.pipeline:remove("http")
+          ctx.pipeline:replace("app", "echo", Echo)
+        else
+          ctx:writeAndFlush { status = 200, body = "plain" }
+        end
+      end })
+    end)
+    local c = test.client(server.port)
+    -- declined (no upgrade asked for on the second): the stream goes on as HTTP
+    c:send("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nafter the head")
+    local want = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain"
+      .. "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nafter the head"
+    local got = ""
+    test.eventually(function()
+      got = got .. c:received()
+      c.buf = ""
+      return #nodate(got) >= #want
+    end)
+    -- the fields of a table come in pairs() order
+    got = nodate(got):gsub("Connection: Upgrade\r\nUpgrade: echo\r\n", "Upgrade: echo\r\nConnection: Upgrade\r\n")
+    assert.equal(want, got)
+    c:send("more")
+    assert.equal("more", c:receive(4))
+    c:close()
+    server:close()
+  end)
+
+  it("parses on as HTTP when an upgrade is declined", function()
+    local ch = test.embedded(http.serverCodec(), http.aggregator(), {
+      channelRead = function(_, ctx, req) ctx:write { status = 200, body = req.path } end,
+    })
+    ch:writeInbound("GET /u HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\nGET /n HTTP/1.1\r\nHost: a\r\n\r\n")
+    ch:runPendingTasks()
+    assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n/uHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n/n", nodate(drain(ch)))
+    ch:finish()
+  end)
+
   it("rejects unknown options", function()
     assert.has_error(function() http.serverCodec { maxbody = 1 } end, "http.serverCodec: unknown option 'maxbody'")
     assert.has_error(function() http.serverCodec { headerTimeout = -1 } end,

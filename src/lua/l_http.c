@@ -19,6 +19,11 @@
 // up to RING_MAX unanswered requests (HEAD, version, keep-alive) in order,
 // for the responses written through it, and stops parsing when it is full.
 //
+// The codec also keeps Netty's decoder rules: with autoRead off, one request
+// per read() demand (the rest held); after an Upgrade request it parses
+// nothing until the answer (101: the codec is to be removed, and on removal
+// the bytes not parsed go to the next handler; another status: HTTP goes on).
+//
 // Errors: a request the parser refuses is answered with its status (400, 413,
 // 414, 431, 501, 505, 417) and Connection: close, and the channel closes once
 // that is written. A request head that does not complete within headerTimeout
@@ -107,6 +112,9 @@ typedef struct {
   bool err_wait;          // codec: a refused request is answered once the requests before it are
   bool paused;            // server: reading paused (autoRead off) while input waits behind an answer
   uint32_t allow;         // codec, autoRead off: requests that may still start (one per read() demand)
+  bool upgrade_wait;      // codec: after an Upgrade request, the bytes wait for the answer (101: not HTTP)
+  bool handed_off;        // removed: the bytes not parsed went to the next handler
+  int last_status;        // codec: the status of the last response head written
   bool calling;           // server: dispatch reached the handler's call
   lp_task task;           // parse on after an answer that came from elsewhere
   // server: the request being aggregated
@@ -479,6 +487,22 @@ static void client_parse_loop(http_conn *c, bool last) {
   c->parsing = false;
 }
 
+// Removed (a protocol upgrade): the bytes not parsed go to the next handler,
+// once no parse loop is on the stack.
+static void handover(http_conn *c) {
+  if (c->handed_off || c->parsing) return;
+  c->handed_off = true;
+  lp_buf *rest = c->cum;
+  c->cum = NULL;
+  if (rest && lp_buf_readable(rest) && !c->ctx->pipeline->destroyed) {
+    lp_msg m = lp_msg_buf(rest);
+    lp_ctx_fire(c->ctx, LP_EV_READ, &m);
+    lp_ctx_fire(c->ctx, LP_EV_READ_COMPLETE, NULL);
+  } else if (rest) {
+    lp_buf_unref(rest);
+  }
+}
+
 static void parse_loop(http_conn *c) {
   if (c->mode == MODE_CLIENT) {
     client_parse_loop(c, false);
@@ -491,14 +515,21 @@ static void parse_loop(http_conn *c) {
   while (c->cum && !gone(c) && !c->closing) {
     if (!c->in_body && c->rlen >= c->max_inflight) break; // answer first
     if (!c->in_body && holding(c) && c->allow == 0) break; // wait for a read() demand
+    if (c->upgrade_wait) break;
     int ev = lp_http_parse(&c->p, c->cum);
     if (ev == LP_HTTP_NEED) break;
     if (ev == LP_HTTP_ERROR) {
       parse_error(c);
       break;
     }
-    if (ev == LP_HTTP_UPGRADE) { // not taken: the stream goes on as HTTP
-      lp_http_parser_resume(&c->p);
+    if (ev == LP_HTTP_UPGRADE) {
+      // The codec: the answer decides (101, then the codec's removal, or HTTP on);
+      // it may have been given already, from inside this loop.
+      if (c->mode == MODE_CODEC && (c->rlen || c->last_status == 101)) {
+        c->upgrade_wait = true;
+        break;
+      }
+      lp_http_parser_resume(&c->p); // the server takes no upgrade: the stream goes on as HTTP
       continue;
     }
     if (ev == LP_HTTP_HEAD) {
@@ -568,6 +599,7 @@ static void parse_loop(http_conn *c) {
     c->cum = NULL;
   }
   c->parsing = false;
+  if (c->ctx->removed) handover(c);
   return;
 enomem:
   lp_log(LP_LOG_ERROR, chan(c)->id, "http: out of memory");
@@ -640,7 +672,8 @@ static void add_field(lua_State *L, fields *fs, int ni, int vi, const char *fn) 
     luaL_error(L, "%s: '%s' is set by the server from the body", fn, name);
   if (lp_http_name_is(name, nl, "connection")) {
     if (vl == 5 && lp_http_name_is(value, vl, "close")) fs->close = true;
-    return; // the encoder writes Connection itself
+    // The encoder writes close and keep-alive itself; other options (Upgrade) pass.
+    if (fs->close || (vl == 10 && lp_http_name_is(value, vl, "keep-alive"))) return;
   }
   if (lp_http_name_is(name, nl, "date")) fs->date = false;
   if (fs->n == FIELDS_MAX) luaL_error(L, "%s: more than %d header fields", fn, FIELDS_MAX);
@@ -1064,6 +1097,7 @@ static int codec_encode(lua_State *L) {
   size_t blen;
   const char *body = body_bytes(L, -1, &blen, fn);
   if (streamed && ri.version < 11) keep = false;
+  if (s == 101) keep = true; // the connection goes on, in the new protocol
   lp_http_response resp = {.version = ri.version, .status = (int)s, .fields = fs.f, .nfields = fs.n,
                            .content_length = (nobody || streamed) ? -1 : (int64_t)blen, .no_length = nobody,
                            .keep_alive = keep, .date = fs.date};
@@ -1081,6 +1115,11 @@ static int codec_encode(lua_State *L) {
     lp_error_sys(&e, ENOMEM, "encoding a response");
     lp_channel_fail_promise(chan(c), promise, &e);
     return 0;
+  }
+  c->last_status = (int)s;
+  if (c->upgrade_wait && s != 101 && c->rlen <= 1) { // the upgrade is declined: HTTP goes on
+    c->upgrade_wait = false;
+    lp_http_parser_resume(&c->p);
   }
   if (!streamed) {
     ring_pop(c);
@@ -1334,6 +1373,7 @@ static void conn_removed(lp_ctx *ctx) {
   http_conn *c = ctx->state;
   ev_timer_stop(chan(c)->loop->ev, &c->timer);
   if (c->res) res_done(c->res, false);
+  if (c->mode == MODE_CODEC) handover(c);
 }
 
 static void conn_free(lp_ctx *ctx) {
