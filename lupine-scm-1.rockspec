@@ -17,6 +17,10 @@ description = {
 dependencies = {
   "lua >= 5.4, < 5.5",
 }
+-- TLS needs OpenSSL 3 (Debian: libssl-dev); CMake's find_package(OpenSSL) links it.
+external_dependencies = {
+  OPENSSL = { header = "openssl/ssl.h" },
+}
 -- examples/http_api.lua and its spec speak JSON through lua-cjson (Debian's
 -- lua-cjson, installed by `make test`); the library itself does not need it,
 -- so installing the rock stays offline.

@@ -228,6 +228,8 @@ describe("docs/reference.md", function()
     check("codec", ".", funcs(codec))
     check("handler", ".", funcs(handler))
     check("test", ".", funcs(test))
+    check("ws", ".", funcs(require "lupine.ws"))
+    check("tls", ".", funcs(require "lupine.tls"))
     local http = require "lupine.http"
     check("http", ".", funcs(http))
     check("test.http", ".", funcs(test.http))

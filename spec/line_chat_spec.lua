@@ -78,8 +78,10 @@ describe("line chat (examples/line_chat.lua)", function()
     local c, nc = join()
     assert.equal("* " .. nc .. " joined", a:receiveLine())
     assert.equal("* " .. nc .. " joined", b:receiveLine())
-    -- b's server side takes no more bytes: the next broadcast fails there (WriteBufferFull)
+    -- b's server side takes no more bytes: it holds a write (unflushed, empty) that already
+    -- costs more than its cap, so the next broadcast fails there (WriteBufferFull)
     accepted[2]:config():setOption("maxPendingBytes", 1)
+    accepted[2]:write("")
     a:send("hello\n")
     assert.equal("<" .. na .. "> hello", c:receiveLine())
     assert.equal("", b:receiveAll()) -- closed, without the line

@@ -50,6 +50,38 @@ raw:send(string.pack(">s4", "1 echo " .. ("y"):rep(70000)) .. string.pack(">s4",
 raw:receive(4 + #"0 err TooLongFrame: frame of 70011 bytes exceeds maxFrameLength 65540, discarding it")
 check(raw:receive(4 + 6) == string.pack(">s4", "2 ok 3"), "rpc: no answer after the long frame")
 raw:close()
+-- Jobs on lupine.blocking's pool threads (their Lua states close with this one).
+local primes = test.server(dofile("examples/primes.lua"))
+local pc = test.client(primes.port)
+pc:send("primes 1000\n")
+check(pc:receiveLine() == "168 primes below 1000", "primes: wrong count below 1000")
+pc:send("primes 20000\n")
+check(pc:receiveLine() == "2262 primes below 20000", "primes: wrong count below 20000")
+pc:close()
+primes:close()
+-- TLS: the echo example over TLS, a throw-away CA from the openssl command.
+local certs = dofile("spec/tls_certs.lua").make()
+local tls_app = dofile("examples/tls_echo.lua")
+tls_app.tls.cert, tls_app.tls.key = certs.server, certs.serverKey
+local tls_echo = test.server(tls_app)
+local tls_opts = { ca = certs.ca, serverName = "localhost", alpn = { "echo" } }
+for i = 1, 10 do
+  local got = ""
+  local f = lupine.connect { port = tls_echo.port, tls = tls_opts, init = function(ch)
+    ch.pipeline:addLast { channelRead = function(_, _, buf) got = got .. buf:readString() end }
+  end }
+  lupine.loop():runUntil(f, 10)
+  local ch = f:get()
+  local msg = ("t%d"):format(i):rep(i * 1000)
+  ch:writeAndFlush(msg)
+  test.eventually(function() return got == msg end, 10, "the TLS echo")
+  ch:close()
+end
+local raw_tls = test.client(tls_echo.port) -- garbage instead of a ClientHello
+raw_tls:send("not TLS\r\n\r\n")
+test.eventually(function() return not raw_tls:isOpen() end, 10, "the TLS server to close")
+tls_echo:close()
+certs.remove()
 -- The embedded channel and a Lua decoder, left unfinished on purpose: closed with the loop.
 local emb = test.embedded(lupine.codec.decoder {
   decode = function(_, _, buf, out) if buf:readableBytes() >= 2 then out[#out + 1] = buf:readString(2) end end,

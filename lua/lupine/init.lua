@@ -21,7 +21,10 @@ local sources = setmetatable({}, { __mode = "k" })
 -- shut down gracefully and return. opts override the app's fields: host
 -- (127.0.0.1), port (0: any), workers (0: inline in this thread's loop and
 -- state; the launcher's default is one per core), shutdownTimeout (10 s),
--- maxConnections, memoryLimit, and source (the app's file or module, which
+-- maxConnections, memoryLimit, tlsCert and tlsKey (the launcher's --tls-cert and
+-- --tls-key: serve TLS with them, over the app's tls.cert and tls.key),
+-- blockingThreads (lupine.blocking's pool; default:
+-- one thread per core), and source (the app's file or module, which
 -- worker threads load into their own states). The start-up line goes to stdout.
 function lupine.serve(app, opts)
   check_app(app, 2)
@@ -30,13 +33,20 @@ function lupine.serve(app, opts)
     if opts[k] ~= nil then return opts[k] end
     return app[k]
   end
+  local blocking_threads = pick("blockingThreads") -- lupine.blocking's pool, for every state of the process
+  if blocking_threads ~= nil then
+    if math.type(blocking_threads) ~= "integer" or blocking_threads < 0 or blocking_threads > 256 then
+      error("lupine: option 'blockingThreads' must be an integer from 0 (one per core) to 256", 0)
+    end
+    core.blocking.configure { threads = blocking_threads }
+  end
   local workers = pick("workers")
   if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
   local ok, err = pcall(core.serve, {
     app = app, source = opts.source or sources[app], name = app.name,
     host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
     shutdownTimeout = pick("shutdownTimeout"), maxConnections = pick("maxConnections"),
-    memoryLimit = pick("memoryLimit"),
+    memoryLimit = pick("memoryLimit"), tlsCert = opts.tlsCert, tlsKey = opts.tlsKey,
   })
   if not ok then -- start-up failed: one line, no position (it is about the app, not this file)
     err = tostring(err)
@@ -72,7 +82,7 @@ end
 -- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
 function lupine.channelGroup(name) return require("lupine.group").new(name) end
 
-local submodules = { codec = true, test = true, handler = true, group = true, http = true }
+local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, http = true }
 return setmetatable(lupine, {
   __index = function(t, k)
     if submodules[k] then

@@ -114,6 +114,7 @@ int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
   } else if (t != LUA_TNONE && t != LUA_TNIL) {
     f = l_future_test(L, 3); // its box, in slot 3, keeps it through the call
     l_argexpected(L, f != NULL, 3, "lupine.Future or listener function");
+    l_future_take(L, f, "write", from);
   }
   l_entry e;
   lp_msg m = l_host_msg(l_enter(&e, L, ch->loop->host, from->pipeline, 2));
@@ -125,12 +126,14 @@ int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
   return 1; // the promise given
 }
 
-// Push the promise given at idx, or a new one; returns it. A new one reports
-// its failure when nobody looks at it when report is set (a connect), not for
-// close (its failure is the channel's close, seen anyway).
-static lp_future *promise_arg(lua_State *L, int idx, lp_channel *ch, bool report, const char *what) {
+// Push the promise given at idx (taken by operation `what` from context
+// from: l_future_take), or a new one; returns it. A new one reports its
+// failure when nobody looks at it when report is set.
+static lp_future *promise_arg(lua_State *L, int idx, lp_ctx *from, bool report, const char *what) {
+  lp_channel *ch = lp_ctx_channel(from);
   lp_future *f = l_future_test(L, idx);
   if (f) {
+    l_future_take(L, f, what, from);
     lua_pushvalue(L, idx);
     return f;
   }
@@ -142,7 +145,9 @@ static lp_future *promise_arg(lua_State *L, int idx, lp_channel *ch, bool report
 
 int l_outbound_simple(lua_State *L, lp_ctx *from, int op) {
   lp_channel *ch = lp_ctx_channel(from);
-  lp_future *f = op == LP_OP_CLOSE ? promise_arg(L, 2, ch, false, "close") : NULL;
+  // A close that fails (an outbound handler raised) and that nobody looks
+  // at reaches exceptionCaught, as a failed write does.
+  lp_future *f = op == LP_OP_CLOSE ? promise_arg(L, 2, from, true, "close") : NULL;
   l_entry e;
   l_enter(&e, L, ch->loop->host, from->pipeline, 0);
   lp_ctx_op(from, op, NULL, f);
@@ -174,7 +179,7 @@ static int ctx_connect(lua_State *L) {
   memcpy(host, a, (size_t)(colon - a));
   host[colon - a] = 0;
   if (lp_addr_parse(host, (int)port, &addr) != 0) return l_argerror(L, 2, "expected a numeric address \"host:port\"");
-  lp_future *f = promise_arg(L, 3, lp_ctx_channel(c), true, "connect");
+  lp_future *f = promise_arg(L, 3, c, true, "connect");
   l_entry e;
   l_enter(&e, L, host_of(c), c->pipeline, 0);
   lp_msg m = {.kind = LP_MSG_PTR, .u.ptr = &addr};

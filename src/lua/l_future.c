@@ -153,9 +153,31 @@ static int future_add_listener(lua_State *L) {
   return 1;
 }
 
-static int future_set_success(lua_State *L) {
+void l_future_take(lua_State *L, lp_future *f, const char *op, const lp_ctx *from) {
+  if (lp_future_done(f))
+    luaL_error(L, "%s: the promise is already complete (a promise serves one operation: make another with "
+                  "ctx:newPromise())", op);
+  if (f->taken_by && f->holder != from)
+    luaL_error(L, "%s: the promise already belongs to a %s (a promise serves one operation: make another with "
+                  "ctx:newPromise())", op, f->taken_by);
+  if (!f->taken_by) f->taken_by = op;
+  f->holder = NULL; // until the operation reaches a handler that takes it
+}
+
+// setSuccess/setFailure complete a promise once, and not one an operation
+// owns (the operation completes it) unless a handler it reached holds it;
+// trySuccess/tryFailure return false on a complete promise instead.
+static bool may_complete(lua_State *L, lp_future *f, const char *what, bool try) {
+  if (f->taken_by && !f->holder && !lp_future_done(f))
+    luaL_error(L, "%s: the promise belongs to a %s, which completes it", what, f->taken_by);
+  if (!lp_future_done(f)) return true;
+  if (!try) luaL_error(L, "%s: the promise is already complete (try%s returns false instead)", what, what + 3);
+  return false;
+}
+
+static int set_success(lua_State *L, bool try) {
   lp_future *f = l_future_check(L, 1);
-  if (lp_future_done(f)) {
+  if (!may_complete(L, f, try ? "trySuccess" : "setSuccess", try)) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -167,10 +189,13 @@ static int future_set_success(lua_State *L) {
   return 1;
 }
 
-static int future_set_failure(lua_State *L) {
+static int future_set_success(lua_State *L) { return set_success(L, false); }
+static int future_try_success(lua_State *L) { return set_success(L, true); }
+
+static int set_failure(lua_State *L, bool try) {
   lp_future *f = l_future_check(L, 1);
   l_checkany(L, 2);
-  if (lp_future_done(f)) {
+  if (!may_complete(L, f, try ? "tryFailure" : "setFailure", try)) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -186,6 +211,9 @@ static int future_set_failure(lua_State *L) {
   lua_pushboolean(L, lp_future_fail(f, &e) == 0);
   return 1;
 }
+
+static int future_set_failure(lua_State *L) { return set_failure(L, false); }
+static int future_try_failure(lua_State *L) { return set_failure(L, true); }
 
 static bool is_done(lua_State *L, void *ud) {
   LP_UNUSED(L);
@@ -222,7 +250,8 @@ static int future_tostring(lua_State *L) {
 static const luaL_Reg methods[] = {
     {"isDone", future_is_done},       {"isSuccess", future_is_success}, {"cause", future_cause},
     {"get", future_get},              {"addListener", future_add_listener},
-    {"setSuccess", future_set_success}, {"setFailure", future_set_failure}, {"sync", future_sync},
+    {"setSuccess", future_set_success}, {"setFailure", future_set_failure}, {"trySuccess", future_try_success},
+    {"tryFailure", future_try_failure}, {"sync", future_sync},
     {NULL, NULL},
 };
 

@@ -134,7 +134,12 @@ static int loop_run_until(lua_State *L) {
   const char *what = l_optcstring(L, 4, NULL);
   until_state st = {2, false};
   bool ok = l_run_until(h, L, until_done, &st, timeout);
-  if (st.failed) return lua_error(L);
+  if (st.failed) {
+    // The predicate runs in the caller's own flow: its string error goes
+    // back as the string it was (with the traceback), not as a lupine.Error.
+    if (l_is_error(L, -1)) luaL_tolstring(L, -1, NULL);
+    return lua_error(L);
+  }
   if (!ok) {
     if (what) return luaL_error(L, "runUntil: timed out after %f s waiting for %s", timeout, what);
     return luaL_error(L, "runUntil: timed out after %f s", timeout);

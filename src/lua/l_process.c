@@ -256,7 +256,7 @@ static int process_kill(lua_State *L) {
   if (lua_type(L, 2) == LUA_TNUMBER) {
     sig = (int)l_checkinteger(L, 2);
   } else {
-    const char *name = luaL_checkstring(L, 2);
+    const char *name = l_checkstring(L, 2);
     if (strncmp(name, "SIG", 3) == 0) name += 3;
     for (size_t i = 0; i < LP_ARRAY_LEN(signals); i++)
       if (strcmp(name, signals[i].name) == 0) sig = signals[i].sig;

@@ -158,8 +158,27 @@ void l_push_error(lua_State *L, const lp_error *e);
 const char *l_tostring(lua_State *L, int idx, char *buf, size_t len);
 // luaL_ref of the value on top (popped), protected; LUA_NOREF on failure.
 int l_ref(lua_State *L);
-// Message handler for lua_pcall: appends a traceback to string errors.
+// Message handler for lua_pcall when entering Lua from C. A string (or any
+// non-table) error becomes a lupine.Error { kind = "LuaError", message,
+// traceback }; a lupine.Error gets a traceback unless it has one; any other
+// value (a table the user raised) stays itself, its traceback kept beside it
+// (lupine.traceback(err), l_push_traceback_of).
 int l_traceback(lua_State *L);
+// Whether the value at idx is a lupine.Error (raw check, never raises).
+bool l_is_error(lua_State *L, int idx);
+// Push the traceback of the raised value at idx (a string), or nil.
+void l_push_traceback_of(lua_State *L, int idx);
+// Say which handler and event raised the error at idx, unless it says so
+// already (it was raised in another handler and passed on): sets `handler`
+// and `event` on a lupine.Error (a string becomes one first, in place); other
+// values are left alone. Allocates: call it protected.
+void l_error_decorate(lua_State *L, int idx, const char *handler, const char *event);
+// The raised value at idx for a log line: its tostring, and its traceback
+// when it is not part of that (a table the user raised). Protected; returns buf.
+const char *l_describe_error(lua_State *L, int idx, char *buf, size_t len);
+// The raised value at idx without its traceback ("handler 'h' ev: message"
+// for a lupine.Error): for a failed future's text. Protected; returns buf.
+const char *l_error_message(lua_State *L, int idx, char *buf, size_t len);
 // Call the function at the top with nargs below it under pcall + traceback; on
 // error log it (what = "timer callback", ...). Pops everything. Returns ok.
 bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id);
@@ -194,6 +213,10 @@ lp_future *l_future_check(lua_State *L, int i);
 lp_future *l_future_test(lua_State *L, int i);
 int l_future_new(lua_State *L);                 // lupine.promise()
 void l_future_listen(lua_State *L, lp_future *f, int fn); // add the Lua function at fn as a listener
+// Give promise f to operation op ("write", "close", "connect") started from
+// context from: raises when f is complete, or belongs to an operation and from
+// is not the handler holding it (a promise serves one operation).
+void l_future_take(lua_State *L, lp_future *f, const char *op, const lp_ctx *from);
 // Keep the value on top (popped) as f's Lua value, unless it has one; false
 // when out of memory (nothing kept). Never raises.
 bool l_future_keep(lua_State *L, lp_future *f);
@@ -306,6 +329,16 @@ void l_pipeline_push(lua_State *L, lp_channel *ch);
 void l_codec_open(lua_State *L);
 void l_embedded_open(lua_State *L);
 void l_process_open(lua_State *L); // _spawn, _wait, _kill (l_process.c): the test kit's processes
+void l_blocking_open(lua_State *L); // blocking: run, configure, stats and calls (l_blocking.c)
+void l_ws_open(lua_State *L);       // _ws (l_ws.c): lupine.ws's native side
+// l_tls.c: core.tls (server, client, info, handshake) and ch:tls(); after l_channel_open.
+void l_tls_open(lua_State *L);
+// lupine.connect{ tls = opts }: push the client factory for the options
+// table at opts (made once per table and state; raises on a bad option), then
+// add a handler from the factory at index factory first in ch's pipeline
+// (host: SNI and the name to check unless opts.serverName). 0 or -errno.
+void l_tls_client_factory(lua_State *L, int opts);
+int l_tls_add_client(lua_State *L, int factory, lp_channel *ch, const char *host);
 void l_http_open(lua_State *L);    // _http (l_http.c): lupine.http's native side
 
 #endif
