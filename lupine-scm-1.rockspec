@@ -1,3 +1,4 @@
+rockspec_format = "3.0"
 package = "lupine"
 version = "scm-1"
 source = {
@@ -19,6 +20,12 @@ dependencies = {
 -- TLS needs OpenSSL 3 (Debian: libssl-dev); CMake's find_package(OpenSSL) links it.
 external_dependencies = {
   OPENSSL = { header = "openssl/ssl.h" },
+}
+-- examples/http_api.lua and its spec speak JSON through lua-cjson (Debian's
+-- lua-cjson, installed by `make test`); the library itself does not need it,
+-- so installing the rock stays offline.
+test_dependencies = {
+  "lua-cjson >= 2.1",
 }
 build = {
   type = "cmake",

@@ -230,6 +230,22 @@ describe("docs/reference.md", function()
     check("test", ".", funcs(test))
     check("ws", ".", funcs(require "lupine.ws"))
     check("tls", ".", funcs(require "lupine.tls"))
+    local http = require "lupine.http"
+    check("http", ".", funcs(http))
+    check("test.http", ".", funcs(test.http))
+    check("router", ":", methods_of(http.router()))
+    -- a Response exists only inside a request: take one from a handler
+    local res_methods
+    local server = test.server(http.server { handler = function(req, res)
+      res_methods = methods_of(res)
+      check("req", ":", methods_of(req))
+      res:send("ok")
+    end })
+    test.http.get(("http://127.0.0.1:%d/"):format(server.port))
+    check("res", ":", res_methods)
+    http.closeIdle()
+    loop:runUntil(function() return loop:channelCount() == 0 end, 5)
+    server:close()
   end)
 
   it("names the channel's properties, and they exist", function()

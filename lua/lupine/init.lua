@@ -89,7 +89,7 @@ end
 -- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
 function lupine.channelGroup(name) return require("lupine.group").new(name) end
 
-local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true }
+local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true, http = true }
 return setmetatable(lupine, {
   __index = function(t, k)
     if submodules[k] then

@@ -557,4 +557,30 @@ function embedded_methods:finish()
   return #self.queues.inbound > 0 or #self.queues.outbound > 0
 end
 
+
+-- test.http: HTTP client calls that wait for their response (lupine.http.request,
+-- then :sync): test.http.request{...}, test.http.get(url [, opts]),
+-- test.http.post(url, body [, opts]), put, patch, delete, head. Each returns the
+-- response table { status, headers, body, ... } or raises the failure. They run
+-- the loop: not from inside a handler.
+test.http = {}
+function test.http.request(opts)
+  if type(opts) ~= "table" then error("test.http.request: expected a table { url = ..., ... }", 2) end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.timeout = o.timeout or test.timeout
+  return require("lupine.http").request(o):sync(o.timeout + 1)
+end
+for _, m in ipairs { "get", "head", "delete", "post", "put", "patch" } do
+  local with_body = m == "post" or m == "put" or m == "patch"
+  test.http[m] = function(url, a, b)
+    local body, opts = nil, a
+    if with_body then body, opts = a, b end
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.method, o.url, o.body = m:upper(), url, body
+    return test.http.request(o)
+  end
+end
+
 return test
