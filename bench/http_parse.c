@@ -1,4 +1,4 @@
-// http_parse.c: microbenchmark of the HTTP/1.1 parser (src/http_parser.c,
+// http_parse.c: microbenchmark of the HTTP/1.1 parser (src/codec/http_parser.c,
 // compiled in; no loop, no sockets). One keep-alive connection's parser is
 // fed the same request N times, as one read each (HEAD, END, NEED), and the
 // time per request is printed. Requests: "wrk" (what wrk sends by default),

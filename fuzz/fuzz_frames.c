@@ -1,5 +1,5 @@
 // fuzz_frames.c: libFuzzer targets for the native frame decoders and the
-// prepender (src/codec_frame.c), built once per decoder with -DFUZZ_KIND=...
+// prepender (src/codec/codec_frame.c), built once per decoder with -DFUZZ_KIND=...
 // (fuzz/run builds and runs them). Beyond what ASan and UBSan catch, each
 // input checks the decoders' promises, aborting on a violation:
 //  - split invariance: the stream decoded whole, byte by byte and in chunks

@@ -1,4 +1,4 @@
-// fuzz_http.c: libFuzzer target for the HTTP/1.1 parser (src/http_parser.c;
+// fuzz_http.c: libFuzzer target for the HTTP/1.1 parser (src/codec/http_parser.c;
 // fuzz/run builds and runs it as target "http"). Beyond what ASan and UBSan
 // catch, each input checks the parser's promises, aborting on a violation:
 //  - split invariance: the stream parsed whole, byte by byte and in chunks of

@@ -1,4 +1,4 @@
-// fuzz_http_codec.c: libFuzzer target for the response encoder (src/http_codec.c)
+// fuzz_http_codec.c: libFuzzer target for the response encoder (src/codec/http_codec.c)
 // against the parser (fuzz/run builds and runs it as target "http_codec").
 // Each request the parser takes from the input is answered: its header fields
 // become the response's fields (framing fields left out), its target the body,

@@ -1,5 +1,5 @@
 // fuzz_http_diff.c: differential libFuzzer target, lupine's HTTP parser
-// (src/http_parser.c) against Debian's libhttp-parser (nodejs/http-parser
+// (src/codec/http_parser.c) against Debian's libhttp-parser (nodejs/http-parser
 // 2.9, libhttp-parser-dev) as an oracle, on requests. fuzz/run builds it as
 // target "http_diff" when that library is installed.
 //

@@ -1,4 +1,4 @@
-// fuzz_resp.c: libFuzzer target for the RESP parsers (src/resp.c; fuzz/run
+// fuzz_resp.c: libFuzzer target for the RESP parsers (src/codec/resp.c; fuzz/run
 // builds and runs it as target "resp"). Beyond what ASan and UBSan catch, each
 // input checks, aborting on a violation:
 //  - split invariance: the stream parsed whole, byte by byte (short inputs)

@@ -1,4 +1,4 @@
-// fuzz_ws.c: libFuzzer target for the WebSocket frame decoder (src/ws_codec.c;
+// fuzz_ws.c: libFuzzer target for the WebSocket frame decoder (src/codec/ws_codec.c;
 // fuzz/run builds and runs it as target "ws"). Beyond what ASan and UBSan
 // catch, each input checks the decoder's promises, aborting on a violation:
 //  - split invariance: the stream decoded whole, byte by byte and in chunks of

@@ -276,9 +276,9 @@ describe("docs/reference.md", function()
     for o in list:gmatch('"(%w+)"') do options[#options + 1] = o end
     assert.is_true(#options >= 12)
     for _, o in ipairs(options) do assert.truthy(ref:find("`" .. o .. "`", 1, true), "option " .. o) end
-    -- the kinds the core names (src/error.h), read from the source itself
+    -- the kinds the core names (src/core/error.h), read from the source itself
     local kinds = {}
-    for kind in read("src/error.h"):gmatch("LP_E%u+ = %-%d+,%s*// (%u%a+)") do kinds[#kinds + 1] = kind end
+    for kind in read("src/core/error.h"):gmatch("LP_E%u+ = %-%d+,%s*// (%u%a+)") do kinds[#kinds + 1] = kind end
     assert.is_true(#kinds >= 10)
     for _, k in ipairs(kinds) do assert.truthy(ref:find("`" .. k .. "`", 1, true), "error kind " .. k) end
     assert.truthy(ref:find("`ChannelGroupFailure`", 1, true))

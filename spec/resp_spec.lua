@@ -1,4 +1,4 @@
--- The RESP codec (lupine.redis.codec, src/resp.c) in embedded channels:
+-- The RESP codec (lupine.redis.codec, src/codec/resp.c) in embedded channels:
 -- requests and replies whole and split at every byte, Redis's limits and
 -- error texts, and the encoders.
 local lupine = require "lupine"

@@ -1,4 +1,4 @@
-// test_http.c: the HTTP/1.1 parser (src/http_parser.c) as a pure function.
+// test_http.c: the HTTP/1.1 parser (src/codec/http_parser.c) as a pure function.
 // Every input is parsed whole, byte by byte, split at every one boundary (and
 // every two, for inputs up to 300 bytes) and at random ones, and must give the
 // same trace: heads with their fields and framing, body bytes (joined across

@@ -1,4 +1,4 @@
-// test_ws.c: the WebSocket frame codec (src/ws_codec.c) as pure functions.
+// test_ws.c: the WebSocket frame codec (src/codec/ws_codec.c) as pure functions.
 // Every input is decoded whole, byte by byte, split at every one boundary
 // (and every two, for inputs up to 200 bytes) and at random ones, and must
 // give the same trace: messages with their type and bytes, control frames,

@@ -1,5 +1,5 @@
 -- lupine.http: HTTP/1.1 on lupine. Parsing and response encoding are native
--- (src/http_parser.c, src/http_codec.c, src/lua/l_http.c); this file adds the
+-- (src/codec/http_parser.c, src/codec/http_codec.c, src/lua/l_http.c); this file adds the
 -- app, the aggregator and the router.
 --
 --   http.server{ handler = function(req, res) ... end, port = 8080, ... }

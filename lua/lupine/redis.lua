@@ -8,7 +8,7 @@
 --   redis.Server                                      a handler prototype for servers
 --   redis.connect{ host, port, password, db, timeout, protocol } -> Future of a Client
 --
--- The codec and the encoders are native (src/resp.c, src/lua/l_resp.c).
+-- The codec and the encoders are native (src/codec/resp.c, src/lua/l_resp.c).
 local core = require "lupine.core"
 local lupine = require "lupine"
 

@@ -1,4 +1,4 @@
--- lupine.tls: TLS handlers (src/tls.c, src/lua/l_tls.c).
+-- lupine.tls: TLS handlers (src/codec/tls.c, src/lua/l_tls.c).
 --
 --   lupine.tls.server { cert = "server.pem", key = "server.key", ... }  -> a handler factory
 --   lupine.tls.client { ca = "ca.pem", serverName = "example.com", ... } -> a handler factory

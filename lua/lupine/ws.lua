@@ -1,5 +1,5 @@
 -- lupine.ws: WebSocket (RFC 6455) framing. The frames are decoded and encoded
--- natively (src/ws_codec.c, src/lua/l_ws.c); only whole messages reach Lua.
+-- natively (src/codec/ws_codec.c, src/lua/l_ws.c); only whole messages reach Lua.
 --
 --   frameCodec{ server = true, maxMessageSize = 1048576, autoPong = true,
 --               fragments = false, deflate = false }

@@ -1,5 +1,5 @@
 // l_blocking.c: lupine.blocking, blocking work off the loop. A job runs on the
-// process's pool of threads (src/workpool.c), each with a Lua state of its own,
+// process's pool of threads (src/core/workpool.c), each with a Lua state of its own,
 // and its result comes back as a future completed on the calling loop.
 //
 //   lupine.blocking(module, fnName, ...)   require(module)[fnName](...) in a pool state

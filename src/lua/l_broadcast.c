@@ -1,4 +1,4 @@
-// l_broadcast.c: messages between the workers of a process (src/bus.c).
+// l_broadcast.c: messages between the workers of a process (src/core/bus.c).
 //
 //   lupine.subscribe(topic, fn)      fn(value, topic) on this state's loop, for each message
 //   lupine.unsubscribe(topic [, fn]) how many subscriptions went (fn nil: all of topic's)

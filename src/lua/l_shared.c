@@ -1,4 +1,4 @@
-// l_shared.c: lupine.shared, the process's shared dictionaries (src/shdict.c)
+// l_shared.c: lupine.shared, the process's shared dictionaries (src/core/shdict.c)
 // from Lua, with OpenResty's ngx.shared.DICT API in camelCase:
 //
 //   lupine.shared.declare(name, size)  size: bytes, or "64M", "512k", "1g"
