@@ -10,8 +10,8 @@
 #   big        GET /16k keep-alive: a 16 KiB body per request (TLS throughput)
 #   handshake  GET / with "Connection: close": one full handshake per request
 #   hello      GET / keep-alive: "hello\n" (HTTPS hello)
-# lupine answers with bench/tls_http.lua, a bench-only responder standing in
-# for its HTTP codec; nginx with a static file and `return 200`.
+# lupine answers with bench/tls_http.lua: its own HTTP server (lupine.http)
+# behind the TLS handler; nginx with a static file and `return 200`.
 # Each case runs BENCH_RUNS times per server, alternating; the table shows the
 # medians, the ratio lupine/nginx, and the server's CPU time per request
 # (utime+stime of all its threads from /proc/PID/stat over the run).
