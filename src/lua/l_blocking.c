@@ -33,7 +33,6 @@
 #include "l_flat.h"
 
 #include <errno.h>
-#include <lualib.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,7 +43,6 @@
 #define DEFAULT_MAX_JOBS 10000
 #define SOURCE_CACHE_MAX 256 // compiled run() sources kept per pool state
 
-int luaopen_lupine_core(lua_State *L);
 
 // ---- the process's pool -----------------------------------------------------------------
 
@@ -73,25 +71,7 @@ static int configured_threads(void) { return g_threads ? g_threads : default_thr
 // Protected, in a pool thread's new state: [1] pool_env.
 static int pool_boot(lua_State *L) {
   pool_env *env = lua_touserdata(L, 1);
-  luaL_openlibs(L);
-  lua_getglobal(L, "package");
-  if (env->path) {
-    lua_pushstring(L, env->path);
-    lua_setfield(L, -2, "path");
-  }
-  if (env->cpath) {
-    lua_pushstring(L, env->cpath);
-    lua_setfield(L, -2, "cpath");
-  }
-  lua_pop(L, 1);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_lupine_core); // this very module, not another copy
-  lua_setfield(L, -2, "lupine.core");
-  lua_pop(L, 1);
-  if (l_preload) {
-    lua_pushcfunction(L, l_preload);
-    lua_call(L, 0, 0);
-  }
+  l_state_boot(L, env->path, env->cpath);
   lua_newtable(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &src_cache_key);
   lua_newtable(L);

@@ -59,6 +59,32 @@ static int panic(lua_State *L) {
   return 0; // Lua aborts next
 }
 
+// A new state of the launcher's or the pool's (on its own thread): the standard
+// libraries, the package paths copied from the state that made it (NULL:
+// Lua's defaults), lupine.core preloaded as this very module (not another
+// copy), and the launcher's embedded sources. Raises (run it protected).
+void l_state_boot(lua_State *L, const char *path, const char *cpath) {
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  if (path) {
+    lua_pushstring(L, path);
+    lua_setfield(L, -2, "path");
+  }
+  if (cpath) {
+    lua_pushstring(L, cpath);
+    lua_setfield(L, -2, "cpath");
+  }
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_lupine_core); // this very module, not another copy
+  lua_setfield(L, -2, "lupine.core");
+  lua_pop(L, 1);
+  if (l_preload) {
+    lua_pushcfunction(L, l_preload);
+    lua_call(L, 0, 0);
+  }
+}
+
 lua_State *l_newstate(size_t limit) {
   l_mem *m = calloc(1, sizeof *m);
   if (!m) return NULL;
@@ -239,25 +265,7 @@ static int worker_boot(lua_State *L) {
   lp_worker *w = lua_touserdata(L, 1);
   serve_ctx *s = w->group->ud;
   l_worker *lw = w->host;
-  luaL_openlibs(L);
-  lua_getglobal(L, "package");
-  if (s->path) {
-    lua_pushstring(L, s->path);
-    lua_setfield(L, -2, "path");
-  }
-  if (s->cpath) {
-    lua_pushstring(L, s->cpath);
-    lua_setfield(L, -2, "cpath");
-  }
-  lua_pop(L, 1);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_lupine_core); // this very module, not another copy
-  lua_setfield(L, -2, "lupine.core");
-  lua_pop(L, 1);
-  if (l_preload) {
-    lua_pushcfunction(L, l_preload);
-    lua_call(L, 0, 0);
-  }
+  l_state_boot(L, s->path, s->cpath);
   lw->h = l_host_attach(L, w->loop);
   lw->h->running = 1; // the group drives this loop: runUntil from here would nest
   lua_getglobal(L, "require");

@@ -259,6 +259,9 @@ int l_cpu_count(lua_State *L);                  // lupine.cpuCount()
 // memory. Close it with l_closestate.
 lua_State *l_newstate(size_t limit);
 void l_closestate(lua_State *L);
+// Set up a new state on its own thread: standard libraries, package paths (NULL: the defaults),
+// lupine.core preloaded, the launcher's sources (l_preload). Raises: run it protected.
+void l_state_boot(lua_State *L, const char *path, const char *cpath);
 // Load an app (a file path, else a module name) and push its table; raises a
 // one-line error ("file:line: message", "cannot find app 'x' ...").
 int l_load_app(lua_State *L, const char *source);
