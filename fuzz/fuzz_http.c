@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "trace.h"
+
 #define MAX_STREAM 8192
 
 static void fail(const char *what) {
@@ -28,30 +30,13 @@ static void fail(const char *what) {
   abort();
 }
 
-typedef struct {
-  uint8_t *bytes;
-  size_t len, cap;
-} trace;
-
-static void put(trace *t, const void *p, size_t n) {
-  if (t->len + n > t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 1024;
-    while (cap < t->len + n) cap *= 2;
-    t->bytes = realloc(t->bytes, cap);
-    if (!t->bytes) fail("out of memory");
-    t->cap = cap;
-  }
-  memcpy(t->bytes + t->len, p, n);
-  t->len += n;
-}
-static void put_u64(trace *t, uint64_t v) { put(t, &v, sizeof v); }
 static void put_slice(trace *t, const uint8_t *base, size_t limit, lp_http_slice s) {
   if ((size_t)s.at + s.len > limit) fail("a slice reaches past its head");
-  put_u64(t, s.len);
-  put(t, base + s.at, s.len);
+  trace_u64(t, s.len);
+  trace_put(t, base + s.at, s.len);
 }
 static void put_fields(trace *t, const uint8_t *base, size_t limit, const lp_http_header *h, uint32_t n) {
-  put_u64(t, n);
+  trace_u64(t, n);
   for (uint32_t i = 0; i < n; i++) {
     put_slice(t, base, limit, h[i].name);
     put_slice(t, base, limit, h[i].value);
@@ -91,15 +76,15 @@ static void run(const lp_http_config *cfg, int method, const uint8_t *s, size_t 
         if (lp_buf_readable(cum) > bound) fail("the cumulation grew past its bound");
         break;
       }
-      if (rc != LP_HTTP_BODY && body_open) put(t, ")", 1), body_open = false;
+      if (rc != LP_HTTP_BODY && body_open) trace_put(t, ")", 1), body_open = false;
       if (rc == LP_HTTP_HEAD) {
         const lp_http_head *h = &p.head;
         // (empty lines before it may have been consumed too)
         if (cum->rd - rd < h->length || h->base != cum->data + cum->rd - h->length) fail("the head is not what was consumed");
-        put(t, "H", 1);
+        trace_put(t, "H", 1);
         int64_t v[] = {h->version, h->method, h->status, h->content_length, h->chunked, h->until_close, h->no_body,
                        h->keep_alive, h->expect_continue, h->upgrade};
-        put(t, v, sizeof v);
+        trace_put(t, v, sizeof v);
         if (cfg->response) put_slice(t, h->base, h->length, h->reason);
         else put_slice(t, h->base, h->length, h->method_name), put_slice(t, h->base, h->length, h->target);
         put_fields(t, h->base, h->length, h->headers, h->nheaders);
@@ -107,23 +92,23 @@ static void run(const lp_http_config *cfg, int method, const uint8_t *s, size_t 
         // (chunk framing before them may have been consumed too)
         if (p.body_len == 0 || p.body_index < rd || cum->rd != p.body_index + p.body_len)
           fail("body bytes are not what was consumed");
-        if (!body_open) put(t, "(", 1), body_open = true;
-        put(t, cum->data + p.body_index, p.body_len);
+        if (!body_open) trace_put(t, "(", 1), body_open = true;
+        trace_put(t, cum->data + p.body_index, p.body_len);
       } else if (rc == LP_HTTP_END) {
-        put(t, "E", 1);
+        trace_put(t, "E", 1);
         const uint8_t *tb = p.trailers.base;
         if (p.trailers.nheaders && (tb < cum->data + rd || tb > cum->data + cum->rd)) fail("trailers are not what was consumed");
         put_fields(t, tb, p.trailers.nheaders ? (size_t)(cum->data + cum->rd - tb) : 0, p.trailers.headers, p.trailers.nheaders);
       } else if (rc == LP_HTTP_UPGRADE) {
         if (cum->rd != rd) fail("UPGRADE consumed bytes");
-        if (!upgraded) put(t, "U", 1);
+        if (!upgraded) trace_put(t, "U", 1);
         upgraded = true;
         break;
       } else if (rc == LP_HTTP_ERROR) {
         if (p.error.code != LP_EHTTP) fail("an error that is not LP_EHTTP");
-        put(t, "!", 1);
-        put_u64(t, (uint64_t)p.status);
-        put(t, p.error.message, strlen(p.error.message));
+        trace_put(t, "!", 1);
+        trace_u64(t, (uint64_t)p.status);
+        trace_put(t, p.error.message, strlen(p.error.message));
         if (lp_http_parse(&p, cum) != LP_HTTP_ERROR) fail("an error was not final");
         failed = true;
         break;
@@ -132,15 +117,15 @@ static void run(const lp_http_config *cfg, int method, const uint8_t *s, size_t 
       }
     }
   }
-  if (body_open) put(t, ")", 1);
+  if (body_open) trace_put(t, ")", 1);
   if (upgraded) {
-    put(t, "<", 1);
-    put(t, lp_buf_rptr(cum), lp_buf_readable(cum));
+    trace_put(t, "<", 1);
+    trace_put(t, lp_buf_rptr(cum), lp_buf_readable(cum));
   } else if (!failed) {
     int rc = lp_http_finish(&p, cum);
-    put(t, "$", 1);
-    put_u64(t, (uint64_t)(int64_t)rc);
-    if (rc == LP_HTTP_ERROR) put(t, p.error.message, strlen(p.error.message));
+    trace_put(t, "$", 1);
+    trace_u64(t, (uint64_t)(int64_t)rc);
+    if (rc == LP_HTTP_ERROR) trace_put(t, p.error.message, strlen(p.error.message));
   }
   if (cum) lp_buf_unref(cum);
   lp_http_parser_free(&p);

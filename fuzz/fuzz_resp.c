@@ -16,29 +16,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "trace.h"
+
 static void fail(const char *what) {
   fprintf(stderr, "fuzz_resp: %s\n", what);
   abort();
 }
 
-typedef struct {
-  char *bytes;
-  size_t len, cap;
-} trace;
 
-static void put(trace *t, const void *p, size_t n) {
-  if (t->len + n > t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 1024;
-    while (cap < t->len + n) cap *= 2;
-    t->bytes = realloc(t->bytes, cap);
-    if (!t->bytes) fail("out of memory");
-    t->cap = cap;
-  }
-  memcpy(t->bytes + t->len, p, n);
-  t->len += n;
-}
-
-static void put_sz(trace *t, size_t v) { put(t, &v, sizeof v); }
+static void put_sz(trace *t, size_t v) { trace_put(t, &v, sizeof v); }
 
 static uint32_t rng(uint32_t *s) {
   *s = *s * 1664525u + 1013904223u;
@@ -66,31 +52,31 @@ static void run(const lp_resp_limits *lim, bool replies, const char *data, size_
                        : lp_resp_req_parse(&rq, data + off, avail - off, &used);
       if (rc == LP_RESP_DONE) {
         if (used == 0 || used > avail - off) fail("DONE without progress, or past the input");
-        put(t, "D", 1);
+        trace_put(t, "D", 1);
         if (replies) {
           put_sz(t, rp.nnodes);
           for (size_t i = 0; i < rp.nnodes; i++) {
             lp_resp_node *nd = &rp.nodes[i];
-            put(t, &nd->type, sizeof nd->type);
-            put(t, &nd->i, sizeof nd->i);
+            trace_put(t, &nd->type, sizeof nd->type);
+            trace_put(t, &nd->i, sizeof nd->i);
             put_sz(t, nd->len);
-            if (nd->len) put(t, nd->p, nd->len);
+            if (nd->len) trace_put(t, nd->p, nd->len);
           }
         } else {
           put_sz(t, rq.nargs);
-          put(t, &rq.inline_cmd, 1);
+          trace_put(t, &rq.inline_cmd, 1);
           for (size_t i = 0; i < rq.nargs; i++) {
             put_sz(t, rq.args[i].len);
-            put(t, rq.args[i].p, rq.args[i].len);
+            trace_put(t, rq.args[i].p, rq.args[i].len);
           }
         }
         off += used;
         continue;
       }
       if (rc == LP_RESP_ERROR) {
-        put(t, "E", 1);
+        trace_put(t, "E", 1);
         const char *e = replies ? rp.err : rq.err;
-        put(t, e, strlen(e));
+        trace_put(t, e, strlen(e));
         errored = true;
       }
       if (rc == LP_RESP_NOMEM) fail("out of memory");
@@ -98,7 +84,7 @@ static void run(const lp_resp_limits *lim, bool replies, const char *data, size_
     }
     if (avail == n && before == n) break;
   }
-  put(t, "L", 1);
+  trace_put(t, "L", 1);
   put_sz(t, errored ? 0 : n - off);
   lp_resp_req_free(&rq);
   lp_resp_reply_free(&rp);

@@ -20,28 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "trace.h"
+
 static void fail(const char *what) {
   fprintf(stderr, "fuzz_ws: %s\n", what);
   abort();
 }
 
-typedef struct {
-  uint8_t *bytes;
-  size_t len, cap;
-} trace;
-
-static void put(trace *t, const void *p, size_t n) {
-  if (t->len + n > t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 1024;
-    while (cap < t->len + n) cap *= 2;
-    t->bytes = realloc(t->bytes, cap);
-    if (!t->bytes) fail("out of memory");
-    t->cap = cap;
-  }
-  memcpy(t->bytes + t->len, p, n);
-  t->len += n;
-}
-static void put_u64(trace *t, uint64_t v) { put(t, &v, sizeof v); }
 
 static bool utf8_oracle(const uint8_t *p, size_t n) {
   size_t i = 0;
@@ -90,9 +75,9 @@ static void run(const lp_ws_config *c, const uint8_t *in, size_t n, int mode, ui
         break;
       }
       if (rc == LP_WS_ERROR) {
-        put_u64(t, 0xeeee);
-        put_u64(t, (uint64_t)d.close_code);
-        put(t, d.error.message, strlen(d.error.message));
+        trace_u64(t, 0xeeee);
+        trace_u64(t, (uint64_t)d.close_code);
+        trace_put(t, d.error.message, strlen(d.error.message));
         if (lp_ws_decode(&d, cum) != LP_WS_ERROR) fail("an error is not final");
         failed = true;
         break;
@@ -109,12 +94,12 @@ static void run(const lp_ws_config *c, const uint8_t *in, size_t n, int mode, ui
         if (len > LP_WS_MAX_CONTROL) fail("control payload over 125 bytes");
         if (d.opcode == LP_WS_CLOSE && !utf8_oracle(p, len)) fail("close reason that is not UTF-8");
       }
-      put_u64(t, (uint64_t)rc);
-      put_u64(t, (uint64_t)d.opcode);
-      put_u64(t, (uint64_t)d.close_code);
-      put_u64(t, rc == LP_WS_FRAGMENT ? (uint64_t)d.fin : 2);
-      put_u64(t, len);
-      put(t, p, len);
+      trace_u64(t, (uint64_t)rc);
+      trace_u64(t, (uint64_t)d.opcode);
+      trace_u64(t, (uint64_t)d.close_code);
+      trace_u64(t, rc == LP_WS_FRAGMENT ? (uint64_t)d.fin : 2);
+      trace_u64(t, len);
+      trace_put(t, p, len);
       lp_buf_unref(d.payload);
     }
     if (lp_buf_readable(cum) == 0) lp_buf_discard_read(cum);
