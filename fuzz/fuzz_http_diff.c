@@ -203,7 +203,12 @@ static void run_ours(const uint8_t *s, size_t n) {
         put(m, lp_http_at(h->base, h->headers[i].value), h->headers[i].value.len);
       }
       ours.body.len = 0;
-      if (h->upgrade) ours.stop = true;
+      if (h->upgrade) { // CONNECT or Upgrade: the oracle ends the message at its head (no body)
+        put(m, "\n\n", 2);
+        ours.n++;
+        ours.stop = true;
+        break;
+      }
     } else if (rc == LP_HTTP_BODY) {
       put(&ours.body, b->data + p.body_index, p.body_len);
     } else if (rc == LP_HTTP_END) {
