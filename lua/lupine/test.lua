@@ -86,6 +86,7 @@ end
 function test.server(app_or_init, opts)
   opts = opts or {}
   local init, options = app_or_init, opts.options
+  if type(app_or_init) == "table" and app_or_init.handle ~= nil then lupine._checkApp(app_or_init, 2) end
   if type(app_or_init) == "table" then
     init = app_or_init.init
     options = options or app_or_init.options

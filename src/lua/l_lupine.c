@@ -353,6 +353,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_process_open(L);  // _spawn, _wait, _kill: lupine.test.spawn
   l_resolver_open(L); // resolve, setResolver
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
+  l_co_open(L);       // _onUnobserved, _logChannel: lua/lupine/co.lua
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

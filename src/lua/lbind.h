@@ -217,5 +217,6 @@ void l_pipeline_push(lua_State *L, lp_channel *ch);
 void l_codec_open(lua_State *L);
 void l_embedded_open(lua_State *L);
 void l_process_open(lua_State *L); // _spawn, _wait, _kill (l_process.c): the test kit's processes
+void l_co_open(lua_State *L);      // _onUnobserved, _logChannel (l_co.c): lua/lupine/co.lua
 
 #endif
