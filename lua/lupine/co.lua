@@ -649,7 +649,9 @@ function Socket:receiveAny(maxn, timeout)
     end
   end
   return read_bytes(self, "receiveAny", function(str)
-    if #str > 0 then return str, min(#str, maxn) end
+    local n = #str
+    if n > maxn then return str:sub(1, maxn), maxn end
+    if n > 0 then return str, n end
   end, timeout)
 end
 
