@@ -191,6 +191,12 @@ end
 
 local function is_future(v) return type(v) == "userdata" and getmetatable(v) == "lupine.Future" end
 
+function co._results(f)
+  local r = results[f]
+  if r then return unpack(r, 1, r.n) end
+  return f:get()
+end
+
 local function future_values(f)
   local r = results[f]
   if r then return unpack(r, 1, r.n) end
@@ -567,7 +573,8 @@ local function read_bytes(self, what, try, timeout)
     if s then
       local v, n = try(s)
       if v then
-        take(self, s, n)
+        local taken = take(self, s, n)
+        if v == true then return taken end
         return v
       end
       if n == "limit" then
@@ -586,6 +593,10 @@ local function read_bytes(self, what, try, timeout)
   end
 end
 
+co._readBytes = read_bytes
+-- What is queued as bytes at the front, without taking it.
+function co._buffered(self) return front_bytes(self) or "" end
+
 -- receive(n) | receive("*l") | receive("*a") [, timeout]: OpenResty's
 -- receive: n bytes, a line without its "\n" (a "\r" before it dropped too), or
 -- everything until the peer closes. The default is "*l".
@@ -599,7 +610,7 @@ function Socket:receive(pattern, timeout)
       return nil, ("TooLongFrame: receive(%d): more than receiveLimit (%d bytes)"):format(n, self.receiveLimit), ""
     end
     return read_bytes(self, "receive", function(s)
-      if #s >= n then return s, n end
+      if #s >= n then return true, n end
     end, timeout)
   end
   if pattern == "*l" or pattern == "l" then return self:receiveLine(timeout) end
@@ -650,8 +661,7 @@ function Socket:receiveAny(maxn, timeout)
   end
   return read_bytes(self, "receiveAny", function(str)
     local n = #str
-    if n > maxn then return str:sub(1, maxn), maxn end
-    if n > 0 then return str, n end
+    if n > 0 then return true, min(n, maxn) end
   end, timeout)
 end
 
@@ -659,7 +669,7 @@ end
 function Socket:receiveAll(timeout)
   local limit = self.receiveLimit
   local v, err, part = read_bytes(self, "receiveAll", function(s)
-    if self.eof and self.qh >= self.qt then return s, #s end
+    if self.eof and self.qh >= self.qt then return true, #s end
     if #s > limit then return nil, "limit" end
   end, timeout)
   return v, err, part
