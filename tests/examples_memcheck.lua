@@ -50,6 +50,23 @@ raw:send(string.pack(">s4", "1 echo " .. ("y"):rep(70000)) .. string.pack(">s4",
 raw:receive(4 + #"0 err TooLongFrame: frame of 70011 bytes exceeds maxFrameLength 65540, discarding it")
 check(raw:receive(4 + 6) == string.pack(">s4", "2 ok 3"), "rpc: no answer after the long frame")
 raw:close()
+-- Coroutine style: the echo as a loop, the client script, memcached's text protocol.
+local co_echo = test.server(dofile("examples/co_echo.lua"))
+local co_client = dofile("examples/co_client.lua")
+local talked = co_client.run { port = co_echo.port, count = 30 }
+lupine.loop():runUntil(talked, 60)
+check(talked:isSuccess() and talked:get() == 30, "co_client: " .. tostring((talked:cause())))
+local mc = test.server(dofile("examples/co_memcached.lua"))
+test.run(function()
+  local m = test.client(mc.port)
+  m:send("set k 1 0 5\r\nab\ncd\r\nget k\r\nincr k 1\r\ndelete k\r\n")
+  check(m:receive(#"STORED\r\nVALUE k 1 5\r\nab\ncd\r\nEND\r\n") == "STORED\r\nVALUE k 1 5\r\nab\ncd\r\nEND\r\n",
+    "co_memcached: get after set")
+  check(m:receiveLine() == "CLIENT_ERROR cannot increment or decrement non-numeric value", "co_memcached: incr")
+  check(m:receiveLine() == "DELETED", "co_memcached: delete")
+  m:send(("x"):rep(2 * 1024 * 1024)) -- a line over the decoder's limit, then the rest of the test ends
+  m:close()
+end)
 -- The embedded channel and a Lua decoder, left unfinished on purpose: closed with the loop.
 local emb = test.embedded(lupine.codec.decoder {
   decode = function(_, _, buf, out) if buf:readableBytes() >= 2 then out[#out + 1] = buf:readString(2) end end,
@@ -59,6 +76,8 @@ emb:writeOutbound("x")
 check(emb:readInbound() == "ab", "embedded: no frame")
 test.eventually(function() return lupine.loop():channelCount() == 0 end)
 proxy:close()
+co_echo:close()
+mc:close()
 echo:close()
 discard:close()
 chat:close()
