@@ -22,12 +22,19 @@
 -- socket's, or one given per call); every wait ends with the channel's close.
 local core = require "lupine.core"
 
+-- One instance per Lua state, however often this file is loaded (a test
+-- runner that unloads modules between files, a dofile): coroutines, sockets
+-- and their handler live in this instance's tables.
+local registry = debug.getregistry()
+if registry["lupine.co"] then return registry["lupine.co"] end
+
 local co = {}
+registry["lupine.co"] = co
 
 local running, resume, yield, status = coroutine.running, coroutine.resume, coroutine.yield, coroutine.status
 local create, pack, unpack = coroutine.create, table.pack, table.unpack
 local type, getmetatable, tostring, error, select = type, getmetatable, tostring, error, select
-local huge, max, min = math.huge, math.max, math.min
+local huge, max, min, math_type = math.huge, math.max, math.min, math.type
 
 local theloop
 local function loop()
@@ -82,6 +89,7 @@ end
 -- After resume(c): finish the coroutine when it ended, or let a bare
 -- coroutine.yield() (not one of our waits) go on at the loop's next turn.
 local function settle(c, rec, ok, ...)
+  if ok and rec.parked then return end -- parked in one of our waits: the common case
   if status(c) ~= "dead" then
     if not rec.parked then
       local g = rec.gen + 1
@@ -266,10 +274,19 @@ local function wake_side(self, side, why)
   wake(c, self[side .. "gen"], why)
 end
 
+local function set_auto_read(self, on)
+  local cfg = self.cfg
+  if not cfg then
+    cfg = self.ch:config()
+    self.cfg = cfg
+  end
+  cfg:setAutoRead(on)
+end
+
 local function resume_reading(self)
   if self.paused and not self.closed then
     self.paused = false
-    self.cfg:setAutoRead(true)
+    set_auto_read(self, true)
   end
 end
 
@@ -303,6 +320,14 @@ end
 function Tail.channelRead(_, ctx, msg)
   local s = by_ctx[ctx]
   if not s then return end
+  local c = s.r
+  if c and s.rany and s.qt == 0 then -- a receiveAny waits on an empty queue: hand the data over
+    local rec = s.rrec
+    if rec.parked and rec.gen == s.rgen then
+      rec.parked = false
+      return settle(c, rec, resume(c, "data", msg))
+    end
+  end
   local t = s.qt + 1
   s.qt = t
   s.q[t] = msg
@@ -312,7 +337,7 @@ function Tail.channelRead(_, ctx, msg)
     wake_side(s, "r")
   elseif n >= s.bufferSize and not s.paused and not s.closed then
     s.paused = true -- nobody is receiving and the buffer is full: let TCP stop the peer
-    s.cfg:setAutoRead(false)
+    set_auto_read(s, false)
   end
 end
 
@@ -391,11 +416,21 @@ function co._newSocket(opts, what, level)
 end
 
 -- Put the socket's handler at the end of ch's pipeline.
+local strings -- the native handler that makes inbound Buffers strings (l_co.c)
+local ch_is_writable, ch_write_and_flush -- lupine.Channel's methods, without its __index
+
 function co._attach(s, ch)
   s.ch = ch
-  s.cfg = ch:config()
+  if not strings then
+    strings = core._stringFrames()
+    ch_is_writable, ch_write_and_flush = ch.isWritable, ch.writeAndFlush
+  end
   adding = s
-  local ok, err = pcall(ch.pipeline.addLast, ch.pipeline, "co.socket", Tail)
+  local p = ch.pipeline
+  local ok, err = pcall(function()
+    p:addLast("co.strings", strings)
+    p:addLast("co.socket", Tail)
+  end)
   adding = nil
   if not ok then error(err, 0) end
   if not ch:isOpen() then mark_closed(s) end
@@ -649,14 +684,47 @@ end
 
 -- receiveAny(max [, timeout]): whatever bytes are there (at most max), as soon as any are.
 function Socket:receiveAny(maxn, timeout)
-  if math.type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 2) end
-  local s = self.q[self.qh] -- the fast path: one chunk waiting, nobody else reading
-  if type(s) == "string" and not self.r then
-    local n = #s
-    if n <= maxn then
+  if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 2) end
+  if self.r then busy(self, "r", "receiveAny") end
+  local qt = self.qt
+  if qt > 0 then -- one chunk waiting: take it
+    local s = self.q[self.qh]
+    if type(s) == "string" and #s <= maxn then
       pop(self)
-      consumed(self, n)
+      consumed(self, #s)
       return s
+    end
+  elseif not self.eof then
+    -- The fast path: park on the empty queue; channelRead hands the data over.
+    local c, main = running()
+    local rec = not main and recs[c]
+    if rec then
+      local t = timeout
+      if t == nil then t = self.timeout elseif t == false then t = nil end
+      if t then
+        local d = loop():now() + t
+        self.rdl = d
+        arm(self, d)
+      end
+      local g = rec.gen + 1
+      rec.gen, rec.parked = g, true
+      self.r, self.rgen, self.rrec, self.rany = c, g, rec, true
+      if self.paused then resume_reading(self) end
+      local why, msg = yield()
+      self.r, self.rany = nil, nil
+      if why == "data" then
+        if type(msg) == "string" then
+          local n = #msg
+          if n <= maxn then return msg end
+          self.qh, self.qt, self.q[1] = 1, 1, msg:sub(maxn + 1)
+          self.bytes = self.bytes + n - maxn
+          return msg:sub(1, maxn)
+        end
+        self.qh, self.qt, self.q[1] = 1, 1, msg -- not a string: the general path below
+        self.bytes = self.bytes + size_of(msg)
+      elseif why == "timeout" then
+        return nil, "timeout", ""
+      end
     end
   end
   return read_bytes(self, "receiveAny", function(str)
@@ -705,12 +773,11 @@ end
 -- (1 for a message that is not bytes), or nil, "closed" / "timeout" / the
 -- error that failed an earlier write.
 function Socket:send(data, timeout)
-  busy(self, "w", "send")
+  if self.w then busy(self, "w", "send") end
   if data == nil then error("send: expected data to send", 2) end
   local ch = self.ch
   if self.closed or not ch then return nil, "closed" end
-  if self.writeError then return nil, self.writeError end
-  if not ch:isWritable() then
+  if not ch_is_writable(ch) then
     local deadline = deadline_of(self, timeout) or nil
     repeat
       local why = wait(self, "w", deadline, "send")
@@ -718,9 +785,8 @@ function Socket:send(data, timeout)
       if why == "timeout" then return nil, "timeout" end
     until ch:isWritable()
   end
-  ch:writeAndFlush(data)
-  local t = type(data)
-  if t == "string" then return #data end
+  ch_write_and_flush(ch, data)
+  if type(data) == "string" then return #data end
   return 1
 end
 

@@ -1,6 +1,9 @@
 // l_co.c: the little native help lua/lupine/co.lua (coroutines) needs: a
 // failed future that nobody observed reported through a Lua function (the
-// core's unobserved hook), and log lines with a channel id.
+// core's unobserved hook), log lines with a channel id, and the native handler
+// in front of a socket that turns byte buffers into Lua strings on the way in
+// (what a socket returns is strings, and a string made from the read buffer
+// by the dispatch costs less than a Buffer box and readString/release).
 //
 // Ownership: _onUnobserved's record (host, registry reference to the function)
 // belongs to the future's hook: the core calls drop() exactly once, after the
@@ -66,6 +69,30 @@ static int log_channel(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg funcs[] = {{"_onUnobserved", on_unobserved}, {"_logChannel", log_channel}, {NULL, NULL}};
+// ---- co.strings: Buffers become strings ------------------------------------------------
+
+// A Buffer passing inbound is marked LP_MSGF_STRING: the Lua handler after it
+// (the socket's) receives it as a string, and the buffer goes back to the pool.
+static void strings_inbound(lp_ctx *c, int ev, lp_msg *m) {
+  if (m && m->kind == LP_MSG_BUF) m->flags |= LP_MSGF_STRING;
+  lp_ctx_fire(c, ev, m);
+}
+
+static const lp_handler_ops strings_ops = {"strings", LP_MASK(LP_EV_READ), NULL, NULL, strings_inbound, NULL, NULL};
+
+static lp_ctx *make_strings(l_native *self, lp_pipeline *p, const char *name, lua_State *L) {
+  LP_UNUSED(self), LP_UNUSED(L);
+  return lp_ctx_new(p, &strings_ops, NULL, name);
+}
+
+// core._stringFrames(): the factory (one is enough for every pipeline).
+static int string_frames(lua_State *L) {
+  l_native *n = l_native_new(L, sizeof *n, "strings");
+  n->make = make_strings;
+  return 1;
+}
+
+static const luaL_Reg funcs[] = {
+    {"_onUnobserved", on_unobserved}, {"_logChannel", log_channel}, {"_stringFrames", string_frames}, {NULL, NULL}};
 
 void l_co_open(lua_State *L) { luaL_setfuncs(L, funcs, 0); }
