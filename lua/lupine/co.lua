@@ -143,6 +143,7 @@ local function park(rec)
 end
 
 local function start(c, rec, ...)
+  rec.co = c
   recs[c] = rec
   settle(c, rec, resume(c, ...))
 end
@@ -266,7 +267,7 @@ local adding -- the socket whose handler is being added
 -- Resume the coroutine (or the main thread's run) waiting on side "r" or "w".
 local function wake_side(self, side, why)
   local c = self[side]
-  if c == nil then return end
+  if not c then return end
   if c == MAIN then
     self[side .. "woke"] = why or true
     return
@@ -295,7 +296,7 @@ local function mark_closed(self)
   self.closed, self.eof = true, true
   local t = self.timer
   if t then
-    self.timer = nil
+    self.timer = false
     t:cancel()
   end
   wake_side(self, "r", "closed")
@@ -320,13 +321,16 @@ end
 function Tail.channelRead(_, ctx, msg)
   local s = by_ctx[ctx]
   if not s then return end
-  local c = s.r
-  if c and s.rany and s.qt == 0 then -- a receiveAny waits on an empty queue: hand the data over
-    local rec = s.rrec
-    if rec.parked and rec.gen == s.rgen then
-      rec.parked = false
-      return settle(c, rec, resume(c, "data", msg))
-    end
+  -- A receiveAny parked on an empty queue (s.rany is its coroutine's record
+  -- while it is parked there): hand the data over.
+  local rec = s.rany
+  if rec and rec.parked and s.qt == 0 then
+    rec.parked = false
+    local c = rec.co
+    if rec.future then return settle(c, rec, resume(c, "data", msg)) end
+    local ok, err = resume(c, "data", msg) -- no future: what it returns is not kept
+    if ok and rec.parked then return end
+    return settle(c, rec, ok, err)
   end
   local t = s.qt + 1
   s.qt = t
@@ -405,13 +409,19 @@ function co._newSocket(opts, what, level)
     end
   end
   local timeout = co.defaultTimeout
-  if opts.timeout ~= nil then timeout = opt_seconds(opts.timeout, what .. ": timeout", level + 1) end
+  if opts.timeout ~= nil then timeout = opt_seconds(opts.timeout, what .. ": timeout", level + 1) or false end
+  -- Every field the hot paths read is present (false, not nil): reading a
+  -- missing field of a table with a metatable costs an __index lookup.
   return setmetatable({
     q = {}, qh = 1, qt = 0, bytes = 0,
     timeout = timeout,
     bufferSize = opt_size(opts.bufferSize, 65536, what .. ": bufferSize", level + 1),
     receiveLimit = opt_size(opts.receiveLimit, 1048576, what .. ": receiveLimit", level + 1),
     paused = false, closed = false, eof = false,
+    ch = false, cfg = false, timer = false, timerAt = 0, sync = false, lastError = false,
+    r = false, rgen = 0, rany = false, rdl = false, rwoke = false,
+    w = false, wgen = 0, wdl = false, wwoke = false,
+    onActive = false, handleFn = false, anyMax = false,
   }, Socket)
 end
 
@@ -440,7 +450,7 @@ end
 -- ---- waiting --------------------------------------------------------------------------
 
 local function on_timer(self)
-  self.timer = nil
+  self.timer = false
   local now = loop():now()
   local next_at = huge
   for _, side in ipairs { "r", "w" } do
@@ -484,7 +494,7 @@ local function wait(self, side, deadline, what)
     self[side .. "woke"] = false
     local key = side .. "woke"
     local ok, err = pcall(loop().runUntil, loop(), function() return self[key] end, deadline and deadline - now or 1e9)
-    self[side] = nil
+    self[side] = false
     local why = self[key]
     if ok then return why ~= true and why or nil end
     if why then return why ~= true and why or nil end
@@ -495,20 +505,19 @@ local function wait(self, side, deadline, what)
     self[side .. "dl"] = deadline
     arm(self, deadline)
   else
-    self[side .. "dl"] = nil
+    self[side .. "dl"] = false
   end
   local g = begin(rec)
   self[side], self[side .. "gen"] = c, g
   local why = park(rec)
-  self[side] = nil
+  self[side] = false
   return why
 end
 
 local function deadline_of(self, timeout)
   local t = timeout
-  if t == nil then t = self.timeout
-  elseif t == false then t = nil end
-  if t == nil then return nil end
+  if t == nil then t = self.timeout end
+  if not t then return nil end
   return loop():now() + t
 end
 
@@ -684,7 +693,10 @@ end
 
 -- receiveAny(max [, timeout]): whatever bytes are there (at most max), as soon as any are.
 function Socket:receiveAny(maxn, timeout)
-  if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 2) end
+  if maxn ~= self.anyMax then -- checked once per size, not per call
+    if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 2) end
+    self.anyMax = maxn
+  end
   if self.r then busy(self, "r", "receiveAny") end
   local qt = self.qt
   if qt > 0 then -- one chunk waiting: take it
@@ -700,7 +712,7 @@ function Socket:receiveAny(maxn, timeout)
     local rec = not main and recs[c]
     if rec then
       local t = timeout
-      if t == nil then t = self.timeout elseif t == false then t = nil end
+      if t == nil then t = self.timeout end
       if t then
         local d = loop():now() + t
         self.rdl = d
@@ -708,10 +720,10 @@ function Socket:receiveAny(maxn, timeout)
       end
       local g = rec.gen + 1
       rec.gen, rec.parked = g, true
-      self.r, self.rgen, self.rrec, self.rany = c, g, rec, true
+      self.r, self.rgen, self.rany = c, g, rec
       if self.paused then resume_reading(self) end
       local why, msg = yield()
-      self.r, self.rany = nil, nil
+      self.r, self.rany = false, false
       if why == "data" then
         if type(msg) == "string" then
           local n = #msg
@@ -811,7 +823,7 @@ Socket.__close = function(self) self:close() end
 
 -- settimeout(s): seconds for each later blocking call (nil or false: none).
 function Socket:settimeout(s)
-  self.timeout = opt_seconds(s, "settimeout", 2)
+  self.timeout = opt_seconds(s, "settimeout", 2) or false
   return 1
 end
 
@@ -819,7 +831,7 @@ end
 -- covers sending and receiving: the larger of send and read.
 function Socket:settimeouts(_, send, read)
   local s, r = opt_seconds(send, "settimeouts", 2), opt_seconds(read, "settimeouts", 2)
-  if s == nil or r == nil then self.timeout = nil else self.timeout = max(s, r) end
+  if s == nil or r == nil then self.timeout = false else self.timeout = max(s, r) end
   return 1
 end
 
@@ -829,7 +841,7 @@ function Socket:getpeername()
   return ch.remoteHost, ch.remotePort
 end
 
-function Socket:isOpen() return not self.closed and self.ch ~= nil and self.ch:isOpen() end
+function Socket:isOpen() return not self.closed and self.ch and self.ch:isOpen() or false end
 
 -- Bytes (and messages, counted as 64) queued and not yet received.
 function Socket:bufferedBytes() return self.bytes end
@@ -889,7 +901,7 @@ local function handle_returned(rec)
 end
 
 local function start_handle(s)
-  s.onActive = nil
+  s.onActive = false
   co._start(s.handleFn, { sock = s, onError = handle_failed, onReturn = handle_returned }, s)
 end
 

@@ -153,8 +153,8 @@ local Client = setmetatable({}, { __index = Socket })
 -- c.inbox: what received() returns; c.channel, c.error: the channel, its first exception.
 local client_props = {
   inbox = function(self) return self:received() end,
-  channel = function(self) return rawget(self, "ch") end,
-  error = function(self) return rawget(self, "lastError") end,
+  channel = function(self) return rawget(self, "ch") or nil end,
+  error = function(self) return rawget(self, "lastError") or nil end,
 }
 function Client.__index(self, k)
   local p = client_props[k]
@@ -173,7 +173,7 @@ end
 local function why(self, err, timeout)
   if err == "timeout" then return ("timed out after %g s"):format(timeout or self.timeout) end
   local ch = rawget(self, "ch")
-  local closed = self.closed or (ch ~= nil and not ch:isOpen())
+  local closed = self.closed or (ch and not ch:isOpen())
   if self.eof or closed then
     local w = closed and "the connection closed" or "the peer shut its output down"
     local e = rawget(self, "lastError")
