@@ -75,7 +75,7 @@ local function current(what, instead, level)
   return c, rec
 end
 
-local wake
+local wake, begin
 
 local function describe(err)
   if type(err) == "table" and getmetatable(err) == nil and err.message then return tostring(err.message) end
@@ -92,8 +92,8 @@ local function settle(c, rec, ok, ...)
   if ok and rec.parked then return end -- parked in one of our waits: the common case
   if status(c) ~= "dead" then
     if not rec.parked then
-      local g = rec.gen + 1
-      rec.gen, rec.parked = g, true
+      local g = begin(rec)
+      rec.parked = g
       loop():execute(function() wake(c, g) end)
     end
     return
@@ -122,23 +122,24 @@ end
 -- Resume c if it is parked in the wait of generation g (with the values given).
 function wake(c, g, ...)
   local rec = recs[c]
-  if rec and rec.parked and rec.gen == g then
+  if rec and rec.parked == g then
     rec.parked = false
     return settle(c, rec, resume(c, ...))
   end
 end
 co._wake = wake
 
--- Begin a wait of the running coroutine: returns the coroutine, its record and
--- the wait's generation (give it to the waker); then yield with park(rec).
-local function begin(rec)
-  local g = rec.gen + 1
-  rec.gen = g
-  return g
+-- Begin a wait: returns its number (give it to the waker), unique in this
+-- state; then yield with park(rec, g). rec.parked holds the number of the
+-- wait the coroutine is parked in (false while it runs).
+local waits = 0
+function begin(_)
+  waits = waits + 1
+  return waits
 end
 
-local function park(rec)
-  rec.parked = true
+local function park(rec, g)
+  rec.parked = g
   return yield()
 end
 
@@ -157,13 +158,13 @@ function co.spawn(fn, ...)
   if type(fn) ~= "function" then error("lupine.spawn: expected a function, got " .. type(fn), 2) end
   local c = create(fn)
   local f = core.promise()
-  start(c, { gen = 0, parked = false, future = f }, ...)
+  start(c, { parked = false, future = f, co = false }, ...)
   return f
 end
 
 -- Run fn(...) as a coroutine with hooks instead of a future (handle, test.run).
 function co._start(fn, rec, ...)
-  rec.gen, rec.parked = 0, false
+  rec.parked, rec.co = false, false
   local c = create(fn)
   start(c, rec, ...)
   return c
@@ -195,7 +196,7 @@ function co.sleep(s)
   local c, rec = current("lupine.sleep", " (in a handler: ctx.executor:schedule(s, fn))")
   local g = begin(rec)
   loop():schedule(s, function() wake(c, g) end)
-  park(rec)
+  park(rec, g)
 end
 
 local function is_future(v) return type(v) == "userdata" and getmetatable(v) == "lupine.Future" end
@@ -225,7 +226,7 @@ function co.await(f, timeout)
     local g = begin(rec)
     f:addListener(function() wake(c, g) end)
     local t = timeout and loop():schedule(timeout, function() wake(c, g, "timeout") end)
-    local why = park(rec)
+    local why = park(rec, g)
     if t then t:cancel() end
     if why == "timeout" then return nil, "timeout" end
   end
@@ -235,7 +236,16 @@ end
 
 -- ---- sockets --------------------------------------------------------------------------
 
-local Socket = {}
+local Socket = {
+  bufferSize = 65536, receiveLimit = 1048576, -- defaults; a socket's own options shadow them
+  -- the state the hot paths do not read, until first set
+  cfg = false, timer = false, timerAt = 0, sync = false, lastError = false, rdl = false, rwoke = false,
+  wgen = 0, wdl = false, wwoke = false, onActive = false, -- onActive: a handle app's class
+  q = false, w = false, r = false, rgen = 0, anyMax = false, -- set on first use
+  qh = 1, bytes = 0, paused = false, closed = false, eof = false,
+  -- a handle's socket is its coroutine's record too (gen, parked, co; see co._start)
+  parked = false, co = false, future = false, onError = false, onReturn = false,
+}
 Socket.__index = Socket
 co.Socket = Socket
 
@@ -260,12 +270,25 @@ local function err_text(e)
   return describe(e)
 end
 
--- The socket a context (the handler's place in a pipeline) belongs to.
-local by_ctx = setmetatable({}, { __mode = "k" })
+local restate
+-- The socket a context (the handler's place in a pipeline) belongs to is
+-- kept in the context's own table, as the private field _socket (set with
+-- rawset: context tables are read-only to handlers). Its table has room for
+-- it, and it goes with the context: no map per state to look it up in.
 local adding -- the socket whose handler is being added
 
 -- Resume the coroutine (or the main thread's run) waiting on side "r" or "w".
 local function wake_side(self, side, why)
+  if side == "r" then
+    local rec = self.rany -- receiveAny's fast path: the parked coroutine's record
+    if rec then
+      if rec.parked then
+        rec.parked = false
+        return settle(rec.co, rec, resume(rec.co, why))
+      end
+      return
+    end
+  end
   local c = self[side]
   if not c then return end
   if c == MAIN then
@@ -273,6 +296,12 @@ local function wake_side(self, side, why)
     return
   end
   wake(c, self[side .. "gen"], why)
+end
+
+-- st: 0 while nothing unusual holds (open, input not ended, reading not
+-- paused, no waiter parked the general way): the fast paths look at st alone.
+function restate(s)
+  s.st = (s.closed or s.eof or s.paused or s.w or s.r) and 1 or 0
 end
 
 local function set_auto_read(self, on)
@@ -287,13 +316,14 @@ end
 local function resume_reading(self)
   if self.paused and not self.closed then
     self.paused = false
+    restate(self)
     set_auto_read(self, true)
   end
 end
 
 local function mark_closed(self)
   if self.closed then return end
-  self.closed, self.eof = true, true
+  self.closed, self.eof, self.st = true, true, 1
   local t = self.timer
   if t then
     self.timer = false
@@ -309,17 +339,17 @@ local Tail = { name = "co.socket" }
 
 function Tail.handlerAdded(_, ctx)
   local s = adding
-  if s then by_ctx[ctx] = s end
+  if s then rawset(ctx, "_socket", s) end
 end
 
 function Tail.channelActive(_, ctx)
-  local s = by_ctx[ctx]
-  if s and s.onActive then s:onActive() end
+  local s = ctx._socket
+  if s and s.onActive and not s.co then s:onActive() end
   ctx:fireChannelActive()
 end
 
 function Tail.channelRead(_, ctx, msg)
-  local s = by_ctx[ctx]
+  local s = ctx._socket
   if not s then return end
   -- A receiveAny parked on an empty queue (s.rany is its coroutine's record
   -- while it is parked there): hand the data over.
@@ -334,44 +364,54 @@ function Tail.channelRead(_, ctx, msg)
   end
   local t = s.qt + 1
   s.qt = t
-  s.q[t] = msg
+  local q = s.q
+  if not q then
+    q = {}
+    s.q = q
+  end
+  q[t] = msg
   local n = s.bytes + size_of(msg)
   s.bytes = n
-  if s.r then
+  if s.r or s.rany then
     wake_side(s, "r")
   elseif n >= s.bufferSize and not s.paused and not s.closed then
-    s.paused = true -- nobody is receiving and the buffer is full: let TCP stop the peer
+    s.paused, s.st = true, 1 -- nobody is receiving and the buffer is full: let TCP stop the peer
     set_auto_read(s, false)
   end
 end
 
 function Tail.userEventTriggered(_, ctx, evt)
-  local s = by_ctx[ctx]
+  local s = ctx._socket
   if not s then return end
   if type(evt) == "table" and evt.kind == "inputShutdown" then
-    s.eof = true
+    s.eof, s.st = true, 1
     wake_side(s, "r")
   end
 end
 
 function Tail.channelWritabilityChanged(_, ctx)
-  local s = by_ctx[ctx]
+  local s = ctx._socket
   if s and s.w and ctx.channel:isWritable() then wake_side(s, "w") end
 end
 
 function Tail.exceptionCaught(_, ctx, err)
-  local s = by_ctx[ctx]
+  local s = ctx._socket
   if not s then return end
   s.lastError = s.lastError or err
   local t = s.qt + 1
   s.qt = t
-  s.q[t] = setmetatable({ err = err }, ErrorItem)
+  local q = s.q
+  if not q then
+    q = {}
+    s.q = q
+  end
+  q[t] = setmetatable({ err = err }, ErrorItem)
   s.bytes = s.bytes + MESSAGE_COST
   wake_side(s, "r")
 end
 
 function Tail.channelInactive(_, ctx)
-  local s = by_ctx[ctx]
+  local s = ctx._socket
   if s then mark_closed(s) end
 end
 
@@ -410,19 +450,15 @@ function co._newSocket(opts, what, level)
   end
   local timeout = co.defaultTimeout
   if opts.timeout ~= nil then timeout = opt_seconds(opts.timeout, what .. ": timeout", level + 1) or false end
-  -- Every field the hot paths read is present (false, not nil): reading a
-  -- missing field of a table with a metatable costs an __index lookup.
-  return setmetatable({
-    q = {}, qh = 1, qt = 0, bytes = 0,
-    timeout = timeout,
-    bufferSize = opt_size(opts.bufferSize, 65536, what .. ": bufferSize", level + 1),
-    receiveLimit = opt_size(opts.receiveLimit, 1048576, what .. ": receiveLimit", level + 1),
-    paused = false, closed = false, eof = false,
-    ch = false, cfg = false, timer = false, timerAt = 0, sync = false, lastError = false,
-    r = false, rgen = 0, rany = false, rdl = false, rwoke = false,
-    w = false, wgen = 0, wdl = false, wwoke = false,
-    onActive = false, handleFn = false, anyMax = false,
-  }, Socket)
+  -- Memory first: an idle handle connection's socket holds eight fields (a
+  -- hash part of 256 bytes), the rest default in Socket until first set.
+  -- (A missing field costs an __index lookup: the hottest are present.)
+  local s = setmetatable({ ch = false, rany = false, qt = 0, st = 0, timeout = timeout }, Socket)
+  if opts.bufferSize ~= nil then s.bufferSize = opt_size(opts.bufferSize, 65536, what .. ": bufferSize", level + 1) end
+  if opts.receiveLimit ~= nil then
+    s.receiveLimit = opt_size(opts.receiveLimit, 1048576, what .. ": receiveLimit", level + 1)
+  end
+  return s
 end
 
 -- Put the socket's handler at the end of ch's pipeline.
@@ -437,10 +473,8 @@ function co._attach(s, ch)
   end
   adding = s
   local p = ch.pipeline
-  local ok, err = pcall(function()
-    p:addLast("co.strings", strings)
-    p:addLast("co.socket", Tail)
-  end)
+  local ok, err = pcall(p.addLast, p, "co.strings", strings)
+  if ok then ok, err = pcall(p.addLast, p, "co.socket", Tail) end
   adding = nil
   if not ok then error(err, 0) end
   if not ch:isOpen() then mark_closed(s) end
@@ -454,7 +488,7 @@ local function on_timer(self)
   local now = loop():now()
   local next_at = huge
   for _, side in ipairs { "r", "w" } do
-    if self[side] then
+    if self[side] or (side == "r" and self.rany) then
       local d = self[side .. "dl"]
       if d then
         if now >= d - 0.0005 then wake_side(self, side, "timeout")
@@ -491,10 +525,12 @@ local function wait(self, side, deadline, what)
     local now = loop():now()
     if deadline and now >= deadline then return "timeout" end
     self[side] = MAIN
+    self.st = 1
     self[side .. "woke"] = false
     local key = side .. "woke"
     local ok, err = pcall(loop().runUntil, loop(), function() return self[key] end, deadline and deadline - now or 1e9)
     self[side] = false
+    restate(self)
     local why = self[key]
     if ok then return why ~= true and why or nil end
     if why then return why ~= true and why or nil end
@@ -509,8 +545,10 @@ local function wait(self, side, deadline, what)
   end
   local g = begin(rec)
   self[side], self[side .. "gen"] = c, g
-  local why = park(rec)
+  self.st = 1
+  local why = park(rec, g)
   self[side] = false
+  restate(self)
   return why
 end
 
@@ -522,7 +560,7 @@ local function deadline_of(self, timeout)
 end
 
 local function busy(self, side, what)
-  if self[side] then
+  if self[side] or (side == "r" and self.rany) then
     error(("%s: another coroutine is already %s on this socket (one reader and one writer at a time)")
       :format(what, side == "r" and "receiving" or "sending"), 3)
   end
@@ -692,57 +730,81 @@ function Socket:receiveLine(timeout)
 end
 
 -- receiveAny(max [, timeout]): whatever bytes are there (at most max), as soon as any are.
-function Socket:receiveAny(maxn, timeout)
-  if maxn ~= self.anyMax then -- checked once per size, not per call
-    if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 2) end
-    self.anyMax = maxn
-  end
-  if self.r then busy(self, "r", "receiveAny") end
-  local qt = self.qt
-  if qt > 0 then -- one chunk waiting: take it
+local function check_any(self, maxn)
+  if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 3) end
+  self.anyMax = maxn -- checked once per size, not per call
+end
+
+local function arm_read(self, t)
+  if not t then return end -- timeout false: none
+  local d = loop():now() + t
+  self.rdl = d
+  arm(self, d)
+end
+
+-- receiveAny's general case: bytes queued, a message or an error in the way,
+-- the end of input, or not a lupine coroutine (the test kit's waits).
+local function any_slow(self, maxn, timeout)
+  if self.r or self.rany then busy(self, "r", "receiveAny") end
+  if self.qt > 0 then -- one chunk waiting: take it
     local s = self.q[self.qh]
     if type(s) == "string" and #s <= maxn then
       pop(self)
       consumed(self, #s)
       return s
     end
-  elseif not self.eof then
-    -- The fast path: park on the empty queue; channelRead hands the data over.
-    local c, main = running()
-    local rec = not main and recs[c]
-    if rec then
-      local t = timeout
-      if t == nil then t = self.timeout end
-      if t then
-        local d = loop():now() + t
-        self.rdl = d
-        arm(self, d)
-      end
-      local g = rec.gen + 1
-      rec.gen, rec.parked = g, true
-      self.r, self.rgen, self.rany = c, g, rec
-      if self.paused then resume_reading(self) end
-      local why, msg = yield()
-      self.r, self.rany = false, false
-      if why == "data" then
-        if type(msg) == "string" then
-          local n = #msg
-          if n <= maxn then return msg end
-          self.qh, self.qt, self.q[1] = 1, 1, msg:sub(maxn + 1)
-          self.bytes = self.bytes + n - maxn
-          return msg:sub(1, maxn)
-        end
-        self.qh, self.qt, self.q[1] = 1, 1, msg -- not a string: the general path below
-        self.bytes = self.bytes + size_of(msg)
-      elseif why == "timeout" then
-        return nil, "timeout", ""
-      end
-    end
   end
   return read_bytes(self, "receiveAny", function(str)
     local n = #str
     if n > 0 then return true, min(n, maxn) end
   end, timeout)
+end
+
+-- After the fast path's wait: what it was given is not a whole string, or it
+-- was woken for another reason (closed, an error queued, the timeout).
+local function any_after(self, why, msg, timeout)
+  local maxn = self.anyMax
+  if why == "data" then
+    if type(msg) == "string" then -- longer than maxn: keep the rest
+      if not self.q then self.q = {} end
+      self.qh, self.qt, self.q[1] = 1, 1, msg:sub(maxn + 1)
+      self.bytes = self.bytes + #msg - maxn
+      return msg:sub(1, maxn)
+    end
+    if not self.q then self.q = {} end
+    self.qh, self.qt, self.q[1] = 1, 1, msg -- not bytes: the general path
+    self.bytes = self.bytes + size_of(msg)
+  elseif why == "timeout" then
+    return nil, "timeout", ""
+  end
+  return any_slow(self, maxn, timeout)
+end
+
+-- receiveAny's wait (tail-called: its frame replaces receiveAny's, so an
+-- idle handle coroutine's stack stays within the 40 slots Lua starts every
+-- coroutine with, instead of doubling).
+local function any_wait(self, rec, timeout)
+  rec.parked = begin(rec)
+  self.rany = rec
+  local why, msg = yield()
+  self.rany = false
+  if why == "data" and type(msg) == "string" and #msg <= self.anyMax then return msg end
+  return any_after(self, why, msg, timeout)
+end
+
+-- receiveAny(max [, timeout]): whatever bytes are there (at most max), as
+-- soon as any are. The fast path parks on the empty queue, and channelRead
+-- hands the data straight over.
+function Socket:receiveAny(maxn, timeout)
+  if maxn ~= self.anyMax then check_any(self, maxn) end
+  if self.st == 0 and self.qt == 0 and not self.rany then
+    local rec = recs[running()]
+    if rec then
+      if timeout ~= nil or self.timeout then arm_read(self, timeout or self.timeout) end
+      return any_wait(self, rec, timeout)
+    end
+  end
+  return any_slow(self, maxn, timeout)
 end
 
 -- receiveAll([timeout]): everything until the peer closes or shuts its output down.
@@ -785,10 +847,13 @@ end
 -- (1 for a message that is not bytes), or nil, "closed" / "timeout" / the
 -- error that failed an earlier write.
 function Socket:send(data, timeout)
-  if self.w then busy(self, "w", "send") end
+  if self.st ~= 0 then
+    if self.w then busy(self, "w", "send") end
+    if self.closed then return nil, "closed" end
+  end
   if data == nil then error("send: expected data to send", 2) end
   local ch = self.ch
-  if self.closed or not ch then return nil, "closed" end
+  if not ch then return nil, "closed" end
   if not ch_is_writable(ch) then
     local deadline = deadline_of(self, timeout) or nil
     repeat
@@ -877,17 +942,17 @@ function co.tcp.connect(host, port, opts)
 end
 
 -- ---- server side: handle(sock), a coroutine per connection ------------------------------
+-- The socket is its handle coroutine's record (no table more per connection):
+-- its class, HandleSocket, gives the record's hooks.
 
-local function handle_failed(rec, text)
-  local s = rec.sock
+local function handle_failed(s, text)
   local ch = s.ch
   core._logChannel("error", ch and ch.id or 0, "handle raised (closing the connection): " .. text)
   s:close()
 end
 
 -- The handle returned: close the connection once what it wrote is out.
-local function handle_returned(rec)
-  local s = rec.sock
+local function handle_returned(s)
   local ch = s.ch
   if s.closed or not ch or not ch:isOpen() then
     mark_closed(s)
@@ -900,10 +965,7 @@ local function handle_returned(rec)
   ch:writeAndFlush("", function() s:close() end)
 end
 
-local function start_handle(s)
-  s.onActive = false
-  co._start(s.handleFn, { sock = s, onError = handle_failed, onReturn = handle_returned }, s)
-end
+local HandleSocket = { onError = handle_failed, onReturn = handle_returned }
 
 -- init(ch) for an app with handle: the app's init first (it may add codecs),
 -- then the socket at the end of the pipeline; handle(sock) starts as the
@@ -914,13 +976,21 @@ function co.handleInit(app)
   if init ~= nil and type(init) ~= "function" then error("lupine: the app's init must be a function(ch)", 3) end
   local sopts = app.socket
   co._newSocket(sopts, "lupine: the app's socket options", 3) -- checked now, not per connection
+  local function start(s) co._start(handle, s, s) end
+  -- The app's socket class: handle starts when the channel becomes active
+  -- (s.co is set from then on).
+  -- Flat (a copy of Socket's and HandleSocket's fields): a field a socket
+  -- lacks is found in one lookup, not a chain of them.
+  local AppSocket = {}
+  for k, v in pairs(Socket) do AppSocket[k] = v end
+  for k, v in pairs(HandleSocket) do AppSocket[k] = v end
+  AppSocket.onActive = start
+  AppSocket.__index = AppSocket
   return function(ch)
     if init then init(ch) end
-    local s = co._newSocket(sopts, "socket", 1)
-    s.handleFn = handle
-    s.onActive = start_handle
+    local s = setmetatable(co._newSocket(sopts, "socket", 1), AppSocket)
     co._attach(s, ch)
-    if ch:isActive() then start_handle(s) end
+    if ch:isActive() and not s.co then start(s) end
   end
 end
 
