@@ -50,13 +50,14 @@ function Client:channelRead(ctx, buf)
   end
 end
 
+-- tryFailure: the run may be over already (a promise completes once).
 function Client:exceptionCaught(ctx, err)
-  self.done:setFailure(err)
+  self.done:tryFailure(err)
   ctx:close()
 end
 
 function Client:channelInactive()
-  self.done:setFailure("the server closed the connection after " .. self.i - 1 .. " messages")
+  self.done:tryFailure("the server closed the connection after " .. self.i - 1 .. " messages")
 end
 
 local function run(opts)
@@ -67,7 +68,7 @@ local function run(opts)
     init = function(ch) ch.pipeline:addLast("client", state) end,
   }
   connecting:addListener(function(f)
-    if not f:isSuccess() then done:setFailure(f:cause()) end
+    if not f:isSuccess() then done:tryFailure(f:cause()) end
   end)
   return done
 end

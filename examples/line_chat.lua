@@ -6,20 +6,22 @@
 -- The native line decoder frames the input: the handler sees whole lines as
 -- strings, never partial reads; a line over 1 KiB is dropped with a notice
 -- (TooLongFrame) and the connection goes on. Every line said is broadcast to
--- everyone else connected to the same worker: the room is a table of this
--- worker's channels (workers share no Lua state).
+-- everyone else connected to the same worker: the room is a ChannelGroup of
+-- this worker's channels (workers share no Lua state), which each channel
+-- leaves by itself when it closes.
 local lupine = require "lupine"
 local codec = lupine.codec
 
 local MAX_LINE = 1024
 
-local room = {} -- channel -> true: who is connected to this worker
+local room = lupine.channelGroup("room") -- who is connected to this worker
 local guests = 0
 
+-- Everyone in the room but the sender. A member the room cannot write to (it
+-- stopped reading and its outbound bytes reached maxPendingBytes) hears of it
+-- in its own exceptionCaught below, which closes it.
 local function broadcast(from, text)
-  for ch in pairs(room) do
-    if ch ~= from then ch:writeAndFlush(text) end
-  end
+  room:writeAndFlush(text, function(ch) return ch ~= from end)
 end
 
 -- One table serves every channel; a user's nick lives in its channel's attr.
@@ -29,7 +31,7 @@ function Chat:channelActive(ctx)
   local ch = ctx.channel
   guests = guests + 1
   ch.attr.nick = "guest" .. guests
-  room[ch] = true
+  room:add(ch)
   ctx:writeAndFlush(("* welcome, you are %s (/nick NAME, /quit)\n"):format(ch.attr.nick))
   broadcast(ch, ("* %s joined\n"):format(ch.attr.nick))
 end
@@ -64,11 +66,9 @@ function Chat:channelRead(ctx, line)
 end
 
 function Chat:channelInactive(ctx)
+  -- The channel has left the room already (it is closed); tell the others.
   local ch = ctx.channel
-  if room[ch] then
-    room[ch] = nil
-    broadcast(ch, ("* %s left\n"):format(ch.attr.nick))
-  end
+  if ch.attr.nick then broadcast(ch, ("* %s left\n"):format(ch.attr.nick)) end
 end
 
 function Chat:exceptionCaught(ctx, err)

@@ -157,7 +157,23 @@ describe("frame decoders", function()
     assert.has_error(function() codec.fixedLengthFrame {} end,
       "fixedLengthFrame: 'frameLength' (from 1 to 1073741824) is required")
     assert.has_error(function() codec.lineFrame { maxLength = 0 } end,
-      "option 'maxLength' must be an integer from 1 to 1073741824")
+      "lineFrame: option 'maxLength' must be an integer from 1 to 1073741824")
+    assert.has_error(function() codec.fixedLengthFrame(-5) end,
+      "fixedLengthFrame: option 'frameLength' must be an integer from 1 to 1073741824")
+    assert.has_error(function() codec.fixedLengthFrame { frameLength = 0 } end,
+      "fixedLengthFrame: option 'frameLength' must be an integer from 1 to 1073741824")
+    assert.has_error(function() codec.delimiterFrame { delimiter = "\0", failFast = "yes" } end,
+      "delimiterFrame: option 'failFast' must be a boolean")
+    assert.has_error(function() codec.lengthFieldFrame { lengthFieldOffset = -1 } end,
+      "lengthFieldFrame: option 'lengthFieldOffset' must be an integer from 0 to 1073741824")
+    assert.has_error(function() codec.lengthFieldPrepender { byteOrder = 1 } end,
+      "lengthFieldPrepender: option 'byteOrder' must be a string")
+    assert.has_error(function() codec.decoder { decode = function() end, maxCumulation = 0 } end,
+      "lupine.codec.decoder: option 'maxCumulation' must be an integer from 1 to 1073741824")
+    assert.has_error(function() codec.decoder { decode = function() end, name = true } end,
+      "lupine.codec.decoder: option 'name' must be a string")
+    assert.has_error(function() codec.decoder { decode = function() end, name = "a\0b" } end,
+      "lupine.codec.decoder: option 'name' must not contain NUL bytes")
   end)
 
   it("have safe default limits: lines 8192 bytes, length fields 1 MiB", function()
@@ -379,11 +395,29 @@ describe("Lua decoders", function()
     local ok, err = pcall(ch.writeInbound, ch, "a!b")
     assert.is_false(ok)
     assert.matches("^handler 'fragile#0' decode: .*codec_spec.lua:%d+: boom", err)
+    assert.matches("^spec/codec_spec.lua:%d+: boom$", err.message)
+    assert.equal("fragile#0", err.handler)
+    assert.equal("decode", err.event)
     assert.equal("a", ch:readInbound())
-    assert.is_nil(ch:readInbound()) -- "!" dropped, "b" waits for the next read
+    assert.is_nil(ch:readInbound()) -- "!" raised: the bytes it left ("b") are dropped with it
     ch:writeInbound("c")
-    assert.equal("b", ch:readInbound())
     assert.equal("c", ch:readInbound())
+    assert.is_nil(ch:readInbound())
+  end)
+
+  it("never decode again the bytes that made decode raise: one bad input, one exceptionCaught", function()
+    local calls, trace = 0, {}
+    local ch = test.embedded(codec.decoder {
+      name = "picky",
+      decode = function(_, _, buf)
+        calls = calls + 1
+        if buf:getU8(buf:readerIndex()) == 33 then error("bad header", 0) end -- "!": raises, consumes nothing
+      end,
+    }, recorder(trace))
+    ch:writeInbound("!xyz")
+    assert.is_false(ch:finish()) -- no decodeLast on "!xyz": it would raise on it again
+    assert.equal(1, calls)
+    assert.equal(1, #trace)
   end)
 
   it("get their input lent for the call only", function()

@@ -281,8 +281,12 @@ describe("lupine.connect", function()
   it("rejects bad arguments", function()
     assert.has_error(function() lupine.connect { host = "127.0.0.1" } end, "lupine.connect: 'port' is required")
     assert.has_error(function() lupine.connect { port = 70000 } end, "option 'port' must be an integer from 1 to 65535")
-    assert.has_error(function() lupine.connect { port = 1, timeout = -1 } end,
-      "lupine.connect: 'timeout' must be seconds >= 0 (0: no limit)")
+    for _, t in ipairs { -1, 1e300, math.huge, 0 / 0 } do
+      assert.has_error(function() lupine.connect { port = 1, timeout = t } end,
+        "lupine.connect: 'timeout' must be seconds from 0 to 1e9 (0: no limit)")
+    end
+    assert.has_error(function() lupine.connect { host = "", port = 1 } end,
+      "lupine.connect: 'host' is empty (omit it for 127.0.0.1)")
     assert.has_error(function() lupine.connect { port = 1, init = 42 } end, "lupine.connect: 'init' must be a function(ch)")
     assert.has_error(function() lupine.connect { port = 1, options = { autoread = false } } end)
   end)

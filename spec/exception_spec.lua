@@ -6,7 +6,8 @@ local test = require "lupine.test"
 local loop = lupine.loop()
 
 describe("handler errors", function()
-  it("become exceptionCaught on the same handler, with its name, the event and a traceback", function()
+  it("become exceptionCaught on the same handler: a lupine.Error with its message, handler, event and traceback apart",
+    function()
     local caught
     local Boom = {}
     function Boom:channelRead(ctx, buf)
@@ -21,9 +22,15 @@ describe("handler errors", function()
     local c = test.client(server.port)
     c:send("x")
     assert.equal("caught", c:receiveLine())
-    assert.is_string(caught)
-    assert.matches("^handler 'boom' channelRead: spec/exception_spec.lua:%d+: boom", caught)
-    assert.matches("stack traceback:", caught, 1, true)
+    assert.equal("lupine.Error", getmetatable(caught))
+    assert.equal("LuaError", caught.kind)
+    assert.matches("^spec/exception_spec.lua:%d+: boom$", caught.message) -- as raised, nothing added
+    assert.equal("boom", caught.handler)
+    assert.equal("channelRead", caught.event)
+    assert.matches("^stack traceback:\n\t%[C%]: in function 'error'\n\tspec/exception_spec.lua:%d+: in function",
+      caught.traceback)
+    assert.equal(("handler 'boom' channelRead: %s\n%s"):format(caught.message, caught.traceback), tostring(caught))
+    assert.equal(caught.traceback, lupine.traceback(caught))
     c:close()
     server:close()
   end)
@@ -45,7 +52,69 @@ describe("handler errors", function()
     c:send("x")
     test.eventually(function() return caught ~= nil end)
     assert.same({ code = 42 }, caught)
+    assert.is_nil(getmetatable(caught))
+    -- its traceback waits beside it
+    assert.matches("^stack traceback:\n\t%[C%]: in function 'error'\n\tspec/exception_spec.lua:%d+: in ",
+      lupine.traceback(caught))
     test.eventually(function() return c.closed end)
+    server:close()
+  end)
+
+  it("make a lupine.Error of any raised value that is not a table or userdata: error(42), error(false)", function()
+    for _, case in ipairs { { 42, "42" }, { false, "(error object is a boolean value)" } } do
+      local caught
+      local ch = test.embedded { channelRead = function() error(case[1]) end,
+        exceptionCaught = function(_, _, err) caught = err end }
+      ch:writeInbound("x")
+      assert.equal("LuaError", caught.kind)
+      assert.equal(case[2], caught.message)
+      assert.matches("^stack traceback:\n", caught.traceback)
+      ch:finish()
+    end
+  end)
+
+  it("arrive as the very table raised, also one whose __tostring raises or says something else", function()
+    local Quiet = setmetatable({}, { __tostring = function() return "a quiet table" end })
+    local Broken = setmetatable({}, { __tostring = function() error("tostring broke") end })
+    for _, raised in ipairs { Quiet, Broken } do
+      local caught
+      local server = test.server(function(ch)
+        ch.pipeline:addLast("fails", { channelRead = function(_, _, buf)
+          buf:release()
+          error(raised)
+        end, exceptionCaught = function(_, ctx, err)
+          caught = err
+          ctx:close()
+        end })
+      end)
+      local c = test.client(server.port)
+      c:send("x")
+      test.eventually(function() return caught ~= nil end)
+      assert.equal(raised, caught)
+      assert.is_string(lupine.traceback(caught))
+      test.eventually(function() return c.closed end)
+      server:close()
+    end
+  end)
+
+  it("keep their message apart for a native error too: a native error has no traceback", function()
+    local caught
+    local server = test.server(function(ch)
+      ch.pipeline:addLast("late", { channelRead = function(_, ctx, buf)
+        buf:release()
+        local f = ctx.channel:close()
+        f:addListener(function() end)
+        ctx.channel:write("after close", function(w) caught = w:cause() end)
+      end })
+    end)
+    local c = test.client(server.port)
+    c:send("x")
+    test.eventually(function() return caught ~= nil end)
+    assert.equal("ClosedChannel", caught.kind)
+    assert.matches("^ClosedChannel: channel #%d+ is closed$", caught.message)
+    assert.is_nil(caught.traceback)
+    assert.is_nil(lupine.traceback(caught))
+    assert.equal(caught.message, tostring(caught))
     server:close()
   end)
 
@@ -137,6 +206,40 @@ describe("handler errors", function()
     assert.is_false(future:isSuccess())
     assert.matches("encoder broke", tostring(future:cause()))
     c:close()
+    server:close()
+  end)
+end)
+
+describe("an outbound close that raises", function()
+  local BadClose = { close = function() error("close broke", 0) end }
+  local Closer = { channelRead = function(_, ctx, buf)
+    buf:release()
+    ctx:close()
+  end }
+
+  it("reaches exceptionCaught when nobody listens to the close", function()
+    local caught
+    local server = test.server(function(ch)
+      ch.pipeline:addLast("badClose", BadClose):addLast("closer", Closer)
+      ch.pipeline:addLast("catcher", { exceptionCaught = function(_, ctx, err)
+        caught = err
+        ctx:writeAndFlush("caught\n")
+      end })
+    end)
+    local c = test.client(server.port)
+    c:send("x")
+    assert.equal("caught", c:receiveLine())
+    assert.matches("^handler 'badClose' close: close broke", tostring(caught))
+    assert.is_false(c.closed) -- handled: the channel stays open
+    c:close()
+    server:close()
+  end)
+
+  it("unhandled, is logged at the tail, which closes the channel past the raising handler", function()
+    local server = test.server(function(ch) ch.pipeline:addLast("badClose", BadClose):addLast("closer", Closer) end)
+    local c = test.client(server.port)
+    c:send("x")
+    assert.equal("", c:receiveAll(5))
     server:close()
   end)
 end)

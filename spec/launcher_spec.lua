@@ -316,6 +316,34 @@ describe("the lupine launcher", function()
     ok2:close()
   end)
 
+  it("logs an init that raises a table with its tostring and a traceback", function()
+    local p, port = launch("-w 1 -p 0 spec/apps/init_raises_table.lua")
+    local c = client(port)
+    assert.equal("", c:receiveAll(5)) -- closed by the server
+    assert.is_true(proc.waitFor(function() return p:stderr():find("traceback") ~= nil end, 5), p:stderr())
+    assert.matches("Z error w1 #%d+ init%(ch%) raised: refused by policy\nstack traceback:\n\t%[C%]: in function 'error'" ..
+      "\n\tspec/apps/init_raises_table%.lua:8: in ", p:stderr())
+  end)
+
+  for _, relay in ipairs { "0", "1" } do
+    it("logs a peer's reset reaching the tail at debug, not warn" .. (relay == "1" and " (passed on from Lua)" or ""),
+      function()
+        local p, port = launch("-w 1 -p 0 --log-level debug spec/apps/resets.lua", { env = "RELAY=" .. relay })
+        -- A client that never reads what it was sent, then closes: its kernel
+        -- answers the unread bytes with a reset (RST), not a FIN.
+        local f = connect { port = port, options = { autoRead = false } }
+        local ch = f:sync(5)
+        ch:writeAndFlush("x")
+        assert.is_true(proc.waitFor(function() return p:stderr():find("answered") ~= nil end, 5))
+        ch:close()
+        assert.is_true(proc.waitFor(function() return p:stderr():find("ECONNRESET") ~= nil end, 5), p:stderr())
+        local line = p:stderr():match("[^\n]*ECONNRESET[^\n]*")
+        assert.matches("Z debug w1 #%d+ 127%.0%.0%.1:%d+ <%- 127%.0%.0%.1:%d+: unhandled exception reached the tail of " ..
+          "the pipeline %(closing the channel%): read: ECONNRESET: Connection reset by peer$", line)
+        assert.not_matches("Z warn ", p:stderr())
+      end)
+  end
+
   describe("refuses bad input with one line and a non-zero status", function()
     it("an app with a syntax error (file and line)", function()
       refuses("-w 2 spec/apps/syntax_error.lua", 1,
@@ -323,6 +351,10 @@ describe("the lupine launcher", function()
     end)
     it("an app that raises while loading", function()
       refuses("-w 2 spec/apps/raises.lua", 1, "lupine: spec/apps/raises.lua:2: attempt to index a nil value (local 'x')")
+    end)
+    it("an app that raises a table while loading (the file is named)", function()
+      refuses("-w 1 spec/apps/raises_table.lua", 1, "lupine: spec/apps/raises_table.lua: (error object is a table value)")
+      refuses("-w 0 spec/apps/raises_table.lua", 1, "lupine: spec/apps/raises_table.lua: (error object is a table value)")
     end)
     it("an app without init", function()
       refuses("spec/apps/no_init.lua", 1, "lupine: spec/apps/no_init.lua: the app has no init(ch) function")

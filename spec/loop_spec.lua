@@ -103,8 +103,13 @@ describe("lupine.Future", function()
     local p = lupine.promise()
     assert.is_false(p:isDone())
     assert.is_true(p:setSuccess(42))
-    assert.is_false(p:setSuccess(43))
-    assert.is_false(p:setFailure("late"))
+    -- Completing it again is a mistake (Netty's IllegalStateException); try* says whether it did.
+    assert.has_error(function() p:setSuccess(43) end,
+      "setSuccess: the promise is already complete (trySuccess returns false instead)")
+    assert.has_error(function() p:setFailure("late") end,
+      "setFailure: the promise is already complete (tryFailure returns false instead)")
+    assert.is_false(p:trySuccess(43))
+    assert.is_false(p:tryFailure("late"))
     assert.is_true(p:isSuccess())
     assert.equal(42, p:get())
     local q = lupine.promise()
@@ -113,6 +118,38 @@ describe("lupine.Future", function()
     assert.equal("it broke", q:cause())
     assert.is_nil(q:get())
     assert.matches("^lupine.Future%(failed: it broke%)$", tostring(q))
+  end)
+
+  it("serves one operation: reusing a promise or completing an operation's promise by hand raises", function()
+    local test = require "lupine.test"
+    local ch = test.embedded()
+    local p = lupine.promise()
+    ch:write("a", p)
+    local reused = "write: the promise already belongs to a write (a promise serves one operation: make another " ..
+      "with ctx:newPromise())"
+    assert.has_error(function() ch:write("b", p) end, reused)
+    assert.has_error(function() p:setSuccess() end, "setSuccess: the promise belongs to a write, which completes it")
+    assert.has_error(function() p:tryFailure("no") end, "tryFailure: the promise belongs to a write, which completes it")
+    ch:flush()
+    assert.is_true(p:isSuccess())
+    assert.equal("a", ch:readOutbound())
+    assert.is_nil(ch:readOutbound())
+    local done = "the promise is already complete (a promise serves one operation: make another with ctx:newPromise())"
+    assert.has_error(function() ch:write("c", p) end, "write: " .. done)
+    assert.has_error(function() ch.channel:close(p) end, "close: " .. done)
+    assert.is_nil(ch:readOutbound())
+    -- A handler the operation reached holds the promise: it passes it on, or completes it itself.
+    ch = test.embedded { write = function(_, ctx, msg, promise)
+      if msg == "drop" then promise:setSuccess() else ctx:write(msg, promise) end
+    end }
+    local q, r = lupine.promise(), lupine.promise()
+    ch:write("drop", q)
+    ch:write("keep", r)
+    ch:flush()
+    assert.is_true(q:isSuccess())
+    assert.is_true(r:isSuccess())
+    assert.equal("keep", ch:readOutbound())
+    assert.is_nil(ch:readOutbound())
   end)
 
   it("notifies listeners later and in order, also those added after completion", function()

@@ -165,9 +165,15 @@ static uint32_t call_decode(lp_decoder *d, bool last) {
       rc = LP_DECODE_ERROR;
       lp_error_named(&err, LP_EDECODER, "handler '%s': decode produced a message without consuming any bytes", ctx->name);
     }
+    if (rc == LP_DECODE_REPORTED && d->cum) {
+      // A step that raised ends the loop, and the bytes it left go with it:
+      // decoding them again (the next read, decodeLast) would raise again on
+      // the same input, one bad input reported twice.
+      lp_buf_unref(d->cum);
+      d->cum = NULL;
+    }
     fired += drain(d, last);
     if (rc == LP_DECODE_ERROR) fire_error(d, &err);
-    // A step that raised ends the loop (as in Netty); the bytes left wait for the next read.
     if (ctx->removed || last || rc == LP_DECODE_REPORTED) break;
     if (after == before && !d->backlog) break; // needs more bytes (or failed without progress)
   }

@@ -45,6 +45,12 @@ struct lp_future {
   void *value;
   void (*value_drop)(void *value);
   int host_ref;
+  // A promise serves one operation (the binding enforces it): the operation
+  // that took it ("write", "close", "connect"; NULL: none yet), and the
+  // handler context holding it now (one the operation reached, which may
+  // pass it on or complete it), NULL when none does.
+  const char *taken_by;
+  const void *holder;
 };
 
 lp_future *lp_future_new(lp_loop *loop); // refs 1; NULL on ENOMEM

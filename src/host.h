@@ -30,6 +30,9 @@ typedef struct lp_host_ops {
   void (*ctx_free)(lp_ctx *ctx);
   // A future with a host reference (host_ref >= 0) is being freed.
   void (*future_free)(lp_future *f);
+  // The error code a host message carries (a native error passed on from the
+  // host: its code), or 0.
+  int (*error_code)(lp_loop *loop, const struct lp_msg *m);
 } lp_host_ops;
 
 #endif

@@ -54,15 +54,28 @@ static void tail_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
 static const lp_handler_ops head_ops = {"head", LP_MASK_OUTBOUND, NULL, NULL, NULL, head_outbound, NULL};
 static const lp_handler_ops tail_ops = {"tail", LP_MASK_INBOUND, NULL, NULL, tail_inbound, NULL, NULL};
 
+// A peer that resets or times out a connection is routine on any busy server
+// (clients killed, load generators closing with SO_LINGER 0): not a warning.
+static bool routine_peer_error(const lp_channel *ch, const lp_msg *m) {
+  int code = 0;
+  if (m && m->kind == LP_MSG_ERROR) code = m->u.err->code;
+  else if (m && m->kind == LP_MSG_HOST && ch->loop->host_ops && ch->loop->host_ops->error_code)
+    code = ch->loop->host_ops->error_code(ch->loop, m);
+  return code == -ECONNRESET || code == -EPIPE || code == -ETIMEDOUT;
+}
+
 void lp_pipeline_tail_exception(lp_pipeline *p, lp_msg *m) {
   lp_channel *ch = p->channel;
-  char what[LP_ERROR_MESSAGE_MAX * 4];
-  lp_channel_describe_msg(ch, m, what, sizeof what);
-  char addr[160];
-  lp_channel_addresses(ch, addr, sizeof addr);
   bool closing = ch->config.close_on_exception && !(ch->flags & LP_CH_CLOSED);
-  lp_log(LP_LOG_WARN, ch->id, "%s: unhandled exception reached the tail of the pipeline%s: %s", addr,
-         closing ? " (closing the channel)" : "", what);
+  int level = routine_peer_error(ch, m) ? LP_LOG_DEBUG : LP_LOG_WARN;
+  if (LP_LOG_ENABLED(level)) {
+    char what[LP_ERROR_MESSAGE_MAX * 4];
+    lp_channel_describe_msg(ch, m, what, sizeof what);
+    char addr[160];
+    lp_channel_addresses(ch, addr, sizeof addr);
+    lp_log(level, ch->id, "%s: unhandled exception reached the tail of the pipeline%s: %s", addr,
+           closing ? " (closing the channel)" : "", what);
+  }
   lp_msg_release(m);
   if (closing) lp_channel_close(ch, NULL);
 }

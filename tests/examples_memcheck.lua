@@ -50,6 +50,15 @@ raw:send(string.pack(">s4", "1 echo " .. ("y"):rep(70000)) .. string.pack(">s4",
 raw:receive(4 + #"0 err TooLongFrame: frame of 70011 bytes exceeds maxFrameLength 65540, discarding it")
 check(raw:receive(4 + 6) == string.pack(">s4", "2 ok 3"), "rpc: no answer after the long frame")
 raw:close()
+-- Jobs on lupine.blocking's pool threads (their Lua states close with this one).
+local primes = test.server(dofile("examples/primes.lua"))
+local pc = test.client(primes.port)
+pc:send("primes 1000\n")
+check(pc:receiveLine() == "168 primes below 1000", "primes: wrong count below 1000")
+pc:send("primes 20000\n")
+check(pc:receiveLine() == "2262 primes below 20000", "primes: wrong count below 20000")
+pc:close()
+primes:close()
 -- Coroutine style: the echo as a loop, the client script, memcached's text protocol.
 local co_echo = test.server(dofile("examples/co_echo.lua"))
 local co_client = dofile("examples/co_client.lua")

@@ -31,7 +31,8 @@ local sources = setmetatable({}, { __mode = "k" })
 -- shut down gracefully and return. opts override the app's fields: host
 -- (127.0.0.1), port (0: any), workers (0: inline in this thread's loop and
 -- state; the launcher's default is one per core), shutdownTimeout (10 s),
--- maxConnections, memoryLimit, and source (the app's file or module, which
+-- maxConnections, memoryLimit, blockingThreads (lupine.blocking's pool; default:
+-- one thread per core), and source (the app's file or module, which
 -- worker threads load into their own states). The start-up line goes to stdout.
 function lupine.serve(app, opts)
   check_app(app, 2)
@@ -39,6 +40,13 @@ function lupine.serve(app, opts)
   local function pick(k)
     if opts[k] ~= nil then return opts[k] end
     return app[k]
+  end
+  local blocking_threads = pick("blockingThreads") -- lupine.blocking's pool, for every state of the process
+  if blocking_threads ~= nil then
+    if math.type(blocking_threads) ~= "integer" or blocking_threads < 0 or blocking_threads > 256 then
+      error("lupine: option 'blockingThreads' must be an integer from 0 (one per core) to 256", 0)
+    end
+    core.blocking.configure { threads = blocking_threads }
   end
   local workers = pick("workers")
   if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
@@ -79,7 +87,10 @@ function lupine.app(app)
   return app
 end
 
-local submodules = { codec = true, test = true, handler = true, co = true }
+-- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
+function lupine.channelGroup(name) return require("lupine.group").new(name) end
+
+local submodules = { codec = true, test = true, handler = true, group = true, co = true }
 -- Coroutines (lua/lupine/co.lua): loaded on first use.
 local from_co = { spawn = true, sleep = true, await = true, tcp = true }
 return setmetatable(lupine, {

@@ -156,10 +156,11 @@ local client_props = {
   channel = function(self) return rawget(self, "ch") or nil end,
   error = function(self) return rawget(self, "lastError") or nil end,
 }
-function Client.__index(self, k)
+function Client.__index(self, k) -- (its first upvalue is the method table: docs_spec reads it)
+  local m = Client[k]
+  if m ~= nil then return m end
   local p = client_props[k]
   if p then return p(self) end
-  return Client[k]
 end
 Client.__close = function(self) self:close() end
 Client.__tostring = Socket.__tostring

@@ -73,7 +73,7 @@ int l_buffer_new(lua_State *L) {
     push_new(L, lp_buf_from(pool, s, n));
     return 1;
   }
-  lua_Integer cap = luaL_optinteger(L, 1, DEFAULT_CAPACITY);
+  lua_Integer cap = l_optinteger(L, 1, DEFAULT_CAPACITY);
   if (cap < 0 || (lua_Unsigned)cap > LP_BUF_MAX)
     return luaL_error(L, "lupine.buffer: capacity %I out of range (0 to %I)", cap, (lua_Integer)LP_BUF_MAX);
   push_new(L, lp_buf_new(pool, (size_t)cap));
@@ -84,7 +84,7 @@ int l_buffer_new(lua_State *L) {
 
 // A count or index argument: a non-negative integer.
 static size_t check_size(lua_State *L, int i, const char *what) {
-  lua_Integer v = luaL_checkinteger(L, i);
+  lua_Integer v = l_checkinteger(L, i);
   if (v < 0) luaL_error(L, "lupine.Buffer: %s must not be negative (got %I)", what, v);
   return (size_t)v;
 }
@@ -164,7 +164,7 @@ static int int_get(lua_State *L) {
 static int int_write(lua_State *L) {
   lp_buf *b = l_buffer_check(L, 1);
   int_kind k = kind_of(L);
-  lua_Integer v = luaL_checkinteger(L, 2);
+  lua_Integer v = l_checkinteger(L, 2);
   grow(L, b, (size_t)k.width);
   lp_buf_write_uint(b, k.width, k.be, (uint64_t)v);
   lua_settop(L, 1);
@@ -175,7 +175,7 @@ static int int_set(lua_State *L) {
   lp_buf *b = l_buffer_check(L, 1);
   int_kind k = kind_of(L);
   size_t index = check_size(L, 2, "index");
-  lua_Integer v = luaL_checkinteger(L, 3);
+  lua_Integer v = l_checkinteger(L, 3);
   need_range(L, index, (size_t)k.width, b->cap, "capacity");
   lp_buf_set_uint(b, index, k.width, k.be, (uint64_t)v);
   lua_settop(L, 1);
@@ -318,7 +318,7 @@ static int buffer_to_string(lua_State *L) {
 static int buffer_write_string(lua_State *L) {
   lp_buf *b = l_buffer_check(L, 1);
   size_t n;
-  const char *s = luaL_checklstring(L, 2, &n);
+  const char *s = l_checklstring(L, 2, &n);
   grow(L, b, n);
   lp_buf_write(b, s, n);
   lua_settop(L, 1);
@@ -328,7 +328,7 @@ static int buffer_write_string(lua_State *L) {
 static int buffer_set_string(lua_State *L) {
   lp_buf *b = l_buffer_check(L, 1);
   size_t index = check_size(L, 2, "index"), n;
-  const char *s = luaL_checklstring(L, 3, &n);
+  const char *s = l_checklstring(L, 3, &n);
   need_range(L, index, n, b->cap, "capacity");
   memcpy(b->data + index, s, n);
   lua_settop(L, 1);
@@ -388,13 +388,13 @@ static int buffer_index_of(lua_State *L) {
   const char *needle;
   size_t n;
   if (lua_type(L, 2) == LUA_TNUMBER) {
-    lua_Integer v = luaL_checkinteger(L, 2);
-    luaL_argcheck(L, v >= 0 && v <= 255, 2, "a byte is 0..255");
+    lua_Integer v = l_checkinteger(L, 2);
+    l_argcheck(L, v >= 0 && v <= 255, 2, "a byte is 0..255");
     byte = (char)v;
     needle = &byte;
     n = 1;
   } else {
-    needle = luaL_checklstring(L, 2, &n);
+    needle = l_checklstring(L, 2, &n);
   }
   size_t from = opt_size(L, 3, b->rd, "from"), to = opt_size(L, 4, b->wr, "to");
   ptrdiff_t at = lp_buf_index_of(b, from, to, needle, n);

@@ -36,7 +36,7 @@ void l_channel_push(lua_State *L, lp_channel *ch) {
 
 void l_channel_teardown(lp_channel *ch) {
   l_host *h = ch->loop->host;
-  if (ch->host_ref >= 0 && !h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, ch->host_ref);
+  if (ch->host_ref >= 0 && !h->closing) luaL_unref(h->L, LUA_REGISTRYINDEX, ch->host_ref);
   ch->host_ref = -1;
 }
 
@@ -113,10 +113,10 @@ static int channel_shutdown_output(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
   lp_future *f = lp_future_new(ch->loop);
   if (!f) return luaL_error(L, "shutdownOutput: out of memory");
-  l_host *h = ch->loop->host;
-  lua_State *prev = l_enter(h, L);
+  l_entry e;
+  l_enter(&e, L, ch->loop->host, NULL, 0);
   lp_channel_shutdown_output(ch, f);
-  l_leave(h, prev);
+  l_leave(&e);
   l_future_push(L, f);
   lp_future_unref(f);
   return 1;
@@ -203,7 +203,7 @@ static int config_gc(lua_State *L) {
 
 static int config_set_auto_read(lua_State *L) {
   lp_channel *ch = check_config(L);
-  luaL_checktype(L, 2, LUA_TBOOLEAN);
+  l_checktype(L, 2, LUA_TBOOLEAN);
   lp_channel_set_auto_read(ch, lua_toboolean(L, 2));
   lua_settop(L, 1);
   return 1;
@@ -216,7 +216,7 @@ static int config_is_auto_read(lua_State *L) {
 
 static int config_set_water_marks(lua_State *L) {
   lp_channel *ch = check_config(L);
-  lua_Integer low = luaL_checkinteger(L, 2), high = luaL_checkinteger(L, 3);
+  lua_Integer low = l_checkinteger(L, 2), high = l_checkinteger(L, 3);
   if (low < 0 || high < low) return luaL_error(L, "setWriteBufferWaterMark: need 0 <= low <= high");
   lp_channel_set_water_marks(ch, (size_t)low, (size_t)high);
   lua_settop(L, 1);
@@ -226,8 +226,8 @@ static int config_set_water_marks(lua_State *L) {
 // cfg:setOption(name, value): any option lupine.server/connect accept.
 static int config_set_option(lua_State *L) {
   lp_channel *ch = check_config(L);
-  luaL_checkstring(L, 2);
-  luaL_checkany(L, 3);
+  l_checkcstring(L, 2);
+  l_checkany(L, 3);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, lua_tostring(L, 2));
@@ -248,7 +248,7 @@ static int config_set_option(lua_State *L) {
 
 static int config_get_option(lua_State *L) {
   lp_channel *ch = check_config(L);
-  const char *k = luaL_checkstring(L, 2);
+  const char *k = l_checkcstring(L, 2);
   const lp_channel_config *c = &ch->config;
   if (strcmp(k, "tcpNoDelay") == 0) lua_pushboolean(L, c->tcp_nodelay);
   else if (strcmp(k, "keepAlive") == 0) lua_pushboolean(L, c->keepalive);

@@ -33,6 +33,7 @@ static void check_options(lua_State *L, int t, const char *fn, const char *const
   lua_pushnil(L);
   while (lua_next(L, t)) {
     bool ok = false;
+    if (lua_type(L, -2) == LUA_TSTRING && !l_is_cstring(L, -2)) luaL_error(L, "%s: option names " L_NUL_MESSAGE, fn);
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; known[i]; i++)
         if (strcmp(lua_tostring(L, -2), known[i]) == 0) ok = true;
@@ -57,13 +58,43 @@ static int options(lua_State *L, const char *fn, const char *const *known) {
     lua_settop(L, 0);
     lua_newtable(L);
   }
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   check_options(L, 1, fn, known);
   return 1;
 }
 
+// The option readers of l_lupine.c, with the factory's name in front of
+// their errors ("lineFrame: option 'maxLength' must be ..."): the type and
+// range are checked here first, the reading is theirs.
+static lua_Integer opt_int(lua_State *L, int t, const char *fn, const char *field, lua_Integer def, lua_Integer min,
+                           lua_Integer max) {
+  if (lua_getfield(L, t, field) != LUA_TNIL) {
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < min || v > max)
+      luaL_error(L, "%s: option '%s' must be an integer from %I to %I", fn, field, min, max);
+  }
+  lua_pop(L, 1);
+  return l_opt_int(L, t, field, def, min, max);
+}
+
+static bool opt_bool(lua_State *L, int t, const char *fn, const char *field, bool def) {
+  int ty = lua_getfield(L, t, field);
+  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) luaL_error(L, "%s: option '%s' must be a boolean", fn, field);
+  lua_pop(L, 1);
+  return l_opt_bool(L, t, field, def);
+}
+
+static const char *opt_string(lua_State *L, int t, const char *fn, const char *field, const char *def) {
+  int ty = lua_getfield(L, t, field);
+  if (ty != LUA_TNIL && ty != LUA_TSTRING) luaL_error(L, "%s: option '%s' must be a string", fn, field);
+  if (ty == LUA_TSTRING && !l_is_cstring(L, -1)) luaL_error(L, "%s: option '%s' " L_NUL_MESSAGE, fn, field);
+  lua_pop(L, 1);
+  return l_opt_string(L, t, field, def);
+}
+
 static bool byte_order(lua_State *L, int t, const char *fn) {
-  const char *o = l_opt_string(L, t, "byteOrder", "big");
+  const char *o = opt_string(L, t, fn, "byteOrder", "big");
   if (strcmp(o, "big") == 0) return true;
   if (strcmp(o, "little") == 0) return false;
   luaL_error(L, "%s: option 'byteOrder' must be \"big\" or \"little\"", fn);
@@ -101,10 +132,10 @@ static int codec_line_frame(lua_State *L) {
   static const char *const known[] = {"maxLength", "stripDelimiter", "failFast", "asString", NULL};
   int t = options(L, "lineFrame", known);
   lp_frame_config c = {.kind = LP_FRAME_LINE};
-  c.max = (size_t)l_opt_int(L, t, "maxLength", DEFAULT_LINE_MAX, 1, limit_max);
-  c.strip_delimiter = l_opt_bool(L, t, "stripDelimiter", true);
-  c.fail_fast = l_opt_bool(L, t, "failFast", false);
-  return new_frame(L, "lineFrame", "lineFrame", &c, l_opt_bool(L, t, "asString", false));
+  c.max = (size_t)opt_int(L, t, "lineFrame", "maxLength", DEFAULT_LINE_MAX, 1, limit_max);
+  c.strip_delimiter = opt_bool(L, t, "lineFrame", "stripDelimiter", true);
+  c.fail_fast = opt_bool(L, t, "lineFrame", "failFast", false);
+  return new_frame(L, "lineFrame", "lineFrame", &c, opt_bool(L, t, "lineFrame", "asString", false));
 }
 
 // delimiterFrame{ delimiters = {"\0"} or delimiter = "\0", maxFrameLength = 8192,
@@ -114,9 +145,9 @@ static int codec_delimiter_frame(lua_State *L) {
                                       "asString", NULL};
   int t = options(L, "delimiterFrame", known);
   lp_frame_config c = {.kind = LP_FRAME_DELIMITER};
-  c.max = (size_t)l_opt_int(L, t, "maxFrameLength", DEFAULT_DELIMITER_MAX, 1, limit_max);
-  c.strip_delimiter = l_opt_bool(L, t, "stripDelimiter", true);
-  c.fail_fast = l_opt_bool(L, t, "failFast", true);
+  c.max = (size_t)opt_int(L, t, "delimiterFrame", "maxFrameLength", DEFAULT_DELIMITER_MAX, 1, limit_max);
+  c.strip_delimiter = opt_bool(L, t, "delimiterFrame", "stripDelimiter", true);
+  c.fail_fast = opt_bool(L, t, "delimiterFrame", "failFast", true);
   int ty = lua_getfield(L, t, "delimiters");
   if (ty == LUA_TNIL) {
     lua_pop(L, 1);
@@ -141,7 +172,7 @@ static int codec_delimiter_frame(lua_State *L) {
     lua_pop(L, 1);
   }
   c.ndelims = n;
-  return new_frame(L, "delimiterFrame", "delimiterFrame", &c, l_opt_bool(L, t, "asString", false));
+  return new_frame(L, "delimiterFrame", "delimiterFrame", &c, opt_bool(L, t, "delimiterFrame", "asString", false));
 }
 
 // lengthFieldFrame{ maxFrameLength = 1 MiB, lengthFieldOffset = 0, lengthFieldLength = 4,
@@ -151,21 +182,21 @@ static int codec_length_field_frame(lua_State *L) {
                                       "initialBytesToStrip", "byteOrder", "failFast", "asString", NULL};
   int t = options(L, "lengthFieldFrame", known);
   lp_frame_config c = {.kind = LP_FRAME_LENGTH_FIELD};
-  c.max = (size_t)l_opt_int(L, t, "maxFrameLength", DEFAULT_LENGTH_FIELD_MAX, 1, limit_max);
-  c.length_offset = (size_t)l_opt_int(L, t, "lengthFieldOffset", 0, 0, limit_max);
-  c.length_size = (int)l_opt_int(L, t, "lengthFieldLength", 4, 1, 8);
-  c.length_adjustment = l_opt_int(L, t, "lengthAdjustment", 0, -limit_max, limit_max);
-  c.initial_strip = (size_t)l_opt_int(L, t, "initialBytesToStrip", 0, 0, limit_max);
+  c.max = (size_t)opt_int(L, t, "lengthFieldFrame", "maxFrameLength", DEFAULT_LENGTH_FIELD_MAX, 1, limit_max);
+  c.length_offset = (size_t)opt_int(L, t, "lengthFieldFrame", "lengthFieldOffset", 0, 0, limit_max);
+  c.length_size = (int)opt_int(L, t, "lengthFieldFrame", "lengthFieldLength", 4, 1, 8);
+  c.length_adjustment = opt_int(L, t, "lengthFieldFrame", "lengthAdjustment", 0, -limit_max, limit_max);
+  c.initial_strip = (size_t)opt_int(L, t, "lengthFieldFrame", "initialBytesToStrip", 0, 0, limit_max);
   c.big_endian = byte_order(L, t, "lengthFieldFrame");
-  c.fail_fast = l_opt_bool(L, t, "failFast", true);
-  return new_frame(L, "lengthFieldFrame", "lengthFieldFrame", &c, l_opt_bool(L, t, "asString", false));
+  c.fail_fast = opt_bool(L, t, "lengthFieldFrame", "failFast", true);
+  return new_frame(L, "lengthFieldFrame", "lengthFieldFrame", &c, opt_bool(L, t, "lengthFieldFrame", "asString", false));
 }
 
 // fixedLengthFrame(n) or fixedLengthFrame{ frameLength = n, asString = false }
 static int codec_fixed_length_frame(lua_State *L) {
   static const char *const known[] = {"frameLength", "asString", NULL};
   if (lua_type(L, 1) == LUA_TNUMBER) {
-    lua_Integer n = luaL_checkinteger(L, 1);
+    lua_Integer n = l_checkinteger(L, 1);
     lua_settop(L, 0);
     lua_createtable(L, 0, 1);
     lua_pushinteger(L, n);
@@ -173,10 +204,13 @@ static int codec_fixed_length_frame(lua_State *L) {
   }
   int t = options(L, "fixedLengthFrame", known);
   lp_frame_config c = {.kind = LP_FRAME_FIXED};
-  lua_Integer n = l_opt_int(L, t, "frameLength", 0, 0, limit_max);
-  if (n < 1) return luaL_error(L, "fixedLengthFrame: 'frameLength' (from 1 to %I) is required", limit_max);
+  lua_getfield(L, t, "frameLength");
+  bool given = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (!given) return luaL_error(L, "fixedLengthFrame: 'frameLength' (from 1 to %I) is required", limit_max);
+  lua_Integer n = opt_int(L, t, "fixedLengthFrame", "frameLength", 1, 1, limit_max);
   c.max = (size_t)n;
-  return new_frame(L, "fixedLengthFrame", "fixedLengthFrame", &c, l_opt_bool(L, t, "asString", false));
+  return new_frame(L, "fixedLengthFrame", "fixedLengthFrame", &c, opt_bool(L, t, "fixedLengthFrame", "asString", false));
 }
 
 // ---- the prepender -------------------------------------------------------------------------
@@ -198,9 +232,9 @@ static int codec_length_field_prepender(lua_State *L) {
                                       "byteOrder", NULL};
   int t = options(L, "lengthFieldPrepender", known);
   lp_prepender_config c;
-  c.length_size = (int)l_opt_int(L, t, "lengthFieldLength", 4, 1, 8);
-  c.adjustment = l_opt_int(L, t, "lengthAdjustment", 0, -limit_max, limit_max);
-  c.includes_length = l_opt_bool(L, t, "lengthIncludesLengthFieldLength", false);
+  c.length_size = (int)opt_int(L, t, "lengthFieldPrepender", "lengthFieldLength", 4, 1, 8);
+  c.adjustment = opt_int(L, t, "lengthFieldPrepender", "lengthAdjustment", 0, -limit_max, limit_max);
+  c.includes_length = opt_bool(L, t, "lengthFieldPrepender", "lengthIncludesLengthFieldLength", false);
   c.big_endian = byte_order(L, t, "lengthFieldPrepender");
   char why[200];
   if (lp_prepender_config_check(&c, why, sizeof why) != 0) return luaL_error(L, "lengthFieldPrepender: %s", why);
@@ -274,14 +308,12 @@ static int decode_call(lua_State *L) {
   return 1;
 }
 
-// Under pcall: [1] the error, [2] the context: "handler 'name' decode: " in front of a string.
+// Under pcall: [1] the error, [2] the context: the error says which handler
+// raised it, in "decode" (l_error_decorate).
 static int decorate(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TSTRING) {
-    const lp_ctx *c = lua_touserdata(L, 2);
-    lua_pushfstring(L, "handler '%s' decode: %s", c->name, lua_tostring(L, 1));
-  } else {
-    lua_settop(L, 1);
-  }
+  const lp_ctx *c = lua_touserdata(L, 2);
+  l_error_decorate(L, 1, c->name, "decode");
+  lua_settop(L, 1);
   return 1;
 }
 
@@ -299,7 +331,7 @@ static int lua_decode(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
   lua_decoder *ld = (lua_decoder *)d;
   l_host *h = ld->h;
   if (h->closing) return LP_DECODE_OK;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   if (!lua_checkstack(L, 20)) {
     lp_error_named(err, LP_EDECODER, "handler '%s': Lua stack overflow", d->ctx->name);
     return LP_DECODE_ERROR;
@@ -369,7 +401,7 @@ static bool take_oldest(lua_decoder *ld, lua_State *L) {
 
 static void lua_fire_host(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  lua_State *L = ld->h->cur;
+  lua_State *L = ld->h->L;
   int top = lua_gettop(L);
   if (!take_oldest(ld, L)) return;
   lp_msg m = {.kind = LP_MSG_HOST, .host = lua_gettop(L)};
@@ -379,7 +411,7 @@ static void lua_fire_host(lp_decoder *d) {
 
 static void lua_drop_host(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  lua_State *L = ld->h->cur;
+  lua_State *L = ld->h->L;
   int top = lua_gettop(L);
   take_oldest(ld, L);
   lua_settop(L, top);
@@ -387,7 +419,7 @@ static void lua_drop_host(lp_decoder *d) {
 
 static void lua_free(lp_decoder *d) {
   lua_decoder *ld = (lua_decoder *)d;
-  if (!ld->h->closing && ld->state_ref != LUA_NOREF) luaL_unref(ld->h->cur, LUA_REGISTRYINDEX, ld->state_ref);
+  if (!ld->h->closing && ld->state_ref != LUA_NOREF) luaL_unref(ld->h->L, LUA_REGISTRYINDEX, ld->state_ref);
   free(ld);
 }
 
@@ -431,15 +463,15 @@ static void lua_decoder_factory_free(l_native *self) {
 // luaDecoder(spec): spec.decode(self, ctx, buf, out) [, spec.decodeLast], spec.name,
 // spec.maxCumulation (default 1 MiB).
 static int codec_lua_decoder(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   if (lua_getfield(L, 1, "decode") != LUA_TFUNCTION)
     return luaL_error(L, "lupine.codec.decoder: 'decode' must be a function(self, ctx, buf, out)");
   int t = lua_getfield(L, 1, "decodeLast");
   if (t != LUA_TNIL && t != LUA_TFUNCTION)
     return luaL_error(L, "lupine.codec.decoder: 'decodeLast' must be a function(self, ctx, buf, out)");
   lua_pop(L, 2);
-  const char *name = l_opt_string(L, 1, "name", "decoder");
-  lua_Integer maxcum = l_opt_int(L, 1, "maxCumulation", DEFAULT_MAX_CUMULATION, 1, limit_max);
+  const char *name = opt_string(L, 1, "lupine.codec.decoder", "name", "decoder");
+  lua_Integer maxcum = opt_int(L, 1, "lupine.codec.decoder", "maxCumulation", DEFAULT_MAX_CUMULATION, 1, limit_max);
   lua_createtable(L, 0, 1);
   lua_pushvalue(L, 1);
   lua_setfield(L, -2, "__index");

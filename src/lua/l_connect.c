@@ -18,13 +18,17 @@ static void drop_channel(void *ch) { lp_channel_unref(ch); }
 // to 127.0.0.1:1)", "ConnectTimeout: connect to ... timed out after 5 s",
 // "UnknownHost: cannot resolve 'x': Domain name not found".
 int l_connect(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
   const char *host = l_opt_string(L, 1, "host", "127.0.0.1");
+  // An empty name would connect to this machine: a bug upstream (an unset
+  // variable), not a request for 127.0.0.1, which omitting host gives.
+  if (!*host) return luaL_error(L, "lupine.connect: 'host' is empty (omit it for 127.0.0.1)");
   int port = (int)l_opt_int(L, 1, "port", -1, 1, 65535);
   if (port < 0) return luaL_error(L, "lupine.connect: 'port' is required");
   double timeout = l_opt_number(L, 1, "timeout", 5.0);
-  if (!(timeout >= 0) || timeout > 1e9) return luaL_error(L, "lupine.connect: 'timeout' must be seconds >= 0 (0: no limit)");
+  if (!(timeout >= 0 && timeout <= 1e9)) // also NaN
+    return luaL_error(L, "lupine.connect: 'timeout' must be seconds from 0 to 1e9 (0: no limit)");
   int init = 0;
   if (lua_getfield(L, 1, "init") == LUA_TFUNCTION) init = lua_gettop(L);
   else if (!lua_isnil(L, -1)) return luaL_error(L, "lupine.connect: 'init' must be a function(ch)");
@@ -40,6 +44,7 @@ int l_connect(lua_State *L) {
   if (!f) return luaL_error(L, "lupine.connect: out of memory");
   l_future_push(L, f);
   lp_future_unref(f); // the box holds it
+  f->taken_by = "connect"; // the connect completes it, not a setSuccess
   int fidx = lua_gettop(L);
   lp_channel *ch = lp_channel_new(h->loop, &lp_socket_unsafe, -1, &cfg);
   if (!ch) {
@@ -48,8 +53,7 @@ int l_connect(lua_State *L) {
   }
   f->value = lp_channel_ref(ch); // the future's value: the channel
   f->value_drop = drop_channel;
-  lua_State *prev = l_enter(h, L);
-  if (init) {
+  if (init) { // on the caller's thread, as a plain call: handlers it adds run on the main thread
     lua_pushcfunction(L, l_traceback);
     lua_pushcfunction(L, l_call_init);
     lua_pushvalue(L, init);
@@ -60,17 +64,15 @@ int l_connect(lua_State *L) {
     if (rc != LUA_OK) { // the future says why; the channel never registers
       char text[LP_ERROR_MESSAGE_MAX];
       lp_error e;
-      lp_error_named(&e, LP_EHOST, "init(ch) raised: %s", l_tostring(L, -1, text, sizeof text));
+      lp_error_named(&e, LP_EHOST, "init(ch) raised: %s", l_error_message(L, -1, text, sizeof text));
       lp_channel_close_now(ch);
       lp_future_fail(f, &e);
-      l_leave(h, prev);
       lua_settop(L, fidx);
       return 1;
     }
   }
   lp_channel_register(ch);
   lp_channel_connect_host(ch, host, port, timeout, f);
-  l_leave(h, prev);
   lua_settop(L, fidx);
   return 1;
 }

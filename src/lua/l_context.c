@@ -67,7 +67,7 @@ lp_ctx *l_context_test(lua_State *L, int i) {
 
 static lp_ctx *check_ctx(lua_State *L, int i) {
   lp_ctx *c = l_context_test(L, i);
-  if (!c) luaL_typeerror(L, i, "lupine.Context");
+  if (!c) l_typeerror(L, i, "lupine.Context");
   return c;
 }
 
@@ -86,16 +86,13 @@ static int ctx_gc(lua_State *L) {
 static int ctx_fire(lua_State *L) {
   lp_ctx *c = check_ctx(L, 1);
   int ev = (int)lua_tointeger(L, lua_upvalueindex(1));
-  l_host *h = host_of(c);
-  lua_State *prev = l_enter(h, L);
-  if (ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION) {
-    luaL_checkany(L, 2);
-    lp_msg m = l_host_msg(2);
-    lp_ctx_fire(c, ev, &m);
-  } else {
-    lp_ctx_fire(c, ev, NULL);
-  }
-  l_leave(h, prev);
+  bool with_msg = ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION;
+  if (with_msg) l_checkany(L, 2);
+  l_entry e;
+  int slot = l_enter(&e, L, host_of(c), NULL, with_msg ? 2 : 0);
+  lp_msg m = l_host_msg(slot);
+  lp_ctx_fire(c, ev, with_msg ? &m : NULL);
+  l_leave(&e);
   lua_settop(L, 1);
   return 1;
 }
@@ -105,55 +102,58 @@ static int ctx_fire(lua_State *L) {
 // one (a Lua future per write costs two allocations and GC work on the hot
 // path); a failure nobody asked about still reaches exceptionCaught.
 int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
-  luaL_checkany(L, 2);
+  l_checkany(L, 2);
   lp_channel *ch = lp_ctx_channel(from);
   lp_future *f = NULL;
   int t = lua_type(L, 3);
-  if (t == LUA_TFUNCTION) {
+  if (t == LUA_TFUNCTION) { // the promise lives in a box on the stack: a raise leaves it to the GC
     if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "write: out of memory");
+    l_future_push(L, f);
+    lp_future_unref(f);
     l_future_listen(L, f, 3);
   } else if (t != LUA_TNONE && t != LUA_TNIL) {
-    f = l_future_test(L, 3);
-    luaL_argexpected(L, f != NULL, 3, "lupine.Future or listener function");
-    lp_future_ref(f);
+    f = l_future_test(L, 3); // its box, in slot 3, keeps it through the call
+    l_argexpected(L, f != NULL, 3, "lupine.Future or listener function");
+    l_future_take(L, f, "write", from);
   }
-  l_host *h = ch->loop->host;
-  lua_State *prev = l_enter(h, L);
-  lp_msg m = l_host_msg(2);
-  lp_pipeline *p = from->pipeline;
-  lp_pipeline_enter(p);
+  l_entry e;
+  lp_msg m = l_host_msg(l_enter(&e, L, ch->loop->host, from->pipeline, 2));
   lp_ctx_op(from, LP_OP_WRITE, &m, f);
   if (flush) lp_ctx_op(from, LP_OP_FLUSH, NULL, NULL);
-  lp_pipeline_leave(p);
-  l_leave(h, prev);
-  if (!f) return 0;
-  lp_future_unref(f);
+  l_leave(&e);
+  if (!f || t == LUA_TFUNCTION) return 0;
   lua_settop(L, 3);
-  return t == LUA_TFUNCTION ? 0 : 1; // the promise given
+  return 1; // the promise given
+}
+
+// Push the promise given at idx (taken by operation `what` from context
+// from: l_future_take), or a new one; returns it. A new one reports its
+// failure when nobody looks at it when report is set.
+static lp_future *promise_arg(lua_State *L, int idx, lp_ctx *from, bool report, const char *what) {
+  lp_channel *ch = lp_ctx_channel(from);
+  lp_future *f = l_future_test(L, idx);
+  if (f) {
+    l_future_take(L, f, what, from);
+    lua_pushvalue(L, idx);
+    return f;
+  }
+  if (!(f = report ? lp_channel_new_promise(ch) : lp_future_new(ch->loop))) luaL_error(L, "%s: out of memory", what);
+  l_future_push(L, f);
+  lp_future_unref(f); // the box holds it
+  return f;
 }
 
 int l_outbound_simple(lua_State *L, lp_ctx *from, int op) {
   lp_channel *ch = lp_ctx_channel(from);
-  l_host *h = ch->loop->host;
-  lp_future *f = NULL;
-  if (op == LP_OP_CLOSE) {
-    f = l_future_test(L, 2);
-    if (f) lp_future_ref(f);
-    else if (!(f = lp_future_new(ch->loop))) return luaL_error(L, "close: out of memory");
-  }
-  lua_State *prev = l_enter(h, L);
-  lp_pipeline *p = from->pipeline;
-  lp_pipeline_enter(p);
+  // A close that fails (an outbound handler raised) and that nobody looks
+  // at reaches exceptionCaught, as a failed write does.
+  lp_future *f = op == LP_OP_CLOSE ? promise_arg(L, 2, from, true, "close") : NULL;
+  l_entry e;
+  l_enter(&e, L, ch->loop->host, from->pipeline, 0);
   lp_ctx_op(from, op, NULL, f);
-  lp_pipeline_leave(p);
-  l_leave(h, prev);
-  if (!f) {
-    lua_settop(L, 1);
-    return 1;
-  }
-  l_future_push(L, f);
-  lp_future_unref(f);
-  return 1;
+  l_leave(&e);
+  if (!f) lua_settop(L, 1);
+  return 1; // self, or the promise
 }
 
 static int ctx_write(lua_State *L) { return l_outbound_write(L, check_ctx(L, 1), false); }
@@ -168,32 +168,24 @@ static int ctx_close(lua_State *L) { return l_outbound_simple(L, check_ctx(L, 1)
 // "[::1]:80", as the handler received it. Returns the promise.
 static int ctx_connect(lua_State *L) {
   lp_ctx *c = check_ctx(L, 1);
-  size_t len;
-  const char *a = luaL_checklstring(L, 2, &len);
+  const char *a = l_checkcstring(L, 2);
   const char *colon = strrchr(a, ':');
   char host[64];
   lp_sockaddr addr;
   char *end = NULL;
   long port = colon ? strtol(colon + 1, &end, 10) : -1;
   if (!colon || (size_t)(colon - a) >= sizeof host || !end || *end || end == colon + 1 || port < 1 || port > 65535)
-    return luaL_argerror(L, 2, "expected a numeric address \"host:port\"");
+    return l_argerror(L, 2, "expected a numeric address \"host:port\"");
   memcpy(host, a, (size_t)(colon - a));
   host[colon - a] = 0;
-  if (lp_addr_parse(host, (int)port, &addr) != 0) return luaL_argerror(L, 2, "expected a numeric address \"host:port\"");
-  lp_channel *ch = lp_ctx_channel(c);
-  lp_future *f = l_future_test(L, 3);
-  if (f) lp_future_ref(f);
-  else if (!(f = lp_channel_new_promise(ch))) return luaL_error(L, "connect: out of memory");
-  l_host *h = host_of(c);
-  lua_State *prev = l_enter(h, L);
+  if (lp_addr_parse(host, (int)port, &addr) != 0) return l_argerror(L, 2, "expected a numeric address \"host:port\"");
+  lp_future *f = promise_arg(L, 3, c, true, "connect");
+  l_entry e;
+  l_enter(&e, L, host_of(c), c->pipeline, 0);
   lp_msg m = {.kind = LP_MSG_PTR, .u.ptr = &addr};
-  lp_pipeline_enter(c->pipeline);
   lp_ctx_op(c, LP_OP_CONNECT, &m, f);
-  lp_pipeline_leave(c->pipeline);
-  l_leave(h, prev);
-  l_future_push(L, f);
-  lp_future_unref(f);
-  return 1;
+  l_leave(&e);
+  return 1; // the promise
 }
 
 static int ctx_new_promise(lua_State *L) {

@@ -4,8 +4,9 @@
 // conversions between Lua values and core messages (lp_msg), and the host
 // hooks the core calls (l_host_ops).
 //
-// Messages from Lua travel as LP_MSG_HOST: a stack slot of the state that
-// made them (host->cur), valid for the duration of that call.
+// Every call into Lua runs on the state's main thread (host->L). Messages from
+// Lua travel as LP_MSG_HOST: a stack slot of the main thread, valid for the
+// duration of the call that made them (l_enter lends a coroutine's value there).
 #include "lbind.h"
 
 #include "log.h"
@@ -26,6 +27,22 @@ L_TLS const void *l_dispatch_table;
 L_TLS lp_ctx *l_dispatch_ctx;
 
 // ---- messages between Lua and the core -------------------------------------------
+
+// A call from a coroutine: handlers will run on the main thread, which is
+// suspended in the resume that led here (or in the C code running the loop),
+// so values pushed above its top are ours until l_leave restores the top.
+int l_enter_thread(l_entry *e, lua_State *L, int msg) {
+  lua_State *M = e->h->L;
+  if (msg) {
+    luaL_checkstack(L, 1, NULL);
+    if (!lua_checkstack(M, 1)) luaL_error(L, "lupine: the main thread's Lua stack is full");
+  }
+  e->top = lua_gettop(M);
+  if (!msg) return 0;
+  lua_pushvalue(L, msg);
+  lua_xmove(L, M, 1);
+  return e->top + 1;
+}
 
 static void push_event(lua_State *L, const lp_event_info *e) {
   lua_createtable(L, 0, 3);
@@ -74,7 +91,7 @@ void l_push_msg(lua_State *L, lp_msg *m) {
 
 static void unpin_string(void *ud, int ref) {
   l_host *h = ud;
-  if (!h->closing) luaL_unref(h->cur, LUA_REGISTRYINDEX, ref);
+  if (!h->closing) luaL_unref(h->L, LUA_REGISTRYINDEX, ref);
 }
 
 static void unsupported(lp_error *err, lua_State *L, int idx) {
@@ -83,7 +100,7 @@ static void unsupported(lp_error *err, lua_State *L, int idx) {
 
 static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
   l_host *h = loop->host;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   int idx = m->host;
   lp_buf *b = NULL;
   l_buffer_box *box = l_testudata(L, idx, &l_key_buffer);
@@ -113,7 +130,7 @@ static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
 
 static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
   l_host *h = loop->host;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   int idx = m->host;
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
@@ -135,7 +152,7 @@ static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err)
 }
 
 static void host_describe(lp_loop *loop, const lp_msg *m, char *out, size_t outlen) {
-  l_tostring(((l_host *)loop->host)->cur, m->host, out, outlen);
+  l_describe_error(((l_host *)loop->host)->L, m->host, out, outlen);
 }
 
 // ---- calling Lua handlers ----------------------------------------------------------
@@ -147,16 +164,38 @@ static void pass_on(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   else lp_ctx_op(c, ev, m, promise);
 }
 
-// Runs under lua_pcall: "handler 'name' event: " in front of a string error.
+// Runs under lua_pcall: [1] the error, [2] the context, [3] the event. A
+// lupine.Error learns which handler and event raised it (tostring shows
+// "handler 'name' event: message"); a value the user raised stays as it is.
 static int decorate(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TSTRING) {
-    const lp_ctx *c = lua_touserdata(L, 2);
-    lua_pushfstring(L, "handler '%s' %s: %s", c->name, lp_event_name[lua_tointeger(L, 3)], lua_tostring(L, 1));
-  } else {
-    lua_settop(L, 1);
-  }
+  const lp_ctx *c = lua_touserdata(L, 2);
+  l_error_decorate(L, 1, c->name, lp_event_name[lua_tointeger(L, 3)]);
+  lua_settop(L, 1);
   return 1;
 }
+
+// The failed promise of an outbound operation nobody listened to: its cause
+// reaches exceptionCaught as the very value the handler raised (the core's
+// own hook would pass on only its text). ud: the channel, with a reference.
+static void report_raised(lp_future *f, void *ud) {
+  lp_channel *ch = ud;
+  l_host *h = f->loop->host;
+  if (!h || h->closing || ch->pipeline.destroyed || f->host_ref < 0 || !lua_checkstack(h->L, 2)) {
+    lp_log(LP_LOG_INFO, ch->id, "an outbound operation failed and nobody listened: %s",
+           f->cause ? f->cause->message : "(no detail)");
+    return;
+  }
+  lua_State *L = h->L;
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, f->host_ref);
+  lp_msg m = l_host_msg(lua_gettop(L));
+  lp_pipeline_enter(&ch->pipeline);
+  lp_pipeline_fire(&ch->pipeline, LP_EV_EXCEPTION, &m);
+  lp_pipeline_leave(&ch->pipeline);
+  lua_settop(L, top);
+}
+
+static void drop_channel(void *ud) { lp_channel_unref(ud); }
 
 // The handler raised; its error is on the top of L. Everything here that can
 // raise (allocations) runs protected: this is called from libev callbacks.
@@ -171,18 +210,27 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
   if (ev == LP_EV_EXCEPTION) { // not passed on (it would loop): handled as the tail would
     bool closing = ch->config.close_on_exception && !(ch->flags & LP_CH_CLOSED);
     lp_log(LP_LOG_WARN, ch->id, "exceptionCaught raised%s: %s", closing ? " (closing the channel)" : "",
-           l_tostring(L, -1, text, sizeof text));
+           l_describe_error(L, -1, text, sizeof text));
     lua_pop(L, 1);
     if (closing) lp_channel_close(ch, NULL);
     return;
   }
   if (promise && !lp_future_done(promise)) { // an outbound op failed: its promise says so
     lp_error e;
-    lp_error_named(&e, LP_EHOST, "%s", l_tostring(L, -1, text, sizeof text));
-    if (promise->host_ref < 0) promise->host_ref = l_ref(L);
-    else lua_pop(L, 1);
+    lp_error_named(&e, LP_EHOST, "%s", l_error_message(L, -1, text, sizeof text));
+    l_future_keep(L, promise); // without it (out of memory) the cause's text stands in
+    // A promise that reports to the channel when nobody listens (every one
+    // the binding makes) reports the raised value itself.
+    if (promise->unobserved && promise->host_ref >= 0)
+      lp_future_on_unobserved(promise, report_raised, drop_channel, lp_channel_ref(ch));
     lp_channel_fail_promise(ch, promise, &e);
     return;
+  }
+  if (ev == LP_OP_CLOSE && !promise) {
+    // A close the core asked for (closeOnException, a timeout, shutdown) is
+    // not refused by a handler that raises: it goes on toward the head, then
+    // the error is reported (to a closed channel, so the tail only logs it).
+    lp_ctx_op(c, LP_OP_CLOSE, NULL, NULL);
   }
   lp_msg em = l_host_msg(lua_gettop(L));
   if ((c->mask & LP_MASK(LP_EV_EXCEPTION)) && !c->removed) call_handler(c, LP_EV_EXCEPTION, &em, NULL);
@@ -228,7 +276,7 @@ static int lookup(lua_State *L) {
 
 static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   l_host *h = host_of(c);
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   if (LP_UNLIKELY(h->closing || !lua_checkstack(L, 12))) {
     if (m) lp_msg_release(m);
     if (!h->closing) lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "Lua stack overflow: event dropped");
@@ -301,7 +349,10 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
 }
 
 static void lua_inbound(lp_ctx *c, int ev, lp_msg *m) { call_handler(c, ev, m, NULL); }
-static void lua_outbound(lp_ctx *c, int op, lp_msg *m, lp_future *promise) { call_handler(c, op, m, promise); }
+static void lua_outbound(lp_ctx *c, int op, lp_msg *m, lp_future *promise) {
+  if (promise) promise->holder = c; // this handler may pass it on or complete it (l_future_take)
+  call_handler(c, op, m, promise);
+}
 
 // handlerAdded / handlerRemoved: not pipeline events, called when present.
 typedef struct {
@@ -326,7 +377,7 @@ static int lifecycle_invoke(lua_State *L) {
 static bool call_lifecycle(lp_ctx *c, const char *method, char *err, size_t errlen) {
   l_host *h = host_of(c);
   if (h->closing || c->host_ref < 0) return true;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   if (!lua_checkstack(L, 4)) {
     snprintf(err, errlen, "Lua stack overflow");
     return false;
@@ -338,7 +389,7 @@ static bool call_lifecycle(lp_ctx *c, const char *method, char *err, size_t errl
   lua_pushlightuserdata(L, &a);
   bool ok = lua_pcall(L, 1, 0, top + 1) == LUA_OK;
   if (!ok) {
-    l_tostring(L, -1, err, errlen);
+    l_describe_error(L, -1, err, errlen);
     lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "handler '%s' %s raised: %s", c->name, method, err);
   }
   lua_settop(L, top);
@@ -382,20 +433,40 @@ uint32_t l_handler_mask(lua_State *L, int h) {
 static void host_ctx_removed(lp_ctx *c) {
   l_host *h = host_of(c);
   if (!h->closing) {
-    if (c->box_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->box_ref);
-    if (c->host_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, c->host_ref);
+    if (c->box_ref >= 0) luaL_unref(h->L, LUA_REGISTRYINDEX, c->box_ref);
+    if (c->host_ref >= 0) luaL_unref(h->L, LUA_REGISTRYINDEX, c->host_ref);
   }
   c->box_ref = c->host_ref = -1;
 }
 
 static void host_ctx_free(lp_ctx *c) { host_ctx_removed(c); }
 
-static void host_future_free(lp_future *f) {
-  l_host *h = f->loop->host;
-  if (h && !h->closing && f->host_ref >= 0) luaL_unref(h->cur, LUA_REGISTRYINDEX, f->host_ref);
-  f->host_ref = -1;
+// A lupine.Error passed on from Lua (ctx:fireExceptionCaught(err)) keeps the
+// code of the native error it was made from: the tail logs a peer reset at
+// debug however many handlers it went through.
+static int error_code_protected(lua_State *L) {
+  lua_Integer code = 0;
+  if (l_is_error(L, 1)) {
+    lua_pushliteral(L, "code");
+    lua_rawget(L, 1);
+    code = lua_tointeger(L, -1);
+  }
+  lua_pushinteger(L, code);
+  return 1;
+}
+
+static int host_error_code(lp_loop *loop, const lp_msg *m) {
+  l_host *h = loop->host;
+  lua_State *L = h->L;
+  if (h->closing || lua_type(L, m->host) != LUA_TTABLE || !lua_checkstack(L, 3)) return 0;
+  lua_pushcfunction(L, error_code_protected);
+  lua_pushvalue(L, m->host);
+  int code = lua_pcall(L, 1, 1, 0) == LUA_OK ? (int)lua_tointeger(L, -1) : 0;
+  lua_pop(L, 1);
+  return code;
 }
 
 const lp_host_ops l_host_ops = {
-    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, host_future_free,
+    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, l_future_drop,
+    host_error_code,
 };

@@ -56,7 +56,7 @@ static void enqueue(lp_channel *ch, const char *field, lp_msg *m, lp_future *pro
     lp_msg_release(m);
     return;
   }
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   lua_checkstack(L, 8);
   int top = lua_gettop(L);
   if (!push_queues(L, ch)) {
@@ -114,7 +114,7 @@ static void emb_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
   // ("lupine.Buffer used after release or hand-off"). Strings and other
   // values are queued as they are (an encoder's spec reads them back).
   l_host *h = host_of(ch);
-  if (m->kind == LP_MSG_HOST && !h->closing && l_testudata(h->cur, m->host, &l_key_buffer)) {
+  if (m->kind == LP_MSG_HOST && !h->closing && l_testudata(h->L, m->host, &l_key_buffer)) {
     lp_error e;
     if (ch->loop->host_ops->to_buf(ch->loop, m, &e) != 0) {
       lp_msg_release(m);
@@ -129,7 +129,7 @@ static void emb_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
 static void settle_pending(lp_channel *ch, bool flush) {
   l_host *h = host_of(ch);
   if (h->closing) return;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   lua_checkstack(L, 8);
   int top = lua_gettop(L);
   if (!push_queues(L, ch)) return;
@@ -185,7 +185,7 @@ static bool emb_tail(lp_channel *ch, int ev, lp_msg *m) {
 static void emb_free(lp_channel *ch) {
   l_host *h = host_of(ch);
   if (h->closing) return;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &queues_key);
   lua_pushnil(L);
   lua_rawsetp(L, -2, ch);
@@ -223,12 +223,9 @@ static int embedded_channel(lua_State *L) {
 
 static int embedded_register(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  if (ch->unsafe != &embedded_unsafe) return luaL_argerror(L, 1, "not an embedded channel");
+  if (ch->unsafe != &embedded_unsafe) return l_argerror(L, 1, "not an embedded channel");
   if (ch->flags & LP_CH_REGISTERED) return 0;
-  l_host *h = host_of(ch);
-  lua_State *prev = l_enter(h, L);
   lp_channel_register(ch);
-  l_leave(h, prev);
   return 0;
 }
 
@@ -236,7 +233,7 @@ static int embedded_register(lua_State *L) {
 // test object: no Lua runs now; channelInactive follows as a task).
 static int embedded_close_now(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  if (ch->unsafe != &embedded_unsafe) return luaL_argerror(L, 1, "not an embedded channel");
+  if (ch->unsafe != &embedded_unsafe) return l_argerror(L, 1, "not an embedded channel");
   lp_channel_close_now(ch);
   return 0;
 }
@@ -245,13 +242,11 @@ static int embedded_close_now(lua_State *L) {
 // expired, ready I/O), without waiting; again while tasks add tasks (bounded).
 static int run_pending_tasks(lua_State *L) {
   l_host *h = l_host_get(L);
-  lua_State *prev = l_enter(h, L);
   for (int i = 0; i < 100; i++) {
     if (h->running) lp_loop_run_tasks(h->loop); // inside the loop: tasks only, no nested poll
     else lp_loop_run_once(h->loop, false);
     if (!h->loop->deferred && !h->loop->posted) break;
   }
-  l_leave(h, prev);
   return 0;
 }
 

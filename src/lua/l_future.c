@@ -2,6 +2,11 @@
 //
 // Lua listeners: each addListener takes a registry reference to the function,
 // released right after it runs (or when the future is freed unrun).
+//
+// A future's Lua value (what setSuccess or setFailure got, the error a failed
+// handler left on its promise, a lookup's answer) is one registry reference,
+// f->host_ref: taken by l_future_keep and dropped by l_future_drop (the
+// host's future_free hook), both here, and read only here.
 #include "lbind.h"
 
 #include "log.h"
@@ -18,6 +23,23 @@ typedef struct {
   l_host *host;
   int fn_ref;
 } l_listener;
+
+bool l_future_keep(lua_State *L, lp_future *f) {
+  if (f->host_ref >= 0) { // the first value stays: a future completes once
+    lua_pop(L, 1);
+    return true;
+  }
+  int ref = l_ref(L);
+  if (ref == LUA_NOREF) return false;
+  f->host_ref = ref;
+  return true;
+}
+
+void l_future_drop(lp_future *f) {
+  l_host *h = f->loop->host;
+  if (h && !h->closing && f->host_ref >= 0) luaL_unref(h->L, LUA_REGISTRYINDEX, f->host_ref);
+  f->host_ref = -1;
+}
 
 lp_future *l_future_test(lua_State *L, int i) {
   l_future *box = l_testudata(L, i, &l_key_future);
@@ -100,7 +122,7 @@ static void run_listener(lp_future *f, void *ud) {
   l_listener *l = ud;
   l_host *h = l->host;
   if (!h->closing) {
-    lua_State *L = h->cur;
+    lua_State *L = h->L;
     lua_checkstack(L, 4);
     lua_pushcfunction(L, call_listener);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->fn_ref);
@@ -112,7 +134,7 @@ static void run_listener(lp_future *f, void *ud) {
 }
 
 void l_future_listen(lua_State *L, lp_future *f, int fn) {
-  luaL_checktype(L, fn, LUA_TFUNCTION);
+  l_checktype(L, fn, LUA_TFUNCTION);
   l_listener *l = malloc(sizeof *l);
   if (!l) luaL_error(L, "addListener: out of memory");
   l->host = l_host_get(L);
@@ -131,24 +153,49 @@ static int future_add_listener(lua_State *L) {
   return 1;
 }
 
-static int future_set_success(lua_State *L) {
+void l_future_take(lua_State *L, lp_future *f, const char *op, const lp_ctx *from) {
+  if (lp_future_done(f))
+    luaL_error(L, "%s: the promise is already complete (a promise serves one operation: make another with "
+                  "ctx:newPromise())", op);
+  if (f->taken_by && f->holder != from)
+    luaL_error(L, "%s: the promise already belongs to a %s (a promise serves one operation: make another with "
+                  "ctx:newPromise())", op, f->taken_by);
+  if (!f->taken_by) f->taken_by = op;
+  f->holder = NULL; // until the operation reaches a handler that takes it
+}
+
+// setSuccess/setFailure complete a promise once, and not one an operation
+// owns (the operation completes it) unless a handler it reached holds it;
+// trySuccess/tryFailure return false on a complete promise instead.
+static bool may_complete(lua_State *L, lp_future *f, const char *what, bool try) {
+  if (f->taken_by && !f->holder && !lp_future_done(f))
+    luaL_error(L, "%s: the promise belongs to a %s, which completes it", what, f->taken_by);
+  if (!lp_future_done(f)) return true;
+  if (!try) luaL_error(L, "%s: the promise is already complete (try%s returns false instead)", what, what + 3);
+  return false;
+}
+
+static int set_success(lua_State *L, bool try) {
   lp_future *f = l_future_check(L, 1);
-  if (lp_future_done(f)) {
+  if (!may_complete(L, f, try ? "trySuccess" : "setSuccess", try)) {
     lua_pushboolean(L, 0);
     return 1;
   }
   if (!lua_isnoneornil(L, 2)) {
     lua_pushvalue(L, 2);
-    f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (!l_future_keep(L, f)) return luaL_error(L, "setSuccess: out of memory");
   }
   lua_pushboolean(L, lp_future_succeed(f) == 0);
   return 1;
 }
 
-static int future_set_failure(lua_State *L) {
+static int future_set_success(lua_State *L) { return set_success(L, false); }
+static int future_try_success(lua_State *L) { return set_success(L, true); }
+
+static int set_failure(lua_State *L, bool try) {
   lp_future *f = l_future_check(L, 1);
-  luaL_checkany(L, 2);
-  if (lp_future_done(f)) {
+  l_checkany(L, 2);
+  if (!may_complete(L, f, try ? "tryFailure" : "setFailure", try)) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -160,10 +207,13 @@ static int future_set_failure(lua_State *L) {
     if (lua_isstring(L, -1)) snprintf(e.message, sizeof e.message, "%s", lua_tostring(L, -1));
   }
   lua_pushvalue(L, 2);
-  f->host_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (!l_future_keep(L, f)) return luaL_error(L, "setFailure: out of memory");
   lua_pushboolean(L, lp_future_fail(f, &e) == 0);
   return 1;
 }
+
+static int future_set_failure(lua_State *L) { return set_failure(L, false); }
+static int future_try_failure(lua_State *L) { return set_failure(L, true); }
 
 static bool is_done(lua_State *L, void *ud) {
   LP_UNUSED(L);
@@ -173,7 +223,7 @@ static bool is_done(lua_State *L, void *ud) {
 // f:sync([timeout]): run the loop until f is done; return its value, or raise its cause.
 static int future_sync(lua_State *L) {
   lp_future *f = l_future_check(L, 1);
-  double timeout = luaL_optnumber(L, 2, 5.0);
+  double timeout = l_optnumber(L, 2, 5.0);
   l_host *h = l_host_get(L);
   f->observed = true;
   if (!lp_future_done(f)) {
@@ -200,7 +250,8 @@ static int future_tostring(lua_State *L) {
 static const luaL_Reg methods[] = {
     {"isDone", future_is_done},       {"isSuccess", future_is_success}, {"cause", future_cause},
     {"get", future_get},              {"addListener", future_add_listener},
-    {"setSuccess", future_set_success}, {"setFailure", future_set_failure}, {"sync", future_sync},
+    {"setSuccess", future_set_success}, {"setFailure", future_set_failure}, {"trySuccess", future_try_success},
+    {"tryFailure", future_try_failure}, {"sync", future_sync},
     {NULL, NULL},
 };
 

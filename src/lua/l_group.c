@@ -116,10 +116,25 @@ static int one_line_error(lua_State *L) {
   return lua_error(L);
 }
 
+// The app raised a value that is not a string while loading (error({})):
+// name the app, with the value's own tostring when it has one.
+static int load_error(lua_State *L, const char *source) {
+  int t = lua_type(L, -1);
+  if (t == LUA_TSTRING || t == LUA_TNUMBER) return one_line_error(L); // "file:line: message" already
+  if (luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    char text[LP_ERROR_MESSAGE_MAX];
+    lua_pushfstring(L, "%s: %s", source, l_tostring(L, -1, text, sizeof text));
+  } else {
+    lua_pushfstring(L, "%s: (error object is a %s value)", source, luaL_typename(L, -1));
+  }
+  return one_line_error(L);
+}
+
 int l_load_app(lua_State *L, const char *source) {
   if (is_file(source)) {
     if (luaL_loadfile(L, source) != LUA_OK) return one_line_error(L); // "file:line: message"
-    if (lua_pcall(L, 0, 1, 0) != LUA_OK) return one_line_error(L);
+    if (lua_pcall(L, 0, 1, 0) != LUA_OK) return load_error(L, source);
   } else if (looks_like_path(source)) {
     return luaL_error(L, "cannot open app '%s': %s", source, strerror(errno ? errno : ENOENT));
   } else {
@@ -129,7 +144,7 @@ int l_load_app(lua_State *L, const char *source) {
       const char *msg = lua_tostring(L, -1);
       if (msg && strncmp(msg, "module '", 8) == 0 && strstr(msg, "' not found:"))
         return luaL_error(L, "cannot find app '%s': no such file, and no module of that name", source);
-      return one_line_error(L);
+      return load_error(L, source);
     }
   }
   if (!lua_istable(L, -1))
@@ -164,7 +179,7 @@ typedef struct l_worker {
 // app's options, keep init, make the `worker` table and run workerInit.
 static int worker_setup(lua_State *L) {
   l_worker *lw = lua_touserdata(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
+  l_checktype(L, 2, LUA_TTABLE);
   lp_channel_config_default(&lw->cfg);
   if (lua_getfield(L, 2, "options") != LUA_TNIL) l_channel_config_read(L, lua_gettop(L), &lw->cfg);
   lua_pop(L, 1);
@@ -300,7 +315,7 @@ static lp_channel *w_accept(lp_worker *w, int fd) {
 static void w_stop(lp_worker *w) {
   l_worker *lw = w->host;
   if (lw->h->closing) return;
-  lua_State *L = lw->h->cur;
+  lua_State *L = lw->h->L;
   if (!lua_checkstack(L, 4)) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, lw->app_ref);
   if (lua_getfield(L, -1, "workerExit") == LUA_TFUNCTION) {
@@ -330,9 +345,11 @@ static const lp_worker_ops worker_ops = {w_start, w_accept, w_stop, w_free};
 
 // ---- lupine.core.serve ---------------------------------------------------------------------
 
+// A copy of string field k of table t (NULL: absent, not a string without
+// NUL, or out of memory). Never raises past its own getfield.
 static char *dup_field(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
-  const char *v = lua_tostring(L, -1);
+  const char *v = l_is_cstring(L, -1) ? lua_tostring(L, -1) : NULL;
   char *copy = v ? strdup(v) : NULL;
   lua_pop(L, 1);
   return copy;
@@ -357,7 +374,7 @@ static bool is_any_address(const lp_sockaddr *a) {
 // loop stopped from inside); raises a one-line error when start-up fails,
 // with nothing left listening.
 int l_serve(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
   if (h->running) return luaL_error(L, "lupine: serve called from inside the running loop");
   if (lua_getfield(L, 1, "app") != LUA_TTABLE) return luaL_error(L, "lupine: serve needs an app table");
@@ -375,7 +392,8 @@ int l_serve(lua_State *L) {
   lp_sockaddr addr;
   if (lp_addr_parse(host, port, &addr) != 0)
     return luaL_error(L, "lupine: host '%s' is not a numeric IPv4/IPv6 address or localhost", host);
-  if (workers > 0 && !l_opt_string(L, 1, "source", NULL))
+  const char *source = l_opt_string(L, 1, "source", NULL); // a path or module name: no NUL
+  if (workers > 0 && !source)
     return luaL_error(L, "lupine: workers > 0 needs the app's source (a file or module name) to load it in each worker");
   lp_channel_config check; // the app's options, checked here once for every worker
   lp_channel_config_default(&check);
@@ -384,12 +402,24 @@ int l_serve(lua_State *L) {
   if (memlimit && workers == 0 && !set_limit(L, (size_t)memlimit))
     lp_log(LP_LOG_WARN, 0, "memoryLimit applies to Lua states the lupine launcher makes: not to this one");
 
+  // The workers get the caller's package paths as C strings.
+  lua_getglobal(L, "package");
+  if (lua_istable(L, -1)) {
+    static const char *const paths[] = {"path", "cpath"};
+    for (int i = 0; i < 2; i++) {
+      if (lua_getfield(L, -1, paths[i]) == LUA_TSTRING && !l_is_cstring(L, -1))
+        return luaL_error(L, "lupine: package.%s " L_NUL_MESSAGE, paths[i]);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+
   // From here on nothing raises until the group is gone.
   serve_ctx *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "lupine: out of memory");
   s->source = dup_field(L, 1, "source");
   lua_getglobal(L, "package");
-  if (lua_istable(L, -1)) {
+  if (lua_istable(L, -1)) { // checked for NUL bytes above
     s->path = dup_field(L, lua_gettop(L), "path");
     s->cpath = dup_field(L, lua_gettop(L), "cpath");
   }
@@ -407,7 +437,6 @@ int l_serve(lua_State *L) {
     lua_pushliteral(L, "lupine: out of memory");
     return lua_error(L);
   }
-  lua_State *prev = l_enter(h, L);
   h->running++;
   int rc = 0;
   lp_sockaddr bound;
@@ -440,7 +469,6 @@ int l_serve(lua_State *L) {
     _exit(1);
   }
   h->running--;
-  l_leave(h, prev);
   lp_group_destroy(&s->group);
   ctx_free(s);
   if (!rc) return 0;

@@ -30,9 +30,9 @@ static lp_ctx *make_timer(l_native *self, lp_pipeline *p, const char *name, lua_
 }
 
 static double check_seconds(lua_State *L, int i, bool zero_ok) {
-  double s = luaL_checknumber(L, i);
+  double s = l_checknumber(L, i);
   if (!isfinite(s) || s < 0 || (!zero_ok && s == 0))
-    luaL_argerror(L, i, zero_ok ? "seconds must be >= 0" : "seconds must be > 0");
+    l_argerror(L, i, zero_ok ? "seconds must be >= 0" : "seconds must be > 0");
   return s;
 }
 

@@ -53,7 +53,6 @@ static void on_deadline(struct ev_loop *ev, ev_timer *w, int revents) {
 
 bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), void *ud, double timeout) {
   struct ev_loop *ev = h->loop->ev;
-  lua_State *prev = l_enter(h, L);
   h->running++;
   ev_now_update(ev);
   double deadline = ev_now(ev) + timeout;
@@ -64,7 +63,6 @@ bool l_run_until(l_host *h, lua_State *L, bool (*done)(lua_State *L, void *ud), 
   while (!(ok = done(L, ud)) && ev_now(ev) < deadline) lp_loop_run_once(h->loop, true);
   ev_timer_stop(ev, &t);
   h->running--;
-  l_leave(h, prev);
   return ok;
 }
 
@@ -131,12 +129,17 @@ static int loop_run_until(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "runUntil");
   refused_nested = NULL;
-  if (!l_future_test(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
-  double timeout = luaL_optnumber(L, 3, 5.0);
-  const char *what = luaL_optstring(L, 4, NULL);
+  if (!l_future_test(L, 2)) l_checktype(L, 2, LUA_TFUNCTION);
+  double timeout = l_optnumber(L, 3, 5.0);
+  const char *what = l_optcstring(L, 4, NULL);
   until_state st = {2, false};
   bool ok = l_run_until(h, L, until_done, &st, timeout);
-  if (st.failed) return lua_error(L);
+  if (st.failed) {
+    // The predicate runs in the caller's own flow: its string error goes
+    // back as the string it was (with the traceback), not as a lupine.Error.
+    if (l_is_error(L, -1)) luaL_tolstring(L, -1, NULL);
+    return lua_error(L);
+  }
   if (!ok) {
     if (what) return luaL_error(L, "runUntil: timed out after %f s waiting for %s", timeout, what);
     return luaL_error(L, "runUntil: timed out after %f s", timeout);
@@ -155,7 +158,7 @@ static int loop_run_for(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "runFor");
   refused_nested = NULL;
-  l_run_until(h, L, refused, NULL, luaL_checknumber(L, 2));
+  l_run_until(h, L, refused, NULL, l_checknumber(L, 2));
   if (push_refused(L)) return lua_error(L);
   return 0;
 }
@@ -164,11 +167,9 @@ static int loop_run(lua_State *L) {
   l_host *h = check_loop(L);
   not_nested(L, h, "run");
   refused_nested = NULL;
-  lua_State *prev = l_enter(h, L);
   h->running++;
   lp_loop_run(h->loop);
   h->running--;
-  l_leave(h, prev);
   if (push_refused(L)) return lua_error(L);
   return 0;
 }
@@ -208,7 +209,7 @@ static void run_exec(lp_task *t, lp_loop *loop) {
   l_exec *x = lp_container_of(t, l_exec, task);
   l_host *h = x->h;
   if (!h->closing) {
-    lua_State *L = h->cur;
+    lua_State *L = h->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, x->fn_ref);
     l_pcall_log(L, 0, "a task given to execute()", 0);
     luaL_unref(L, LUA_REGISTRYINDEX, x->fn_ref);
@@ -218,7 +219,7 @@ static void run_exec(lp_task *t, lp_loop *loop) {
 
 static int loop_execute(lua_State *L) {
   l_host *h = check_loop(L);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+  l_checktype(L, 2, LUA_TFUNCTION);
   l_exec *x = malloc(sizeof *x);
   if (!x) return luaL_error(L, "execute: out of memory");
   x->h = h;
@@ -243,7 +244,7 @@ static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
   l_timer *t = lp_container_of(w, l_timer, w);
   l_host *h = t->h;
   if (h->closing) return;
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   lua_checkstack(L, 4);
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->self_ref); // keep t alive through the call
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn_ref);
@@ -255,7 +256,7 @@ static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
 
 static int schedule(lua_State *L, double after, double period, int fn) {
   l_host *h = check_loop(L);
-  luaL_checktype(L, fn, LUA_TFUNCTION);
+  l_checktype(L, fn, LUA_TFUNCTION);
   if (!(after >= 0) || !(period >= 0)) return luaL_error(L, "schedule: delays must be non-negative numbers");
   l_timer *t = l_newudata(L, sizeof *t, 0, &l_key_timer);
   t->h = h;
@@ -270,12 +271,12 @@ static int schedule(lua_State *L, double after, double period, int fn) {
   return 1;
 }
 
-static int loop_schedule(lua_State *L) { return schedule(L, luaL_checknumber(L, 2), 0, 3); }
+static int loop_schedule(lua_State *L) { return schedule(L, l_checknumber(L, 2), 0, 3); }
 
 static int loop_schedule_at_fixed_rate(lua_State *L) {
-  double period = luaL_checknumber(L, 3);
-  if (!(period > 0)) return luaL_argerror(L, 3, "period must be positive");
-  return schedule(L, luaL_checknumber(L, 2), period, 4);
+  double period = l_checknumber(L, 3);
+  if (!(period > 0)) return l_argerror(L, 3, "period must be positive");
+  return schedule(L, l_checknumber(L, 2), period, 4);
 }
 
 static int timer_cancel(lua_State *L) {

@@ -46,10 +46,10 @@ static int host_gc(lua_State *L) {
 static l_host *host_new(lua_State *L, lp_loop *loop, bool owns) {
   l_host *h = lua_newuserdatauv(L, sizeof *h, 0);
   memset(h, 0, sizeof *h);
-  lua_pushthread(L);
+  // The main thread, even when a coroutine is the first to use lupine: it never dies.
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  h->cur = h->L;
   h->loop = loop;
   h->owns_loop = owns;
   loop->host = h;
@@ -104,13 +104,103 @@ int l_fail(lua_State *L, int rc, const char *what) {
   return 3;
 }
 
+// tostring(err): [handler 'name' event: ]message[\ntraceback]. Fields are
+// read raw and kept only when they are strings, so a table changed by hand
+// still prints.
 static int error_tostring(lua_State *L) {
-  lua_getfield(L, 1, "message");
-  if (!lua_isstring(L, -1)) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "lupine.Error");
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  static const char *const fields[] = {"handler", "event", "message", "traceback"}; // slots 2..5
+  for (int i = 0; i < 4; i++) {
+    lua_pushstring(L, fields[i]);
+    if (lua_rawget(L, 1) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
   }
+  int n = 0;
+  if (lua_isstring(L, 2) && lua_isstring(L, 3)) {
+    lua_pushfstring(L, "handler '%s' %s: ", lua_tostring(L, 2), lua_tostring(L, 3));
+    n++;
+  }
+  if (lua_isstring(L, 4)) lua_pushvalue(L, 4);
+  else lua_pushliteral(L, "lupine.Error");
+  n++;
+  if (lua_isstring(L, 5)) {
+    lua_pushliteral(L, "\n");
+    lua_pushvalue(L, 5);
+    n += 2;
+  }
+  lua_concat(L, n);
   return 1;
+}
+
+bool l_is_error(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return false;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_error);
+  bool yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return yes;
+}
+
+// Tracebacks of raised values that are not lupine.Errors (a table the user
+// raised travels as itself): a table with weak keys, so that it keeps no
+// error alive.
+static const char tracebacks_key = 't';
+
+static void push_tracebacks(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &tracebacks_key) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &tracebacks_key);
+}
+
+void l_push_traceback_of(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  if (l_is_error(L, idx)) {
+    lua_pushliteral(L, "traceback");
+    if (lua_rawget(L, idx) != LUA_TSTRING) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
+    return;
+  }
+  int t = lua_type(L, idx);
+  if (t != LUA_TTABLE && t != LUA_TUSERDATA) {
+    lua_pushnil(L);
+    return;
+  }
+  push_tracebacks(L);
+  lua_pushvalue(L, idx);
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+}
+
+void l_error_decorate(lua_State *L, int idx, const char *handler, const char *event) {
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) == LUA_TSTRING) { // the message handler did not run (it failed itself)
+    lua_createtable(L, 0, 2);
+    lua_pushliteral(L, "LuaError");
+    lua_setfield(L, -2, "kind");
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "message");
+    l_setmetatable(L, &l_key_error);
+    lua_replace(L, idx);
+  }
+  if (!l_is_error(L, idx)) return;
+  lua_pushliteral(L, "handler");
+  bool named = lua_rawget(L, idx) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (named) return; // passed on from another handler: keeps where it was raised
+  lua_pushstring(L, handler);
+  lua_setfield(L, idx, "handler");
+  lua_pushstring(L, event);
+  lua_setfield(L, idx, "event");
 }
 
 void l_push_error(lua_State *L, const lp_error *e) {
@@ -132,12 +222,116 @@ void l_push_error(lua_State *L, const lp_error *e) {
   l_setmetatable(L, &l_key_error);
 }
 
+// The message handler: runs only when something raised, so the common case
+// builds no traceback. What it raises itself becomes LUA_ERRERR.
 int l_traceback(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg) luaL_traceback(L, L, msg, 1);
-  else if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-  else lua_settop(L, 1); // a table error object travels as it is
+  lua_settop(L, 1);
+  int t = lua_type(L, 1);
+  if (t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TNIL || t == LUA_TBOOLEAN) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_error) != LUA_TTABLE) {
+      // A state without the module (a blocking pool thread's): no
+      // lupine.Error to make, the message with its traceback appended.
+      luaL_traceback(L, L, luaL_tolstring(L, 1, NULL), 1);
+      return 1;
+    }
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "LuaError");
+    lua_setfield(L, -2, "kind");
+    if (t == LUA_TSTRING || t == LUA_TNUMBER) lua_pushstring(L, lua_tostring(L, 1)); // error(42): "42"
+    else lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+    lua_setfield(L, -2, "message");
+    luaL_traceback(L, L, NULL, 1);
+    lua_setfield(L, -2, "traceback");
+    l_setmetatable(L, &l_key_error);
+    return 1;
+  }
+  if (l_is_error(L, 1)) { // raised again, or a native error raised from Lua: keep the first traceback
+    lua_pushliteral(L, "traceback");
+    if (lua_rawget(L, 1) == LUA_TNIL) {
+      luaL_traceback(L, L, NULL, 1);
+      lua_setfield(L, 1, "traceback");
+    }
+    lua_settop(L, 1);
+    return 1;
+  }
+  // Any other value travels as itself (never through its __tostring, which
+  // may raise); its traceback waits beside it for lupine.traceback(err).
+  if (t == LUA_TTABLE || t == LUA_TUSERDATA) {
+    push_tracebacks(L);
+    lua_pushvalue(L, 1);
+    luaL_traceback(L, L, NULL, 1);
+    lua_rawset(L, -3);
+  }
+  lua_settop(L, 1);
   return 1;
+}
+
+// lupine.traceback(err): the traceback of a raised value, or nil.
+static int lupine_traceback(lua_State *L) {
+  luaL_checkany(L, 1);
+  l_push_traceback_of(L, 1);
+  return 1;
+}
+
+// Under pcall: [1] the value -> its tostring, and its traceback on a new line
+// when it is not part of it (a value other than a lupine.Error).
+static int describe_protected(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  if (!l_is_error(L, 1)) {
+    l_push_traceback_of(L, 1);
+    if (lua_isstring(L, -1)) {
+      lua_pushliteral(L, "\n");
+      lua_insert(L, -2);
+      lua_concat(L, 3);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+const char *l_describe_error(lua_State *L, int idx, char *buf, size_t len) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, describe_protected);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) snprintf(buf, len, "%s", lua_tostring(L, -1));
+  else snprintf(buf, len, "(a %s whose tostring failed)", luaL_typename(L, idx));
+  lua_pop(L, 1);
+  return buf;
+}
+
+// Under pcall: [1] the value -> its text without a traceback: a lupine.Error's
+// context and message, anything else's tostring.
+static int message_protected(lua_State *L) {
+  if (l_is_error(L, 1)) {
+    lua_pushliteral(L, "traceback");
+    if (lua_rawget(L, 1) == LUA_TSTRING) {
+      lua_pop(L, 1);
+      // tostring without the traceback: a copy of the fields that matter
+      lua_createtable(L, 0, 3);
+      static const char *const fields[] = {"handler", "event", "message"};
+      for (int i = 0; i < 3; i++) {
+        lua_pushstring(L, fields[i]);
+        lua_rawget(L, 1);
+        lua_setfield(L, -2, fields[i]);
+      }
+      l_setmetatable(L, &l_key_error);
+      lua_replace(L, 1);
+    }
+  }
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+const char *l_error_message(lua_State *L, int idx, char *buf, size_t len) {
+  idx = lua_absindex(L, idx);
+  lua_pushcfunction(L, message_protected);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK) snprintf(buf, len, "%s", lua_tostring(L, -1));
+  else snprintf(buf, len, "(a %s whose tostring failed)", luaL_typename(L, idx));
+  lua_pop(L, 1);
+  return buf;
 }
 
 static int tostring_protected(lua_State *L) {
@@ -176,7 +370,7 @@ bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id)
   bool ok = lua_pcall(L, nargs, 0, base) == LUA_OK;
   if (!ok) {
     char text[1024];
-    lp_log(LP_LOG_ERROR, channel_id, "%s raised: %s", what, l_tostring(L, -1, text, sizeof text));
+    lp_log(LP_LOG_ERROR, channel_id, "%s raised: %s", what, l_describe_error(L, -1, text, sizeof text));
   }
   lua_settop(L, base - 1);
   return ok;
@@ -228,6 +422,7 @@ const char *l_opt_string(lua_State *L, int t, const char *field, const char *def
   const char *v = def;
   if (ty != LUA_TNIL) {
     if (ty != LUA_TSTRING) luaL_error(L, "option '%s' must be a string", field);
+    if (!l_is_cstring(L, -1)) luaL_error(L, "option '%s' " L_NUL_MESSAGE, field);
     v = lua_tostring(L, -1); // kept alive by the table
   }
   lua_pop(L, 1);
@@ -242,10 +437,11 @@ static const char *const channel_options[] = {
 void l_channel_config_read(lua_State *L, int t, lp_channel_config *c) {
   if (!t) return;
   t = lua_absindex(L, t);
-  luaL_checktype(L, t, LUA_TTABLE);
+  l_checktype(L, t, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, t)) { // reject names we do not know: a typo must not pass silently
     bool known = false;
+    if (lua_type(L, -2) == LUA_TSTRING && !l_is_cstring(L, -2)) luaL_error(L, "channel option names " L_NUL_MESSAGE);
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; channel_options[i]; i++)
         if (strcmp(lua_tostring(L, -2), channel_options[i]) == 0) known = true;
@@ -285,22 +481,31 @@ static int lupine_loop(lua_State *L) {
 }
 
 static int lupine_set_log_level(lua_State *L) {
-  int lvl = lp_log_parse_level(luaL_checkstring(L, 1));
-  if (lvl < 0) return luaL_argerror(L, 1, "one of debug, info, warn, error, off");
+  int lvl = lp_log_parse_level(l_checkcstring(L, 1));
+  if (lvl < 0) return l_argerror(L, 1, "one of debug, info, warn, error, off");
   lp_log_set_level(lvl);
   return 0;
 }
 
 static int lupine_log(lua_State *L) {
   static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
-  int lvl = luaL_checkoption(L, 1, NULL, levels);
-  if (!LP_LOG_ENABLED(lvl)) return 0;
+  const char *name = l_checkcstring(L, 1);
+  int lvl = -1;
+  for (int i = 0; levels[i]; i++)
+    if (strcmp(name, levels[i]) == 0) lvl = i;
+  if (lvl < 0) return l_argerror(L, 1, lua_pushfstring(L, "invalid option '%s'", name));
   int n = lua_gettop(L);
+  if (!LP_LOG_ENABLED(lvl)) { // string arguments are checked at every level: a test with logging off sees the error too
+    for (int i = 2; i <= n; i++)
+      if (lua_type(L, i) == LUA_TSTRING && !l_is_cstring(L, i)) l_argerror(L, i, L_NUL_MESSAGE);
+    return 0;
+  }
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   for (int i = 2; i <= n; i++) {
     if (i > 2) luaL_addchar(&b, ' ');
     luaL_tolstring(L, i, NULL);
+    if (!l_is_cstring(L, -1)) l_argerror(L, i, L_NUL_MESSAGE); // the log line would end there
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
@@ -324,6 +529,7 @@ static const luaL_Reg funcs[] = {
     {"workerId", lupine_worker_id},
     {"serve", l_serve},
     {"cpuCount", l_cpu_count},
+    {"traceback", lupine_traceback},
     {NULL, NULL},
 };
 
@@ -353,6 +559,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_process_open(L);  // _spawn, _wait, _kill: lupine.test.spawn
   l_resolver_open(L); // resolve, setResolver
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
+  l_blocking_open(L); // blocking: jobs on the pool of threads (l_blocking.c)
   l_co_open(L);       // _onUnobserved, _logChannel: lua/lupine/co.lua
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");

@@ -44,10 +44,11 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
     }
     c = n->make(n, p, name, L);
   } else {
-    luaL_argexpected(L, lua_istable(L, hi), hi, "handler table");
+    l_argexpected(L, lua_istable(L, hi), hi, "handler table");
     char gen[96];
     if (!name) {
       const char *base = lua_getfield(L, hi, "name") == LUA_TSTRING ? lua_tostring(L, -1) : "handler";
+      if (!l_is_cstring(L, -1) && lua_type(L, -1) == LUA_TSTRING) luaL_error(L, "pipeline: a handler's name " L_NUL_MESSAGE);
       lp_pipeline_gen_name(p, base, gen, sizeof gen);
       lua_pop(L, 1);
       name = gen;
@@ -79,10 +80,11 @@ static void prepare_ctx(lua_State *L, lp_ctx *c) {
 
 static void link_ctx(lua_State *L, lp_pipeline *p, int where, const char *base, lp_ctx *c) {
   l_host *h = p->channel->loop->host;
+  l_entry e;
+  l_enter(&e, L, h, NULL, 0); // may raise: before the reference below
   c->refs++; // held across the add: a handlerAdded that fails removes it again (and may free it)
-  lua_State *prev = l_enter(h, L);
   int rc = lp_pipeline_add(p, where, base, c);
-  l_leave(h, prev);
+  l_leave(&e);
   bool dropped = rc == 0 && c->removed;
   char name[128];
   snprintf(name, sizeof name, "%s", c->name);
@@ -104,7 +106,7 @@ static int pipeline_add_end(lua_State *L, int where) {
   const char *name = NULL;
   int hi = 2;
   if (lua_gettop(L) >= 3) {
-    name = luaL_optstring(L, 2, NULL);
+    name = l_optcstring(L, 2, NULL);
     hi = 3;
   }
   lp_ctx *c = make_ctx(L, p, name, hi);
@@ -118,8 +120,8 @@ static int pipeline_add_last(lua_State *L) { return pipeline_add_end(L, LP_ADD_L
 
 static int pipeline_add_rel(lua_State *L, int where) {
   lp_pipeline *p = check_pipeline(L, 1);
-  const char *base = luaL_checkstring(L, 2);
-  const char *name = luaL_optstring(L, 3, NULL);
+  const char *base = l_checkcstring(L, 2);
+  const char *name = l_optcstring(L, 3, NULL);
   if (!lp_pipeline_get(p, base)) return luaL_error(L, "pipeline: no handler named '%s'", base);
   lp_ctx *c = make_ctx(L, p, name, 4);
   link_ctx(L, p, where, base, c);
@@ -132,7 +134,7 @@ static int pipeline_add_after(lua_State *L) { return pipeline_add_rel(L, LP_ADD_
 
 // Find a context by name, handler (table or factory) or Context.
 static lp_ctx *find_ctx(lua_State *L, lp_pipeline *p, int i) {
-  if (lua_type(L, i) == LUA_TSTRING) return lp_pipeline_get(p, lua_tostring(L, i));
+  if (lua_type(L, i) == LUA_TSTRING) return lp_pipeline_get(p, l_checkcstring(L, i));
   lp_ctx *found = l_context_test(L, i);
   if (found) return !found->removed && found->pipeline == p ? found : NULL;
   for (lp_ctx *c = lp_pipeline_first(p); c; c = lp_pipeline_next(p, c)) {
@@ -157,17 +159,17 @@ static int pipeline_remove(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
   lp_ctx *c = check_find(L, p, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref); // the removed handler, returned
-  l_host *h = p->channel->loop->host;
-  lua_State *prev = l_enter(h, L);
+  l_entry e;
+  l_enter(&e, L, p->channel->loop->host, NULL, 0);
   lp_pipeline_remove(p, c);
-  l_leave(h, prev);
+  l_leave(&e);
   return 1;
 }
 
 static int pipeline_replace(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
   lp_ctx *old = check_find(L, p, 2);
-  const char *name = luaL_optstring(L, 3, NULL);
+  const char *name = l_optcstring(L, 3, NULL);
   if (name && strcmp(name, old->name) != 0 && lp_pipeline_get(p, name))
     return luaL_error(L, "pipeline: duplicate handler name '%s'", name);
   lua_rawgeti(L, LUA_REGISTRYINDEX, old->host_ref); // returned
@@ -180,10 +182,10 @@ static int pipeline_replace(lua_State *L) {
   }
   free(c->name);
   c->name = nm;
-  l_host *h = p->channel->loop->host;
-  lua_State *prev = l_enter(h, L);
+  l_entry e;
+  l_enter(&e, L, p->channel->loop->host, NULL, 0);
   int rc = lp_pipeline_replace(p, old, c);
-  l_leave(h, prev);
+  l_leave(&e);
   if (rc) {
     lp_ctx_unref(c);
     return luaL_error(L, "pipeline: cannot replace '%s'", old->name);
@@ -194,7 +196,7 @@ static int pipeline_replace(lua_State *L) {
 
 static int pipeline_get(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
-  lp_ctx *c = lp_pipeline_get(p, luaL_checkstring(L, 2));
+  lp_ctx *c = lp_pipeline_get(p, l_checkcstring(L, 2));
   if (!c) return 0;
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref);
   return 1;
@@ -222,18 +224,12 @@ static int pipeline_names(lua_State *L) {
 static int pipeline_fire(lua_State *L) {
   lp_pipeline *p = check_pipeline(L, 1);
   int ev = (int)lua_tointeger(L, lua_upvalueindex(1));
-  l_host *h = p->channel->loop->host;
-  lua_State *prev = l_enter(h, L);
-  lp_pipeline_enter(p);
-  if (ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION) {
-    luaL_checkany(L, 2);
-    lp_msg m = l_host_msg(2);
-    lp_pipeline_fire(p, ev, &m);
-  } else {
-    lp_pipeline_fire(p, ev, NULL);
-  }
-  lp_pipeline_leave(p);
-  l_leave(h, prev);
+  bool with_msg = ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION;
+  if (with_msg) l_checkany(L, 2);
+  l_entry e;
+  lp_msg m = l_host_msg(l_enter(&e, L, p->channel->loop->host, p, with_msg ? 2 : 0));
+  lp_pipeline_fire(p, ev, with_msg ? &m : NULL);
+  l_leave(&e);
   lua_settop(L, 1);
   return 1;
 }

@@ -38,7 +38,7 @@ static const char *cstring(lua_State *L, int idx, const char *what) {
   size_t len;
   const char *s = lua_tolstring(L, idx, &len);
   if (!s) luaL_error(L, "spawn: %s must be a string or a number", what);
-  if (strlen(s) != len) luaL_error(L, "spawn: %s contains a NUL byte", what);
+  if (strlen(s) != len) luaL_error(L, "spawn: %s " L_NUL_MESSAGE, what);
   return s;
 }
 
@@ -134,17 +134,17 @@ static int spawn_fail(lua_State *L, spawn_job *j, const char *what, int err) {
 // path twice: one file for both; nil: /dev/null), nofile = a descriptor limit.
 // why is "not found" when the program is not on PATH.
 static int process_spawn(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   if (lua_isnoneornil(L, 2)) {
     lua_settop(L, 1);
     lua_newtable(L);
   }
-  luaL_checktype(L, 2, LUA_TTABLE);
+  l_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   spawn_job j = {.envp = NULL, .fds = {-1, -1, -1}, .report = {-1, -1}};
   lua_Integer argc = (lua_Integer)lua_rawlen(L, 1);
-  if (argc < 1) return luaL_argerror(L, 1, "expected { program, args... }");
-  if (argc > SPAWN_ARGS_MAX) return luaL_argerror(L, 1, "too many arguments");
+  if (argc < 1) return l_argerror(L, 1, "expected { program, args... }");
+  if (argc > SPAWN_ARGS_MAX) return l_argerror(L, 1, "too many arguments");
   luaL_checkstack(L, (int)argc + SPAWN_ENV_MAX + 8, "spawn");
   for (lua_Integer i = 1; i <= argc; i++) {
     lua_rawgeti(L, 1, i); // stays on the stack: argv points into it
@@ -227,8 +227,8 @@ static int process_spawn(lua_State *L) {
 // child unless peek: a zombie keeps its pid and group id taken, so the group
 // can still be signalled safely.
 static int process_wait(lua_State *L) {
-  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-  if (pid <= 0) return luaL_argerror(L, 1, "not a process id");
+  pid_t pid = (pid_t)l_checkinteger(L, 1);
+  if (pid <= 0) return l_argerror(L, 1, "not a process id");
   siginfo_t info;
   memset(&info, 0, sizeof info);
   int flags = WEXITED | WNOHANG | (lua_toboolean(L, 2) ? WNOWAIT : 0);
@@ -250,17 +250,17 @@ static const struct {
 // core._kill(pid, sig) -> true | nil, err: kill(2); a negative pid is a
 // process group; sig is a name ("TERM", "KILL", ...) or a number.
 static int process_kill(lua_State *L) {
-  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
-  if (pid == 0 || pid == -1) return luaL_argerror(L, 1, "not a process or group id");
+  pid_t pid = (pid_t)l_checkinteger(L, 1);
+  if (pid == 0 || pid == -1) return l_argerror(L, 1, "not a process or group id");
   int sig = -1;
   if (lua_type(L, 2) == LUA_TNUMBER) {
-    sig = (int)luaL_checkinteger(L, 2);
+    sig = (int)l_checkinteger(L, 2);
   } else {
-    const char *name = luaL_checkstring(L, 2);
+    const char *name = l_checkstring(L, 2);
     if (strncmp(name, "SIG", 3) == 0) name += 3;
     for (size_t i = 0; i < LP_ARRAY_LEN(signals); i++)
       if (strcmp(name, signals[i].name) == 0) sig = signals[i].sig;
-    if (sig < 0) return luaL_argerror(L, 2, "unknown signal name");
+    if (sig < 0) return l_argerror(L, 2, "unknown signal name");
   }
   if (kill(pid, sig) != 0) return l_fail(L, -errno, "kill");
   lua_pushboolean(L, 1);

@@ -33,14 +33,14 @@ static void on_lookup(void *ud, const lp_error *err, const lp_sockaddr *addrs, s
   if (err) {
     lp_future_fail(f, err);
   } else if (h && !h->closing) {
-    lua_State *L = h->cur;
+    lua_State *L = h->L;
     int top = lua_gettop(L);
     addr_list a = {addrs, n};
     lua_pushcfunction(L, push_addrs);
     lua_pushlightuserdata(L, &a);
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK) f->host_ref = l_ref(L);
+    bool kept = lua_pcall(L, 1, 1, 0) == LUA_OK && l_future_keep(L, f);
     lua_settop(L, top);
-    if (f->host_ref >= 0) lp_future_succeed(f);
+    if (kept) lp_future_succeed(f);
     else lp_future_fail_code(f, -ENOMEM, "resolve");
   } else {
     lp_future_fail_code(f, LP_ESHUTDOWN, "the Lua state closed before the name resolved");
@@ -51,9 +51,9 @@ static void on_lookup(void *ud, const lp_error *err, const lp_sockaddr *addrs, s
 // lupine.resolve(host [, port]) -> future of { address, ... } (numeric
 // addresses and localhost without a lookup; the future fails with UnknownHost).
 static int l_resolve(lua_State *L) {
-  const char *host = luaL_checkstring(L, 1);
-  int port = (int)luaL_optinteger(L, 2, 0);
-  luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0..65535");
+  const char *host = l_checkcstring(L, 1);
+  int port = (int)l_optinteger(L, 2, 0);
+  l_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0..65535");
   l_host *h = l_host_get(L);
   lp_future *f = lp_future_new(h->loop);
   if (!f) return luaL_error(L, "lupine.resolve: out of memory");
@@ -75,13 +75,14 @@ static int l_set_resolver(lua_State *L) {
     lp_resolver_configure(h->loop, NULL);
     return 0;
   }
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   lp_resolver_config cfg = {0};
   char list[1024] = "";
   int ty = lua_getfield(L, 1, "servers");
   if (ty == LUA_TTABLE) {
     for (lua_Integer i = 1; lua_rawgeti(L, -1, i) != LUA_TNIL; i++) {
       if (lua_type(L, -1) != LUA_TSTRING) return luaL_error(L, "setResolver: 'servers' must be strings like \"127.0.0.1:53\"");
+      if (!l_is_cstring(L, -1)) return luaL_error(L, "setResolver: 'servers' " L_NUL_MESSAGE);
       size_t used = strlen(list);
       if (snprintf(list + used, sizeof list - used, "%s%s", i > 1 ? "," : "", lua_tostring(L, -1)) >= (int)(sizeof list - used))
         return luaL_error(L, "setResolver: the list of servers is too long");
@@ -89,6 +90,7 @@ static int l_set_resolver(lua_State *L) {
     }
     cfg.servers = list;
   } else if (ty == LUA_TSTRING) {
+    if (!l_is_cstring(L, -1)) return luaL_error(L, "setResolver: 'servers' " L_NUL_MESSAGE);
     cfg.servers = lua_tostring(L, -1); // kept alive by the table
   } else if (ty != LUA_TNIL) {
     return luaL_error(L, "setResolver: 'servers' must be a string or a list of strings");

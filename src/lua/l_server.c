@@ -42,7 +42,7 @@ lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_r
     lp_channel_close_now(ch);
     return NULL;
   }
-  lua_State *L = h->cur;
+  lua_State *L = h->L;
   lua_checkstack(L, 4);
   lua_pushcfunction(L, l_call_init);
   lua_rawgeti(L, LUA_REGISTRYINDEX, init_ref);
@@ -77,7 +77,7 @@ static void server_release(lua_State *L, l_server *ls) {
 
 // lupine.server{ host = "127.0.0.1", port = 0, init = fn, backlog = 511, reusePort = false, options = {...} }
 int l_server_new(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
   const char *host = l_opt_string(L, 1, "host", "127.0.0.1");
   int port = (int)l_opt_int(L, 1, "port", 0, 0, 65535);
@@ -172,7 +172,7 @@ static int server_tostring(lua_State *L) {
 // autoRead on a server channel.
 static int server_set_auto_read(lua_State *L) {
   l_server *ls = check_server(L);
-  luaL_checktype(L, 2, LUA_TBOOLEAN);
+  l_checktype(L, 2, LUA_TBOOLEAN);
   if (!ls->h || ls->s.closed) return luaL_error(L, "setAutoRead: the server is closed");
   if (lua_toboolean(L, 2)) lp_server_start(&ls->s);
   else lp_server_stop(&ls->s);

@@ -4,8 +4,9 @@
 // The host: every lua_State that uses lupine has one l_host (in its registry),
 // holding the loop that state drives. In the inline mode the host creates the
 // loop on first use; a worker thread's state gets its worker loop from the
-// launcher. Handlers are always called on host->cur: the state (main thread or
-// coroutine) that entered the C code currently running.
+// launcher. Handlers, listeners, timers and every other call into Lua from C
+// run on the state's main thread (host->L), never on a coroutine: a coroutine
+// that entered C may be suspended or dead by the time the next event comes.
 #ifndef LP_LBIND_H
 #define LP_LBIND_H
 
@@ -22,8 +23,7 @@
 #include "host.h"
 
 typedef struct l_host {
-  lua_State *L;     // the main thread of the state
-  lua_State *cur;   // the thread that entered the running C call
+  lua_State *L;     // the main thread of the state: all calls into Lua run on it
   lp_loop *loop;
   bool owns_loop;   // inline mode: freed with the state
   bool closing;     // the state is closing: call no more Lua
@@ -47,25 +47,107 @@ static inline void l_setmetatable(lua_State *L, const void *key) {
 }
 // A new userdata of type key (size bytes, starting with L_BOX_HEAD), zeroed, on the stack.
 void *l_newudata(lua_State *L, size_t size, int nuv, const void *key);
+// The Lua type first: a light userdata's address may point anywhere (a
+// registry key is one byte), and only a full userdata of at least a pointer's
+// size has a tag to read.
 static inline void *l_testudata(lua_State *L, int i, const void *key) {
+  if (lua_type(L, i) != LUA_TUSERDATA || lua_rawlen(L, i) < sizeof(void *)) return NULL;
   const void *const *p = (const void *const *)lua_touserdata(L, i);
-  if (p && *p == key && lua_type(L, i) == LUA_TUSERDATA && lua_rawlen(L, i) >= sizeof(void *)) return (void *)p;
-  return NULL;
+  return *p == key ? (void *)p : NULL;
 }
+
+// ---- l_args.c: argument checks ---------------------------------------------------
+// luaL_argerror and the luaL_check* family, except that an error names the
+// method even when Lua does not know the name (a method called from C, as
+// pcall(ctx.write, ctx): "bad argument #2 to 'write' (value expected)", where
+// luaL_argerror says '?'). Use these in the binding, never the luaL_ ones.
+int l_argerror(lua_State *L, int arg, const char *extramsg);
+int l_typeerror(lua_State *L, int arg, const char *tname);
+int l_tagerror(lua_State *L, int arg, int tag);
+int l_interror(lua_State *L, int arg); // not an integer
+#define l_argcheck(L, cond, arg, msg) ((void)(LP_LIKELY(cond) || l_argerror(L, (arg), (msg))))
+#define l_argexpected(L, cond, arg, tname) ((void)(LP_LIKELY(cond) || l_typeerror(L, (arg), (tname))))
+static inline lua_Integer l_checkinteger(lua_State *L, int arg) {
+  int isnum;
+  lua_Integer v = lua_tointegerx(L, arg, &isnum);
+  if (LP_UNLIKELY(!isnum)) l_interror(L, arg);
+  return v;
+}
+static inline lua_Integer l_optinteger(lua_State *L, int arg, lua_Integer def) {
+  return lua_isnoneornil(L, arg) ? def : l_checkinteger(L, arg);
+}
+static inline lua_Number l_checknumber(lua_State *L, int arg) {
+  int isnum;
+  lua_Number v = lua_tonumberx(L, arg, &isnum);
+  if (LP_UNLIKELY(!isnum)) l_tagerror(L, arg, LUA_TNUMBER);
+  return v;
+}
+static inline lua_Number l_optnumber(lua_State *L, int arg, lua_Number def) {
+  return lua_isnoneornil(L, arg) ? def : l_checknumber(L, arg);
+}
+static inline void l_checktype(lua_State *L, int arg, int t) {
+  if (LP_UNLIKELY(lua_type(L, arg) != t)) l_tagerror(L, arg, t);
+}
+static inline void l_checkany(lua_State *L, int arg) {
+  if (LP_UNLIKELY(lua_type(L, arg) == LUA_TNONE)) l_argerror(L, arg, "value expected");
+}
+const char *l_checklstring(lua_State *L, int arg, size_t *len);
+const char *l_optlstring(lua_State *L, int arg, const char *def, size_t *len);
+#define l_checkstring(L, arg) l_checklstring(L, (arg), NULL)
+#define l_optstring(L, arg, def) l_optlstring(L, (arg), (def), NULL)
 static inline void *l_checkudata(lua_State *L, int i, const void *key, const char *tname) {
   void *p = l_testudata(L, i, key);
-  if (!p) luaL_typeerror(L, i, tname);
+  if (!p) l_typeerror(L, i, tname);
   return p;
 }
+// Lua strings that become C strings (hosts, names, paths, log text) hold no
+// NUL byte: "127.0.0.1\0.allowed.example" must not pass a Lua check on its
+// suffix and then connect to its prefix. l_is_cstring: the value at idx is a
+// string without NUL. l_checkcstring / l_optcstring: l_checkstring /
+// l_optstring, raising "bad argument #n to 'f' (must not contain NUL bytes)".
+bool l_is_cstring(lua_State *L, int idx);
+const char *l_checkcstring(lua_State *L, int arg);
+const char *l_optcstring(lua_State *L, int arg, const char *def);
+#define L_NUL_MESSAGE "must not contain NUL bytes"
 
 // ---- l_lupine.c ----------------------------------------------------------------
 l_host *l_host_get(lua_State *L);                 // creates the inline loop on first use
 l_host *l_host_attach(lua_State *L, lp_loop *loop); // a worker state: use this loop
 void l_host_detach(l_host *h); // the state is closing: let the loop go on without it
 static inline lp_pool *l_pool(lua_State *L) { return l_host_get(L)->loop->pool; }
-// Enter C from Lua state L: handlers called from here run on L. Returns the previous.
-static inline lua_State *l_enter(l_host *h, lua_State *L) { lua_State *prev = h->cur; h->cur = L; return prev; }
-static inline void l_leave(l_host *h, lua_State *prev) { h->cur = prev; }
+
+// ---- entering the core from Lua --------------------------------------------------
+// A call from Lua that goes into the core (and through it into handlers)
+// opens one entry, after every check of its arguments: between l_enter and
+// l_leave nothing raises, so a bad argument can never leave a pipeline's depth
+// counted (a removed context would never be freed). Handlers run on the main
+// thread; a call from a coroutine lends its message to the main thread's
+// stack for the duration (the one slot the core's LP_MSG_HOST names). On the
+// main thread, the common case, the entry costs one compare.
+typedef struct l_entry {
+  l_host *h;
+  lp_pipeline *p; // its depth is counted while the entry is open (NULL: none)
+  int top;        // the main thread's top to restore; -1 when entered from it
+} l_entry;
+// The coroutine case of l_enter; with a message it may raise (stack
+// overflow), before it changes anything; without one it never raises.
+int l_enter_thread(l_entry *e, lua_State *L, int msg);
+// Open an entry from Lua state L into h's loop (and pipeline p, if any). msg:
+// the stack index in L of a message for the core, or 0. Returns the message's
+// slot on the main thread (0: none), for l_host_msg. Call it after every
+// argument check; it raises only when lending a message, before it enters.
+static inline int l_enter(l_entry *e, lua_State *L, l_host *h, lp_pipeline *p, int msg) {
+  e->h = h;
+  e->p = p;
+  e->top = -1;
+  if (LP_UNLIKELY(L != h->L)) msg = l_enter_thread(e, L, msg);
+  if (p) lp_pipeline_enter(p);
+  return msg;
+}
+static inline void l_leave(l_entry *e) {
+  if (e->p) lp_pipeline_leave(e->p);
+  if (LP_UNLIKELY(e->top >= 0)) lua_settop(e->h->L, e->top);
+}
 // Sync failure convention: pushes nil, "EADDRINUSE: Address already in use", "EADDRINUSE"; returns 3.
 int l_fail(lua_State *L, int rc, const char *what);
 // Push an error object: a table { kind, message, code, limit?, length? } whose
@@ -76,8 +158,27 @@ void l_push_error(lua_State *L, const lp_error *e);
 const char *l_tostring(lua_State *L, int idx, char *buf, size_t len);
 // luaL_ref of the value on top (popped), protected; LUA_NOREF on failure.
 int l_ref(lua_State *L);
-// Message handler for lua_pcall: appends a traceback to string errors.
+// Message handler for lua_pcall when entering Lua from C. A string (or any
+// non-table) error becomes a lupine.Error { kind = "LuaError", message,
+// traceback }; a lupine.Error gets a traceback unless it has one; any other
+// value (a table the user raised) stays itself, its traceback kept beside it
+// (lupine.traceback(err), l_push_traceback_of).
 int l_traceback(lua_State *L);
+// Whether the value at idx is a lupine.Error (raw check, never raises).
+bool l_is_error(lua_State *L, int idx);
+// Push the traceback of the raised value at idx (a string), or nil.
+void l_push_traceback_of(lua_State *L, int idx);
+// Say which handler and event raised the error at idx, unless it says so
+// already (it was raised in another handler and passed on): sets `handler`
+// and `event` on a lupine.Error (a string becomes one first, in place); other
+// values are left alone. Allocates: call it protected.
+void l_error_decorate(lua_State *L, int idx, const char *handler, const char *event);
+// The raised value at idx for a log line: its tostring, and its traceback
+// when it is not part of that (a table the user raised). Protected; returns buf.
+const char *l_describe_error(lua_State *L, int idx, char *buf, size_t len);
+// The raised value at idx without its traceback ("handler 'h' ev: message"
+// for a lupine.Error): for a failed future's text. Protected; returns buf.
+const char *l_error_message(lua_State *L, int idx, char *buf, size_t len);
 // Call the function at the top with nargs below it under pcall + traceback; on
 // error log it (what = "timer callback", ...). Pops everything. Returns ok.
 bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id);
@@ -85,6 +186,8 @@ bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id)
 lua_Integer l_opt_int(lua_State *L, int t, const char *field, lua_Integer def, lua_Integer min, lua_Integer max);
 bool l_opt_bool(lua_State *L, int t, const char *field, bool def);
 double l_opt_number(lua_State *L, int t, const char *field, double def);
+// A string option that becomes a C string: a NUL byte in it raises "option
+// 'host' must not contain NUL bytes" (C would see only what comes before it).
 const char *l_opt_string(lua_State *L, int t, const char *field, const char *def);
 // Parse channel options from table t into cfg (raising on a bad name or value).
 void l_channel_config_read(lua_State *L, int t, lp_channel_config *cfg);
@@ -110,6 +213,14 @@ lp_future *l_future_check(lua_State *L, int i);
 lp_future *l_future_test(lua_State *L, int i);
 int l_future_new(lua_State *L);                 // lupine.promise()
 void l_future_listen(lua_State *L, lp_future *f, int fn); // add the Lua function at fn as a listener
+// Give promise f to operation op ("write", "close", "connect") started from
+// context from: raises when f is complete, or belongs to an operation and from
+// is not the handler holding it (a promise serves one operation).
+void l_future_take(lua_State *L, lp_future *f, const char *op, const lp_ctx *from);
+// Keep the value on top (popped) as f's Lua value, unless it has one; false
+// when out of memory (nothing kept). Never raises.
+bool l_future_keep(lua_State *L, lp_future *f);
+void l_future_drop(lp_future *f); // host hook: f is being freed, its value goes
 
 // ---- l_resolver.c, l_idle.c ------------------------------------------------------
 void l_resolver_open(lua_State *L); // adds resolve, setResolver to the module table on top
@@ -174,7 +285,8 @@ void l_native_open(lua_State *L);
 // Push a message as a Lua value: a buffer moves into a new box (a frame marked
 // LP_MSGF_STRING becomes a string), a host value is copied from its slot.
 void l_push_msg(lua_State *L, lp_msg *m);
-// A message from Lua: the value in stack slot idx of the host's current state.
+// A message from Lua: the value in stack slot idx of the host's main thread
+// (the current C frame's slot there; l_enter lends a coroutine's value).
 static inline lp_msg l_host_msg(int idx) {
   lp_msg m = {.kind = LP_MSG_HOST, .host = idx};
   return m;
@@ -217,6 +329,7 @@ void l_pipeline_push(lua_State *L, lp_channel *ch);
 void l_codec_open(lua_State *L);
 void l_embedded_open(lua_State *L);
 void l_process_open(lua_State *L); // _spawn, _wait, _kill (l_process.c): the test kit's processes
+void l_blocking_open(lua_State *L); // blocking: run, configure, stats and calls (l_blocking.c)
 void l_co_open(lua_State *L);      // _onUnobserved, _logChannel (l_co.c): lua/lupine/co.lua
 
 #endif
