@@ -105,6 +105,41 @@ describe("lupine.tcp.connect", function()
     server:close()
   end)
 
+  it("receiveAny takes at most max, keeps the rest, times out on an empty queue, and stops at a message", function()
+    local server = serve(function(sock)
+      sock:receiveLine()
+      sock:send("abcdefgh")
+      sock:receiveLine()
+      sock:send("k=v\n")
+      sock:receiveAll()
+    end)
+    run(function()
+      local s = assert(lupine.tcp.connect("127.0.0.1", server.port, {
+        init = function(ch)
+          ch.pipeline:addLast("kv", {
+            channelRead = function(_, ctx, buf)
+              local text = buf:readString()
+              local k, v = text:match("^(%w+)=(%w+)\n$")
+              if k then ctx:fireChannelRead { [k] = v } else ctx:fireChannelRead(text) end
+            end,
+          })
+        end,
+      }))
+      local t0 = loop:now()
+      assert.same({ nil, "timeout", "" }, { s:receiveAny(4, 0.05) }) -- parked on an empty queue, then the timer
+      assert.is_true(loop:now() - t0 >= 0.045)
+      s:send("go\n")
+      assert.equal("abcd", s:receiveAny(4)) -- handed over whole, the rest kept
+      assert.equal("efgh", s:receiveAny(100))
+      s:send("more\n")
+      assert.same({ nil, "NotBytes: the next message is a table (receiveMessage() takes it)", "" }, { s:receiveAny(10) })
+      assert.same({ k = "v" }, s:receiveMessage())
+      assert.has_error(function() s:receiveAny(0) end, "receiveAny: expected a maximum size >= 1")
+      s:close()
+    end)
+    server:close()
+  end)
+
   it("a peer that closes ends receives with nil, \"closed\" and the partial data", function()
     local server = dripping({ "part" }, true)
     run(function()
