@@ -4,11 +4,11 @@
 --
 -- There is no second event system: a coroutine that waits is parked, and the
 -- loop's own events (a timer, a future's listener, a pipeline event reaching a
--- socket's handler) wake it by resuming it. Who may wake a coroutine is
--- recorded when it parks (its generation, rec.gen): a stale waker (a timer of
--- a wait that ended, a listener of a future nobody awaits any more) finds a
--- newer generation and does nothing, so a coroutine is resumed only by what it
--- waits for. Coroutines are resumed from handlers, timers and listeners, which
+-- socket's handler) wake it by resuming it. Each wait has a number, kept in
+-- the coroutine's record while it is parked (rec.parked) and given to its
+-- wakers: a stale waker (a timer of a wait that ended, a listener of a future
+-- nobody awaits any more) finds another number and does nothing, so a
+-- coroutine is resumed only by what it waits for. Coroutines are resumed from handlers, timers and listeners, which
 -- run on the state's main thread: a coroutine that failed or was abandoned is
 -- never the thread a later event runs on.
 --
@@ -48,8 +48,9 @@ end
 
 -- ---- coroutines ---------------------------------------------------------------------
 
--- Coroutines this module started: co -> { gen, parked, future, sock, onError }.
--- Weak keys: a coroutine nobody can wake any more (every waker gone) is garbage.
+-- Coroutines this module started: co -> its record { parked, co, future,
+-- onReturn, onError } (a handle's record is its socket). Weak keys: a
+-- coroutine nobody can wake any more (every waker gone) is garbage.
 local recs = setmetatable({}, { __mode = "k" })
 -- Results of a spawn's future beyond the first value: future box -> pack(...).
 local results = setmetatable({}, { __mode = "k" })
@@ -119,7 +120,7 @@ local function settle(c, rec, ok, ...)
   end
 end
 
--- Resume c if it is parked in the wait of generation g (with the values given).
+-- Resume c if it is parked in wait number g (with the values given).
 function wake(c, g, ...)
   local rec = recs[c]
   if rec and rec.parked == g then
@@ -180,6 +181,7 @@ function co._abandon(c)
   local rec = recs[c]
   if rec and rec.parked then
     recs[c] = nil
+    rec.parked = false -- a socket's hand-off must not resume it
     coroutine.close(c)
   end
 end
@@ -243,7 +245,7 @@ local Socket = {
   wgen = 0, wdl = false, wwoke = false, onActive = false, -- onActive: a handle app's class
   q = false, w = false, r = false, rgen = 0, anyMax = false, -- set on first use
   qh = 1, bytes = 0, paused = false, closed = false, eof = false,
-  -- a handle's socket is its coroutine's record too (gen, parked, co; see co._start)
+  -- a handle's socket is its coroutine's record too (parked, co; see co._start)
   parked = false, co = false, future = false, onError = false, onReturn = false,
 }
 Socket.__index = Socket
@@ -923,7 +925,7 @@ co.tcp = {}
 -- (default: timeout), bufferSize, receiveLimit (see the socket), options
 -- (channel options), init(ch) (handlers before the socket: codecs).
 function co.tcp.connect(host, port, opts)
-  local _, rec = current("lupine.tcp.connect", " (in a handler: lupine.connect{...} and its future)")
+  current("lupine.tcp.connect", " (in a handler: lupine.connect{...} and its future)")
   local s = co._newSocket(opts, "lupine.tcp.connect", 2)
   opts = opts or {}
   local ct = opts.connectTimeout
@@ -937,7 +939,6 @@ function co.tcp.connect(host, port, opts)
   }
   local ok, err = co.await(f)
   if not ok then return nil, err_text(err) end
-  local _ = rec
   return s
 end
 
