@@ -16,6 +16,10 @@ description = {
 dependencies = {
   "lua >= 5.4, < 5.5",
 }
+-- TLS needs OpenSSL 3 (Debian: libssl-dev); CMake's find_package(OpenSSL) links it.
+external_dependencies = {
+  OPENSSL = { header = "openssl/ssl.h" },
+}
 build = {
   type = "cmake",
   variables = {

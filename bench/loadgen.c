@@ -2,7 +2,12 @@
 // only. Every byte that comes back is checked against what was sent.
 //
 //   loadgen -p PORT [-m pingpong|stream|idle] [-c CONNS] [-s SIZE]
-//           [-d SECONDS] [-w WARMUP] [-n COUNT] [-i INFLIGHT] [-P SERVER_PID]
+//           [-d SECONDS] [-w WARMUP] [-n COUNT] [-i INFLIGHT] [-P SERVER_PID] [-W]
+//
+//   -W        WebSocket frames (pingpong and stream; the server speaks
+//             WebSocket from the first byte, no handshake): each chunk is one
+//             masked text frame of SIZE ASCII bytes (SIZE < 65536), and what
+//             comes back must be the same message as an unmasked frame.
 //
 //   pingpong  each connection sends SIZE bytes, waits for all SIZE back,
 //             repeats: round trips/s, p50/p99 latency from recorded samples
@@ -74,6 +79,7 @@ typedef struct conn {
   uint64_t goal;       // bytes that should be written
   uint64_t sent;       // bytes written
   uint64_t recvd;      // bytes read back and verified
+  uint64_t igoal;      // bytes that should come back (goal, unless -W)
   double *stamps;      // send time of each chunk in flight (ring), chunk = SIZE bytes
   uint32_t ring_cap, ring_head, ring_len;
 } conn;
@@ -88,6 +94,11 @@ static struct {
 } opt = {PINGPONG, -1, 1, 64, 0, 5.0, 1.0, 0, 0};
 
 static unsigned char *pattern; // PATTERN_PERIOD + max(RBUF, MAX_SIZE) bytes
+// Bytes per chunk out and back: SIZE, or with -W one frame each way (every
+// chunk the same frame: ws_out sent, ws_in expected).
+static size_t osz, isz;
+static int ws;
+static unsigned char *ws_out, *ws_in;
 static unsigned char rbuf[RBUF];
 static conn *conns;
 static int epfd;
@@ -180,7 +191,8 @@ static void start_connect(conn *c) {
 
 // Queue one more chunk of SIZE bytes at time t.
 static void add_chunk(conn *c, double t) {
-  c->goal += opt.size;
+  c->goal += osz;
+  c->igoal += isz;
   c->stamps[(c->ring_head + c->ring_len) % c->ring_cap] = t;
   c->ring_len++;
   issued++;
@@ -191,8 +203,8 @@ static int wants_chunk(const conn *c) {
   if (stopping || opt.size == 0) return 0;
   if (opt.count && issued >= opt.count) return 0;
   switch (opt.mode) {
-  case PINGPONG: return c->recvd == c->goal;
-  case STREAM: return c->goal - c->recvd + opt.size <= opt.inflight;
+  case PINGPONG: return c->recvd == c->igoal;
+  case STREAM: return c->igoal - c->recvd + isz <= opt.inflight;
   case IDLE: return c->goal == 0; // one echo, then idle
   }
   return 0;
@@ -204,6 +216,10 @@ static void flush_out(conn *c) {
     uint64_t want = c->goal - c->sent;
     size_t len = want > MAX_SIZE ? MAX_SIZE : (size_t)want;
     const unsigned char *p = pattern + (c->base + c->sent) % PATTERN_PERIOD;
+    if (ws) {
+      p = ws_out + c->sent % osz;
+      if (len > osz - c->sent % osz) len = osz - c->sent % osz;
+    }
     ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
     if (n > 0) {
       c->sent += (uint64_t)n;
@@ -233,11 +249,19 @@ static void on_readable(conn *c) {
     }
     if (n == 0) die("conn %d: closed by the server after %llu of %llu bytes echoed", c->idx,
                     (unsigned long long)c->recvd, (unsigned long long)c->sent);
-    if (c->recvd + (uint64_t)n > c->sent)
+    if (c->recvd + (uint64_t)n > c->igoal)
       die("conn %d: the server sent %llu bytes more than it was sent", c->idx,
-          (unsigned long long)(c->recvd + (uint64_t)n - c->sent));
+          (unsigned long long)(c->recvd + (uint64_t)n - c->igoal));
+    if (ws) { // compare frame by frame (every echoed frame is ws_in)
+      for (size_t k = 0; k < (size_t)n;) {
+        size_t at = (c->recvd + k) % isz, len = isz - at < (size_t)n - k ? isz - at : (size_t)n - k;
+        if (memcmp(rbuf + k, ws_in + at, len) != 0)
+          die("conn %d: echo mismatch in the frame at byte %llu of the stream", c->idx, (unsigned long long)(c->recvd + k));
+        k += len;
+      }
+    }
     const unsigned char *want = pattern + (c->base + c->recvd) % PATTERN_PERIOD;
-    if (memcmp(rbuf, want, (size_t)n) != 0) {
+    if (!ws && memcmp(rbuf, want, (size_t)n) != 0) {
       size_t k = 0;
       while (rbuf[k] == want[k]) k++;
       die("conn %d: echo mismatch at byte %llu of the stream (got 0x%02x, sent 0x%02x)", c->idx,
@@ -247,7 +271,7 @@ static void on_readable(conn *c) {
     if (measuring) bytes_echoed += (uint64_t)n;
     // Chunks completed by these bytes.
     double t = 0;
-    while (c->ring_len && c->recvd >= c->goal - (uint64_t)(c->ring_len - 1) * opt.size) {
+    while (c->ring_len && c->recvd >= c->igoal - (uint64_t)(c->ring_len - 1) * isz) {
       if (t == 0) t = now_s();
       if (measuring) {
         record(t - c->stamps[c->ring_head]);
@@ -335,13 +359,13 @@ static int count_done(void) { return opt.count && rts >= opt.count; }
 
 static int drained(void) {
   for (int i = 0; i < opt.conns; i++)
-    if (conns[i].recvd != conns[i].goal) return 0;
+    if (conns[i].recvd != conns[i].igoal) return 0;
   return 1;
 }
 
 static int usage(void) {
   fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|stream|idle] [-c CONNS] [-s SIZE] [-d SECONDS]\n"
-                  "               [-w WARMUP_SECONDS] [-n COUNT] [-i INFLIGHT_BYTES] [-P SERVER_PID]\n");
+                  "               [-w WARMUP_SECONDS] [-n COUNT] [-i INFLIGHT_BYTES] [-P SERVER_PID] [-W]\n");
   return 2;
 }
 
@@ -358,7 +382,7 @@ int main(int argc, char **argv) {
   int o;
   double v;
   int have_secs = 0, have_warmup = 0;
-  while ((o = getopt(argc, argv, "p:m:c:s:d:w:n:i:P:")) != -1) {
+  while ((o = getopt(argc, argv, "p:m:c:s:d:w:n:i:P:W")) != -1) {
     switch (o) {
     case 'p': if (num(optarg, 1, 65535, &v)) return usage(); opt.port = (int)v; break;
     case 'm':
@@ -374,6 +398,7 @@ int main(int argc, char **argv) {
     case 'n': if (num(optarg, 1, 1e15, &v)) return usage(); opt.count = (long long)v; break;
     case 'i': if (num(optarg, 1, 1 << 30, &v)) return usage(); opt.inflight = (size_t)v; break;
     case 'P': if (num(optarg, 1, 1 << 30, &v)) return usage(); opt.srv_pid = (int)v; break;
+    case 'W': ws = 1; break;
     default: return usage();
     }
   }
@@ -393,6 +418,10 @@ int main(int argc, char **argv) {
     }
     opt.warmup = 0;
     if (!have_secs) opt.secs = 60;
+  }
+  if (ws && (opt.mode == IDLE || opt.size >= 65536)) {
+    fprintf(stderr, "loadgen: -W takes -m pingpong or stream and -s below 65536\n");
+    return 2;
   }
   if (opt.mode == IDLE && !have_secs) opt.secs = 86400; // until killed
   if (opt.inflight == 0) opt.inflight = opt.mode != STREAM ? opt.size : 4 * opt.size > STREAM_INFLIGHT ? 4 * opt.size : STREAM_INFLIGHT;
@@ -417,7 +446,33 @@ int main(int argc, char **argv) {
   if (!pattern || !samples || !conns || epfd < 0) die("out of memory");
   for (size_t i = 0; i < PATTERN_PERIOD; i++) pattern[i] = (unsigned char)(xorshift() >> 24);
   for (size_t i = PATTERN_PERIOD; i < plen; i++) pattern[i] = pattern[i - PATTERN_PERIOD]; // any window is contiguous
-  uint32_t ring = opt.size ? (uint32_t)(opt.inflight / opt.size + 2) : 1;
+  osz = isz = opt.size;
+  if (ws) { // one masked text frame out, the same message unmasked back
+    size_t h = opt.size < 126 ? 2 : 4;
+    osz = h + 4 + opt.size;
+    isz = h + opt.size;
+    ws_out = malloc(osz);
+    ws_in = malloc(isz);
+    if (!ws_out || !ws_in) die("out of memory");
+    ws_out[0] = ws_in[0] = 0x81;
+    if (h == 2) {
+      ws_out[1] = (unsigned char)(0x80 | opt.size);
+      ws_in[1] = (unsigned char)opt.size;
+    } else {
+      ws_out[1] = 0x80 | 126;
+      ws_in[1] = 126;
+      ws_out[2] = ws_in[2] = (unsigned char)(opt.size >> 8);
+      ws_out[3] = ws_in[3] = (unsigned char)opt.size;
+    }
+    unsigned char key[4];
+    for (int i = 0; i < 4; i++) key[i] = ws_out[h + i] = (unsigned char)(xorshift() >> 24);
+    for (size_t i = 0; i < opt.size; i++) {
+      unsigned char b = (unsigned char)('a' + pattern[i] % 26);
+      ws_in[h + i] = b;
+      ws_out[h + 4 + i] = b ^ key[i % 4];
+    }
+  }
+  uint32_t ring = opt.size ? (uint32_t)(opt.inflight / opt.size + 2) : 1; // enough for -W's larger chunks too
   for (int i = 0; i < opt.conns; i++) {
     conns[i].idx = i;
     conns[i].fd = -1;
@@ -467,7 +522,7 @@ int main(int argc, char **argv) {
   double srv = opt.srv_pid ? srv1 - srv0 : -1;
   printf("mode=%s conns=%d size=%zu secs=%.3f rts=%lld rt_per_s=%.0f mb_per_s=%.2f p50_us=%.1f p99_us=%.1f "
          "srv_cpu_s=%.3f srv_cpu_us_per_rt=%.3f srv_util=%.2f lg_util=%.2f\n",
-         opt.mode == PINGPONG ? "pingpong" : "stream", opt.conns, opt.size, secs, m_rts, (double)m_rts / secs,
+         opt.mode == PINGPONG ? (ws ? "ws-pingpong" : "pingpong") : (ws ? "ws-stream" : "stream"), opt.conns, opt.size, secs, m_rts, (double)m_rts / secs,
          (double)m_bytes / secs / 1e6, percentile_us(0.50), percentile_us(0.99), srv,
          opt.srv_pid && m_rts ? srv * 1e6 / (double)m_rts : -1, opt.srv_pid ? srv / secs : -1,
          (self1 - self0) / secs);
@@ -475,5 +530,7 @@ int main(int argc, char **argv) {
   free(conns);
   free(samples);
   free(pattern);
+  free(ws_out);
+  free(ws_in);
   return 0;
 }

@@ -1,27 +1,36 @@
 -- examples/line_chat.lua: a chat room over lines of text.
 --   lua5.4 examples/line_chat.lua          serve inline on port 8008 (PORT=...)
---   lupine -w 2 examples/line_chat.lua     serve with the launcher (one room per worker)
+--   lupine -w 2 examples/line_chat.lua     serve with the launcher (one room across the workers)
 --   nc 127.0.0.1 8008                      join; /nick NAME, /quit
 --
 -- The native line decoder frames the input: the handler sees whole lines as
 -- strings, never partial reads; a line over 1 KiB is dropped with a notice
--- (TooLongFrame) and the connection goes on. Every line said is broadcast to
--- everyone else connected to the same worker: the room is a ChannelGroup of
--- this worker's channels (workers share no Lua state), which each channel
--- leaves by itself when it closes.
+-- (TooLongFrame) and the connection goes on. Every line said reaches everyone
+-- else, on every worker: lupine.broadcast copies it to each worker's state
+-- (workers share no Lua state), where the room's members on that worker are
+-- a ChannelGroup, which each channel leaves by itself when it closes. Guest
+-- numbers come from a shared dictionary, so they are unique across workers.
 local lupine = require "lupine"
 local codec = lupine.codec
 
 local MAX_LINE = 1024
 
+local TOPIC = "line_chat"
 local room = lupine.channelGroup("room") -- who is connected to this worker
-local guests = 0
+local counters = lupine.shared.declare("line_chat", "64k") -- the same one in every worker
+local me = lupine.workerId()
 
--- Everyone in the room but the sender. A member the room cannot write to (it
--- stopped reading and its outbound bytes reached maxPendingBytes) hears of it
--- in its own exceptionCaught below, which closes it.
+-- A line said on any worker, here on this worker's loop: to everyone in this
+-- worker's part of the room but the sender. A member the room cannot write to
+-- (it stopped reading and its outbound bytes reached maxPendingBytes) hears of
+-- it in its own exceptionCaught below, which closes it.
+local function hear(msg)
+  room:writeAndFlush(msg.text, function(ch) return not (msg.worker == me and ch.id == msg.from) end)
+end
+lupine.subscribe(TOPIC, hear)
+
 local function broadcast(from, text)
-  room:writeAndFlush(text, function(ch) return ch ~= from end)
+  lupine.broadcast(TOPIC, { worker = me, from = from.id, text = text })
 end
 
 -- One table serves every channel; a user's nick lives in its channel's attr.
@@ -29,8 +38,7 @@ local Chat = { name = "chat" }
 
 function Chat:channelActive(ctx)
   local ch = ctx.channel
-  guests = guests + 1
-  ch.attr.nick = "guest" .. guests
+  ch.attr.nick = "guest" .. counters:incr("guests", 1, 0)
   room:add(ch)
   ctx:writeAndFlush(("* welcome, you are %s (/nick NAME, /quit)\n"):format(ch.attr.nick))
   broadcast(ch, ("* %s joined\n"):format(ch.attr.nick))
@@ -87,4 +95,5 @@ return lupine.app {
     ch.pipeline:addLast("frames", codec.lineFrame { maxLength = MAX_LINE, asString = true })
     ch.pipeline:addLast("chat", Chat)
   end,
+  workerExit = function() lupine.unsubscribe(TOPIC, hear) end,
 }

@@ -6,6 +6,10 @@
 --   - back-pressure both ways, driven by writability: while one side cannot
 --     write, the proxy stops reading from the other (autoBackpressure is off on
 --     both: a proxy's reads feed the *other* channel, so each pauses its peer);
+--   - a half-close is relayed: when one side sends its FIN (inputShutdown,
+--     since allowHalfClosure is on for both), the proxy shuts the other side's
+--     output down after what was written to it, and the reply still flows
+--     back; a channel closes once both of its directions are done;
 --   - when one side closes, the other closes once what was written to it is
 --     flushed (an empty write whose listener closes).
 --
@@ -18,11 +22,14 @@ local app = {
   port = tonumber(os.getenv("PORT")) or 8008,
   -- Read at each connection: a spec can point the proxy elsewhere.
   backend = { host = os.getenv("BACKEND_HOST") or "127.0.0.1", port = tonumber(os.getenv("BACKEND_PORT")) or 8007 },
-  options = { autoRead = false, autoBackpressure = false },
+  options = { autoRead = false, autoBackpressure = false, allowHalfClosure = true },
 }
 
--- Close ch after everything written to it so far has reached the kernel.
-local function close_on_flush(ch)
+-- Close ch after everything written to it so far has reached the kernel. A
+-- channel whose output was shut down (a relayed FIN) is left alone: its FIN
+-- follows the last byte, and it closes when its peer's FIN arrives.
+local function close_on_flush(ch, output_shut)
+  if output_shut then return end
   if ch:isActive() then
     ch:writeAndFlush("", function() ch:close() end)
   else
@@ -43,7 +50,18 @@ function Backend:channelWritabilityChanged(ctx)
   self.inbound:config():setAutoRead(ctx.channel:isWritable())
 end
 
-function Backend:channelInactive() close_on_flush(self.inbound) end
+-- The backend sent its FIN: pass it on to the client after the bytes before it.
+function Backend:userEventTriggered(ctx, evt)
+  if evt.kind ~= "inputShutdown" then return end
+  if self.inbound:isActive() then
+    self.inbound:shutdownOutput()
+    self.relayed = true
+  else
+    ctx:close()
+  end
+end
+
+function Backend:channelInactive() close_on_flush(self.inbound, self.relayed) end
 
 function Backend:exceptionCaught(ctx, err)
   lupine.log("info", "proxy: backend", ctx.channel, tostring(err))
@@ -59,8 +77,11 @@ function Frontend:channelActive(ctx)
   local target = app.backend
   local connecting = lupine.connect {
     host = target.host, port = target.port, timeout = 5,
-    options = { autoBackpressure = false },
-    init = function(out) out.pipeline:addLast("backend", setmetatable({ inbound = inbound }, Backend)) end,
+    options = { autoBackpressure = false, allowHalfClosure = true },
+    init = function(out)
+      self.backend = setmetatable({ inbound = inbound }, Backend)
+      out.pipeline:addLast("backend", self.backend)
+    end,
   }
   connecting:addListener(function(f)
     if not f:isSuccess() then
@@ -86,8 +107,19 @@ function Frontend:channelWritabilityChanged(ctx)
   if self.outbound then self.outbound:config():setAutoRead(ctx.channel:isWritable()) end
 end
 
+-- The client sent its FIN: pass it on to the backend after the bytes before it.
+function Frontend:userEventTriggered(ctx, evt)
+  if evt.kind ~= "inputShutdown" then return end
+  if self.outbound and self.outbound:isActive() then
+    self.outbound:shutdownOutput()
+    self.relayed = true
+  else
+    ctx:close()
+  end
+end
+
 function Frontend:channelInactive()
-  if self.outbound then close_on_flush(self.outbound) end
+  if self.outbound then close_on_flush(self.outbound, self.relayed) end
 end
 
 function Frontend:exceptionCaught(ctx, err)

@@ -57,7 +57,7 @@ describe("lupine.Channel", function()
     assert.has_error(function() lupine.server { port = 0, init = print, options = { tcpNodelay = true } } end,
       "unknown channel option 'tcpNodelay' (known: tcpNoDelay, keepAlive, rcvBuf, sndBuf, autoRead, "
         .. "allowHalfClosure, autoBackpressure, closeOnException, maxMessagesPerRead, highWaterMark, "
-        .. "lowWaterMark, maxPendingBytes)")
+        .. "lowWaterMark, maxPendingBytes, drainTimeout)")
     assert.has_error(function() lupine.server { port = 0, init = print, options = { lowWaterMark = 10, highWaterMark = 5 } } end,
       "option 'lowWaterMark' (10) must not exceed 'highWaterMark' (5)")
     assert.has_error(function() lupine.server { port = 0 } end, "lupine.server: 'init' must be a function(ch)")

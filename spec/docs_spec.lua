@@ -228,6 +228,8 @@ describe("docs/reference.md", function()
     check("codec", ".", funcs(codec))
     check("handler", ".", funcs(handler))
     check("test", ".", funcs(test))
+    check("ws", ".", funcs(require "lupine.ws"))
+    check("tls", ".", funcs(require "lupine.tls"))
   end)
 
   it("names the channel's properties, and they exist", function()

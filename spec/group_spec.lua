@@ -141,7 +141,9 @@ describe("lupine.channelGroup", function()
     local ch = connect(3)
     local g = lupine.channelGroup("room")
     for _, c in ipairs(ch) do g:add(c) end
+    -- ch[2] holds a write already as large as its cap: the next one is refused
     ch[2]:config():setOption("maxPendingBytes", 4)
+    ch[2]:write("")
     local caught = {}
     ch[2].pipeline:addLast("catch", { exceptionCaught = function(_, _, e) caught[#caught + 1] = e end })
     local f = done(g:writeAndFlush("more than four bytes\n"))

@@ -6,7 +6,21 @@ local test = require "lupine.test"
 describe("line chat (examples/line_chat.lua)", function()
   local server
   before_each(function() server = test.server(dofile("examples/line_chat.lua")) end)
-  after_each(function() server:close() end)
+  -- Each dofile subscribed its own room to the topic: before the next test,
+  -- every server channel closes and what they broadcast ("* x left") is
+  -- delivered (a last message of ours comes after it: one sender, in order),
+  -- then the room unsubscribes.
+  after_each(function()
+    server:close()
+    local loop = lupine.loop()
+    loop:runUntil(function() return loop:channelCount() == 0 end, 5, "the channels to close")
+    local drained = false
+    local function last(msg) if msg.last then drained = true end end
+    lupine.subscribe("line_chat", last)
+    lupine.broadcast("line_chat", { last = true, text = "" })
+    loop:runUntil(function() return drained end, 5, "the broadcasts to be delivered")
+    lupine.unsubscribe("line_chat")
+  end)
 
   local function join()
     local c = test.client(server.port)
@@ -78,8 +92,10 @@ describe("line chat (examples/line_chat.lua)", function()
     local c, nc = join()
     assert.equal("* " .. nc .. " joined", a:receiveLine())
     assert.equal("* " .. nc .. " joined", b:receiveLine())
-    -- b's server side takes no more bytes: the next broadcast fails there (WriteBufferFull)
+    -- b's server side takes no more bytes: it holds a write (unflushed, empty) that already
+    -- costs more than its cap, so the next broadcast fails there (WriteBufferFull)
     accepted[2]:config():setOption("maxPendingBytes", 1)
+    accepted[2]:write("")
     a:send("hello\n")
     assert.equal("<" .. na .. "> hello", c:receiveLine())
     assert.equal("", b:receiveAll()) -- closed, without the line
@@ -98,5 +114,42 @@ describe("line chat (examples/line_chat.lua)", function()
     assert.equal("<" .. na .. "> after", b:receiveLine())
     a:close()
     b:close()
+  end)
+
+  describe("under the launcher with 2 workers", function()
+    local proc = require "proc"
+    it("is one room across the workers, with guest numbers unique across them", function()
+      local p = proc.start("-w 2 -p 0 examples/line_chat.lua")
+      local port = p:port()
+      local clients, nicks = {}, {}
+      for i = 1, 4 do -- round robin: two on each worker
+        local c = test.client(port)
+        nicks[i] = c:expect("^%* welcome, you are (guest%d+) %(/nick NAME, /quit%)\n")
+        -- A join reaches the other worker a moment later: a client that
+        -- connected meanwhile may hear of an earlier one too. Skip those.
+        for j = 1, i - 1 do
+          local line
+          for _ = 1, 4 do
+            line = clients[j]:receiveLine()
+            if not line:match("^%* guest%d+ joined$") or line == "* " .. nicks[i] .. " joined" then break end
+          end
+          assert.equal("* " .. nicks[i] .. " joined", line)
+        end
+        clients[i] = c
+      end
+      local seen = {}
+      for _, n in ipairs(nicks) do seen[n] = true end
+      assert.same({ guest1 = true, guest2 = true, guest3 = true, guest4 = true }, seen)
+      for i = 1, 20 do clients[1]:send("line " .. i .. "\n") end
+      for j = 2, 4 do
+        for i = 1, 20 do assert.equal("<" .. nicks[1] .. "> line " .. i, clients[j]:receiveLine()) end
+      end
+      clients[2]:send("/quit\n")
+      assert.equal("* bye", clients[2]:receiveLine())
+      for _, j in ipairs { 1, 3, 4 } do assert.equal("* " .. nicks[2] .. " left", clients[j]:receiveLine()) end
+      assert.equal("", clients[1].inbox)
+      for _, c in ipairs(clients) do c:close() end
+      p:cleanup()
+    end)
   end)
 end)

@@ -21,6 +21,8 @@ struct lp_mem {
   _Alignas(16) uint8_t bytes[];
 };
 
+_Static_assert(sizeof(lp_mem) == LP_BUF_BLOCK_HEADER, "LP_BUF_BLOCK_HEADER is the size of lp_mem");
+
 struct lp_pool {
   lp_mem *free[LP_POOL_CLASSES];
   uint32_t nfree[LP_POOL_CLASSES];
@@ -49,6 +51,19 @@ static void pool_drain(lp_pool *p) {
   }
   p->nfree_bufs = 0;
   p->cached_bytes = 0;
+}
+
+void lp_pool_trim(lp_pool *p, size_t keep) {
+  if (!p) return;
+  for (int c = LP_POOL_CLASSES - 1; c >= 0 && p->cached_bytes > keep; c--) {
+    while (p->free[c] && p->cached_bytes > keep) {
+      lp_mem *m = p->free[c];
+      p->free[c] = m->next;
+      p->nfree[c]--;
+      p->cached_bytes -= m->cap;
+      free(m);
+    }
+  }
 }
 
 void lp_pool_free(lp_pool *p) {

@@ -38,6 +38,8 @@ struct lp_buf {
 
 lp_pool *lp_pool_new(void);
 void lp_pool_free(lp_pool *pool);
+// Free cached storage blocks (largest classes first) until at most keep bytes stay cached.
+void lp_pool_trim(lp_pool *pool, size_t keep);
 // Bytes of storage blocks cached for reuse, for tests and stats.
 size_t lp_pool_cached_bytes(const lp_pool *pool);
 // Blocks and buffer structs taken from the pool and not yet given back.
@@ -50,7 +52,17 @@ lp_buf *lp_buf_copy(lp_buf *b, size_t index, size_t len);        // new storage
 static inline lp_buf *lp_buf_ref(lp_buf *b) { b->refs++; return b; }
 void lp_buf_unref(lp_buf *b);
 
+#define LP_BUF_BLOCK_HEADER 32 // bytes in front of a storage block (checked in buffer.c)
+
 static inline size_t lp_buf_readable(const lp_buf *b) { return b->wr - b->rd; }
+// Memory b keeps alive besides its readable bytes: its struct and, unless it
+// is a slice, the rest of its storage block (which it keeps alive). A slice
+// counts only its readable bytes of the storage it shares.
+static inline size_t lp_buf_overhead(const lp_buf *b) {
+  size_t n = sizeof *b;
+  if (!(b->flags & LP_BUF_SLICE)) n += LP_BUF_BLOCK_HEADER + b->cap - lp_buf_readable(b);
+  return n;
+}
 static inline size_t lp_buf_writable(const lp_buf *b) { return b->cap - b->wr; }
 static inline uint8_t *lp_buf_rptr(const lp_buf *b) { return b->data + b->rd; }
 static inline uint8_t *lp_buf_wptr(const lp_buf *b) { return b->data + b->wr; }

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #define ALLOC_START_IDX 5  // 2 KiB
+#define TRIM_AFTER_PEAK (1u << 20) // an outbound buffer that held this much gives memory back once empty
 #define ALLOC_MAX_IDX (LP_POOL_MAX_SHIFT - LP_POOL_MIN_SHIFT)
 
 static atomic_uint_fast64_t next_channel_id = 1;
@@ -35,6 +36,9 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents);
 static void teardown(lp_task *t, lp_loop *loop);
 static void drain_input(lp_channel *ch);
 static void drain_progress(lp_channel *ch);
+static void close_after_flush(lp_channel *ch);
+static void drain_stop(lp_channel *ch);
+static void trim_after_peak(lp_channel *ch);
 
 void lp_channel_config_default(lp_channel_config *c) {
   memset(c, 0, sizeof *c);
@@ -46,26 +50,33 @@ void lp_channel_config_default(lp_channel_config *c) {
   c->high_water = 64 * 1024;
   c->low_water = 32 * 1024;
   c->max_pending = 16u * 1024 * 1024;
+  c->drain_timeout = 30.;
 }
 
-lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int fd, const lp_channel_config *cfg) {
+// The loop's entry cache goes with the loop (an lp_loop_on_free hook).
+static void drain_out_cache(lp_loop *loop) { lp_out_cache_drain(&loop->out_cache); }
+
+lp_channel *lp_channel_new(lp_loop *loop, const lp_transport *transport, int fd, const lp_channel_config *cfg) {
+  // Channels still open when their loop is freed close with it; their entries
+  // go back to the loop's cache, drained after that.
+  if (lp_loop_on_free(loop, LP_LOOP_CLOSING, lp_channel_close_all) || lp_loop_on_free(loop, LP_LOOP_GONE, drain_out_cache))
+    return NULL;
   lp_channel *ch = calloc(1, sizeof *ch);
   if (!ch) return NULL;
   ch->loop = loop;
-  ch->unsafe = unsafe;
+  ch->transport = transport;
   ch->id = atomic_fetch_add(&next_channel_id, 1);
   ch->fd = fd;
   ch->refs = 1;
   ch->alloc_idx = ALLOC_START_IDX;
-  ch->host_ref = ch->host_attr = -1;
-  ch->worker = loop->id;
+  ch->host_ref = -1;
   if (cfg) ch->config = *cfg;
   else lp_channel_config_default(&ch->config);
   lp_outbound_init(&ch->out, &loop->out_cache);
   lp_pipeline_init(&ch->pipeline, ch);
   lp_list_init(&ch->link);
-  ev_io_init(&ch->rio, on_readable, fd, EV_READ);
-  ev_io_init(&ch->wio, on_writable, fd, EV_WRITE);
+  ev_io_init(&ch->read_watcher, on_readable, fd, EV_READ);
+  ev_io_init(&ch->write_watcher, on_writable, fd, EV_WRITE);
   if (fd >= 0) {
     ch->flags |= LP_CH_CONNECTED;
     lp_sock_local(fd, &ch->local);
@@ -76,8 +87,9 @@ lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int f
 
 void lp_channel_unref(lp_channel *ch) {
   if (--ch->refs) return;
-  if (ch->unsafe->free) ch->unsafe->free(ch);
+  if (ch->transport->free) ch->transport->free(ch);
   if (ch->close_future) lp_future_unref(ch->close_future);
+  drain_stop(ch);
   if (ch->fd >= 0) close(ch->fd); // never registered
   free(ch);
 }
@@ -125,22 +137,22 @@ void lp_channel_update_reading(lp_channel *ch) {
   uint32_t f = ch->flags;
   bool want = false;
   if ((f & (LP_CH_ACTIVE | LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) == LP_CH_ACTIVE && ch->fd >= 0) {
-    bool backpressured = ch->config.auto_backpressure && (f & LP_CH_UNWRITABLE);
+    bool backpressured = ch->config.auto_backpressure && (f & (LP_CH_UNWRITABLE | LP_CH_INPUT_HELD));
     want = (f & LP_CH_READ_PENDING) || (ch->config.auto_read && !backpressured);
     if (f & LP_CH_DRAINING) want = true; // input is discarded until the peer closes
   }
-  if (want && !ev_is_active(&ch->rio)) ev_io_start(ch->loop->ev, &ch->rio);
-  else if (!want && ev_is_active(&ch->rio)) ev_io_stop(ch->loop->ev, &ch->rio);
+  if (want && !ev_is_active(&ch->read_watcher)) ev_io_start(ch->loop->ev, &ch->read_watcher);
+  else if (!want && ev_is_active(&ch->read_watcher)) ev_io_stop(ch->loop->ev, &ch->read_watcher);
 }
 
 static void input_eof(lp_channel *ch) {
   if (!ch->config.allow_half_closure || (ch->flags & LP_CH_OUTPUT_SHUTDOWN)) {
-    lp_channel_close_now(ch);
+    close_after_flush(ch); // a FIN never discards what was written to the peer
     return;
   }
   ch->flags |= LP_CH_INPUT_SHUTDOWN;
   lp_channel_update_reading(ch);
-  static const lp_event_info ev = {"inputShutdown", NULL, -1};
+  static const lp_event_info ev = {"inputShutdown", NULL, -1, NULL, 0};
   lp_msg m = lp_msg_event(&ev);
   lp_channel_fire(ch, LP_EV_USER_EVENT, &m);
 }
@@ -159,7 +171,8 @@ static void read_loop(lp_channel *ch) {
     uint32_t f = ch->flags;
     if (f & (LP_CH_CLOSED | LP_CH_INPUT_SHUTDOWN)) break;
     if (f & LP_CH_READ_PENDING) ch->flags &= ~(uint32_t)LP_CH_READ_PENDING;
-    else if (!ch->config.auto_read || (ch->config.auto_backpressure && (f & LP_CH_UNWRITABLE))) break;
+    else if (!ch->config.auto_read || (ch->config.auto_backpressure && (f & (LP_CH_UNWRITABLE | LP_CH_INPUT_HELD))))
+      break;
     lp_buf *b = lp_buf_new(pool, (size_t)1 << (LP_POOL_MIN_SHIFT + ch->alloc_idx));
     if (!b) {
       err = ENOMEM;
@@ -214,7 +227,7 @@ static void read_loop(lp_channel *ch) {
 
 static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
-  lp_channel *ch = lp_container_of(w, lp_channel, rio);
+  lp_channel *ch = lp_container_of(w, lp_channel, read_watcher);
   if (LP_UNLIKELY(ch->flags & LP_CH_DRAINING)) drain_input(ch);
   else read_loop(ch);
 }
@@ -223,9 +236,15 @@ static void on_readable(struct ev_loop *ev, ev_io *w, int revents) {
 
 void lp_channel_update_writability(lp_channel *ch) {
   bool unwritable = ch->flags & LP_CH_UNWRITABLE;
-  if (!unwritable && ch->out.pending > ch->config.high_water) ch->flags |= LP_CH_UNWRITABLE;
-  else if (unwritable && ch->out.pending <= ch->config.low_water) ch->flags &= ~(uint32_t)LP_CH_UNWRITABLE;
-  else return;
+  if (!unwritable && ch->out.pending > ch->config.high_water) {
+    ch->flags |= LP_CH_UNWRITABLE;
+  } else if (unwritable && ch->out.pending <= ch->config.low_water) {
+    ch->flags &= ~(uint32_t)LP_CH_UNWRITABLE;
+    trim_after_peak(ch);
+  } else {
+    if (unwritable && ch->out.pending > ch->out.peak) ch->out.peak = ch->out.pending;
+    return;
+  }
   if (ch->flags & LP_CH_CLOSED) return;
   lp_channel_fire(ch, LP_EV_WRITABILITY, NULL);
   if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
@@ -272,6 +291,13 @@ static void fail_closed(lp_channel *ch, lp_future *promise) {
 
 static void do_flush(lp_channel *ch);
 
+// The outbound buffer let go of megabytes (writable again, or closed): that
+// memory is free now but still in the process (see lp_loop_trim_soon).
+static void trim_after_peak(lp_channel *ch) {
+  if (LP_UNLIKELY(ch->out.peak >= TRIM_AFTER_PEAK)) lp_loop_trim_soon(ch->loop);
+  ch->out.peak = 0;
+}
+
 static void finish_shutdown_output(lp_channel *ch) {
   if (ch->fd >= 0 && shutdown(ch->fd, SHUT_WR) < 0 && errno != ENOTCONN)
     lp_log(LP_LOG_DEBUG, ch->id, "shutdown(SHUT_WR): %s", strerror(errno));
@@ -293,8 +319,8 @@ static void do_flush(lp_channel *ch) {
     if (would_block) break;
   }
   bool more = lp_outbound_has_flushed(&ch->out);
-  if (more && !ev_is_active(&ch->wio)) ev_io_start(ch->loop->ev, &ch->wio);
-  else if (!more && ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+  if (more && !ev_is_active(&ch->write_watcher)) ev_io_start(ch->loop->ev, &ch->write_watcher);
+  else if (!more && ev_is_active(&ch->write_watcher)) ev_io_stop(ch->loop->ev, &ch->write_watcher);
   if (!more && (ch->flags & LP_CH_OUTPUT_SHUTDOWN) && !ch->out.head) finish_shutdown_output(ch);
   if (!(ch->flags & LP_CH_CLOSED)) lp_channel_update_writability(ch);
   if (!more && (ch->flags & LP_CH_DRAINING)) drain_progress(ch);
@@ -324,7 +350,6 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
     lp_channel_fail_promise(ch, promise, &e);
     return;
   }
-  size_t len = b.buf ? lp_buf_readable(b.buf) : b.len;
   // Once a write could not be queued, none after it is: the peer sees a
   // prefix of what was written, never a stream with a hole in it.
   if (ch->flags & LP_CH_OUTPUT_FAILED) {
@@ -334,11 +359,15 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
     lp_channel_fail_promise(ch, promise, &e);
     return;
   }
-  if (len > ch->config.max_pending || ch->out.pending > ch->config.max_pending - len) {
+  // The cap stops growth: a write is refused once what is pending has reached
+  // it. The write that crosses it is taken whole, so that one message larger
+  // than the cap (a big reply, already in memory) still goes out; memory
+  // stays within maxPendingBytes plus one message.
+  if (ch->out.pending >= ch->config.max_pending) {
     lp_error_named(&e, LP_EWRITEFULL, "%zu bytes pending on channel #%llu, limit %zu (maxPendingBytes)",
-                   ch->out.pending + len, (unsigned long long)ch->id, ch->config.max_pending);
+                   ch->out.pending, (unsigned long long)ch->id, ch->config.max_pending);
     e.limit = (long long)ch->config.max_pending;
-    e.length = (long long)(ch->out.pending + len);
+    e.length = (long long)(ch->out.pending + lp_outbound_cost(&b));
     ch->flags |= LP_CH_OUTPUT_FAILED;
     lp_bytes_release(&b);
     lp_channel_fail_promise(ch, promise, &e);
@@ -355,7 +384,7 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
 
 static void sock_flush(lp_channel *ch) {
   lp_outbound_add_flush(&ch->out);
-  if ((ch->flags & (LP_CH_CLOSED | LP_CH_CONNECTING)) || ch->fd < 0 || ev_is_active(&ch->wio)) return;
+  if ((ch->flags & (LP_CH_CLOSED | LP_CH_CONNECTING)) || ch->fd < 0 || ev_is_active(&ch->write_watcher)) return;
   if (!(ch->flags & LP_CH_ACTIVE)) return; // written when the connection is up
   do_flush(ch);
 }
@@ -372,7 +401,7 @@ static void sock_close(lp_channel *ch, lp_future *promise) {
 
 static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
-  lp_channel *ch = lp_container_of(w, lp_channel, wio);
+  lp_channel *ch = lp_container_of(w, lp_channel, write_watcher);
   lp_channel_ref(ch);
   if (ch->flags & LP_CH_CONNECTING) lp_connect_writable(ch);
   else do_flush(ch);
@@ -381,7 +410,7 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
 
 void lp_channel_flush_now(lp_channel *ch) { do_flush(ch); }
 
-const lp_channel_unsafe lp_socket_unsafe = {
+const lp_transport lp_socket_transport = {
     "socket", sock_write, sock_flush, sock_read, sock_close, lp_connect_op, lp_connect_free, NULL,
 };
 
@@ -400,9 +429,10 @@ void lp_channel_close_now(lp_channel *ch) {
   ch->flags |= LP_CH_CLOSED;
   ch->flags &= ~(uint32_t)LP_CH_ACTIVE;
   lp_channel_ref(ch);
-  if (ev_is_active(&ch->rio)) ev_io_stop(ch->loop->ev, &ch->rio);
-  if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
-  if (ch->unsafe == &lp_socket_unsafe) lp_connect_abort(ch);
+  if (ev_is_active(&ch->read_watcher)) ev_io_stop(ch->loop->ev, &ch->read_watcher);
+  if (ev_is_active(&ch->write_watcher)) ev_io_stop(ch->loop->ev, &ch->write_watcher);
+  if (ch->transport == &lp_socket_transport) lp_connect_abort(ch);
+  drain_stop(ch);
   if (ch->fd >= 0) {
     close(ch->fd);
     ch->fd = -1;
@@ -410,6 +440,7 @@ void lp_channel_close_now(lp_channel *ch) {
   lp_error e;
   lp_error_named(&e, LP_ECLOSED, "channel #%llu closed before the write completed", (unsigned long long)ch->id);
   lp_outbound_fail(&ch->out, &e, false, true);
+  trim_after_peak(ch);
   if (ch->close_future) lp_future_succeed(ch->close_future);
   ch->teardown.run = teardown;
   lp_loop_defer(ch->loop, &ch->teardown);
@@ -429,7 +460,7 @@ static void teardown(lp_task *t, lp_loop *loop) {
   ch->flags |= LP_CH_TORN_DOWN;
   if (!lp_list_empty(&ch->link)) {
     lp_list_remove(&ch->link);
-    if (!(ch->flags & LP_CH_UNCOUNTED)) loop->nchannels--;
+    if (!(ch->flags & LP_CH_UNCOUNTED) && --loop->nchannels == 0) lp_loop_trim_soon(loop); // the pool's cache too
   }
   if (loop->host_ops && loop->host_ops->channel_teardown) loop->host_ops->channel_teardown(ch);
   lp_channel_unref(ch); // the loop's reference
@@ -446,8 +477,8 @@ void lp_channel_close_all(lp_loop *loop) {
 
 // ---- entry points ----------------------------------------------------------
 
-void lp_channel_unsafe_op(lp_channel *ch, int op, lp_msg *m, lp_future *promise) {
-  const lp_channel_unsafe *u = ch->unsafe;
+void lp_channel_head_op(lp_channel *ch, int op, lp_msg *m, lp_future *promise) {
+  const lp_transport *u = ch->transport;
   switch (op) {
   case LP_OP_WRITE: u->write(ch, m, promise); break;
   case LP_OP_FLUSH: u->flush(ch); break;
@@ -509,7 +540,7 @@ int lp_channel_shutdown_output(lp_channel *ch, lp_future *promise) {
     // What was written before goes out first; the FIN follows the last byte.
     lp_outbound_add_flush(&ch->out);
     if (!ch->out.head) finish_shutdown_output(ch);
-    else if (!ev_is_active(&ch->wio) && (ch->flags & LP_CH_ACTIVE)) do_flush(ch);
+    else if (!ev_is_active(&ch->write_watcher) && (ch->flags & LP_CH_ACTIVE)) do_flush(ch);
   }
   if (promise) lp_future_succeed(promise);
   return 0;
@@ -534,7 +565,7 @@ int lp_channel_set_water_marks(lp_channel *ch, size_t low, size_t high) {
 void lp_channel_close_gracefully(lp_channel *ch) {
   if (ch->flags & (LP_CH_CLOSED | LP_CH_DRAINING)) return;
   if ((ch->flags & (LP_CH_ACTIVE | LP_CH_CONNECTING)) != LP_CH_ACTIVE || ch->fd < 0 ||
-      ch->unsafe != &lp_socket_unsafe) {
+      ch->transport != &lp_socket_transport) {
     lp_channel_close_now(ch);
     return;
   }
@@ -542,7 +573,7 @@ void lp_channel_close_gracefully(lp_channel *ch) {
   lp_channel_ref(ch);
   lp_channel_update_reading(ch);
   lp_outbound_add_flush(&ch->out);
-  if (!ev_is_active(&ch->wio)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
+  if (!ev_is_active(&ch->write_watcher)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
   lp_channel_unref(ch);
 }
 
@@ -557,6 +588,56 @@ static void drain_progress(lp_channel *ch) {
     }
   }
   if (ch->flags & LP_CH_INPUT_SHUTDOWN) lp_channel_close_now(ch);
+}
+
+// ---- closing after the peer's EOF ----------------------------------------------------
+// Without allowHalfClosure (or with the output already shut down) the peer's
+// FIN ends the channel, but only once what it was given has gone out: input
+// is off (nothing more can come), everything written is flushed, the FIN
+// follows the last byte (drain_progress) and the channel closes. drainTimeout
+// bounds the wait for a peer that never reads; what it cuts off is logged.
+
+struct lp_drain {
+  ev_timer timer;
+  lp_channel *ch; // not a reference: the channel stops and frees this when it closes
+};
+
+static void drain_stop(lp_channel *ch) {
+  if (!ch->drain) return;
+  ev_timer_stop(ch->loop->ev, &ch->drain->timer);
+  free(ch->drain);
+  ch->drain = NULL;
+}
+
+static void on_drain_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  lp_channel *ch = lp_container_of(w, struct lp_drain, timer)->ch;
+  size_t unsent = lp_outbound_payload(&ch->out);
+  lp_log(LP_LOG_WARN, ch->id, "closing with %zu bytes unsent: the peer did not read them within %g s (drainTimeout)",
+         unsent, ch->config.drain_timeout);
+  lp_channel_close_now(ch); // frees ch->drain (and w)
+}
+
+static void close_after_flush(lp_channel *ch) {
+  ch->flags |= LP_CH_INPUT_SHUTDOWN;
+  lp_outbound_add_flush(&ch->out);
+  if (!ch->out.head || (ch->flags & LP_CH_DRAINING) || ch->fd < 0) {
+    lp_channel_close_now(ch); // nothing left to write (a shutdown drain sees the FIN in drain_input)
+    return;
+  }
+  ch->flags |= LP_CH_DRAINING;
+  lp_channel_update_reading(ch); // off: the input has ended
+  if (ch->config.drain_timeout > 0) {
+    ch->drain = malloc(sizeof *ch->drain);
+    if (!ch->drain) {
+      lp_channel_close_now(ch);
+      return;
+    }
+    ch->drain->ch = ch;
+    ev_timer_init(&ch->drain->timer, on_drain_timeout, ch->config.drain_timeout, 0.);
+    ev_timer_start(ch->loop->ev, &ch->drain->timer);
+  }
+  if (!ev_is_active(&ch->write_watcher)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
 }
 
 static void drain_input(lp_channel *ch) {
@@ -581,8 +662,8 @@ static void drain_input(lp_channel *ch) {
 
 void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
   char l[64], r[64];
-  if (ch->unsafe != &lp_socket_unsafe) {
-    snprintf(out, outlen, "%s", ch->unsafe->kind);
+  if (ch->transport != &lp_socket_transport) {
+    snprintf(out, outlen, "%s", ch->transport->kind);
     return;
   }
   lp_addr_format(&ch->local, l, sizeof l);

@@ -27,6 +27,7 @@ typedef struct lp_channel_config {
   uint32_t max_messages_per_read; // default 16
   size_t high_water, low_water;   // default 64 KiB / 32 KiB
   size_t max_pending;      // default 16 MiB: writes past it fail (WriteBufferFull)
+  double drain_timeout;    // default 30 s: after the peer's EOF, time to write out what is queued; 0: no limit
 } lp_channel_config;
 
 void lp_channel_config_default(lp_channel_config *c);
@@ -46,10 +47,13 @@ enum {
   LP_CH_CONNECTED = 1 << 11,   // the fd is a connected socket
   LP_CH_UNCOUNTED = 1 << 12,   // listed on its loop (closed with it) but not in nchannels: embedded channels
   LP_CH_OUTPUT_FAILED = 1 << 13, // a write failed to queue (maxPendingBytes, ENOMEM): no later one is taken
+  LP_CH_INPUT_HELD = 1 << 14,  // input_holds > 0: a decoder paused by autoBackpressure holds bytes, no reading
+  LP_CH_DRAINING = 1 << 15,    // closing gracefully: input read and dropped, output flushed (lp_channel_close_gracefully)
 };
 
-// What the head does for each outbound op: socket I/O, or an embedded queue.
-typedef struct lp_channel_unsafe {
+// A transport: what the head does for each outbound op (Netty's Channel.Unsafe):
+// socket I/O, or an embedded channel's queues.
+typedef struct lp_transport {
   const char *kind;
   void (*write)(lp_channel *ch, lp_msg *m, lp_future *promise);
   void (*flush)(lp_channel *ch);
@@ -61,20 +65,20 @@ typedef struct lp_channel_unsafe {
   // unhandled exception). Returns true when it took the event (an embedded
   // channel queues it); false lets the tail do what it does for sockets.
   bool (*tail)(lp_channel *ch, int ev, lp_msg *m);
-} lp_channel_unsafe;
+} lp_transport;
 
-extern const lp_channel_unsafe lp_socket_unsafe;
+extern const lp_transport lp_socket_transport;
 
 struct lp_channel {
   lp_loop *loop;
-  const lp_channel_unsafe *unsafe;
+  const lp_transport *transport;
   uint64_t id;
   int fd;
   uint32_t refs;
   uint32_t flags;
   uint8_t alloc_idx;      // adaptive receive size: 1 << (LP_POOL_MIN_SHIFT + alloc_idx)
   uint8_t shrink_votes;
-  ev_io rio, wio;
+  ev_io read_watcher, write_watcher; // EV_READ and EV_WRITE on fd
   lp_outbound out;
   lp_pipeline pipeline;
   lp_future *close_future; // created on first request or at close
@@ -82,14 +86,14 @@ struct lp_channel {
   lp_channel_config config;
   lp_list link;            // in loop->channels while open
   lp_task teardown;
-  void *kind_state;        // unsafe-specific (connect state, embedded queue)
+  void *kind_state;        // the transport's own (connect state, embedded queue)
   int host_ref;            // host's strong reference to its handle, -1 none
-  int host_attr;           // host's attribute table reference, -1 none
-  int worker;              // worker id of the loop (for the host)
+  struct lp_drain *drain;  // the drainTimeout timer while closing after the peer's EOF, else NULL (owned)
+  uint32_t input_holds;    // decoders paused by autoBackpressure with bytes left (LP_CH_INPUT_HELD while > 0)
 };
 
 // A channel over fd (-1 for none), not yet registered. NULL on ENOMEM.
-lp_channel *lp_channel_new(lp_loop *loop, const lp_channel_unsafe *unsafe, int fd, const lp_channel_config *cfg);
+lp_channel *lp_channel_new(lp_loop *loop, const lp_transport *transport, int fd, const lp_channel_config *cfg);
 static inline lp_channel *lp_channel_ref(lp_channel *ch) { ch->refs++; return ch; }
 void lp_channel_unref(lp_channel *ch);
 // Apply socket options from the config to the fd (0 or -errno).
@@ -105,7 +109,7 @@ void lp_channel_write(lp_channel *ch, lp_msg *m, lp_future *promise);
 void lp_channel_flush(lp_channel *ch);
 void lp_channel_read(lp_channel *ch);
 void lp_channel_close(lp_channel *ch, lp_future *promise);
-// Immediate close below the pipeline (errors, shutdown). cause may be NULL.
+// Immediate close below the pipeline (errors, shutdown): pending writes fail with ClosedChannel.
 void lp_channel_close_now(lp_channel *ch);
 void lp_channel_close_all(lp_loop *loop);
 // Stop or resume reading (autoRead at run time).
@@ -135,8 +139,8 @@ void lp_channel_flush_now(lp_channel *ch);
 // Fire an inbound event from the head, bracketing pipeline depth.
 void lp_channel_fire(lp_channel *ch, int ev, lp_msg *m);
 
-// Low level: the head's entry point for outbound ops.
-void lp_channel_unsafe_op(lp_channel *ch, int op, lp_msg *m, lp_future *promise);
+// Low level: the head's entry point for outbound ops (calls the transport).
+void lp_channel_head_op(lp_channel *ch, int op, lp_msg *m, lp_future *promise);
 // Recompute read interest after autoRead, backpressure or a read() demand.
 void lp_channel_update_reading(lp_channel *ch);
 // Writability from pending bytes; fires channelWritabilityChanged on a change.
@@ -148,11 +152,15 @@ void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen);
 void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen);
 void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, size_t outlen);
 
+// The peer's EOF without allowHalfClosure (or after shutdownOutput) does not
+// drop what was written: input stops, everything written is flushed, the FIN
+// follows the last byte and the channel closes, or closes at drainTimeout with
+// the rest unsent (logged). Both use LP_CH_DRAINING with the machinery below.
+//
 // Graceful close, for shutdown: input is read and dropped (no more events),
 // everything written is flushed, a FIN follows the last byte, and the channel
 // closes when the peer closes its side. Not bounded in time: the caller's
 // deadline closes what is left. A channel that is not connected closes now.
-enum { LP_CH_DRAINING = 1 << 16 };
 void lp_channel_close_gracefully(lp_channel *ch);
 
 #endif

@@ -15,6 +15,12 @@
 //   the read() call) instead of reading the socket; a read that brought no
 //   whole message reads on at channelReadComplete. When autoRead is switched
 //   on again (a read() through the pipeline), everything held goes out.
+// - autoBackpressure: while the channel cannot write, decoding stops (the
+//   bytes wait in the cumulation), as reading does: one read of 64 KiB of
+//   newlines must not become 64K replies queued at once. Writable again,
+//   decoding resumes in a task, followed by channelReadComplete. Until the
+//   bytes held are decoded the channel does not read (ch->input_holds), or
+//   the cumulation would grow by a read each time the channel is writable.
 // - channelInactive / inputShutdown: one last call (decodeLast), then fire
 //   everything held and drop the bytes nobody could decode.
 // - Removed or replaced: messages held and the cumulation go to the next
@@ -40,6 +46,30 @@ static inline lp_loop *loop_of(const lp_decoder *d) { return lp_ctx_channel(d->c
 static inline bool holding(const lp_decoder *d) { return !d->ctx->removed && !lp_ctx_channel(d->ctx)->config.auto_read; }
 
 static void handover(lp_decoder *d);
+
+// The channel cannot write and wants its input paused (autoBackpressure).
+static inline bool backpressured(const lp_decoder *d) {
+  const lp_channel *ch = lp_ctx_channel(d->ctx);
+  return ch->config.auto_backpressure && (ch->flags & (LP_CH_UNWRITABLE | LP_CH_CLOSED)) == LP_CH_UNWRITABLE;
+}
+
+// Paused with bytes left: the channel reads nothing more until they are decoded.
+static void hold_input(lp_decoder *d) {
+  if (d->holds_input) return;
+  d->holds_input = true;
+  lp_channel *ch = lp_ctx_channel(d->ctx);
+  ch->input_holds++;
+  ch->flags |= LP_CH_INPUT_HELD;
+}
+
+static void release_input(lp_decoder *d) {
+  if (!d->holds_input) return;
+  d->holds_input = false;
+  lp_channel *ch = lp_ctx_channel(d->ctx);
+  if (--ch->input_holds) return;
+  ch->flags &= ~(uint32_t)LP_CH_INPUT_HELD;
+  if (!(ch->flags & LP_CH_IN_READ)) lp_channel_update_reading(ch);
+}
 
 static void enter(lp_decoder *d) { d->decoding++; }
 static void leave(lp_decoder *d) {
@@ -136,10 +166,16 @@ static uint32_t call_decode(lp_decoder *d, bool last) {
   lp_ctx *ctx = d->ctx;
   uint32_t fired = 0;
   enter(d);
+  d->paused = false;
   for (;;) {
     if (d->backlog) join_backlog(d);
     size_t before = d->cum ? lp_buf_readable(d->cum) : 0;
     if (before == 0 && !last) break;
+    if (!last && backpressured(d)) { // the rest waits for writability (resume_task)
+      d->paused = true;
+      hold_input(d);
+      break;
+    }
     if (d->max_cumulation && before > d->max_cumulation) {
       // A step that never consumes would let the cumulation grow without end.
       lp_error e;
@@ -181,6 +217,7 @@ static uint32_t call_decode(lp_decoder *d, bool last) {
     lp_buf_unref(d->cum);
     d->cum = NULL;
   }
+  if (!d->paused) release_input(d);
   leave(d);
   return fired;
 }
@@ -238,6 +275,8 @@ static bool input_closed(lp_decoder *d) {
 // Removed: what is held, then the bytes not decoded, go to the next handler.
 static void handover(lp_decoder *d) {
   d->handed_off = true;
+  d->paused = false;
+  release_input(d);
   lp_ctx *ctx = d->ctx;
   bool gone = ctx->pipeline->destroyed;
   d->decoding++;
@@ -285,6 +324,32 @@ static void deliver_task(lp_task *t, lp_loop *loop) {
   lp_channel_unref(ch);
 }
 
+static void resume_task(lp_task *t, lp_loop *loop) {
+  LP_UNUSED(loop);
+  lp_decoder *d = lp_container_of(t, lp_decoder, resume);
+  lp_ctx *ctx = d->ctx;
+  lp_channel *ch = lp_ctx_channel(ctx);
+  lp_pipeline *p = ctx->pipeline;
+  d->resume_queued = false;
+  if (d->paused && !ctx->removed && !p->destroyed && !d->decoding && !(ch->flags & LP_CH_CLOSED) && !backpressured(d)) {
+    d->paused = false;
+    lp_pipeline_enter(p);
+    if (call_decode(d, false) && !ctx->removed && !(ch->flags & LP_CH_CLOSED)) lp_ctx_fire(ctx, LP_EV_READ_COMPLETE, NULL);
+    lp_pipeline_leave(p);
+  }
+  lp_ctx_unref(ctx);
+  lp_channel_unref(ch);
+}
+
+static void schedule_resume(lp_decoder *d) {
+  if (d->resume_queued) return;
+  d->resume_queued = true;
+  d->ctx->refs++; // both stay alive until the task ran
+  lp_channel_ref(lp_ctx_channel(d->ctx));
+  d->resume.run = resume_task;
+  lp_loop_defer(loop_of(d), &d->resume);
+}
+
 static void schedule_delivery(lp_decoder *d) {
   if (d->task_queued) return;
   d->task_queued = true;
@@ -309,6 +374,9 @@ static void decoder_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
   case LP_EV_INACTIVE:
     if (input_closed(d) && !ctx->removed) lp_ctx_fire(ctx, LP_EV_READ_COMPLETE, NULL);
     break;
+  case LP_EV_WRITABILITY:
+    if (d->paused && !backpressured(d)) schedule_resume(d);
+    break;
   case LP_EV_USER_EVENT:
     if (m && m->kind == LP_MSG_EVENT && strcmp(m->u.event->kind, "inputShutdown") == 0 && input_closed(d) &&
         !ctx->removed)
@@ -321,7 +389,11 @@ static void decoder_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
 
 static void decoder_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
   lp_decoder *d = ctx->state;
-  if (op == LP_OP_READ && d->qlen > d->deliveries) {
+  if (op != LP_OP_READ) {
+    d->ops->outbound(d, op, m, promise); // only ops in op_mask reach here
+    return;
+  }
+  if (d->qlen > d->deliveries) {
     // A read() while messages are held is served from them, not from the socket.
     if (holding(d)) {
       d->deliveries++;
@@ -344,6 +416,8 @@ static void decoder_removed(lp_ctx *ctx) {
 
 static void decoder_free(lp_ctx *ctx) {
   lp_decoder *d = ctx->state;
+  if (d->holds_input && --lp_ctx_channel(ctx)->input_holds == 0) // the channel is closed: no reading to restart
+    lp_ctx_channel(ctx)->flags &= ~(uint32_t)LP_CH_INPUT_HELD;
   clear_queue(d, false); // host values are the implementation's to release
   free(d->q);
   if (d->cum) lp_buf_unref(d->cum);
@@ -356,7 +430,7 @@ static void decoder_free(lp_ctx *ctx) {
 static const lp_handler_ops decoder_handler_ops = {
     "decoder",
     LP_MASK(LP_EV_READ) | LP_MASK(LP_EV_READ_COMPLETE) | LP_MASK(LP_EV_INACTIVE) | LP_MASK(LP_EV_USER_EVENT) |
-        LP_MASK(LP_OP_READ),
+        LP_MASK(LP_EV_WRITABILITY) | LP_MASK(LP_OP_READ),
     NULL,
     decoder_removed,
     decoder_inbound,
@@ -371,7 +445,22 @@ lp_ctx *lp_decoder_ctx_new(lp_pipeline *p, const char *name, lp_decoder *d) {
     return NULL;
   }
   d->ctx = c;
+  if (d->ops->outbound) c->mask |= d->ops->op_mask & ~LP_MASK(LP_OP_READ);
   return c;
+}
+
+lp_buf *lp_decoder_take_bytes(lp_ctx *ctx) {
+  if (ctx->ops != &decoder_handler_ops) return NULL;
+  lp_decoder *d = ctx->state;
+  if (d->handed_off) return NULL;
+  if (d->backlog) join_backlog(d);
+  lp_buf *b = d->cum;
+  d->cum = NULL; // a decode loop on the stack sees no bytes left and stops
+  if (b && lp_buf_readable(b) == 0) {
+    lp_buf_unref(b);
+    b = NULL;
+  }
+  return b;
 }
 
 // ---- frame decoders as decoder steps ------------------------------------------------------------
@@ -401,7 +490,7 @@ static int frame_step(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
 
 static void frame_free(lp_decoder *d) { free(d); }
 
-static const lp_decoder_ops frame_ops = {frame_step, NULL, NULL, frame_free};
+static const lp_decoder_ops frame_ops = {frame_step, NULL, NULL, frame_free, NULL, 0};
 
 lp_ctx *lp_frame_decoder_ctx_new(lp_pipeline *p, const char *name, const lp_frame_config *cfg, bool as_string) {
   frame_decoder *fd = calloc(1, sizeof *fd);

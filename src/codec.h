@@ -112,6 +112,11 @@ typedef struct lp_decoder_ops {
   void (*fire_host)(lp_decoder *d);
   void (*drop_host)(lp_decoder *d);
   void (*free)(lp_decoder *d); // release what the implementation added (d itself too)
+  // Optional, for a codec that also encodes (WebSocket): the outbound
+  // operations in op_mask (LP_MASK bits, read() excepted) go to outbound,
+  // which passes them on with lp_ctx_op(d->ctx, ...) as it sees fit.
+  void (*outbound)(lp_decoder *d, int op, lp_msg *m, lp_future *promise);
+  uint32_t op_mask;
 } lp_decoder_ops;
 
 struct lp_decoder {
@@ -130,6 +135,10 @@ struct lp_decoder {
   uint32_t deliveries;    // read() demands to serve from held messages
   bool task_queued;
   lp_task task;           // serves deliveries later (never inside the read() call)
+  bool paused;            // stopped decoding while the channel was unwritable (autoBackpressure)
+  bool holds_input;       // counted in the channel's input_holds while paused with bytes left
+  bool resume_queued;
+  lp_task resume;         // decodes on once the channel is writable again
   int msg_flags;          // LP_MSGF_* for the buffers it adds (asString)
 };
 
@@ -141,6 +150,13 @@ lp_ctx *lp_decoder_ctx_new(lp_pipeline *p, const char *name, lp_decoder *d);
 // next n adds cannot fail (a host reserves before it takes values in).
 int lp_decoder_add(lp_decoder *d, lp_msg *m);
 int lp_decoder_reserve(lp_decoder *d, uint32_t n);
+
+// The bytes decoder context ctx holds and has not decoded (its cumulation,
+// then what arrived while it decoded), taken out of it: a new reference the
+// caller owns, or NULL (none, or ctx is not a cumulating decoder). For a
+// handler added in front of it mid-stream (STARTTLS): those bytes were sent
+// after the last message it decoded, so they belong to the new handler.
+lp_buf *lp_decoder_take_bytes(lp_ctx *ctx);
 
 // A decoder whose step is a frame decoder. as_string: frames reach the host as strings.
 lp_ctx *lp_frame_decoder_ctx_new(lp_pipeline *p, const char *name, const lp_frame_config *cfg, bool as_string);

@@ -43,7 +43,7 @@ static void connect_done(lp_channel *ch, int err, int code) {
   connect_state *cs = ch->kind_state;
   if (err && !code && cs && cs->next_alt < cs->nalts && !(ch->flags & LP_CH_CLOSED)) {
     // Refused or unreachable: the next address, within the same time limit.
-    if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+    if (ev_is_active(&ch->write_watcher)) ev_io_stop(ch->loop->ev, &ch->write_watcher);
     ch->flags &= ~(uint32_t)LP_CH_CONNECTING;
     if (ch->fd >= 0) close(ch->fd);
     ch->fd = -1;
@@ -56,7 +56,7 @@ static void connect_done(lp_channel *ch, int err, int code) {
     ev_timer_stop(ch->loop->ev, &cs->timer);
   }
   ch->flags &= ~(uint32_t)LP_CH_CONNECTING;
-  if (ev_is_active(&ch->wio)) ev_io_stop(ch->loop->ev, &ch->wio);
+  if (ev_is_active(&ch->write_watcher)) ev_io_stop(ch->loop->ev, &ch->write_watcher);
   if (err || code) {
     lp_error e;
     char addr[64];
@@ -95,13 +95,13 @@ static void attempt(lp_channel *ch, const lp_sockaddr *addr) {
     int rc = lp_sock_connect_start(addr, &fd);
     if (rc == 0 || rc == -EINPROGRESS) {
       ch->fd = fd;
-      ev_io_set(&ch->rio, fd, EV_READ);
-      ev_io_set(&ch->wio, fd, EV_WRITE);
+      ev_io_set(&ch->read_watcher, fd, EV_READ);
+      ev_io_set(&ch->write_watcher, fd, EV_WRITE);
       if (rc == 0) {
         connect_done(ch, 0, 0);
       } else {
         ch->flags |= LP_CH_CONNECTING;
-        ev_io_start(ch->loop->ev, &ch->wio);
+        ev_io_start(ch->loop->ev, &ch->write_watcher);
       }
       return;
     }

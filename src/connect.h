@@ -23,7 +23,7 @@ int lp_channel_set_connect_fallbacks(lp_channel *ch, const lp_sockaddr *addrs, s
 void lp_channel_connect_host(lp_channel *ch, const char *host, int port, double timeout, lp_future *promise);
 
 
-// The socket head's connect operation (lp_socket_unsafe.connect), and its state's free.
+// The socket head's connect operation (lp_socket_transport.connect), and its state's free.
 void lp_connect_op(lp_channel *ch, lp_msg *m, lp_future *promise);
 void lp_connect_free(lp_channel *ch);
 // The socket became writable while connecting: finish the attempt.

@@ -12,6 +12,8 @@ static const char *const named[] = {
     "DecoderError",       "HostError",       "Shutdown",        "UnknownHost",
 };
 
+static const char *const tls_named[] = {"TlsHandshakeFailed", "TlsHandshakeTimeout", "TlsError", "TlsTruncated"};
+
 const char *lp_errno_name(int err) {
   const char *n = strerrorname_np(err);
   return n ? n : "EUNKNOWN";
@@ -20,6 +22,8 @@ const char *lp_errno_name(int err) {
 const char *lp_error_kind(int code) {
   if (code <= LP_ECLOSED && code > LP_ECLOSED - (int)LP_ARRAY_LEN(named))
     return named[LP_ECLOSED - code];
+  if (code <= LP_ETLSHANDSHAKE && code > LP_ETLSHANDSHAKE - (int)LP_ARRAY_LEN(tls_named))
+    return tls_named[LP_ETLSHANDSHAKE - code];
   if (code < 0) return lp_errno_name(-code);
   return "Error";
 }

@@ -21,6 +21,13 @@ enum {
   LP_ESHUTDOWN = -10011,    // Shutdown: the loop is shutting down
   LP_EUNKNOWNHOST = -10012, // UnknownHost: a name did not resolve
 };
+// TLS (tls.c), a range of their own so other named codes can grow above.
+enum {
+  LP_ETLSHANDSHAKE = -10100, // TlsHandshakeFailed: OpenSSL's reason
+  LP_ETLSTIMEOUT = -10101,   // TlsHandshakeTimeout
+  LP_ETLS = -10102,          // TlsError: a bad record after the handshake
+  LP_ETLSTRUNCATED = -10103, // TlsTruncated: closed without close_notify
+};
 
 #define LP_ERROR_MESSAGE_MAX 200
 

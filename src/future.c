@@ -13,14 +13,24 @@ static void notify(lp_task *t, lp_loop *loop);
 
 // Futures are made and freed on their loop's thread: a per-loop free list
 // keeps the write path off malloc.
+// The loop's free list goes with the loop (an lp_loop_on_free hook).
+static void cache_drain(lp_loop *loop) {
+  while (loop->free_futures) {
+    lp_future *f = loop->free_futures;
+    loop->free_futures = (lp_future *)(void *)f->listeners;
+    free(f);
+  }
+  loop->nfree_futures = 0;
+}
+
 lp_future *lp_future_new(lp_loop *loop) {
   lp_future *f = loop ? loop->free_futures : NULL;
   if (f) {
     loop->free_futures = (lp_future *)(void *)f->listeners;
     loop->nfree_futures--;
     memset(f, 0, sizeof *f);
-  } else if (!(f = calloc(1, sizeof *f))) {
-    return NULL;
+  } else if ((loop && lp_loop_on_free(loop, LP_LOOP_GONE, cache_drain)) || !(f = calloc(1, sizeof *f))) {
+    return NULL; // a future made here may end in the loop's free list: drained with it
   }
   f->loop = loop;
   f->refs = 1;
@@ -56,15 +66,6 @@ void lp_future_unref(lp_future *f) {
   } else {
     free(f);
   }
-}
-
-void lp_future_cache_drain(lp_loop *loop) {
-  while (loop->free_futures) {
-    lp_future *f = loop->free_futures;
-    loop->free_futures = (lp_future *)(void *)f->listeners;
-    free(f);
-  }
-  loop->nfree_futures = 0;
 }
 
 static void schedule(lp_future *f) {

@@ -58,7 +58,7 @@
 // The error code of every HTTP parse error (kinds: HttpBadRequest,
 // HttpBadResponse, HttpUriTooLong, HttpHeaderTooLarge, HttpBodyTooLarge,
 // HttpNotImplemented, HttpVersionNotSupported, HttpExpectationFailed).
-#define LP_EHTTP (-10100)
+#define LP_EHTTP (-10300)
 
 #define LP_HTTP_DEFAULT_MAX_LINE 8192         // maxInitialLineLength: request/status line, without CRLF (414)
 #define LP_HTTP_DEFAULT_MAX_HEADER 16384      // maxHeaderSize: field lines with their CRLFs (431); trailers too

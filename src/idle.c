@@ -106,7 +106,7 @@ static void fire_idle(timer_state *st, const char *state, bool first) {
   if (st->mode == MODE_READ_TIMEOUT) {
     raise_timeout(st, LP_EREADTIMEOUT, st->reader);
   } else {
-    lp_event_info ev = {"idle", state, first};
+    lp_event_info ev = {"idle", state, first, NULL, 0};
     lp_msg m = lp_msg_event(&ev);
     lp_ctx_fire(st->ctx, LP_EV_USER_EVENT, &m);
   }

@@ -5,12 +5,17 @@
 #include "loop.h"
 
 #include "buffer.h"
-#include "channel.h"
-#include "resolver.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #define TASKS_PER_TURN 1024
+#define TRIM_DELAY 1.0                // seconds: closes and drains within it make one trim
+#define TRIM_POOL_KEEP (256u << 10)   // pool cache kept by a loop without channels
+#define TRIM_MIN_FREE (128u << 10)    // free heap bytes that make a malloc_trim worth it (glibc's own trim threshold)
 
 static void take_posted(lp_loop *loop) {
   // A racy peek is enough: a task posted after it also sent the wakeup, which
@@ -62,11 +67,32 @@ static void on_wakeup(struct ev_loop *ev, ev_async *w, int revents) {
   take_posted(lp_container_of(w, lp_loop, wakeup));
 }
 
+// glibc gives freed memory back to the system only from the top of each
+// arena; what a burst of small allocations (outbound entries, buffers, Lua
+// strings) left in the middle stays in RSS until malloc_trim.
+static void on_trim(struct ev_loop *ev, ev_timer *w, int revents) {
+  LP_UNUSED(revents);
+  lp_loop *loop = lp_container_of(w, lp_loop, trim);
+  ev_ref(ev); // it stopped by itself; lp_loop_trim_soon unref'd it
+  if (loop->nchannels == 0) lp_pool_trim(loop->pool, TRIM_POOL_KEEP);
+#ifdef __GLIBC__
+  struct mallinfo2 mi = mallinfo2();
+  if (mi.fordblks >= TRIM_MIN_FREE) malloc_trim(0);
+#endif
+}
+
+void lp_loop_trim_soon(lp_loop *loop) {
+  if (ev_is_active(&loop->trim)) return;
+  ev_timer_set(&loop->trim, TRIM_DELAY, 0.);
+  ev_timer_start(loop->ev, &loop->trim);
+  ev_unref(loop->ev); // a pending trim does not keep the loop running
+}
+
 lp_loop *lp_loop_new(int id) {
   lp_loop *loop = calloc(1, sizeof *loop);
   if (!loop) return NULL;
-  // The first loop of the process may take the default loop (signals live there);
-  // every other gets its own.
+  // A loop of its own, never libev's default loop: signals are handled by
+  // the launcher's thread (group.c), not through libev.
   loop->ev = ev_loop_new(EVFLAG_AUTO | EVFLAG_NOSIGMASK);
   loop->pool = lp_pool_new();
   if (!loop->ev || !loop->pool) {
@@ -89,14 +115,27 @@ lp_loop *lp_loop_new(int id) {
   ev_prepare_start(loop->ev, &loop->prepare);
   ev_unref(loop->ev);
   ev_idle_init(&loop->idle, on_idle);
+  ev_timer_init(&loop->trim, on_trim, TRIM_DELAY, 0.);
   return loop;
+}
+
+int lp_loop_on_free(lp_loop *loop, int phase, lp_loop_hook fn) {
+  for (int i = 0; i < loop->nhooks; i++)
+    if (loop->hooks[i] == fn) return 0;
+  if (loop->nhooks == LP_LOOP_MAX_HOOKS) return -ENOSPC;
+  loop->hook_phase[loop->nhooks] = (uint8_t)phase;
+  loop->hooks[loop->nhooks++] = fn;
+  return 0;
+}
+
+static void run_hooks(lp_loop *loop, int phase) {
+  for (int i = 0; i < loop->nhooks; i++)
+    if (loop->hook_phase[i] == phase) loop->hooks[i](loop);
 }
 
 void lp_loop_free(lp_loop *loop) {
   if (!loop) return;
-  lp_channel_close_all(loop);
-  lp_resolver_free(loop->resolver); // lookups still running fail, as deferred tasks
-  loop->resolver = NULL;
+  run_hooks(loop, LP_LOOP_CLOSING); // channels close, lookups fail: as deferred tasks
   // Teardown of closed channels runs as deferred tasks: let them finish.
   for (int i = 0; i < 64 && (loop->deferred || loop->posted); i++) lp_loop_run_tasks(loop);
   ev_ref(loop->ev);
@@ -104,10 +143,13 @@ void lp_loop_free(lp_loop *loop) {
   ev_ref(loop->ev);
   ev_prepare_stop(loop->ev, &loop->prepare);
   if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
+  if (ev_is_active(&loop->trim)) {
+    ev_ref(loop->ev);
+    ev_timer_stop(loop->ev, &loop->trim);
+  }
   ev_loop_destroy(loop->ev);
+  run_hooks(loop, LP_LOOP_GONE);
   lp_pool_free(loop->pool);
-  lp_out_cache_drain(&loop->out_cache);
-  lp_future_cache_drain(loop);
   pthread_mutex_destroy(&loop->lock);
   free(loop);
 }
@@ -138,7 +180,7 @@ void lp_loop_stop(lp_loop *loop) {
 void lp_loop_post(lp_loop *loop, lp_task *t) {
   t->next = NULL;
   pthread_mutex_lock(&loop->lock);
-  *loop->posted_tail = t;
+  __atomic_store_n(loop->posted_tail, t, __ATOMIC_RELAXED); // take_posted peeks at loop->posted unlocked
   loop->posted_tail = &t->next;
   pthread_mutex_unlock(&loop->lock);
   ev_async_send(loop->ev, &loop->wakeup); // the only off-thread libev call

@@ -34,6 +34,7 @@ typedef struct {
   double shutdown;     // <0: the app's, else 10 s
   long long max_conns; // -1: the app's
   long long mem_limit; // -1: the app's
+  const char *tls_cert, *tls_key; // NULL: the app's tls field, if any
   const char *app;
 } options;
 
@@ -53,6 +54,9 @@ static void usage(FILE *out) {
           "      --max-connections N   above N open connections, close new ones at once (default: no limit)\n"
           "      --memory-limit SIZE   per Lua state, bytes or with K, M, G (default: none); a state over\n"
           "                            it fails the channel it was serving, not the process\n"
+          "      --tls-cert FILE       serve TLS with this PEM certificate chain (needs --tls-key);\n"
+          "                            overrides the app's tls.cert\n"
+          "      --tls-key FILE        the certificate's PEM private key\n"
           "      --log-level LVL       debug, info, warn, error or off (default info); the log goes to stderr\n"
           "  -h, --help                this text\n"
           "      --version             print the version\n");
@@ -148,13 +152,21 @@ static int run(lua_State *L) {
   if (o->shutdown >= 0) set_number(L, "shutdownTimeout", o->shutdown);
   if (o->max_conns >= 0) set_integer(L, "maxConnections", o->max_conns);
   if (o->mem_limit >= 0) set_integer(L, "memoryLimit", o->mem_limit);
+  if (o->tls_cert) {
+    lua_pushstring(L, o->tls_cert);
+    lua_setfield(L, -2, "tlsCert");
+  }
+  if (o->tls_key) {
+    lua_pushstring(L, o->tls_key);
+    lua_setfield(L, -2, "tlsKey");
+  }
   lua_call(L, 2, 0);
   return 0;
 }
 
 int main(int argc, char **argv) {
-  options o = {NULL, -1, -1, -1, -1, -1, NULL};
-  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY };
+  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL};
+  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY, OPT_TLS_CERT, OPT_TLS_KEY };
   static const struct option longs[] = {
       {"bind", required_argument, NULL, 'b'},
       {"port", required_argument, NULL, 'p'},
@@ -163,6 +175,8 @@ int main(int argc, char **argv) {
       {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN},
       {"max-connections", required_argument, NULL, OPT_MAXCONN},
       {"memory-limit", required_argument, NULL, OPT_MEMORY},
+      {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+      {"tls-key", required_argument, NULL, OPT_TLS_KEY},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
@@ -204,6 +218,8 @@ int main(int argc, char **argv) {
       if (parse_size(optarg, &o.mem_limit) || (o.mem_limit && o.mem_limit < (1 << 20)))
         return die("invalid memory limit '%s' (0: none, else at least 1M; e.g. 512M)", optarg);
       break;
+    case OPT_TLS_CERT: o.tls_cert = optarg; break;
+    case OPT_TLS_KEY: o.tls_key = optarg; break;
     case 'h': usage(stdout); return 0;
     case OPT_VERSION: printf("lupine %s (%s)\n", LP_VERSION, LUA_RELEASE); return 0;
     case ':':
@@ -213,6 +229,7 @@ int main(int argc, char **argv) {
       return die("unknown option '%s' (see lupine --help)", argv[optind - 1]);
     }
   }
+  if (!o.tls_cert != !o.tls_key) return die("%s", "--tls-cert and --tls-key go together");
   if (optind == argc) return die("%s", "no app given (usage: lupine [options] app.lua|module; see lupine --help)");
   if (optind != argc - 1) return die("one app only; unexpected '%s'", argv[optind + 1]);
   o.app = argv[optind];

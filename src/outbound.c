@@ -54,6 +54,15 @@ void lp_outbound_init(lp_outbound *ob, lp_out_cache *cache) {
   ob->head = ob->unflushed = ob->tail = NULL;
   ob->pending = 0;
   ob->flushed = 0;
+  ob->peak = 0;
+}
+
+static size_t overhead_of(const lp_bytes *b) {
+  return LP_OUT_ENTRY_OVERHEAD + (b->buf ? lp_buf_overhead(b->buf) : LP_OUT_HOST_OVERHEAD);
+}
+
+size_t lp_outbound_cost(const lp_bytes *b) {
+  return (b->buf ? lp_buf_readable(b->buf) : b->len) + overhead_of(b);
 }
 
 int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise) {
@@ -68,13 +77,20 @@ int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise) {
     e->bytes.p = lp_buf_rptr(e->bytes.buf);
     e->bytes.len = lp_buf_readable(e->bytes.buf);
   }
+  e->overhead = overhead_of(&e->bytes);
   e->promise = promise ? lp_future_ref(promise) : NULL;
   if (ob->tail) ob->tail->next = e;
   else ob->head = e;
   ob->tail = e;
   if (!ob->unflushed) ob->unflushed = e;
-  ob->pending += e->bytes.len;
+  ob->pending += e->bytes.len + e->overhead;
   return 0;
+}
+
+size_t lp_outbound_payload(const lp_outbound *ob) {
+  size_t n = 0;
+  for (const lp_out_entry *e = ob->head; e; e = e->next) n += e->bytes.len;
+  return n;
 }
 
 void lp_outbound_add_flush(lp_outbound *ob) {
@@ -88,6 +104,7 @@ static void pop_done(lp_outbound *ob) {
   ob->head = e->next;
   if (!ob->head) ob->tail = NULL;
   ob->flushed--;
+  ob->pending -= e->overhead;
   lp_bytes_release(&e->bytes);
   lp_future *f = e->promise;
   entry_put(ob->cache, e);
@@ -154,7 +171,7 @@ bool lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, b
     lp_out_entry *e = ob->head;
     ob->head = e->next;
     if (ob->unflushed == e) ob->unflushed = NULL;
-    ob->pending -= e->bytes.len;
+    ob->pending -= e->bytes.len + e->overhead;
     lp_bytes_release(&e->bytes);
     lp_future *f = e->promise;
     entry_put(ob->cache, e);

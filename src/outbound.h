@@ -3,6 +3,10 @@
 // the pending bytes that drive the water marks, since unflushed bytes hold
 // memory too. Each entry owns its bytes (a buffer reference, or host bytes
 // with a release callback) and, when given, its promise.
+//
+// Pending bytes count what each entry costs, not only its payload (as Netty
+// adds a fixed overhead per entry): a flood of empty or one-byte writes holds
+// memory per entry, and must reach the water marks and maxPendingBytes too.
 #ifndef LP_OUTBOUND_H
 #define LP_OUTBOUND_H
 
@@ -25,11 +29,19 @@ typedef struct lp_bytes {
   int tag;
 } lp_bytes;
 
+// What an entry costs besides its payload: the entry and its allocation
+// header; a buffer adds lp_buf_overhead(), host bytes (a pinned Lua string)
+// LP_OUT_HOST_OVERHEAD for the string's header and the reference pinning it.
+#define LP_OUT_HOST_OVERHEAD 64
+
 typedef struct lp_out_entry {
   struct lp_out_entry *next;
   lp_bytes bytes;       // bytes.p/len advance as they are written
   lp_future *promise;   // may be NULL
+  size_t overhead;      // counted in pending until the entry goes
 } lp_out_entry;
+
+#define LP_OUT_ENTRY_OVERHEAD (sizeof(lp_out_entry) + 16)
 
 // Free entry structs of one loop, reused so that writing does not call malloc.
 typedef struct lp_out_cache {
@@ -43,13 +55,18 @@ typedef struct lp_outbound {
   lp_out_entry *head;      // first flushed entry (or first unflushed when none)
   lp_out_entry *unflushed; // first unflushed entry, NULL when none
   lp_out_entry *tail;
-  size_t pending;          // bytes not yet written, flushed or not
+  size_t pending;          // payload not yet written plus each entry's overhead, flushed or not
   size_t flushed;          // entries flushed and not yet written
+  size_t peak;             // most pending while unwritable (channel.c: memory back to the system after)
 } lp_outbound;
 
 void lp_outbound_init(lp_outbound *ob, lp_out_cache *cache);
+// What queueing bytes would add to pending: payload plus overhead.
+size_t lp_outbound_cost(const lp_bytes *bytes);
 // Queue bytes (ownership moves in). -ENOMEM: nothing queued, bytes released.
 int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise);
+// Payload bytes queued and not yet written (pending without the overheads).
+size_t lp_outbound_payload(const lp_outbound *ob);
 void lp_outbound_add_flush(lp_outbound *ob);
 static inline bool lp_outbound_has_flushed(const lp_outbound *ob) { return ob->flushed > 0; }
 // Write flushed entries to fd. Returns bytes written (>= 0), with *would_block

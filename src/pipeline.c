@@ -33,12 +33,12 @@ void lp_msg_release(lp_msg *m) {
 // ---- head and tail -------------------------------------------------------
 
 static void head_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
-  lp_channel_unsafe_op(lp_ctx_channel(ctx), op, m, promise);
+  lp_channel_head_op(lp_ctx_channel(ctx), op, m, promise);
 }
 
 static void tail_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
   lp_channel *ch = lp_ctx_channel(ctx);
-  if (ch->unsafe->tail && ch->unsafe->tail(ch, ev, m)) return;
+  if (ch->transport->tail && ch->transport->tail(ch, ev, m)) return;
   switch (ev) {
   case LP_EV_READ:
     if (LP_LOG_ENABLED(LP_LOG_DEBUG))

@@ -39,12 +39,22 @@ enum lp_event {
 // Lua method names, indexed by lp_event: "channelRead", ..., "write", "close".
 extern const char *const lp_event_name[LP_EV_COUNT];
 
-// A native user event (idle states, input shutdown); the host turns it into
-// a table { kind = ..., state = ..., first = ... }.
+// More fields of a user event: a string (str != NULL), else a boolean
+// (boolean >= 0), else left out.
+typedef struct lp_event_field {
+  const char *name;
+  const char *str;
+  int boolean;
+} lp_event_field;
+
+// A native user event (idle states, input shutdown, TLS); the host turns it
+// into a table { kind = ..., state = ..., first = ..., <fields> }.
 typedef struct lp_event_info {
   const char *kind;
   const char *state; // NULL when none
   int first;         // -1 when none, else 0/1
+  const lp_event_field *fields; // nfields more (NULL, 0: none)
+  int nfields;
 } lp_event_info;
 
 enum { LP_MSG_NONE, LP_MSG_BUF, LP_MSG_HOST, LP_MSG_ERROR, LP_MSG_EVENT, LP_MSG_PTR };
@@ -142,7 +152,8 @@ void lp_ctx_op(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise);
 static inline void lp_pipeline_enter(lp_pipeline *p) { p->depth++; }
 void lp_pipeline_leave(lp_pipeline *p);
 
-// Tail behaviour hooks, set by the channel.
+// What the tail does with an exception nobody handled: log it (a routine peer
+// reset at debug) and close the channel when closeOnException is set.
 void lp_pipeline_tail_exception(lp_pipeline *p, lp_msg *m);
 
 #endif

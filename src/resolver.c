@@ -228,10 +228,18 @@ void lp_resolver_free(lp_resolver *r) {
   free(r);
 }
 
+// The loop's resolver goes with the loop (an lp_loop_on_free hook): lookups
+// still running fail, as deferred tasks.
+static void free_loop_resolver(lp_loop *loop) {
+  lp_resolver_free(loop->resolver);
+  loop->resolver = NULL;
+}
+
 int lp_resolver_configure(lp_loop *loop, const lp_resolver_config *cfg) {
   lp_resolver *r = NULL;
   if (cfg) {
-    int rc = resolver_new(loop, cfg, &r);
+    int rc = lp_loop_on_free(loop, LP_LOOP_CLOSING, free_loop_resolver);
+    if (!rc) rc = resolver_new(loop, cfg, &r);
     if (rc) return rc;
   }
   lp_resolver *old = loop->resolver;
@@ -266,7 +274,8 @@ lp_resolve_req *lp_resolve(lp_loop *loop, const char *host, int port, lp_resolve
     fail(req, LP_EUNKNOWNHOST, "name longer than 253 characters");
   } else {
     if (!loop->resolver) {
-      int rc = resolver_new(loop, NULL, &loop->resolver);
+      int rc = lp_loop_on_free(loop, LP_LOOP_CLOSING, free_loop_resolver);
+      if (!rc) rc = resolver_new(loop, NULL, &loop->resolver);
       if (rc) {
         free(req);
         return NULL;

@@ -59,6 +59,29 @@ pc:send("primes 20000\n")
 check(pc:receiveLine() == "2262 primes below 20000", "primes: wrong count below 20000")
 pc:close()
 primes:close()
+-- TLS: the echo example over TLS, a throw-away CA from the openssl command.
+local certs = dofile("spec/tls_certs.lua").make()
+local tls_app = dofile("examples/tls_echo.lua")
+tls_app.tls.cert, tls_app.tls.key = certs.server, certs.serverKey
+local tls_echo = test.server(tls_app)
+local tls_opts = { ca = certs.ca, serverName = "localhost", alpn = { "echo" } }
+for i = 1, 10 do
+  local got = ""
+  local f = lupine.connect { port = tls_echo.port, tls = tls_opts, init = function(ch)
+    ch.pipeline:addLast { channelRead = function(_, _, buf) got = got .. buf:readString() end }
+  end }
+  lupine.loop():runUntil(f, 10)
+  local ch = f:get()
+  local msg = ("t%d"):format(i):rep(i * 1000)
+  ch:writeAndFlush(msg)
+  test.eventually(function() return got == msg end, 10, "the TLS echo")
+  ch:close()
+end
+local raw_tls = test.client(tls_echo.port) -- garbage instead of a ClientHello
+raw_tls:send("not TLS\r\n\r\n")
+test.eventually(function() return not raw_tls:isOpen() end, 10, "the TLS server to close")
+tls_echo:close()
+certs.remove()
 -- Coroutine style: the echo as a loop, the client script, memcached's text protocol.
 local co_echo = test.server(dofile("examples/co_echo.lua"))
 local co_client = dofile("examples/co_client.lua")

@@ -96,7 +96,7 @@ static void test_connect_by_name_falls_back(void) {
   CHECK(lfd >= 0);
   lp_sockaddr bound;
   lp_sock_local(lfd, &bound);
-  lp_channel *ch = lp_channel_new(loop, &lp_socket_unsafe, -1, NULL);
+  lp_channel *ch = lp_channel_new(loop, &lp_socket_transport, -1, NULL);
   lp_channel_register(ch);
   lp_future *f = lp_future_new(loop);
   // "localhost" is 127.0.0.1 then ::1: the first answers.
@@ -116,7 +116,7 @@ static void test_connect_by_name_falls_back(void) {
   lp_addr_parse("127.0.0.2", port, &addrs[0]);
   lp_addr_parse("127.0.0.3", port, &addrs[1]);
   lp_addr_parse("127.0.0.1", port, &addrs[2]);
-  ch = lp_channel_new(loop, &lp_socket_unsafe, -1, NULL);
+  ch = lp_channel_new(loop, &lp_socket_transport, -1, NULL);
   lp_channel_register(ch);
   CHECK(lp_channel_prepare_connect(ch, 5) == 0);
   CHECK(lp_channel_set_connect_fallbacks(ch, addrs + 1, 2) == 0);
@@ -137,7 +137,7 @@ static void test_idle_timers_end_with_channel(void) {
   lp_loop *loop = lp_loop_new(0);
   int sv[2];
   CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
-  lp_channel *ch = lp_channel_new(loop, &lp_socket_unsafe, sv[0], NULL);
+  lp_channel *ch = lp_channel_new(loop, &lp_socket_transport, sv[0], NULL);
   lp_ctx *idle = lp_idle_state_new(&ch->pipeline, NULL, 30, 30, 30);
   lp_ctx *wt = lp_write_timeout_new(&ch->pipeline, NULL, 30);
   CHECK(idle && wt && strcmp(idle->name, "idleState#0") == 0);

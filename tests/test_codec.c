@@ -338,10 +338,10 @@ static bool fake_tail(lp_channel *ch, int ev, lp_msg *m) {
   if (m) lp_msg_release(m);
   return true;
 }
-static const lp_channel_unsafe fake_unsafe = {"fake", fake_write, fake_flush, fake_read, fake_close, NULL, NULL, fake_tail};
+static const lp_transport fake_transport = {"fake", fake_write, fake_flush, fake_read, fake_close, NULL, NULL, fake_tail};
 
 static lp_channel *new_channel(lp_loop *loop) {
-  lp_channel *ch = lp_channel_new(loop, &fake_unsafe, -1, NULL);
+  lp_channel *ch = lp_channel_new(loop, &fake_transport, -1, NULL);
   ch->flags |= LP_CH_CONNECTED;
   lp_channel_register(ch);
   return ch;

@@ -72,7 +72,7 @@ static int h_start(lp_worker *w, char *err, size_t errlen) {
 }
 
 static lp_channel *h_accept(lp_worker *w, int fd) {
-  lp_channel *ch = lp_channel_new(w->loop, &lp_socket_unsafe, fd, NULL);
+  lp_channel *ch = lp_channel_new(w->loop, &lp_socket_transport, fd, NULL);
   if (!ch) return NULL;
   lp_ctx *c = lp_ctx_new(&ch->pipeline, &proto_ops, w, "proto");
   lp_pipeline_add(&ch->pipeline, LP_ADD_LAST, NULL, c);

@@ -1,6 +1,7 @@
 // test_outbound.c: the outbound buffer over a socketpair: flushed vs
 // unflushed entries, gathering writes, partial writes, promise completion in
-// order, pending-byte accounting, and failure (first reported, rest quiet).
+// order, pending-byte accounting (payload plus each entry's overhead), and
+// failure (first reported, rest quiet).
 #include "buffer.h"
 #include "check.h"
 #include "future.h"
@@ -41,17 +42,23 @@ int main(void) {
   lp_bytes b2 = {.buf = lp_buf_from(pool, "", 0)}; // empty writes complete in order too
   static const char ext[] = "world";
   lp_bytes b3 = {.p = (const uint8_t *)ext, .len = 5, .release = release_ext, .tag = 7};
+  size_t k1 = lp_outbound_cost(&b1), k2 = lp_outbound_cost(&b2), k3 = lp_outbound_cost(&b3);
+  // Each entry costs more than its payload: the entry, the buffer struct, the
+  // unused rest of a buffer's own block (64 B here), a host string's pin.
+  CHECK(k1 == 6 + LP_OUT_ENTRY_OVERHEAD + lp_buf_overhead(b1.buf) && k1 >= 6 + 64 + sizeof(lp_buf));
+  CHECK(k2 >= LP_OUT_ENTRY_OVERHEAD + 64);
+  CHECK(k3 == 5 + LP_OUT_ENTRY_OVERHEAD + LP_OUT_HOST_OVERHEAD);
   CHECK(lp_outbound_add(&ob, &b1, f1) == 0);
   CHECK(lp_outbound_add(&ob, &b2, f2) == 0);
   bool wb;
-  CHECK(ob.pending == 6);
+  CHECK(ob.pending == k1 + k2 && lp_outbound_payload(&ob) == 6);
   CHECK(lp_outbound_write(&ob, sv[0], &wb) == 0 && !wb); // nothing flushed yet
   lp_outbound_add_flush(&ob);
   CHECK(lp_outbound_add(&ob, &b3, f3) == 0); // after the flush: stays unflushed
-  CHECK(ob.pending == 11 && ob.flushed == 2);
+  CHECK(ob.pending == k1 + k2 + k3 && ob.flushed == 2);
   CHECK(lp_outbound_write(&ob, sv[0], &wb) == 6 && !wb);
   CHECK(lp_future_ok(f1) && lp_future_ok(f2) && !lp_future_done(f3));
-  CHECK(ob.pending == 5 && released == 0);
+  CHECK(ob.pending == k3 && released == 0);
   lp_outbound_add_flush(&ob);
   CHECK(lp_outbound_write(&ob, sv[0], &wb) == 5);
   CHECK(lp_future_ok(f3) && released == 7 && ob.pending == 0 && ob.head == NULL);
@@ -61,20 +68,23 @@ int main(void) {
   // Partial writes: fill the socket; the rest waits, offsets advance.
   int small = 4096;
   setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-  size_t total = 0;
+  size_t total = 0, costs = 0;
   lp_future *big[8];
   for (int i = 0; i < 8; i++) {
     lp_bytes b = {.buf = lp_buf_new(pool, 65536)};
     memset(b.buf->data, 'a' + i, 65536);
     b.buf->wr = 65536;
     big[i] = lp_future_new(NULL);
+    costs += lp_outbound_cost(&b);
     CHECK(lp_outbound_add(&ob, &b, big[i]) == 0);
     total += 65536;
   }
+  CHECK(ob.pending == costs && costs > total);
   lp_outbound_add_flush(&ob);
   ssize_t w = lp_outbound_write(&ob, sv[0], &wb);
   CHECK(w > 0 && (size_t)w < total && wb);
-  CHECK(ob.pending == total - (size_t)w);
+  size_t done_entries = (size_t)w / 65536; // their overhead went with them
+  CHECK(ob.pending == costs - (size_t)w - done_entries * (costs - total) / 8);
   // Drain the reader and keep writing until everything went out, in order.
   static char sink[65536 * 8];
   size_t got_n = 0;
@@ -106,13 +116,29 @@ int main(void) {
   lp_outbound_fail(&ob, &e, true, false);
   CHECK(g1->state == LP_FUTURE_FAILED && !g1->quiet && g1->cause && g1->cause->code == -EPIPE);
   CHECK(g2->state == LP_FUTURE_FAILED && g2->quiet);
-  CHECK(!lp_future_done(g3) && ob.pending == 5 && ob.flushed == 0);
+  CHECK(!lp_future_done(g3) && ob.pending == 5 + LP_OUT_ENTRY_OVERHEAD + LP_OUT_HOST_OVERHEAD && ob.flushed == 0);
   CHECK(strcmp(g1->cause->message, "write: EPIPE: Broken pipe") == 0);
   lp_error_named(&e, LP_ECLOSED, "closed");
   lp_outbound_fail(&ob, &e, false, true);
   CHECK(g3->state == LP_FUTURE_FAILED && g3->quiet && released == 107);
   CHECK(ob.head == NULL && ob.tail == NULL && ob.pending == 0);
   CHECK(strcmp(lp_error_kind(LP_ECLOSED), "ClosedChannel") == 0);
+
+  // A flood of empty writes: each one counts, so it reaches the water marks.
+  lp_bytes s1 = {.buf = lp_buf_from(pool, "0123456789abcdef", 16)};
+  lp_buf *sl = lp_buf_slice(s1.buf, 4, 0); // shares the block: only its struct counts
+  lp_bytes s2 = {.buf = sl};
+  CHECK(lp_buf_overhead(sl) == sizeof(lp_buf) && lp_outbound_cost(&s2) == LP_OUT_ENTRY_OVERHEAD + sizeof(lp_buf));
+  lp_bytes_release(&s2);
+  lp_bytes_release(&s1);
+  for (int i = 0; i < 1000; i++) {
+    static const char none[1];
+    lp_bytes z = {.p = (const uint8_t *)none, .len = 0, .release = release_ext, .tag = 0};
+    CHECK(lp_outbound_add(&ob, &z, NULL) == 0);
+  }
+  CHECK(ob.pending == 1000 * (LP_OUT_ENTRY_OVERHEAD + LP_OUT_HOST_OVERHEAD) && lp_outbound_payload(&ob) == 0);
+  lp_outbound_add_flush(&ob);
+  CHECK(lp_outbound_write(&ob, sv[0], &wb) == 0 && ob.pending == 0 && ob.head == NULL); // all popped, nothing sent
 
   // A write error comes back as -errno.
   close(sv[1]);

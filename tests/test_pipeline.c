@@ -75,7 +75,7 @@ static void fake_close(lp_channel *ch, lp_future *f) {
   lp_channel_close_now(ch);
   if (f) lp_future_succeed(f);
 }
-static const lp_channel_unsafe fake_unsafe = {"fake", fake_write, fake_flush, fake_read, fake_close, NULL, NULL, NULL};
+static const lp_transport fake_transport = {"fake", fake_write, fake_flush, fake_read, fake_close, NULL, NULL, NULL};
 
 static lp_ctx *add(lp_pipeline *p, const lp_handler_ops *ops, rec *r, const char *name) {
   lp_ctx *c = lp_ctx_new(p, ops, r, name);
@@ -92,7 +92,7 @@ static void fire_read(lp_channel *ch) {
 int main(void) {
   lp_loop *loop = lp_loop_new(0);
   CHECK(loop != NULL);
-  lp_channel *ch = lp_channel_new(loop, &fake_unsafe, -1, NULL);
+  lp_channel *ch = lp_channel_new(loop, &fake_transport, -1, NULL);
   lp_pipeline *p = &ch->pipeline;
   rec a = {"A", -1, NULL, false}, b = {"B", -1, NULL, false}, c = {"C", -1, NULL, false};
 

@@ -31,7 +31,9 @@ local sources = setmetatable({}, { __mode = "k" })
 -- shut down gracefully and return. opts override the app's fields: host
 -- (127.0.0.1), port (0: any), workers (0: inline in this thread's loop and
 -- state; the launcher's default is one per core), shutdownTimeout (10 s),
--- maxConnections, memoryLimit, blockingThreads (lupine.blocking's pool; default:
+-- maxConnections, memoryLimit, tlsCert and tlsKey (the launcher's --tls-cert and
+-- --tls-key: serve TLS with them, over the app's tls.cert and tls.key),
+-- shared (dictionaries: lupine.shared), blockingThreads (lupine.blocking's pool; default:
 -- one thread per core), and source (the app's file or module, which
 -- worker threads load into their own states). The start-up line goes to stdout.
 function lupine.serve(app, opts)
@@ -48,13 +50,20 @@ function lupine.serve(app, opts)
     end
     core.blocking.configure { threads = blocking_threads }
   end
+  if app.shared ~= nil then -- shared = { cache = "64M" }: made once, before any worker starts
+    if type(app.shared) ~= "table" then error("lupine: the app's shared must be a table of name = size", 0) end
+    for name, size in pairs(app.shared) do
+      if type(name) ~= "string" then error("lupine: the app's shared must be a table of name = size", 0) end
+      core.shared.declare(name, size)
+    end
+  end
   local workers = pick("workers")
   if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
   local ok, err = pcall(core.serve, {
     app = app, source = opts.source or sources[app], name = app.name,
     host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
     shutdownTimeout = pick("shutdownTimeout"), maxConnections = pick("maxConnections"),
-    memoryLimit = pick("memoryLimit"),
+    memoryLimit = pick("memoryLimit"), tlsCert = opts.tlsCert, tlsKey = opts.tlsKey,
   })
   if not ok then -- start-up failed: one line, no position (it is about the app, not this file)
     err = tostring(err)
@@ -90,7 +99,7 @@ end
 -- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
 function lupine.channelGroup(name) return require("lupine.group").new(name) end
 
-local submodules = { codec = true, test = true, handler = true, group = true, co = true }
+local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true, co = true }
 -- Coroutines (lua/lupine/co.lua): loaded on first use.
 local from_co = { spawn = true, sleep = true, await = true, tcp = true }
 return setmetatable(lupine, {

@@ -82,7 +82,7 @@ function test.waitForPort(host, port, timeout)
 end
 
 -- Start a server on 127.0.0.1, port 0 (or opts.host, opts.port). app_or_init
--- is an app table (with init and maybe options) or an init(ch) function.
+-- is an app table (with init and maybe options and tls) or an init(ch) function.
 -- Returns the lupine.Server, its host and its port.
 function test.server(app_or_init, opts)
   opts = opts or {}
@@ -91,6 +91,8 @@ function test.server(app_or_init, opts)
   if type(app_or_init) == "table" then
     init = app_or_init.init
     options = options or app_or_init.options
+    -- An app's tls field, as lupine.serve applies it (lua/lupine/tls.lua).
+    if app_or_init.tls ~= nil and type(init) == "function" then init = require("lupine.tls")._appInit(app_or_init) end
   end
   if type(init) ~= "function" then error("test.server: need an init(ch) function or an app table", 2) end
   local chans = opts.channels -- a table to collect the accepted channels in, in order

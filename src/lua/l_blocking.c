@@ -8,7 +8,7 @@
 //   lupine.blocking.configure{ threads = n, maxJobs = n }
 //   lupine.blocking.stats()                { threads, queued, running, maxJobs }
 //
-// Values cross threads as a flat C serialisation (encode/decode below): nil,
+// Values cross threads as a flat C serialisation (l_flat.c): nil,
 // booleans, integers and floats (kept apart), strings, and tables of those
 // with string or integer keys and no metatable. Nothing of Lua crosses: the
 // job holds only malloc'd bytes, and only the loop's thread touches its future.
@@ -30,6 +30,7 @@
 
 #include "log.h"
 #include "workpool.h"
+#include "l_flat.h"
 
 #include <errno.h>
 #include <lualib.h>
@@ -42,193 +43,8 @@
 
 #define DEFAULT_MAX_JOBS 10000
 #define SOURCE_CACHE_MAX 256 // compiled run() sources kept per pool state
-#define ERR_MAX 256
 
 int luaopen_lupine_core(lua_State *L);
-
-// ---- serialisation -------------------------------------------------------------------
-
-typedef struct blob {
-  char *data;
-  size_t len, cap;
-  bool oom;
-} blob;
-
-static void put(blob *b, const void *p, size_t n) {
-  if (b->oom) return;
-  if (b->len + n > b->cap) {
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->len + n) cap *= 2;
-    char *d = realloc(b->data, cap);
-    if (!d) {
-      b->oom = true;
-      return;
-    }
-    b->data = d;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
-}
-
-static void put_tag(blob *b, char tag) { put(b, &tag, 1); }
-
-static void blob_free(blob *b) {
-  free(b->data);
-  memset(b, 0, sizeof *b);
-}
-
-enum { T_NIL = 'n', T_FALSE = 'f', T_TRUE = 't', T_INT = 'i', T_FLOAT = 'd', T_STRING = 's', T_TABLE = 'T' };
-
-// What goes where, for messages: "argument #3" to the pool, "result #1" back.
-typedef struct crossing {
-  const char *api;   // "lupine.blocking", "lupine.blocking.run"
-  const char *what;  // "argument", "result"
-  const char *where; // "to the pool", "back from the pool"
-  int n;
-  char *err;         // ERR_MAX bytes
-} crossing;
-
-#define ONLY_FLAT "only nil, booleans, numbers, strings and flat tables of those cross"
-
-static bool refuse(crossing *x, const char *fmt, const char *detail) {
-  char what[96];
-  snprintf(what, sizeof what, fmt, detail);
-  if (strstr(fmt, "inside a table"))
-    snprintf(x->err, ERR_MAX, "%s: %s #%d %s: only flat tables of strings, numbers and booleans cross %s", x->api,
-             x->what, x->n, what, x->where);
-  else
-    snprintf(x->err, ERR_MAX, "%s: %s #%d %s: " ONLY_FLAT " %s", x->api, x->what, x->n, what, x->where);
-  return false;
-}
-
-static void put_scalar(lua_State *L, int idx, blob *b) {
-  switch (lua_type(L, idx)) {
-  case LUA_TBOOLEAN: put_tag(b, lua_toboolean(L, idx) ? T_TRUE : T_FALSE); break;
-  case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) {
-      lua_Integer i = lua_tointeger(L, idx);
-      put_tag(b, T_INT);
-      put(b, &i, sizeof i);
-    } else {
-      lua_Number d = lua_tonumber(L, idx);
-      put_tag(b, T_FLOAT);
-      put(b, &d, sizeof d);
-    }
-    break;
-  case LUA_TSTRING: {
-    size_t len;
-    const char *s = lua_tolstring(L, idx, &len); // a string already: no conversion
-    put_tag(b, T_STRING);
-    put(b, &len, sizeof len);
-    put(b, s, len);
-    break;
-  }
-  default: put_tag(b, T_NIL); break;
-  }
-}
-
-static bool is_scalar(int t) { return t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING; }
-
-// Append the value at idx; false with x->err set when it cannot cross. Never
-// raises (the caller holds malloc'd memory): no conversions, no metamethods.
-static bool encode(lua_State *L, int idx, blob *b, crossing *x) {
-  int t = lua_type(L, idx);
-  if (t == LUA_TNIL || is_scalar(t)) {
-    put_scalar(L, idx, b);
-    return true;
-  }
-  if (t != LUA_TTABLE) return refuse(x, "is a %s", lua_typename(L, t));
-  if (lua_getmetatable(L, idx)) {
-    lua_pop(L, 1);
-    return refuse(x, "is a table with a metatable%s", "");
-  }
-  if (!lua_checkstack(L, 3)) return refuse(x, "is too deep for the C stack%s", "");
-  idx = lua_absindex(L, idx);
-  put_tag(b, T_TABLE);
-  size_t count_at = b->len;
-  uint32_t count = 0;
-  put(b, &count, sizeof count);
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int kt = lua_type(L, -2), vt = lua_type(L, -1);
-    bool ok = true;
-    if (kt == LUA_TNUMBER && !lua_isinteger(L, -2)) ok = refuse(x, "has a %s key: only string and integer keys cross", "float");
-    else if (kt != LUA_TNUMBER && kt != LUA_TSTRING) ok = refuse(x, "has a %s key: only string and integer keys cross", lua_typename(L, kt));
-    else if (vt == LUA_TTABLE) ok = refuse(x, "is a table inside a table%s", "");
-    else if (!is_scalar(vt)) ok = refuse(x, "holds a %s", lua_typename(L, vt));
-    if (!ok) {
-      lua_pop(L, 2);
-      return false;
-    }
-    put_scalar(L, -2, b);
-    put_scalar(L, -1, b);
-    lua_pop(L, 1);
-    if (++count == UINT32_MAX) {
-      lua_pop(L, 1);
-      return refuse(x, "has too many entries%s", "");
-    }
-  }
-  if (!b->oom) memcpy(b->data + count_at, &count, sizeof count);
-  return true;
-}
-
-typedef struct reader {
-  const char *p, *end;
-} reader;
-
-static bool take(reader *r, void *out, size_t n) {
-  if ((size_t)(r->end - r->p) < n) return false;
-  memcpy(out, r->p, n);
-  r->p += n;
-  return true;
-}
-
-// Push the next value of r; raises only when out of memory (callers run it
-// protected). The bytes were made by encode in this process: a short read is a
-// bug, reported as an error rather than trusted.
-static void decode(lua_State *L, reader *r) {
-  char tag = 0;
-  if (!take(r, &tag, 1)) luaL_error(L, "lupine.blocking: internal error: truncated value");
-  luaL_checkstack(L, 3, "lupine.blocking: decoding");
-  switch (tag) {
-  case T_NIL: lua_pushnil(L); break;
-  case T_FALSE: lua_pushboolean(L, 0); break;
-  case T_TRUE: lua_pushboolean(L, 1); break;
-  case T_INT: {
-    lua_Integer i = 0;
-    if (!take(r, &i, sizeof i)) luaL_error(L, "lupine.blocking: internal error: truncated integer");
-    lua_pushinteger(L, i);
-    break;
-  }
-  case T_FLOAT: {
-    lua_Number d = 0;
-    if (!take(r, &d, sizeof d)) luaL_error(L, "lupine.blocking: internal error: truncated number");
-    lua_pushnumber(L, d);
-    break;
-  }
-  case T_STRING: {
-    size_t len = 0;
-    if (!take(r, &len, sizeof len) || (size_t)(r->end - r->p) < len)
-      luaL_error(L, "lupine.blocking: internal error: truncated string");
-    lua_pushlstring(L, r->p, len);
-    r->p += len;
-    break;
-  }
-  case T_TABLE: {
-    uint32_t count = 0;
-    if (!take(r, &count, sizeof count)) luaL_error(L, "lupine.blocking: internal error: truncated table");
-    lua_createtable(L, 0, (int)(count < 1024 ? count : 1024));
-    for (uint32_t i = 0; i < count; i++) {
-      decode(L, r);
-      decode(L, r);
-      lua_rawset(L, -3);
-    }
-    break;
-  }
-  default: luaL_error(L, "lupine.blocking: internal error: bad tag %d", tag);
-  }
-}
 
 // ---- the process's pool -----------------------------------------------------------------
 
@@ -417,10 +233,10 @@ typedef struct l_job {
   char *code;       // module name, source, or dumped function
   size_t code_len;
   char *fn;         // JOB_MODULE: the function's name
-  blob args;
+  l_blob args;
   int nargs;
   // Set by the pool thread; read by the loop's thread after the post.
-  blob result;      // the job's result (one value), or nothing for none
+  l_blob result;      // the job's result (one value), or nothing for none
   bool has_result;
   char *error;      // the job failed: message and traceback
 } l_job;
@@ -428,8 +244,8 @@ typedef struct l_job {
 static void job_free(l_job *job) {
   free(job->code);
   free(job->fn);
-  blob_free(&job->args);
-  blob_free(&job->result);
+  l_blob_free(&job->args);
+  l_blob_free(&job->result);
   free(job->error);
   free(job);
 }
@@ -499,8 +315,8 @@ static int job_call(lua_State *L) {
   } else {
     cached_function(L, job->kind == JOB_SOURCE ? &src_cache_key : &dump_cache_key, job);
   }
-  reader r = {job->args.data, job->args.data + job->args.len};
-  for (int i = 0; i < job->nargs; i++) decode(L, &r);
+  l_reader r = {job->args.data, job->args.data + job->args.len};
+  for (int i = 0; i < job->nargs; i++) l_flat_decode(L, &r);
   lua_call(L, job->nargs, LUA_MULTRET);
   return lua_gettop(L) - 1;
 }
@@ -537,9 +353,9 @@ static void job_run(lp_work *w, void *tctx) {
     if (nres > 1) {
       job_fail_text(job, "%s: the job returned %d values: return one (a flat table holds several)", job->api, nres);
     } else if (nres == 1) {
-      char err[ERR_MAX];
-      crossing x = {job->api, "result", "back from the pool", 1, err};
-      job->has_result = encode(L, 2, &job->result, &x);
+      char err[L_FLAT_ERR_MAX];
+      l_crossing x = {job->api, "result", "back from the pool", 1, err};
+      job->has_result = l_flat_encode(L, 2, &job->result, &x);
       if (!job->has_result) job->error = strdup(err);
       else if (job->result.oom) job_fail_text(job, "%s: out of memory copying the result", job->api);
     }
@@ -585,8 +401,8 @@ static int job_deliver(lua_State *L) {
     return 0;
   }
   if (job->has_result) {
-    reader r = {job->result.data, job->result.data + job->result.len};
-    decode(L, &r);
+    l_reader r = {job->result.data, job->result.data + job->result.len};
+    l_flat_decode(L, &r);
     if (!lua_isnil(L, -1) && !l_future_keep(L, f)) return luaL_error(L, "out of memory");
   }
   lp_future_succeed(f);
@@ -635,7 +451,7 @@ static int submit(lua_State *L, int kind, const char *api, const char *code, siz
   int top = lua_gettop(L) - 1; // below the future
   // Nothing raises from here until the job is submitted or freed.
   l_job *job = calloc(1, sizeof *job);
-  char err[ERR_MAX] = "";
+  char err[L_FLAT_ERR_MAX] = "";
   bool ok = job != NULL;
   if (ok) {
     job->kind = kind;
@@ -650,8 +466,8 @@ static int submit(lua_State *L, int kind, const char *api, const char *code, siz
       job->code[code_len] = 0;
     }
     for (int i = first; ok && i <= top; i++) {
-      crossing x = {api, "argument", "to the pool", i - shift, err};
-      ok = encode(L, i, &job->args, &x);
+      l_crossing x = {api, "argument", "to the pool", i - shift, err};
+      ok = l_flat_encode(L, i, &job->args, &x);
       job->nargs++;
     }
     if (ok && job->args.oom) ok = false;
@@ -710,8 +526,8 @@ static int blocking_call(lua_State *L) {
 
 static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud) {
   LP_UNUSED(L);
-  put(ud, p, sz);
-  return ((blob *)ud)->oom;
+  l_blob_put(ud, p, sz);
+  return ((l_blob *)ud)->oom;
 }
 
 // lupine.blocking.run(source | fn, ...)
@@ -737,17 +553,17 @@ static int blocking_run(lua_State *L) {
                       "runs in another Lua state; pass it as an argument",
                       api, *name ? name : "?");
   }
-  blob b = {0};
+  l_blob b = {0};
   lua_pushvalue(L, 1);
   int rc = lua_dump(L, dump_writer, &b, 0);
   lua_pop(L, 1);
   if (rc != 0 || b.oom) {
-    blob_free(&b);
+    l_blob_free(&b);
     return luaL_error(L, "%s: out of memory dumping the function", api);
   }
   // The dump goes into a Lua string so that nothing leaks if submit raises.
   lua_pushlstring(L, b.data, b.len);
-  blob_free(&b);
+  l_blob_free(&b);
   lua_replace(L, 1);
   size_t len;
   const char *code = lua_tolstring(L, 1, &len);

@@ -171,7 +171,7 @@ static int channel_index(lua_State *L) {
     break;
   case 'w':
     if (strcmp(k, "worker") == 0) {
-      lua_pushinteger(L, ch->worker);
+      lua_pushinteger(L, ch->loop->id);
       return 1;
     }
     break;
@@ -260,6 +260,7 @@ static int config_get_option(lua_State *L) {
   else if (strcmp(k, "highWaterMark") == 0) lua_pushinteger(L, (lua_Integer)c->high_water);
   else if (strcmp(k, "lowWaterMark") == 0) lua_pushinteger(L, (lua_Integer)c->low_water);
   else if (strcmp(k, "maxPendingBytes") == 0) lua_pushinteger(L, (lua_Integer)c->max_pending);
+  else if (strcmp(k, "drainTimeout") == 0) lua_pushnumber(L, c->drain_timeout);
   else if (strcmp(k, "rcvBuf") == 0 || strcmp(k, "sndBuf") == 0) {
     int v = 0;
     if (ch->fd >= 0) lp_sock_get_int(ch->fd, SOL_SOCKET, k[0] == 'r' ? SO_RCVBUF : SO_SNDBUF, &v);

@@ -423,7 +423,7 @@ static void lua_free(lp_decoder *d) {
   free(ld);
 }
 
-static const lp_decoder_ops lua_decoder_ops = {lua_decode, lua_fire_host, lua_drop_host, lua_free};
+static const lp_decoder_ops lua_decoder_ops = {lua_decode, lua_fire_host, lua_drop_host, lua_free, NULL, 0};
 
 static lp_ctx *lua_decoder_make(l_native *self, lp_pipeline *p, const char *name, lua_State *L) {
   lua_decoder_factory *f = (lua_decoder_factory *)self;

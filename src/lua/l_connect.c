@@ -9,7 +9,8 @@
 
 static void drop_channel(void *ch) { lp_channel_unref(ch); }
 
-// lupine.connect{ host, port, init = fn, timeout = 5, options = {...} } -> future of the channel.
+// lupine.connect{ host, port, init = fn, timeout = 5, options = {...}, tls = {...} } -> future of the channel.
+// tls: client options (l_tls.c); the TLS handler goes first, before init runs.
 // The channel is made, init(ch) runs and the channel registers at once; then
 // the connect: a numeric address directly, a name after the loop's resolver
 // answered (every address found is tried in order). timeout (seconds, 0: no
@@ -40,19 +41,29 @@ int l_connect(lua_State *L) {
   cfg.auto_backpressure = false;
   if (lua_getfield(L, 1, "options") != LUA_TNIL) l_channel_config_read(L, -1, &cfg);
   lua_pop(L, 1);
+  int tls = 0; // the TLS client factory (made before the channel: a bad option raises)
+  if (lua_getfield(L, 1, "tls") != LUA_TNIL) {
+    l_tls_client_factory(L, -1);
+    tls = lua_gettop(L);
+  }
   lp_future *f = lp_future_new(h->loop);
   if (!f) return luaL_error(L, "lupine.connect: out of memory");
   l_future_push(L, f);
   lp_future_unref(f); // the box holds it
   f->taken_by = "connect"; // the connect completes it, not a setSuccess
   int fidx = lua_gettop(L);
-  lp_channel *ch = lp_channel_new(h->loop, &lp_socket_unsafe, -1, &cfg);
+  lp_channel *ch = lp_channel_new(h->loop, &lp_socket_transport, -1, &cfg);
   if (!ch) {
     lp_future_fail_code(f, -ENOMEM, "connect");
     return 1;
   }
   f->value = lp_channel_ref(ch); // the future's value: the channel
   f->value_drop = drop_channel;
+  if (tls && l_tls_add_client(L, tls, ch, host) != 0) {
+    lp_channel_close_now(ch);
+    lp_future_fail_code(f, -ENOMEM, "connect");
+    return 1;
+  }
   if (init) { // on the caller's thread, as a plain call: handlers it adds run on the main thread
     lua_pushcfunction(L, l_traceback);
     lua_pushcfunction(L, l_call_init);

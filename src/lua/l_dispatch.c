@@ -56,6 +56,13 @@ static void push_event(lua_State *L, const lp_event_info *e) {
     lua_pushboolean(L, e->first);
     lua_setfield(L, -2, "first");
   }
+  for (int i = 0; i < e->nfields; i++) {
+    const lp_event_field *f = &e->fields[i];
+    if (f->str) lua_pushstring(L, f->str);
+    else if (f->boolean >= 0) lua_pushboolean(L, f->boolean);
+    else continue;
+    lua_setfield(L, -2, f->name);
+  }
 }
 
 // A frame marked LP_MSGF_STRING becomes a Lua string (the buffer is released).

@@ -1,6 +1,6 @@
 // l_embedded.c: the embedded channel behind lupine.test.embedded (Netty's
 // EmbeddedChannel). It is a real lp_channel with its real pipeline; only its
-// unsafe differs: the head's write/flush/close queue messages instead of doing
+// transport differs: the head's write/flush/close queue messages instead of doing
 // I/O, and the tail hook keeps what reaches the tail (messages nobody
 // consumed, unhandled exceptions) instead of dropping or logging them.
 //
@@ -192,7 +192,7 @@ static void emb_free(lp_channel *ch) {
   lua_pop(L, 1);
 }
 
-static const lp_channel_unsafe embedded_unsafe = {
+static const lp_transport embedded_transport = {
     "embedded", emb_write, emb_flush, emb_read, emb_close, NULL, emb_free, emb_tail,
 };
 
@@ -207,7 +207,7 @@ static int embedded_channel(lua_State *L) {
     lua_setfield(L, -2, fields[i]);
   }
   int q = lua_gettop(L);
-  lp_channel *ch = lp_channel_new(h->loop, &embedded_unsafe, -1, NULL);
+  lp_channel *ch = lp_channel_new(h->loop, &embedded_transport, -1, NULL);
   if (!ch) return luaL_error(L, "lupine.test.embedded: out of memory");
   // Active once registered, as Netty's EmbeddedChannel; closed with the loop,
   // but not one of the loop's connections (loop:channelCount()).
@@ -223,7 +223,7 @@ static int embedded_channel(lua_State *L) {
 
 static int embedded_register(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  if (ch->unsafe != &embedded_unsafe) return l_argerror(L, 1, "not an embedded channel");
+  if (ch->transport != &embedded_transport) return l_argerror(L, 1, "not an embedded channel");
   if (ch->flags & LP_CH_REGISTERED) return 0;
   lp_channel_register(ch);
   return 0;
@@ -233,7 +233,7 @@ static int embedded_register(lua_State *L) {
 // test object: no Lua runs now; channelInactive follows as a task).
 static int embedded_close_now(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  if (ch->unsafe != &embedded_unsafe) return l_argerror(L, 1, "not an embedded channel");
+  if (ch->transport != &embedded_transport) return l_argerror(L, 1, "not an embedded channel");
   lp_channel_close_now(ch);
   return 0;
 }

@@ -165,6 +165,7 @@ typedef struct serve_ctx {
   lua_State *L;        // the caller (inline worker)
   l_host *h;
   int app_idx;         // the app table on the caller's stack
+  char *tls_cert, *tls_key; // the launcher's --tls-cert/--tls-key (NULL: none)
 } serve_ctx;
 
 typedef struct l_worker {
@@ -173,6 +174,7 @@ typedef struct l_worker {
   bool own_state;      // a worker thread's state (closed in free)
   int init_ref, app_ref, worker_ref;
   lp_channel_config cfg;
+  const char *tls_cert, *tls_key; // serve_ctx's, for the app's TLS handler
 } l_worker;
 
 // [1] l_worker, [2] the app table, [3] worker id, [4] worker count: read the
@@ -207,8 +209,23 @@ static int worker_setup(lua_State *L) {
   } else {
     lua_pop(L, 1);
   }
+  // The app's `tls` field (or the launcher's certificate): init wrapped to put
+  // a TLS handler first, its context built once here for this worker.
+  if (lua_getfield(L, 2, "tls") != LUA_TNIL || lw->tls_cert) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "lupine.tls");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "_appInit");
+    lua_pushvalue(L, 2);
+    if (lw->tls_cert) lua_pushstring(L, lw->tls_cert);
+    else lua_pushnil(L);
+    if (lw->tls_key) lua_pushstring(L, lw->tls_key);
+    else lua_pushnil(L);
+    lua_call(L, 3, 1); // raises a one-line error naming the file
+  } else {
+    lua_getfield(L, 2, "init");
+  }
   // The references come last: nothing raises after them.
-  lua_getfield(L, 2, "init");
   lw->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 2);
   lw->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -275,6 +292,8 @@ static int w_start(lp_worker *w, char *err, size_t errlen) {
     return -1;
   }
   lw->init_ref = lw->app_ref = lw->worker_ref = LUA_NOREF;
+  lw->tls_cert = s->tls_cert;
+  lw->tls_key = s->tls_key;
   w->host = lw;
   if (!w->threaded) { // inline: the caller's state and loop
     lw->L = s->L;
@@ -359,6 +378,8 @@ static void ctx_free(serve_ctx *s) {
   free(s->source);
   free(s->path);
   free(s->cpath);
+  free(s->tls_cert);
+  free(s->tls_key);
   free(s);
 }
 
@@ -393,6 +414,8 @@ int l_serve(lua_State *L) {
   if (lp_addr_parse(host, port, &addr) != 0)
     return luaL_error(L, "lupine: host '%s' is not a numeric IPv4/IPv6 address or localhost", host);
   const char *source = l_opt_string(L, 1, "source", NULL); // a path or module name: no NUL
+  if (l_opt_string(L, 1, "tlsCert", NULL) && !l_opt_string(L, 1, "tlsKey", NULL))
+    return luaL_error(L, "lupine: --tls-cert needs --tls-key");
   if (workers > 0 && !source)
     return luaL_error(L, "lupine: workers > 0 needs the app's source (a file or module name) to load it in each worker");
   lp_channel_config check; // the app's options, checked here once for every worker
@@ -418,6 +441,8 @@ int l_serve(lua_State *L) {
   serve_ctx *s = calloc(1, sizeof *s);
   if (!s) return luaL_error(L, "lupine: out of memory");
   s->source = dup_field(L, 1, "source");
+  s->tls_cert = dup_field(L, 1, "tlsCert");
+  s->tls_key = dup_field(L, 1, "tlsKey");
   lua_getglobal(L, "package");
   if (lua_istable(L, -1)) { // checked for NUL bytes above
     s->path = dup_field(L, lua_gettop(L), "path");

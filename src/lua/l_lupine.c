@@ -431,7 +431,8 @@ const char *l_opt_string(lua_State *L, int t, const char *field, const char *def
 
 static const char *const channel_options[] = {
     "tcpNoDelay", "keepAlive", "rcvBuf", "sndBuf", "autoRead", "allowHalfClosure", "autoBackpressure",
-    "closeOnException", "maxMessagesPerRead", "highWaterMark", "lowWaterMark", "maxPendingBytes", NULL,
+    "closeOnException", "maxMessagesPerRead", "highWaterMark", "lowWaterMark", "maxPendingBytes",
+    "drainTimeout", NULL,
 };
 
 void l_channel_config_read(lua_State *L, int t, lp_channel_config *c) {
@@ -468,6 +469,9 @@ void l_channel_config_read(lua_State *L, int t, lp_channel_config *c) {
   c->high_water = (size_t)l_opt_int(L, t, "highWaterMark", (lua_Integer)c->high_water, 0, big);
   c->low_water = (size_t)l_opt_int(L, t, "lowWaterMark", (lua_Integer)c->low_water, 0, big);
   c->max_pending = (size_t)l_opt_int(L, t, "maxPendingBytes", (lua_Integer)c->max_pending, 1, big);
+  c->drain_timeout = l_opt_number(L, t, "drainTimeout", c->drain_timeout);
+  if (!(c->drain_timeout >= 0) || c->drain_timeout > 1e9)
+    luaL_error(L, "option 'drainTimeout' must be seconds >= 0 (0: no limit)");
   if (c->low_water > c->high_water)
     luaL_error(L, "option 'lowWaterMark' (%I) must not exceed 'highWaterMark' (%I)", (lua_Integer)c->low_water,
                (lua_Integer)c->high_water);
@@ -560,6 +564,11 @@ int luaopen_lupine_core(lua_State *L) {
   l_resolver_open(L); // resolve, setResolver
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
   l_blocking_open(L); // blocking: jobs on the pool of threads (l_blocking.c)
+  l_ws_open(L);       // _ws: WebSocket framing (lua/lupine/ws.lua)
+  l_tls_open(L);      // tls: server, client, info, handshake; ch:tls()
+  l_shared_open(L);   // shared: dictionaries every worker sees (l_shared.c)
+  l_broadcast_open(L); // broadcast, subscribe: messages between workers (l_broadcast.c)
+  l_resp_open(L);      // _resp: RESP decoders and encoders (l_resp.c, lua/lupine/redis.lua)
   l_co_open(L);       // _onUnobserved, _logChannel: lua/lupine/co.lua
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");

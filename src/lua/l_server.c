@@ -30,7 +30,7 @@ int l_call_init(lua_State *L) {
 }
 
 lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref) {
-  lp_channel *ch = lp_channel_new(h->loop, &lp_socket_unsafe, fd, cfg);
+  lp_channel *ch = lp_channel_new(h->loop, &lp_socket_transport, fd, cfg);
   if (!ch) {
     lp_log(LP_LOG_ERROR, 0, "out of memory for a new channel: connection closed");
     close(fd);

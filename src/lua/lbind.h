@@ -330,6 +330,18 @@ void l_codec_open(lua_State *L);
 void l_embedded_open(lua_State *L);
 void l_process_open(lua_State *L); // _spawn, _wait, _kill (l_process.c): the test kit's processes
 void l_blocking_open(lua_State *L); // blocking: run, configure, stats and calls (l_blocking.c)
+void l_ws_open(lua_State *L);       // _ws (l_ws.c): lupine.ws's native side
+// l_tls.c: core.tls (server, client, info, handshake) and ch:tls(); after l_channel_open.
+void l_tls_open(lua_State *L);
+// lupine.connect{ tls = opts }: push the client factory for the options
+// table at opts (made once per table and state; raises on a bad option), then
+// add a handler from the factory at index factory first in ch's pipeline
+// (host: SNI and the name to check unless opts.serverName). 0 or -errno.
+void l_tls_client_factory(lua_State *L, int opts);
+int l_tls_add_client(lua_State *L, int factory, lp_channel *ch, const char *host);
+void l_shared_open(lua_State *L);   // shared: the process's shared dictionaries (l_shared.c)
+void l_broadcast_open(lua_State *L); // broadcast, subscribe, unsubscribe, setBroadcastLimit (l_broadcast.c)
+void l_resp_open(lua_State *L);      // _resp: the RESP codec for lupine.redis (l_resp.c)
 void l_co_open(lua_State *L);      // _onUnobserved, _logChannel (l_co.c): lua/lupine/co.lua
 
 #endif

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# bench/ws.sh: WebSocket ping-pong against TCP echo, in the same run. Each run
+# starts each server in turn (pinned to CPU 0) and drives it with bench/loadgen
+# (pinned to CPU 1): CONNS connections, each sending one SIZE-byte message and
+# waiting for its echo, every echoed byte checked. Prints the median of RUNS
+# runs per server, the ratio to TCP echo in the same run, and each run's figures.
+#
+# Servers:
+#   echo   examples/echo.lua: raw TCP echo, a Lua handler per read (loadgen plain)
+#   ws     bench/ws_echo.lua: the native WebSocket frame codec, a Lua handler per
+#          message (loadgen -W: masked text frames in, unmasked frames back)
+#
+# Settings (environment): WS_CONNS=50 WS_SIZE=64 WS_SECS=5 WS_WARMUP=1 WS_RUNS=3
+#   WS_SERVERS="echo ws" BUILD=build (configured with -DLUPINE_BENCH=ON)
+# Raw results go to bench/out/ws-<time>/.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+CONNS=${WS_CONNS:-50}
+SIZE=${WS_SIZE:-64}
+SECS=${WS_SECS:-5}
+WARMUP=${WS_WARMUP:-1}
+RUNS=${WS_RUNS:-3}
+SERVERS=${WS_SERVERS:-echo ws}
+BUILD=${BUILD:-build}
+OUT=bench/out/ws-$(date +%Y%m%d-%H%M%S)
+mkdir -p "$OUT"
+
+echo "== building ($BUILD)"
+if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUPINE_BENCH=ON &&
+  cmake --build "$BUILD" -j 2 --target lupine_lua loadgen; } >"$OUT/build.log" 2>&1; then
+  cat "$OUT/build.log"
+  exit 1
+fi
+
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then SRV_PIN=(taskset -c 0) LG_PIN=(taskset -c 1)
+else SRV_PIN=() LG_PIN=(); echo "ws: unpinned (fewer than 2 CPUs or no taskset)"; fi
+LUAENV=("LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;" PORT=0)
+server_cmd() {
+  case $1 in
+  echo) CMD=(env "${LUAENV[@]}" lua5.4 examples/echo.lua) LG_WS=() ;;
+  ws) CMD=(env "${LUAENV[@]}" lua5.4 bench/ws_echo.lua) LG_WS=(-W) ;;
+  *) echo "ws: unknown server '$1'"; exit 2 ;;
+  esac
+}
+
+pid=
+stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
+trap stop EXIT
+start() { # name log: sets pid, port
+  server_cmd "$1"
+  : >"$2.out"
+  "${SRV_PIN[@]}" "${CMD[@]}" >"$2.out" 2>"$2.err" &
+  pid=$! port=
+  for _ in $(seq 200); do
+    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$2.out" | head -1)
+    [ -n "$port" ] && return 0
+    sleep 0.05
+  done
+  echo "ws: $1 did not start: $(head -3 "$2.err")"
+  exit 1
+}
+
+RES=$OUT/results.txt
+: >"$RES"
+LG_ARGS=(-c "$CONNS" -s "$SIZE" -w "$WARMUP" -d "$SECS")
+for r in $(seq "$RUNS"); do
+  for s in $SERVERS; do
+    start "$s" "$OUT/$s-$r"
+    if ! line=$(timeout $((${SECS%.*} + 60)) "${LG_PIN[@]}" "$BUILD/bench/loadgen" -p "$port" "${LG_WS[@]}" "${LG_ARGS[@]}" -P "$pid" 2>"$OUT/$s-$r.lgerr"); then
+      echo "run $r $s: FAILED: $(cat "$OUT/$s-$r.lgerr")"
+      stop
+      exit 1
+    fi
+    stop
+    echo "run $r $s: $line"
+    echo "$s $r $line" >>"$RES"
+  done
+done
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+get() { awk -v s="$1" -v k="$2" '$1 == s { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' "$RES" | median; }
+# ratio SERVER BASE KEY: the median over runs of SERVER's figure divided by BASE's in the same run.
+ratio() {
+  awk -v s="$1" -v b="$2" -v k="$3" '
+    $1 == s || $1 == b { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v[$1, $2] = kv[2] } }
+    END { for (key in v) { split(key, p, SUBSEP); if (p[1] == s && ((b, p[2]) in v) && v[b, p[2]] + 0 > 0) print v[key] / v[b, p[2]] } }' "$RES" |
+    median | awk '{ if ($1 == "-") print "-"; else printf "%.2f\n", $1 }'
+}
+echo
+echo "round trips per second: median of $RUNS runs; $CONNS connections, $SIZE-byte messages, ping-pong; ${SECS} s after ${WARMUP} s"
+printf '%-6s %10s %7s %10s %7s %5s %5s\n' server "rt/s" "x echo" "cpu us/rt" "x echo" srv lg
+for s in $SERVERS; do
+  printf '%-6s %10.0f %7s %10.3f %7s %5.2f %5.2f\n' "$s" "$(get "$s" rt_per_s)" "$(ratio "$s" echo rt_per_s)" \
+    "$(get "$s" srv_cpu_us_per_rt)" "$(ratio "$s" echo srv_cpu_us_per_rt)" "$(get "$s" srv_util)" "$(get "$s" lg_util)"
+done
+echo "x echo: median over runs of the ratio to TCP echo's figure in the same run (rt/s: higher is better;"
+echo "  cpu us/rt, the server's CPU time per round trip: lower is better). srv, lg: CPU seconds per second"
+echo "  of the server and of loadgen; both well under 1.00 means the machine (shared) was the limit, and"
+echo "  cpu us/rt is the figure to compare."
+echo "load: ${LG_PIN[*]} $BUILD/bench/loadgen -p PORT [-W] ${LG_ARGS[*]} -P PID   (results: $RES)"
