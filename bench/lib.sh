@@ -37,10 +37,14 @@ server_cmd() {
   inline)
     SENV=(PORT=0 "LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;")
     SCMD=(lua5.4 examples/echo.lua) ;;
+  co) # the same echo written as a coroutine per connection (handle)
+    SENV=(PORT=0 "LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;")
+    SCMD=(lua5.4 examples/co_echo.lua) ;;
+  co_w1) SCMD=("$BUILD/lupine" -p 0 -w 1 examples/co_echo.lua) ;;
   w0) SCMD=("$BUILD/lupine" -p 0 -w 0 examples/echo.lua) ;;
   w1) SCMD=("$BUILD/lupine" -p 0 -w 1 examples/echo.lua) ;;
   w2) SCMD=("$BUILD/lupine" -p 0 -w 2 examples/echo.lua) ;;
-  *) echo "bench: unknown server '$1' (ref inline w0 w1 w2)"; exit 2 ;;
+  *) echo "bench: unknown server '$1' (ref inline co co_w1 w0 w1 w2)"; exit 2 ;;
   esac
 }
 server_cpus() { [ "$1" = w2 ] && echo "$SRV2_CPUS" || echo "$SRV_CPUS"; }
@@ -48,6 +52,8 @@ server_label() {
   case $1 in
   ref) echo "reference (C, libev, 1 thread)" ;;
   inline) echo "lupine inline (lua5.4)" ;;
+  co) echo "lupine co_echo inline (coroutines)" ;;
+  co_w1) echo "lupine -w 1 co_echo (coroutines)" ;;
   w0) echo "lupine -w 0 (launcher, 1 loop)" ;;
   w1) echo "lupine -w 1" ;;
   w2) echo "lupine -w 2 (CPUs $SRV2_CPUS)" ;;
@@ -79,7 +85,7 @@ start() {
     if [ -n "$line" ]; then
       port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' <<<"$line")
       # Until the launcher has worker threads it serves -w N inline: not what we measure.
-      if [[ $name == w[1-9]* && $line == *inline* ]]; then
+      if [[ $name == *w[1-9]* && $line == *inline* ]]; then
         why="the launcher has no worker threads yet: -w N served inline"
         stop
         return 1

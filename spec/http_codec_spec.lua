@@ -146,8 +146,8 @@ describe("lupine.http.serverCodec", function()
       .. "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nafter the head"
     local got = ""
     test.eventually(function()
-      got = got .. c:received()
-      c.buf = ""
+      local r = c:received() -- take what arrived (received() only looks)
+      if #r > 0 then got = got .. c:receive(#r) end
       return #nodate(got) >= #want
     end)
     -- the fields of a table come in pairs() order
@@ -228,8 +228,8 @@ describe("lupine.http.serverCodec with autoRead off", function()
     local one = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n/"
     local all = ""
     test.eventually(function()
-      all = all .. c:received()
-      c.buf = ""
+      local r = c:received() -- take what arrived (received() only looks)
+      if #r > 0 then all = all .. c:receive(#r) end
       return #nodate(all) >= 3 * (#one + 1)
     end)
     assert.equal(one .. "1" .. one .. "2" .. one .. "3", nodate(all))

@@ -68,8 +68,8 @@ c.close()
     local want = #nodate(c:received()) -- nothing yet, or part
     local got = ""
     test.eventually(function()
-      got = got .. c:received()
-      c.buf = ""
+      local r = c:received() -- take what arrived (received() only looks)
+      if #r > 0 then got = got .. c:receive(#r) end
       return #nodate(got) >= #one * 16
     end, 5, "16 responses")
     assert.equal(one:rep(16), nodate(got))
@@ -166,8 +166,8 @@ describe("lupine.http.server", function()
     local one = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nk"
     local got = ""
     test.eventually(function()
-      got = got .. c:received()
-      c.buf = ""
+      local r = c:received() -- take what arrived (received() only looks)
+      if #r > 0 then got = got .. c:receive(#r) end
       return #nodate(got) >= #one * (n + 1)
     end, 10, "every answer")
     assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\ns" .. one:rep(n), nodate(got))

@@ -129,6 +129,47 @@ describe("lupine.test", function()
     server:close()
   end)
 
+  it("test.client is a lupine.co socket: inside test.run its waits park the coroutine, with the same failures", function()
+    local server = scripted(function(ctx) drip(ctx, { "one\n", "two\n", "three\n" }, 0.02) end)
+    local order = {}
+    local got = test.run(function()
+      local c = test.client(server.port)
+      assert.equal("lupine.Socket", tostring(c):match("^lupine%.Socket"))
+      -- another coroutine runs while this one waits in receiveLine
+      local other = lupine.spawn(function()
+        order[#order + 1] = "other"
+        return "ran"
+      end)
+      local lines = { c:receiveLine(), c:receiveLine(), c:receiveLine() }
+      order[#order + 1] = "lines"
+      assert.equal("ran", lupine.await(other))
+      local ok, err = pcall(c.receive, c, 3, 0.05)
+      assert.is_false(ok)
+      assert.matches('receive%(3%): timed out after 0.05 s; received so far: ""$', err)
+      c:close()
+      return lines
+    end)
+    assert.same({ "one", "two", "three" }, got)
+    assert.same({ "other", "lines" }, order)
+    server:close()
+  end)
+
+  it("test.run raises the body's error with its traceback, or that it did not finish in time", function()
+    assert.matches("^spec/testkit_spec.lua:%d+: inside\nstack traceback:\n", err_of(test.run, function()
+      lupine.sleep(0.001)
+      error("inside")
+    end))
+    local closed = false
+    local t0 = loop:now()
+    assert.equal("test.run: the body did not finish within 0.1 s", err_of(test.run, function()
+      local _ <close> = setmetatable({}, { __close = function() closed = true end })
+      lupine.sleep(10)
+    end, 0.1):gsub("^[^:]+:%d+: ", ""))
+    assert.is_true(loop:now() - t0 < 1)
+    assert.is_true(closed, "the abandoned body's to-be-closed variables were not closed")
+    assert.equal("test.run: expected a function", err_of(test.run, 42):gsub("^[^:]+:%d+: ", ""))
+  end)
+
   it("raises when it cannot connect, naming the cause", function()
     local port = test.freePort()
     assert.equal(("test.client: connect to 127.0.0.1:%d failed: ECONNREFUSED: Connection refused (connect to 127.0.0.1:%d)")

@@ -82,6 +82,23 @@ raw_tls:send("not TLS\r\n\r\n")
 test.eventually(function() return not raw_tls:isOpen() end, 10, "the TLS server to close")
 tls_echo:close()
 certs.remove()
+-- Coroutine style: the echo as a loop, the client script, memcached's text protocol.
+local co_echo = test.server(dofile("examples/co_echo.lua"))
+local co_client = dofile("examples/co_client.lua")
+local talked = co_client.run { port = co_echo.port, count = 30 }
+lupine.loop():runUntil(talked, 60)
+check(talked:isSuccess() and talked:get() == 30, "co_client: " .. tostring((talked:cause())))
+local mc = test.server(dofile("examples/co_memcached.lua"))
+test.run(function()
+  local m = test.client(mc.port)
+  m:send("set k 1 0 5\r\nab\ncd\r\nget k\r\nincr k 1\r\ndelete k\r\n")
+  check(m:receive(#"STORED\r\nVALUE k 1 5\r\nab\ncd\r\nEND\r\n") == "STORED\r\nVALUE k 1 5\r\nab\ncd\r\nEND\r\n",
+    "co_memcached: get after set")
+  check(m:receiveLine() == "CLIENT_ERROR cannot increment or decrement non-numeric value", "co_memcached: incr")
+  check(m:receiveLine() == "DELETED", "co_memcached: delete")
+  m:send(("x"):rep(2 * 1024 * 1024)) -- a line over the decoder's limit, then the rest of the test ends
+  m:close()
+end)
 -- The embedded channel and a Lua decoder, left unfinished on purpose: closed with the loop.
 local emb = test.embedded(lupine.codec.decoder {
   decode = function(_, _, buf, out) if buf:readableBytes() >= 2 then out[#out + 1] = buf:readString(2) end end,
@@ -105,6 +122,8 @@ test.eventually(function() return lupine.loop():channelCount() == 0 end)
 hello:close()
 api:close()
 proxy:close()
+co_echo:close()
+mc:close()
 echo:close()
 discard:close()
 chat:close()

@@ -9,10 +9,20 @@ for k, v in pairs(core) do lupine[k] = v end
 -- app for the launcher to serve instead of serving it inline.
 lupine.launched = false
 
+-- Apps with handle(sock) (a coroutine per connection, lupine.co) get an
+-- init(ch) that runs theirs and then starts handle: made once per app table.
+local with_handle = setmetatable({}, { __mode = "k" })
+
 local function check_app(app, level)
   if type(app) ~= "table" then error("lupine: an app must be a table with an init(ch) function", level + 1) end
-  if type(app.init) ~= "function" then error("lupine: the app has no init(ch) function", level + 1) end
+  if app.handle ~= nil and not with_handle[app] then
+    local init = require("lupine.co").handleInit(app)
+    app.init = init
+    with_handle[app] = init
+  end
+  if type(app.init) ~= "function" then error("lupine: the app has no init(ch) or handle(sock) function", level + 1) end
 end
+lupine._checkApp = check_app
 
 -- Where each app came from when run as a script, for worker states to load.
 local sources = setmetatable({}, { __mode = "k" })
@@ -89,9 +99,16 @@ end
 -- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
 function lupine.channelGroup(name) return require("lupine.group").new(name) end
 
-local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true, http = true }
+local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true, co = true, http = true }
+-- Coroutines (lua/lupine/co.lua): loaded on first use.
+local from_co = { spawn = true, sleep = true, await = true, tcp = true }
 return setmetatable(lupine, {
   __index = function(t, k)
+    if from_co[k] then
+      local v = require("lupine.co")[k]
+      rawset(t, k, v)
+      return v
+    end
     if submodules[k] then
       local m = require("lupine." .. k)
       rawset(t, k, m)

@@ -3,14 +3,15 @@
 -- runs out of time raises an error saying what it waited for and what it got.
 --
 --   local server = test.server(app)              -- 127.0.0.1, a free port
---   local c = test.client(server.port)           -- a synchronous client
+--   local c = test.client(server.port)           -- a lupine.co socket
 --   c:send("PING\r\n")
 --   assert.equal("+PONG", c:receiveLine())      -- or receive(n), receiveUntil, expect
 --   c:close()
 --
--- The client is a real lupine client channel (lupine.connect) whose pipeline
--- ends in a collector; the waits run the loop, so servers in the same loop
--- keep serving while a spec waits.
+-- The client is the socket lupine.tcp.connect returns (lua/lupine/co.lua): a
+-- real client channel whose pipeline ends in the socket. Outside a coroutine
+-- its waits run the loop, so servers in the same loop keep serving while a
+-- spec waits; inside test.run(function() ... end) they park the coroutine.
 local lupine = require "lupine"
 
 local test = {}
@@ -86,6 +87,7 @@ end
 function test.server(app_or_init, opts)
   opts = opts or {}
   local init, options = app_or_init, opts.options
+  if type(app_or_init) == "table" and app_or_init.handle ~= nil then lupine._checkApp(app_or_init, 2) end
   if type(app_or_init) == "table" then
     init = app_or_init.init
     options = options or app_or_init.options
@@ -139,186 +141,223 @@ function test.blackhole()
   error("test.blackhole: the kernel kept completing connections to a listener that does not accept", 2)
 end
 
--- ---- a synchronous client ------------------------------------------------------------
+-- ---- the test client: a lupine.co socket ----------------------------------------------
+-- test.client returns the socket lupine.tcp.connect returns (lua/lupine/co.lua),
+-- in the test kit's mode: outside a coroutine each wait runs the inline loop
+-- until it is done (inside a lupine coroutine, test.run's or lupine.spawn's,
+-- it parks the coroutine instead), and a wait that fails raises, saying what
+-- arrived so far, instead of returning nil, err.
 
-local Client = {}
--- c.inbox: what received() returns (kept for specs that look at it directly).
-function Client.__index(self, k)
-  if k == "inbox" then return self:received() end
-  return Client[k]
+local co = require "lupine.co"
+local Socket = co.Socket
+
+local Client = setmetatable({}, { __index = Socket })
+-- c.inbox: what received() returns; c.channel, c.error: the channel, its first exception.
+local client_props = {
+  inbox = function(self) return self:received() end,
+  channel = function(self) return rawget(self, "ch") or nil end,
+  error = function(self) return rawget(self, "lastError") or nil end,
+}
+function Client.__index(self, k) -- (its first upvalue is the method table: docs_spec reads it)
+  local m = Client[k]
+  if m ~= nil then return m end
+  local p = client_props[k]
+  if p then return p(self) end
 end
+Client.__close = function(self) self:close() end
+Client.__tostring = Socket.__tostring
 
 local function preview(s)
   if #s > 200 then s = s:sub(1, 200) .. ("... (%d bytes)"):format(#s) end
   return ("%q"):format(s)
 end
 
-local function is_buffer(v) return getmetatable(v) == "lupine.Buffer" end
+-- Why a wait failed, in the test kit's words.
+local function why(self, err, timeout)
+  if err == "timeout" then return ("timed out after %g s"):format(timeout or self.timeout) end
+  local ch = rawget(self, "ch")
+  local closed = self.closed or (ch and not ch:isOpen())
+  if self.eof or closed then
+    local w = closed and "the connection closed" or "the peer shut its output down"
+    local e = rawget(self, "lastError")
+    if e then w = w .. " (" .. tostring(e):gsub("\n.*", "") .. ")" end
+    return w
+  end
+  return tostring(err)
+end
+
+-- The level of the first Lua function outside the test kit and lupine.co:
+-- the spec's line that called the failing method (also through a pcall).
+local function caller_level()
+  local level = 3
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info then return 2 end
+    if info.what ~= "C" and not info.short_src:find("lupine/test.lua", 1, true)
+      and not info.short_src:find("lupine/co.lua", 1, true) then
+      return level - 1
+    end
+    level = level + 1
+  end
+end
+
+-- Raise for the caller of a Client method.
+local function fail(self, what, err, partial, timeout)
+  local so_far = partial or ""
+  if err == "timeout" then so_far = self:received() end
+  error(("%s: %s; received so far: %s"):format(what, why(self, err, timeout), preview(so_far)), caller_level())
+end
 
 -- test.client(host, port [, opts]) or test.client(port [, opts]): connects at
--- once (raising when it cannot). opts.timeout: the default wait (test.timeout);
--- opts.options: channel options; opts.init(ch): add handlers (codecs) before
--- the collector. Bytes (strings, Buffers) that reach the collector go to the
--- byte inbox (receive...), any other message to the message inbox
--- (receiveMessage).
+-- once (raising when it cannot). opts.timeout: each wait's default
+-- (test.timeout); opts.options: channel options; opts.init(ch): add handlers
+-- (codecs) before the socket; opts.bufferSize, opts.receiveLimit (64 MiB each
+-- here: a spec's client reads whatever the server sends).
 function test.client(host, port, opts)
   if type(host) == "number" then host, port, opts = "127.0.0.1", host, port end
   opts = opts or {}
-  local self = setmetatable({
+  local self = co._newSocket({
     timeout = opts.timeout or test.timeout,
-    chunks = {}, buf = "", messages = {}, events = {},
-    closed = false, eof = false,
-  }, Client)
-  local collector = { name = "test.client" }
-  function collector.channelRead(_, _, msg)
-    if type(msg) == "string" then self.chunks[#self.chunks + 1] = msg
-    elseif is_buffer(msg) then self.chunks[#self.chunks + 1] = msg:readString()
-    else self.messages[#self.messages + 1] = msg end
-  end
-  function collector.userEventTriggered(_, _, evt)
-    self.events[#self.events + 1] = evt
-    if type(evt) == "table" and evt.kind == "inputShutdown" then self.eof = true end
-  end
-  function collector.channelInactive()
-    self.closed, self.eof = true, true
-  end
-  function collector.exceptionCaught(_, _, err) self.error = self.error or err end
+    bufferSize = opts.bufferSize or 64 * 1048576,
+    receiveLimit = opts.receiveLimit or 64 * 1048576,
+  }, "test.client", 2)
+  self.sync = true
+  setmetatable(self, Client)
   local f = lupine.connect {
     host = host, port = port, timeout = self.timeout, options = opts.options,
     init = function(ch)
       if opts.init then opts.init(ch) end
-      ch.pipeline:addLast(collector)
+      co._attach(self, ch)
     end,
   }
-  loop():runUntil(f, self.timeout + 1, ("the connection to %s:%s"):format(host, port))
+  if co._running() then lupine.await(f, self.timeout + 1)
+  else loop():runUntil(f, self.timeout + 1, ("the connection to %s:%s"):format(host, port)) end
   if not f:isSuccess() then
     error(("test.client: connect to %s:%s failed: %s"):format(host, port, tostring(f:cause())), 2)
   end
-  self.channel = f:get()
   return self
 end
 
--- The bytes received and not yet taken.
-function Client:received()
-  if #self.chunks > 0 then
-    self.buf = self.buf .. table.concat(self.chunks)
-    self.chunks = {}
+-- Wait for a future: parked inside a lupine coroutine, running the loop outside. Returns done.
+local function settle(self, f, timeout)
+  if f:isDone() then return true end
+  if co._running() then
+    lupine.await(f, timeout)
+    return f:isDone()
   end
-  return self.buf
+  return (pcall(loop().runUntil, loop(), f, timeout))
 end
 
-function Client:isOpen() return self.channel:isOpen() end
+-- The bytes received and not yet taken.
+function Client:received() return co._buffered(self) end
 
--- Send data (a string or a Buffer) and wait until it is written.
+-- Send data (a string, a Buffer, or a message for an encoder) and wait until it is written.
 function Client:send(data)
-  local f = self.channel:writeAndFlush(data, lupine.promise())
-  local ok = pcall(loop().runUntil, loop(), f, self.timeout)
-  if not ok then error(("send: not written within %g s (is the peer reading?)"):format(self.timeout), 2) end
+  local f = self.ch:writeAndFlush(data, lupine.promise())
+  if not settle(self, f, self.timeout) then
+    error(("send: not written within %g s (is the peer reading?)"):format(self.timeout), 2)
+  end
   if not f:isSuccess() then error("send: " .. tostring(f:cause()), 2) end
   return self
 end
 
 -- Half-close: the peer reads EOF, this client can still receive.
 function Client:shutdownOutput()
-  local f = self.channel:shutdownOutput()
-  loop():runUntil(f, self.timeout, "the output shutdown")
+  local f = self.ch:shutdownOutput()
+  if not settle(self, f, self.timeout) then error("shutdownOutput: not done in time", 2) end
   return self
-end
-
--- Wait until take(received) returns a value (and the rest to keep); raise after
--- the timeout, or when the input ended first, with what arrived.
-function Client:_wait(what, take, timeout)
-  timeout = timeout or self.timeout
-  local result
-  local ok, err = pcall(loop().runUntil, loop(), function()
-    local v, rest = take(self:received())
-    if v ~= nil then
-      result, self.buf = v, rest
-      return true
-    end
-    return self.eof
-  end, timeout)
-  if result ~= nil then return result end
-  if not ok and not (type(err) == "string" and err:find("^runUntil: timed out")) then error(err, 0) end
-  local why
-  if self.eof then
-    why = self.closed and "the connection closed" or "the peer shut its output down"
-    if self.error then why = why .. " (" .. tostring(self.error) .. ")" end
-  else
-    why = ("timed out after %g s"):format(timeout)
-  end
-  error(("%s: %s; received so far: %s"):format(what, why, preview(self:received())), 3)
 end
 
 -- Exactly n bytes.
 function Client:receive(n, timeout)
-  return self:_wait(("receive(%d)"):format(n), function(s)
-    if #s >= n then return s:sub(1, n), s:sub(n + 1) end
-  end, timeout)
+  local v, err, part = Socket.receive(self, n, timeout)
+  if v == nil then fail(self, ("receive(%s)"):format(tostring(n)), err, part, timeout) end
+  return v
 end
 
 -- The bytes before delim (plain text, not a pattern); delim is consumed.
 function Client:receiveUntil(delim, timeout)
-  return self:_wait(("receiveUntil(%q)"):format(delim), function(s)
-    local i, j = s:find(delim, 1, true)
-    if i then return s:sub(1, i - 1), s:sub(j + 1) end
-  end, timeout)
+  local v, err, part = Socket.receiveUntil(self, delim, timeout)
+  if v == nil then fail(self, ("receiveUntil(%q)"):format(delim), err, part, timeout) end
+  return v
 end
 
 -- One line, without its "\n" or "\r\n".
 function Client:receiveLine(timeout)
-  local line = self:_wait("receiveLine()", function(s)
-    local i = s:find("\n", 1, true)
-    if i then return s:sub(1, i - 1), s:sub(i + 1) end
-  end, timeout)
-  return (line:gsub("\r$", ""))
+  local v, err, part = Socket.receiveLine(self, timeout)
+  if v == nil then fail(self, "receiveLine()", err, part, timeout) end
+  return v
+end
+
+function Client:receiveAny(max, timeout)
+  local v, err, part = Socket.receiveAny(self, max, timeout)
+  if v == nil then fail(self, ("receiveAny(%s)"):format(tostring(max)), err, part, timeout) end
+  return v
 end
 
 -- Wait until the received bytes match pattern (a Lua pattern); everything up
 -- to the end of the match is consumed. Returns the captures, or the match.
 function Client:expect(pattern, timeout)
   local caps
-  self:_wait(("expect(%q)"):format(pattern), function(s)
+  local v, err, part = co._readBytes(self, "expect", function(s)
     local r = { s:find(pattern) }
     if r[1] then
       caps = #r > 2 and { table.unpack(r, 3) } or { s:sub(r[1], r[2]) }
-      return true, s:sub(r[2] + 1)
+      return true, r[2]
     end
   end, timeout)
+  if v == nil then fail(self, ("expect(%q)"):format(pattern), err, part, timeout) end
   return table.unpack(caps)
 end
 
--- The next message that was not bytes (a decoder's output).
+-- The next message the pipeline produced (a decoder's output).
 function Client:receiveMessage(timeout)
-  timeout = timeout or self.timeout
-  local ok = pcall(loop().runUntil, loop(), function() return #self.messages > 0 or self.eof end, timeout)
-  if #self.messages > 0 then return table.remove(self.messages, 1) end
-  local why = self.eof and "the connection closed" or ("timed out after %g s"):format(timeout)
-  if ok and self.error then why = why .. " (" .. tostring(self.error) .. ")" end
-  error(("receiveMessage(): %s; bytes received so far: %s"):format(why, preview(self:received())), 2)
+  local v, err = Socket.receiveMessage(self, timeout)
+  if v == nil then
+    error(("receiveMessage(): %s; bytes received so far: %s"):format(why(self, err, timeout), preview(self:received())),
+      caller_level())
+  end
+  return v
 end
 
 -- Everything until the peer closes (or shuts its output down).
 function Client:receiveAll(timeout)
-  timeout = timeout or self.timeout
-  local ok = pcall(loop().runUntil, loop(), function() return self.eof end, timeout)
-  if not ok then
-    error(("receiveAll(): the peer did not close within %g s; received so far: %s"):format(timeout,
-      preview(self:received())), 2)
+  local v, err = Socket.receiveAll(self, timeout)
+  if v == nil then
+    if err == "timeout" then
+      error(("receiveAll(): the peer did not close within %g s; received so far: %s"):format(timeout or self.timeout,
+        preview(self:received())), caller_level())
+    end
+    fail(self, "receiveAll()", err, "", timeout)
   end
-  local s = self:received()
-  self.buf = ""
-  return s
+  return v
 end
 
+-- Close and wait until the channel is closed.
 function Client:close()
-  if not self.channel then return end
-  local f = self.channel:close()
-  loop():runUntil(f, self.timeout, "the close to complete")
-  self.closed, self.eof = true, true
+  local ch = self.ch
+  Socket.close(self)
+  if ch then settle(self, ch.closeFuture, self.timeout) end
 end
 
-Client.__close = Client.close
+-- test.run(body [, timeout]): run body() as a lupine coroutine (test.client's
+-- waits, lupine.sleep, lupine.tcp.connect then park it) until it ends; raises
+-- its error, or after timeout seconds (test.timeout * 2) that it did not end.
+-- Returns what body returned.
+function test.run(body, timeout)
+  if type(body) ~= "function" then error("test.run: expected a function", 2) end
+  if co._running() then error("test.run: called inside a coroutine; call body() directly", 2) end
+  timeout = timeout or test.timeout * 2
+  local f = lupine.promise()
+  local c = co._start(function() return body() end, { future = f })
+  local ok = pcall(loop().runUntil, loop(), f, timeout)
+  if not ok or not f:isDone() then
+    co._abandon(c)
+    error(("test.run: the body did not finish within %g s"):format(timeout), 2)
+  end
+  if not f:isSuccess() then error(tostring(f:cause()), 0) end
+  return co._results(f)
+end
 
 -- ---- processes -------------------------------------------------------------------------
 -- A spawned program is a direct child of this process (core._spawn, in

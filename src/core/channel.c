@@ -613,9 +613,34 @@ static void on_drain_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
   lp_channel *ch = lp_container_of(w, struct lp_drain, timer)->ch;
   size_t unsent = lp_outbound_payload(&ch->out);
-  lp_log(LP_LOG_WARN, ch->id, "closing with %zu bytes unsent: the peer did not read them within %g s (drainTimeout)",
-         unsent, ch->config.drain_timeout);
+  if (unsent)
+    lp_log(LP_LOG_WARN, ch->id, "closing with %zu bytes unsent: the peer did not read them within %g s (drainTimeout)",
+           unsent, ch->config.drain_timeout);
+  else // a lingering close: all was sent, the peer did not close its side
+    lp_log(LP_LOG_DEBUG, ch->id, "closing: the peer did not close within %g s (drainTimeout)", ch->config.drain_timeout);
   lp_channel_close_now(ch); // frees ch->drain (and w)
+}
+
+// Bound a drain by drainTimeout (0: no bound). false when out of memory (the channel is closed).
+static bool drain_timer_start(lp_channel *ch) {
+  if (ch->config.drain_timeout <= 0 || ch->drain) return true;
+  ch->drain = malloc(sizeof *ch->drain);
+  if (!ch->drain) {
+    lp_channel_close_now(ch);
+    return false;
+  }
+  ch->drain->ch = ch;
+  ev_timer_init(&ch->drain->timer, on_drain_timeout, ch->config.drain_timeout, 0.);
+  ev_timer_start(ch->loop->ev, &ch->drain->timer);
+  return true;
+}
+
+void lp_channel_close_lingering(lp_channel *ch) {
+  if (ch->flags & (LP_CH_CLOSED | LP_CH_DRAINING)) return;
+  lp_channel_ref(ch);
+  lp_channel_close_gracefully(ch);
+  if ((ch->flags & (LP_CH_DRAINING | LP_CH_CLOSED)) == LP_CH_DRAINING) drain_timer_start(ch);
+  lp_channel_unref(ch);
 }
 
 static void close_after_flush(lp_channel *ch) {
@@ -627,16 +652,7 @@ static void close_after_flush(lp_channel *ch) {
   }
   ch->flags |= LP_CH_DRAINING;
   lp_channel_update_reading(ch); // off: the input has ended
-  if (ch->config.drain_timeout > 0) {
-    ch->drain = malloc(sizeof *ch->drain);
-    if (!ch->drain) {
-      lp_channel_close_now(ch);
-      return;
-    }
-    ch->drain->ch = ch;
-    ev_timer_init(&ch->drain->timer, on_drain_timeout, ch->config.drain_timeout, 0.);
-    ev_timer_start(ch->loop->ev, &ch->drain->timer);
-  }
+  if (!drain_timer_start(ch)) return;
   if (!ev_is_active(&ch->write_watcher)) do_flush(ch); // else EV_WRITE finishes it (do_flush -> drain_progress)
 }
 

@@ -162,5 +162,11 @@ void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, s
 // closes when the peer closes its side. Not bounded in time: the caller's
 // deadline closes what is left. A channel that is not connected closes now.
 void lp_channel_close_gracefully(lp_channel *ch);
+// The same, bounded by drainTimeout (nginx's lingering close): for a server
+// that ends a connection on its own (an HTTP error answered with Connection:
+// close) while the peer may still be sending. Closing at once would make the
+// kernel answer that input with a RST, which can discard the answer before
+// the peer reads it. Below the pipeline: handlers' close operations do not run.
+void lp_channel_close_lingering(lp_channel *ch);
 
 #endif

@@ -145,10 +145,12 @@ static inline bool holding(const http_conn *c) { return c->mode == MODE_CODEC &&
 
 // ---- writing ----------------------------------------------------------------------------
 
+// The answer that ends the connection is written: close, lingering (the
+// client may still be sending; a close now could reset the answer away).
 static void close_listener(lp_future *f, void *ud) {
-  LP_UNUSED(f);
   lp_channel *ch = ud;
-  lp_channel_close(ch, NULL);
+  if (lp_future_ok(f) && ch->transport == &lp_socket_transport) lp_channel_close_lingering(ch);
+  else lp_channel_close(ch, NULL);
   lp_channel_unref(ch);
 }
 

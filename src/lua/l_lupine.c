@@ -570,6 +570,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_broadcast_open(L); // broadcast, subscribe: messages between workers (l_broadcast.c)
   l_resp_open(L);      // _resp: RESP decoders and encoders (l_resp.c, lua/lupine/redis.lua)
   l_http_open(L);     // _http: the HTTP server codec and handler (lua/lupine/http.lua)
+  l_co_open(L);       // _onUnobserved, _logChannel: lua/lupine/co.lua
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;
