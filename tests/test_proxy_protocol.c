@@ -1,8 +1,16 @@
 // test_proxy_protocol.c: the PROXY protocol step (proxy_protocol.c) as a pure
 // function: v1 and v2 headers, their errors by exact text, and every split:
 // each prefix of an input answers "need more" or exactly what the whole input
-// answers, and once it answered it never changes.
+// answers, and once it answered it never changes. Then the handler
+// (proxy_handler.c) in a pipeline without Lua, the input split into two reads
+// at every place and fed byte by byte: the same event, addresses and bytes
+// handed on, or the same error and close.
+#include "buffer.h"
+#include "channel.h"
 #include "check.h"
+#include "future.h"
+#include "loop.h"
+#include "pipeline.h"
 #include "proxy_protocol.h"
 
 #include <stdio.h>
@@ -47,7 +55,115 @@ static void check(const char *input, size_t n, const char *want) {
 }
 #define CHECKS(lit, want) check(lit, sizeof lit - 1, want)
 
+// ---- the handler in a pipeline --------------------------------------------------------------
+
+static char trace[4096];
+static void note(const char *t) { strncat(trace, t, sizeof trace - strlen(trace) - 1); }
+
+static void fake_write(lp_channel *ch, lp_msg *m, lp_future *f) {
+  (void)ch;
+  lp_msg_release(m);
+  if (f) lp_future_succeed(f);
+}
+static void fake_flush(lp_channel *ch) { (void)ch; }
+static void fake_read(lp_channel *ch) { (void)ch; }
+static void fake_close(lp_channel *ch, lp_future *f) {
+  note(" close");
+  lp_channel_close_now(ch);
+  if (f) lp_future_succeed(f);
+}
+// What reaches the tail: the bytes as they come (read boundaries left out, so
+// that every split gives the same trace), "<v2 source destination local>" for
+// the event, "!message" for errors.
+static bool fake_tail(lp_channel *ch, int ev, lp_msg *m) {
+  (void)ch;
+  if (ev == LP_EV_READ && m->kind == LP_MSG_BUF) {
+    size_t o = strlen(trace), n = lp_buf_readable(m->u.buf);
+    if (o + n < sizeof trace) {
+      memcpy(trace + o, lp_buf_rptr(m->u.buf), n);
+      trace[o + n] = 0;
+    }
+  } else if (ev == LP_EV_USER_EVENT && m->kind == LP_MSG_EVENT) {
+    const lp_event_info *e = m->u.event;
+    char t[200];
+    snprintf(t, sizeof t, "<%s v%lld %s %s%s>", e->kind, e->fields[0].integer, e->fields[1].str ? e->fields[1].str : "-",
+             e->fields[2].str ? e->fields[2].str : "-", e->fields[3].boolean ? " local" : "");
+    note(t);
+  } else if (ev == LP_EV_EXCEPTION && m->kind == LP_MSG_ERROR) {
+    note("!");
+    note(m->u.err->message);
+  }
+  if (m) lp_msg_release(m);
+  return true;
+}
+static const lp_transport fake_transport = {"fake", fake_write, fake_flush, fake_read, fake_close, NULL, NULL, fake_tail};
+
+// Feed input split at cuts (ascending; then the rest), then end the input;
+// the trace, then " remote=... local=..." as the channel saw them at the end.
+static void run_handler(lp_loop *loop, bool optional, const char *in, size_t n, const size_t *cuts, size_t ncuts,
+                        char *out, size_t outlen) {
+  lp_channel *ch = lp_channel_new(loop, &fake_transport, -1, NULL);
+  ch->flags |= LP_CH_CONNECTED;
+  lp_addr_parse("127.0.0.1", 40000, &ch->remote); // the balancer's connection
+  lp_addr_parse("127.0.0.1", 9001, &ch->local);
+  lp_channel_register(ch);
+  lp_pipeline_add(&ch->pipeline, LP_ADD_LAST, NULL, lp_proxy_ctx_new(&ch->pipeline, "proxy", optional));
+  trace[0] = 0;
+  size_t at = 0;
+  for (size_t k = 0; k <= ncuts && !(ch->flags & LP_CH_CLOSED); k++) {
+    size_t end = k < ncuts ? cuts[k] : n;
+    if (end <= at) continue;
+    lp_msg m = lp_msg_buf(lp_buf_from(loop->pool, in + at, end - at));
+    at = end;
+    lp_channel_fire(ch, LP_EV_READ, &m);
+    lp_channel_fire(ch, LP_EV_READ_COMPLETE, NULL);
+  }
+  char r[80], l[80];
+  snprintf(out, outlen, "%s remote=%s local=%s%s", trace, lp_addr_format(&ch->remote, r, sizeof r),
+           lp_addr_format(&ch->local, l, sizeof l), ch->pipeline.count ? " (still there)" : "");
+  if (!(ch->flags & LP_CH_CLOSED)) lp_channel_close_now(ch);
+  lp_loop_run_tasks(loop);
+}
+
+static void check_handler(lp_loop *loop, bool optional, const char *in, size_t n, const char *want) {
+  static char whole[4096], part[4096];
+  run_handler(loop, optional, in, n, NULL, 0, whole, sizeof whole);
+  if (strcmp(whole, want) != 0) fprintf(stderr, "want %s\ngot  %s\n", want, whole);
+  CHECK(strcmp(whole, want) == 0);
+  for (size_t cut = 1; cut < n; cut++) { // two reads, split at every place
+    run_handler(loop, optional, in, n, &cut, 1, part, sizeof part);
+    if (strcmp(part, whole) != 0) fprintf(stderr, "split at %zu: %s\nwhole: %s\n", cut, part, whole);
+    CHECK(strcmp(part, whole) == 0);
+  }
+  size_t cuts[512];
+  for (size_t i = 0; i < n && i < 512; i++) cuts[i] = i + 1; // a byte per read
+  run_handler(loop, optional, in, n, cuts, n < 512 ? n : 512, part, sizeof part);
+  CHECK(strcmp(part, whole) == 0);
+}
+#define CHECK_HANDLER(opt, lit, want) check_handler(loop, opt, lit, sizeof lit - 1, want)
+
+static void test_handler(void) {
+  lp_loop *loop = lp_loop_new(0);
+  CHECK_HANDLER(false, "PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\nhello\nworld",
+                "<proxyProtocol v1 192.0.2.7:56324 198.51.100.1:443>hello\nworld remote=192.0.2.7:56324 local=198.51.100.1:443");
+  CHECK_HANDLER(false, "\r\n\r\n\0\r\nQUIT\n\x21\x11\0\x0c\xcb\0\x71\x09\x0a\0\0\x01\x9c\x40\x1f\x90GET /",
+                "<proxyProtocol v2 203.0.113.9:40000 10.0.0.1:8080>GET / remote=203.0.113.9:40000 local=10.0.0.1:8080");
+  CHECK_HANDLER(false, "\r\n\r\n\0\r\nQUIT\n\x20\0\0\0",
+                "<proxyProtocol v2 - - local> remote=127.0.0.1:40000 local=127.0.0.1:9001");
+  CHECK_HANDLER(false, "PROXY UNKNOWN\r\nx", "<proxyProtocol v1 - ->x remote=127.0.0.1:40000 local=127.0.0.1:9001");
+  CHECK_HANDLER(false, "GET / HTTP/1.1\r\n",
+                "!ProxyProtocolError: no PROXY protocol header at the start of the connection close remote=127.0.0.1:40000 "
+                "local=127.0.0.1:9001 (still there)");
+  CHECK_HANDLER(false, "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+                "!ProxyProtocolError: v1 header does not end with \\r\\n close remote=127.0.0.1:40000 local=127.0.0.1:9001 (still there)");
+  // Optional: no header, the bytes go on untouched; a header still counts.
+  CHECK_HANDLER(true, "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\n remote=127.0.0.1:40000 local=127.0.0.1:9001");
+  CHECK_HANDLER(true, "PROXY TCP6 ::1 ::2 1 2\r\nz", "<proxyProtocol v1 [::1]:1 [::2]:2>z remote=[::1]:1 local=[::2]:2");
+  lp_loop_free(loop);
+}
+
 int main(void) {
+  test_handler();
   // v1
   CHECKS("PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\nGET /", "v1 192.0.2.7:56324 198.51.100.1:443 +45");
   CHECKS("PROXY TCP6 2001:db8::1 ::1 0 65535\r\n", "v1 [2001:db8::1]:0 [::1]:65535 +36");
