@@ -12,6 +12,7 @@
 --   fixedLengthFrame(n) or fixedLengthFrame{ frameLength = n, asString = false }
 --   lengthFieldPrepender{ lengthFieldLength = 4, lengthAdjustment = 0,
 --                         lengthIncludesLengthFieldLength = false, byteOrder = "big" }
+--   proxyProtocol{ optional = false }
 --   decoder{ decode = function(self, ctx, buf, out) end, decodeLast = ..., name = ...,
 --            maxCumulation = 1048576 }
 --   encoder{ encode = function(self, ctx, msg, out) end, accept = ..., name = ... }
@@ -31,6 +32,13 @@ codec.delimiterFrame = native.delimiterFrame
 codec.lengthFieldFrame = native.lengthFieldFrame
 codec.fixedLengthFrame = native.fixedLengthFrame
 codec.lengthFieldPrepender = native.lengthFieldPrepender
+-- The PROXY protocol (v1 and v2) at the start of a connection: the channel's
+-- addresses become the client's (ch.remoteAddress), a user event
+-- { kind = "proxyProtocol", version, source, destination, local } follows,
+-- and the handler removes itself. A missing or malformed header is a
+-- ProxyProtocolError and closes the channel, unless optional = true lets
+-- connections without one through.
+codec.proxyProtocol = native.proxyProtocol
 
 -- A cumulating decoder written in Lua, with the semantics of the native ones
 -- (Netty's ByteToMessageDecoder): bytes accumulate in `buf` across reads;

@@ -506,12 +506,12 @@ static void fire_handshake_event(tls_state *st, bool ok) {
   lp_tls_info info;
   lp_tls_get_info(st->ctx, &info);
   lp_event_field f[] = {
-      {"success", NULL, ok},
-      {"protocol", info.protocol, -1},
-      {"cipher", info.cipher, -1},
-      {"alpn", info.alpn[0] ? info.alpn : NULL, -1},
-      {"serverName", info.server_name[0] ? info.server_name : NULL, -1},
-      {"error", st->error[0] ? st->error : NULL, -1},
+      {"success", NULL, ok, false, 0},
+      {"protocol", info.protocol, -1, false, 0},
+      {"cipher", info.cipher, -1, false, 0},
+      {"alpn", info.alpn[0] ? info.alpn : NULL, -1, false, 0},
+      {"serverName", info.server_name[0] ? info.server_name : NULL, -1, false, 0},
+      {"error", st->error[0] ? st->error : NULL, -1, false, 0},
   };
   lp_event_info ev = {"tlsHandshake", NULL, -1, f, (int)LP_ARRAY_LEN(f)};
   lp_msg m = lp_msg_event(&ev);

@@ -10,6 +10,7 @@ static const char *const named[] = {
     "ClosedChannel",      "WriteBufferFull", "TooLongFrame",    "CorruptedFrame",
     "UnsupportedMessage", "ReadTimeout",     "WriteTimeout",    "ConnectTimeout",
     "DecoderError",       "HostError",       "Shutdown",        "UnknownHost",
+    "ProxyProtocolError",
 };
 
 static const char *const tls_named[] = {"TlsHandshakeFailed", "TlsHandshakeTimeout", "TlsError", "TlsTruncated"};

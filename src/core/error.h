@@ -20,6 +20,7 @@ enum {
   LP_EHOST = -10010,        // HostError: raised by a handler (Lua error)
   LP_ESHUTDOWN = -10011,    // Shutdown: the loop is shutting down
   LP_EUNKNOWNHOST = -10012, // UnknownHost: a name did not resolve
+  LP_EPROXY = -10013,       // ProxyProtocolError: a missing or malformed PROXY protocol header
 };
 // TLS (tls.c), a range of their own so other named codes can grow above.
 enum {

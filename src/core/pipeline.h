@@ -40,11 +40,13 @@ enum lp_event {
 extern const char *const lp_event_name[LP_EV_COUNT];
 
 // More fields of a user event: a string (str != NULL), else a boolean
-// (boolean >= 0), else left out.
+// (boolean >= 0), else an integer (is_integer), else left out.
 typedef struct lp_event_field {
   const char *name;
   const char *str;
   int boolean;
+  bool is_integer;
+  long long integer;
 } lp_event_field;
 
 // A native user event (idle states, input shutdown, TLS); the host turns it

@@ -1,6 +1,7 @@
 // l_codec.c: the codec factories Lua sees as lupine.codec (core._codec):
 // lineFrame, delimiterFrame, lengthFieldFrame, fixedLengthFrame,
-// lengthFieldPrepender (native handlers over codec.c), and luaDecoder, the
+// lengthFieldPrepender (native handlers over codec.c), proxyProtocol
+// (proxy_handler.c), and luaDecoder, the
 // cumulating decoder whose step is a Lua function.
 //
 // Each factory is a lupine.NativeHandler: adding it to a pipeline makes a
@@ -17,6 +18,7 @@
 
 #include "codec.h"
 #include "log.h"
+#include "proxy_protocol.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -241,6 +243,29 @@ static int codec_length_field_prepender(lua_State *L) {
   prepender_factory *f = (prepender_factory *)l_native_new(L, sizeof *f, "lengthFieldPrepender");
   f->n.make = prepender_make;
   f->cfg = c;
+  return 1;
+}
+
+// ---- the PROXY protocol --------------------------------------------------------------------
+
+typedef struct {
+  l_native n;
+  bool optional;
+} proxy_factory;
+
+static lp_ctx *proxy_make(l_native *self, lp_pipeline *p, const char *name, lua_State *L) {
+  LP_UNUSED(L);
+  return lp_proxy_ctx_new(p, name, ((proxy_factory *)self)->optional);
+}
+
+// proxyProtocol{ optional = false }
+static int codec_proxy_protocol(lua_State *L) {
+  static const char *const known[] = {"optional", NULL};
+  int t = options(L, "proxyProtocol", known);
+  bool optional = opt_bool(L, t, "proxyProtocol", "optional", false);
+  proxy_factory *f = (proxy_factory *)l_native_new(L, sizeof *f, "proxyProtocol");
+  f->n.make = proxy_make;
+  f->optional = optional;
   return 1;
 }
 
@@ -493,6 +518,7 @@ static const luaL_Reg codec_funcs[] = {
     {"lengthFieldFrame", codec_length_field_frame},
     {"fixedLengthFrame", codec_fixed_length_frame},
     {"lengthFieldPrepender", codec_length_field_prepender},
+    {"proxyProtocol", codec_proxy_protocol},
     {"luaDecoder", codec_lua_decoder},
     {NULL, NULL},
 };

@@ -60,6 +60,7 @@ static void push_event(lua_State *L, const lp_event_info *e) {
     const lp_event_field *f = &e->fields[i];
     if (f->str) lua_pushstring(L, f->str);
     else if (f->boolean >= 0) lua_pushboolean(L, f->boolean);
+    else if (f->is_integer) lua_pushinteger(L, (lua_Integer)f->integer);
     else continue;
     lua_setfield(L, -2, f->name);
   }
