@@ -288,4 +288,194 @@ function M.server(spec)
   return lupine.app(app)
 end
 
+
+-- ---- the client ----------------------------------------------------------------------------------
+
+local function failure(kind, message) return { kind = kind, message = kind .. ": " .. message } end
+
+local function parse_ws_url(url)
+  if type(url) ~= "string" then return nil, "the url must be a string" end
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  if not scheme then return nil, "the url must be ws://host[:port][/path]" end
+  if scheme:lower() ~= "ws" then return nil, ("scheme '%s' is not supported (ws only)"):format(scheme) end
+  local authority, target = rest:match("^([^/?#]*)([^#]*)")
+  local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
+  if not host or host == "" then return nil, "the url has no host" end
+  if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
+  port = tonumber(port ~= "" and port or 80)
+  if not port or port < 1 or port > 65535 then return nil, "the url has a bad port" end
+  return host, port, target, authority
+end
+
+-- A client connection: conn:send(msg), conn:close([code, reason]),
+-- conn:receive() (a Future of the next message, when no onMessage was given),
+-- conn.protocol, conn.channel, conn.closeFuture (a Future of { code, reason }).
+local Client = {}
+Client.__index = Client
+Client.send = Conn.send
+Client.close = Conn.close
+function Client:receive()
+  local p = lupine.promise()
+  if #self._queue > 0 then
+    p:setSuccess(table.remove(self._queue, 1))
+  elseif self._ended then
+    p:setFailure(failure("ClosedChannel", "the WebSocket connection is closed"))
+  else
+    self._waiting[#self._waiting + 1] = p
+  end
+  return p
+end
+
+local connect_fields = { protocols = true, headers = true, origin = true, maxMessageSize = true, deflate = true,
+  timeout = true, onMessage = true, onClose = true }
+local MAX_HEAD = 16384
+
+-- ws.connect(url, { protocols, headers, origin, maxMessageSize, deflate, timeout = 30,
+--   onMessage(conn, msg), onClose(conn, code, reason) }) -> a Future of the connection.
+function M.connect(url, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("ws.connect: options must be a table", 2) end
+  for k in pairs(opts) do
+    if not connect_fields[k] then error(("ws.connect: unknown option '%s'"):format(tostring(k)), 2) end
+  end
+  local host, port, target, authority = parse_ws_url(url)
+  if not host then error("ws.connect: " .. port, 2) end
+  local timeout = opts.timeout or 30
+  if type(timeout) ~= "number" or timeout <= 0 then error("ws.connect: 'timeout' must be seconds > 0", 2) end
+  for _, k in ipairs { "onMessage", "onClose" } do
+    if opts[k] ~= nil and type(opts[k]) ~= "function" then error(("ws.connect: '%s' must be a function"):format(k), 2) end
+  end
+  native.frameCodec { server = false, maxMessageSize = opts.maxMessageSize } -- checks the option now
+  local key = native._key()
+  local lines = { ("GET %s HTTP/1.1"):format(target), "Host: " .. authority, "Upgrade: websocket",
+    "Connection: Upgrade", "Sec-WebSocket-Key: " .. key, "Sec-WebSocket-Version: 13" }
+  local offered = {}
+  if opts.protocols then
+    for _, p in ipairs(opts.protocols) do offered[p] = true end
+    lines[#lines + 1] = "Sec-WebSocket-Protocol: " .. table.concat(opts.protocols, ", ")
+  end
+  if opts.deflate then lines[#lines + 1] = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits" end
+  if opts.origin then lines[#lines + 1] = "Origin: " .. opts.origin end
+  for k, v in pairs(opts.headers or {}) do
+    if not tostring(k):match("^[%w!#$%%&'*+.^_`|~-]+$") or tostring(v):find("[\r\n%z]") then
+      error(("ws.connect: bad header '%s'"):format(tostring(k)), 2)
+    end
+    lines[#lines + 1] = k .. ": " .. tostring(v)
+  end
+  local request = table.concat(lines, "\r\n") .. "\r\n\r\n"
+
+  local promise = lupine.promise()
+  local conn = setmetatable({ url = url, _queue = {}, _waiting = {}, closeFuture = lupine.promise() }, Client)
+  local code, reason
+  local timer = lupine.loop():schedule(timeout, function()
+    if promise:isDone() then return end
+    promise:setFailure(failure("Timeout", ("no WebSocket handshake within %g s"):format(timeout)))
+    if conn.channel then conn.channel:close() end
+  end)
+  local function fail(err)
+    if promise:isDone() then return end
+    timer:cancel()
+    promise:setFailure(err)
+    if conn.channel then conn.channel:close() end
+  end
+
+  local App = { name = "wsClient" }
+  function App:channelRead(_, msg)
+    if opts.onMessage then return opts.onMessage(conn, msg) end
+    local w = table.remove(conn._waiting, 1)
+    if w then w:setSuccess(msg) else conn._queue[#conn._queue + 1] = msg end
+  end
+  function App:userEventTriggered(ctx, ev)
+    if type(ev) == "table" and ev.kind == "wsClose" then code, reason = ev.code, ev.reason
+    else ctx:fireUserEventTriggered(ev) end
+  end
+  function App:exceptionCaught(ctx, err)
+    local c = tostring(type(err) == "table" and err.message or err):match("%((%d+)%)$")
+    code, reason = tonumber(c) or 1011, tostring(type(err) == "table" and err.message or err)
+    ctx:close()
+  end
+  function App:channelInactive()
+    conn._ended = true
+    local sent = conn._sent or {}
+    code, reason = code or sent[1] or 1006, reason or sent[2] or ""
+    for _, w in ipairs(conn._waiting) do
+      w:setFailure(failure("ClosedChannel", "the WebSocket connection is closed"))
+    end
+    conn._waiting = {}
+    if opts.onClose then opts.onClose(conn, code, reason) end
+    conn.closeFuture:setSuccess({ code = code, reason = reason })
+  end
+
+  local acc = ""
+  local Handshake = { name = "wsHandshake" }
+  function Handshake:channelRead(ctx, buf)
+    acc = acc .. buf:readString()
+    local stop = acc:find("\r\n\r\n", 1, true)
+    if not stop then
+      if #acc > MAX_HEAD then fail(failure("WsHandshakeFailed", ("response head over %d bytes"):format(MAX_HEAD))) end
+      return
+    end
+    local head, rest = acc:sub(1, stop - 1), acc:sub(stop + 4)
+    local status, text = head:match("^HTTP/1%.1 (%d%d%d) ?([^\r]*)")
+    local h = {}
+    for line in (head .. "\r\n"):gmatch("([^\r\n]*)\r\n") do
+      local k, v = line:match("^([^:]+):%s*(.-)%s*$")
+      if k then
+        k = k:lower()
+        h[k] = h[k] and (h[k] .. ", " .. v) or v
+      end
+    end
+    if status ~= "101" then
+      return fail(failure("WsHandshakeFailed", ("the server answered %s %s"):format(status or "?", text or "")))
+    end
+    if not has_token(h.upgrade, "websocket") or not has_token(h.connection, "upgrade") then
+      return fail(failure("WsHandshakeFailed", "101 without Upgrade: websocket and Connection: Upgrade"))
+    end
+    if h["sec-websocket-accept"] ~= native._accept(key) then
+      return fail(failure("WsHandshakeFailed", "Sec-WebSocket-Accept does not match the key"))
+    end
+    local protocol = h["sec-websocket-protocol"]
+    if protocol and not offered[protocol] then
+      return fail(failure("WsHandshakeFailed", ("the server chose subprotocol '%s', not offered"):format(protocol)))
+    end
+    local deflate = false
+    if h["sec-websocket-extensions"] then
+      deflate = opts.deflate and negotiate_deflate(h["sec-websocket-extensions"])
+      if not deflate then
+        return fail(failure("WsHandshakeFailed", "the server chose an extension not offered: " .. h["sec-websocket-extensions"]))
+      end
+    end
+    conn.protocol, conn.extensions, conn.response = protocol, deflate or nil, { status = 101, headers = h }
+    local p = ctx.channel.pipeline
+    p:addAfter("wsHandshake", "ws", native.frameCodec { server = false, maxMessageSize = opts.maxMessageSize,
+      deflate = deflate })
+    p:addAfter("ws", "wsClient", App)
+    timer:cancel()
+    promise:setSuccess(conn)
+    if #rest > 0 then ctx:fireChannelRead(native.binary(rest)) end -- frames in the same packet as the 101
+    p:remove("wsHandshake")
+  end
+  function Handshake:channelInactive()
+    fail(failure("ClosedChannel", "the connection closed during the WebSocket handshake"))
+  end
+  function Handshake:exceptionCaught(ctx, err)
+    fail(err)
+    ctx:close()
+  end
+
+  lupine.connect {
+    host = host, port = port, timeout = math.min(timeout, 30),
+    init = function(ch)
+      conn.channel = ch
+      ch.pipeline:addLast("wsHandshake", Handshake)
+    end,
+  }:addListener(function(f)
+    if not f:isSuccess() then return fail(f:cause()) end
+    if promise:isDone() then return f:get():close() end
+    f:get():writeAndFlush(request)
+  end)
+  return promise
+end
+
 return M

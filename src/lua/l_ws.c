@@ -694,8 +694,20 @@ static int ws_accept(lua_State *L) {
   return 1;
 }
 
+// lupine.ws._key(): a client handshake's Sec-WebSocket-Key, 16 bytes from the
+// kernel's random source in base64 (RFC 6455 4.1: a nonce, fresh per connection).
+static int ws_key(lua_State *L) {
+  unsigned char nonce[16];
+  if (getrandom(nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
+    return luaL_error(L, "lupine.ws: getrandom failed: %s", strerror(errno));
+  unsigned char out[25];
+  int len = EVP_EncodeBlock(out, nonce, sizeof nonce);
+  lua_pushlstring(L, (const char *)out, (size_t)len);
+  return 1;
+}
+
 static const luaL_Reg ws_funcs[] = {
-    {"_accept", ws_accept},
+    {"_accept", ws_accept}, {"_key", ws_key},
     {"frameCodec", ws_frame_codec}, {"text", ws_text}, {"binary", ws_binary}, {"close", ws_close},
     {"ping", ws_ping},              {"pong", ws_pong}, {NULL, NULL},
 };
