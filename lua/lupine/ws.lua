@@ -19,6 +19,11 @@
 --   binary(s or buf)       a lupine.Buffer
 --   close([code [, reason]])  { type = "close", code = 1000, reason = "" }
 --   ping([data]), pong([data])  { type = "ping"|"pong", data = data }
+--   server{ path, onOpen, onMessage, onClose, subprotocols | selectProtocol,
+--           checkOrigin, maxMessageSize, deflate, pingInterval, http, ... }
+--       an app: the handshake on http.serverCodec, then frameCodec (below)
+--   connect(url, { protocols, deflate, origin, headers, timeout, onMessage,
+--           onClose }) -> a Future of a client connection (below)
 local core = require "lupine.core"
 
 local native = core._ws
