@@ -174,3 +174,38 @@ describe("lupine.ws.server", function()
     assert.has_error(function() ws.server { path = "x" } end, "ws.server: 'path' must start with '/'")
   end)
 end)
+
+describe("lupine.ws.server, more", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
+
+  it("lets selectProtocol choose among the offered subprotocols", function()
+    local seen
+    local server = test.server(ws.server {
+      selectProtocol = function(offered, req) seen = table.concat(offered, ",") .. " " .. req.path; return offered[2] end,
+      onOpen = function(c) c:send(c.protocol) end,
+    })
+    local conn = ws.connect("ws://127.0.0.1:" .. server.port .. "/", { protocols = { "a", "b", "c" } }):sync(10)
+    assert.equal("b", conn.protocol)
+    assert.equal("b", conn:receive():sync(10))
+    conn:close()
+    conn.closeFuture:sync(10)
+    server:close()
+    assert.equal("a,b,c /", seen)
+  end)
+
+  it("closes with 1011 when onMessage raises, and logs the error", function()
+    local closed = lupine.promise()
+    local server = test.server(ws.server {
+      onMessage = function() error("boom") end,
+      onClose = function(_, code, reason) closed:setSuccess(code .. " " .. reason) end,
+    })
+    local conn = ws.connect("ws://127.0.0.1:" .. server.port .. "/"):sync(10)
+    conn:send("x")
+    local got = conn.closeFuture:sync(10)
+    assert.same({ code = 1011, reason = "internal error" }, got)
+    assert.equal("1011 internal error", closed:sync(10))
+    server:close()
+  end)
+end)

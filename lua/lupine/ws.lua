@@ -225,9 +225,18 @@ function M.server(spec)
       end
     end
     function App:exceptionCaught(ctx, err)
-      local c = tostring(type(err) == "table" and err.message or err):match("%((%d+)%)$")
-      code, reason = tonumber(c) or 1011, tostring(type(err) == "table" and err.message or err)
-      ctx:close()
+      local text = tostring(type(err) == "table" and err.message or err)
+      local c = type(err) == "table" and tostring(err.kind):find("^Ws") and text:match("%((%d+)%)$")
+      if c then -- the codec sent its close frame already
+        code, reason = tonumber(c), text
+        return ctx:close()
+      end
+      -- a handler raised: the error goes to the log, the peer gets 1011 without details
+      lupine.log("error", ch, "ws.server: " .. text)
+      if not conn._sent and ch:isOpen() then
+        conn._sent = { 1011, "internal error" }
+        ch:writeAndFlush(native.close(1011, "internal error"))
+      end
     end
     function App:channelInactive()
       -- the peer's close frame, else our own (the channel closes once it is written), else 1006
