@@ -165,6 +165,7 @@ describe("lupine.ws.server", function()
     client:send(handshake())
     client:receiveUntil("\r\n\r\n")
     assert.equal("\x89\x00", client:receive(2)) -- a ping with no payload after 0.2 s of silence
+    assert.equal("\x88\x09\x03\xe9no pong", client:receive(11)) -- silent for another period: 1001
     client:close()
     server:close()
   end)
