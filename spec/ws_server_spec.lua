@@ -67,7 +67,10 @@ local function echo_server(log)
     checkOrigin = function(origin) return origin == "http://good.example" end,
     deflate = true,
     maxMessageSize = 1 << 20,
-    http = function(req, res) res:send(200, "plain " .. req.path) end,
+    http = function(req, res)
+      res:header("X-Kind", "plain")
+      res:send(200, "plain " .. req.path .. " " .. res:header("x-kind"))
+    end,
     onOpen = function(c) log[#log + 1] = "open " .. tostring(c.protocol); c:send("welcome") end,
     onMessage = function(c, msg)
       log[#log + 1] = type(msg) == "string" and #msg < 20 and msg or type(msg)
@@ -115,7 +118,8 @@ describe("lupine.ws.server", function()
     assert.equal(0, s2, o2)
     assert.equal("refused 404\n", o2)
     assert.equal(200, r.status)
-    assert.equal("plain /page", r.body)
+    assert.equal("plain /page plain", r.body)
+    assert.equal("plain", r.headers["x-kind"])
   end)
 
   local function handshake(extra)

@@ -117,9 +117,12 @@ function Res:status(code)
   self._status = code
   return self
 end
-function Res:header(name, value)
-  if value == nil and select("#", value) == 0 then return self._headers[name] end
-  self._headers[name] = value
+function Res:header(name, ...)
+  if select("#", ...) == 0 then -- a getter, by any case of the name
+    for k, v in pairs(self._headers) do if k:lower() == name:lower() then return v end end
+    return nil
+  end
+  self._headers[name] = ...
   return self
 end
 function Res:send(status, body, headers)
