@@ -33,6 +33,9 @@
 #include "codec.h"
 #include "ws.h"
 
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -672,7 +675,39 @@ static int ws_close(lua_State *L) {
   return 1;
 }
 
+// lupine.ws._accept(key): the handshake's Sec-WebSocket-Accept, base64(SHA-1(key ..
+// the RFC 6455 GUID)), with OpenSSL's libcrypto (linked for TLS). The key is
+// whatever the client sent; the caller checks that it is 16 bytes of base64.
+static int ws_accept(lua_State *L) {
+  size_t n;
+  const char *key = luaL_checklstring(L, 1, &n);
+  if (n > 256) return luaL_error(L, "lupine.ws._accept: key of %d bytes is too long", (int)n);
+  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  unsigned char buf[256 + sizeof guid];
+  memcpy(buf, key, n);
+  memcpy(buf + n, guid, sizeof guid - 1);
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(buf, n + sizeof guid - 1, digest);
+  unsigned char out[4 * ((SHA_DIGEST_LENGTH + 2) / 3) + 1]; // 28 chars and the NUL EVP writes
+  int len = EVP_EncodeBlock(out, digest, SHA_DIGEST_LENGTH);
+  lua_pushlstring(L, (const char *)out, (size_t)len);
+  return 1;
+}
+
+// lupine.ws._key(): a client handshake's Sec-WebSocket-Key, 16 bytes from the
+// kernel's random source in base64 (RFC 6455 4.1: a nonce, fresh per connection).
+static int ws_key(lua_State *L) {
+  unsigned char nonce[16];
+  if (getrandom(nonce, sizeof nonce, 0) != (ssize_t)sizeof nonce)
+    return luaL_error(L, "lupine.ws: getrandom failed: %s", strerror(errno));
+  unsigned char out[25];
+  int len = EVP_EncodeBlock(out, nonce, sizeof nonce);
+  lua_pushlstring(L, (const char *)out, (size_t)len);
+  return 1;
+}
+
 static const luaL_Reg ws_funcs[] = {
+    {"_accept", ws_accept}, {"_key", ws_key},
     {"frameCodec", ws_frame_codec}, {"text", ws_text}, {"binary", ws_binary}, {"close", ws_close},
     {"ping", ws_ping},              {"pong", ws_pong}, {NULL, NULL},
 };

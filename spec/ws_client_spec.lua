@@ -1,0 +1,126 @@
+-- lupine.ws.connect against an independent server: Debian's python3-websockets.
+local lupine = require "lupine"
+local test = require "lupine.test"
+local ws = lupine.ws
+
+-- Echoes every message; "close" closes with 4002 "bye"; the path and the
+-- chosen subprotocol come back as the first message. Prints its port.
+local SERVER = [[
+import asyncio, sys, websockets
+async def handler(c, path=None):
+    p = c.path if hasattr(c, "path") else c.request.path  # websockets 10 (Debian 12) or newer
+    await c.send("hello %s %s" % (p, c.subprotocol))
+    async for m in c:
+        if m == "close":
+            await c.close(4002, "bye")
+            return
+        await c.send(m)
+async def main(compression):
+    async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=["chat"], max_size=None,
+                                compression=compression) as s:
+        print("port", s.sockets[0].getsockname()[1], flush=True)
+        await asyncio.Future()
+asyncio.run(main(None if sys.argv[1] == "none" else "deflate"))
+]]
+
+local function python_server(compression)
+  local ok = os.execute("/usr/bin/python3 -c 'import websockets' 2>/dev/null") -- Debian's python, not a pyenv shim
+  assert(ok, "Debian's python3-websockets is not installed (make test installs it)")
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(SERVER)
+  f:close()
+  local p = test.spawn { "/usr/bin/python3", path, compression }
+  local port
+  test.eventually(function()
+    port = tonumber(p:output():match("port (%d+)"))
+    return port ~= nil or not p:isRunning()
+  end, 20, "the python server to listen")
+  os.remove(path)
+  assert(port, p:output())
+  return p, port
+end
+
+describe("lupine.ws.connect", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
+
+  for _, compression in ipairs { "none", "deflate" } do
+    it("talks to a python3-websockets server, compression " .. compression, function()
+      local p, port = python_server(compression)
+      local conn = ws.connect(("ws://127.0.0.1:%d/room?x=1"):format(port),
+        { protocols = { "chat" }, deflate = compression == "deflate" }):sync(10)
+      assert.equal("chat", conn.protocol)
+      assert.equal(compression == "deflate", conn.extensions ~= nil)
+      local okh, hello = pcall(function() return conn:receive():sync(10) end)
+      assert(okh, p:output())
+      assert.equal("hello /room?x=1 chat", hello)
+      conn:send("text")
+      assert.equal("text", conn:receive():sync(10))
+      conn:send(ws.binary("\0\1\2"))
+      local b = conn:receive():sync(10)
+      assert.equal("\0\1\2", b:readString())
+      local big = string.rep("abc", 100000)
+      conn:send(big)
+      assert.equal(big, conn:receive():sync(10))
+      conn:send("close")
+      local closed = conn.closeFuture:sync(10)
+      p:stop()
+      assert.same({ code = 4002, reason = "bye" }, closed)
+      local ok, err = pcall(function() return conn:receive():sync(5) end)
+      assert.is_false(ok)
+      assert.equal("ClosedChannel: the WebSocket connection is closed", tostring(type(err) == "table" and err.message or err))
+    end)
+  end
+
+  it("talks to lupine's own ws.server, with onMessage and onClose", function()
+    local server = test.server(ws.server { onMessage = function(c, msg) c:send("re: " .. msg) end })
+    local got, closed = {}, lupine.promise()
+    local conn = ws.connect("ws://127.0.0.1:" .. server.port .. "/", {
+      onMessage = function(c, msg)
+        got[#got + 1] = msg
+        if #got == 2 then c:close(1000, "enough") end
+      end,
+      onClose = function(_, code, reason) closed:setSuccess(code .. " " .. reason) end,
+    }):sync(10)
+    conn:send("a")
+    conn:send("b")
+    assert.equal("1000 enough", closed:sync(10))
+    server:close()
+    assert.same({ "re: a", "re: b" }, got)
+  end)
+
+  it("fails when the server refuses the upgrade", function()
+    local server = test.server(ws.server { path = "/ws", onMessage = function() end })
+    local ok, err = pcall(function() return ws.connect("ws://127.0.0.1:" .. server.port .. "/other"):sync(10) end)
+    server:close()
+    assert.is_false(ok)
+    assert.equal("WsHandshakeFailed: the server answered 404 Not Found", type(err) == "table" and err.message or err)
+  end)
+
+  it("checks its arguments", function()
+    assert.has_error(function() ws.connect("http://x/") end, "ws.connect: scheme 'http' is not supported (ws only)")
+    assert.has_error(function() ws.connect("ws://x/", { nope = 1 }) end, "ws.connect: unknown option 'nope'")
+  end)
+end)
+
+describe("lupine.ws.connect against a server that answers badly", function()
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
+
+  it("fails on a wrong Sec-WebSocket-Accept", function()
+    local server = test.server(function(ch)
+      ch.pipeline:addLast("bad", { channelRead = function(_, ctx, buf)
+        buf:release()
+        ctx:writeAndFlush("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          .. "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+      end })
+    end)
+    local ok, err = pcall(function() return ws.connect("ws://127.0.0.1:" .. server.port .. "/"):sync(10) end)
+    server:close()
+    assert.is_false(ok)
+    assert.equal("WsHandshakeFailed: Sec-WebSocket-Accept does not match the key", type(err) == "table" and err.message or err)
+  end)
+end)
