@@ -3,21 +3,13 @@
 -- a message; a second client (lupine.ws.connect) must receive it.
 local lupine = require "lupine"
 local test = require "lupine.test"
+local support = require "ws_support"
 local ws = lupine.ws
 
 describe("examples/ws_chat.lua in headless Chromium", function()
   local server
-  before_each(function() server = test.server(dofile("examples/ws_chat.lua")) end)
-  after_each(function() -- as spec/ws_examples_spec.lua: let the broadcasts drain, then unsubscribe
-    server:close()
-    local loop = lupine.loop()
-    loop:runUntil(function() return loop:channelCount() == 0 end, 5, "the channels to close")
-    local drained = false
-    lupine.subscribe("ws_chat", function(msg) if msg == "last" then drained = true end end)
-    lupine.broadcast("ws_chat", "last")
-    loop:runUntil(function() return drained end, 5, "the broadcasts to be delivered")
-    lupine.unsubscribe("ws_chat")
-  end)
+  before_each(function() server = support.chat_server() end)
+  after_each(function() support.chat_teardown(server) end)
 
   it("relays what the page sends to another client", function()
     -- make test installs chromium: missing, it is a failure, not a skip

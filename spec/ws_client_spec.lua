@@ -24,13 +24,7 @@ asyncio.run(main(None if sys.argv[1] == "none" else "deflate"))
 ]]
 
 local function python_server(compression)
-  local ok = os.execute("/usr/bin/python3 -c 'import websockets' 2>/dev/null") -- Debian's python, not a pyenv shim
-  assert(ok, "Debian's python3-websockets is not installed (make test installs it)")
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(SERVER)
-  f:close()
-  local p = test.spawn { "/usr/bin/python3", path, compression }
+  local p, path = require("ws_support").spawn_python(SERVER, compression)
   local port
   test.eventually(function()
     port = tonumber(p:output():match("port (%d+)"))

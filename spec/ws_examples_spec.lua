@@ -3,20 +3,8 @@
 local lupine = require "lupine"
 local test = require "lupine.test"
 
-local function python(script, ...)
-  local ok = os.execute("/usr/bin/python3 -c 'import websockets' 2>/dev/null") -- Debian's python, not a pyenv shim
-  assert(ok, "Debian's python3-websockets is not installed (make test installs it)")
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local p = test.spawn { "/usr/bin/python3", path, ... }
-  local status = p:wait(30)
-  local out = p:output()
-  p:stop()
-  os.remove(path)
-  return status, out
-end
+local support = require "ws_support"
+local python = support.python
 
 local ECHO = [[
 import asyncio, sys, websockets
@@ -58,17 +46,8 @@ end)
 
 describe("examples/ws_chat.lua", function()
   local server
-  before_each(function() server = test.server(dofile("examples/ws_chat.lua")) end)
-  after_each(function() -- as spec/line_chat_spec.lua: let the broadcasts drain, then unsubscribe
-    server:close()
-    local loop = lupine.loop()
-    loop:runUntil(function() return loop:channelCount() == 0 end, 5, "the channels to close")
-    local drained = false
-    lupine.subscribe("ws_chat", function(msg) if msg == "last" then drained = true end end)
-    lupine.broadcast("ws_chat", "last")
-    loop:runUntil(function() return drained end, 5, "the broadcasts to be delivered")
-    lupine.unsubscribe("ws_chat")
-  end)
+  before_each(function() server = support.chat_server() end)
+  after_each(function() support.chat_teardown(server) end)
 
   it("serves its page over HTTP on the same port", function()
     local r = test.http.get(("http://127.0.0.1:%d/"):format(server.port))

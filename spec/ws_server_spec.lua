@@ -5,20 +5,8 @@ local lupine = require "lupine"
 local test = require "lupine.test"
 local ws = lupine.ws
 
-local function python(script, ...)
-  local ok = os.execute("/usr/bin/python3 -c 'import websockets' 2>/dev/null") -- Debian's python, not a pyenv shim
-  assert(ok, "Debian's python3-websockets is not installed (make test installs it)")
-  local path = os.tmpname()
-  local f = assert(io.open(path, "w"))
-  f:write(script)
-  f:close()
-  local p = test.spawn { "/usr/bin/python3", path, ... }
-  local status = p:wait(30)
-  local out = p:output()
-  p:stop()
-  os.remove(path)
-  return status, out
-end
+local support = require "ws_support"
+local python = support.python
 
 local CLIENT = [[
 import asyncio, sys, websockets
