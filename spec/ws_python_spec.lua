@@ -4,6 +4,7 @@
 -- offers it.
 local lupine = require "lupine"
 local test = require "lupine.test"
+local support = require "ws_support"
 local ws = lupine.ws
 
 local CLIENT = [[
@@ -40,13 +41,6 @@ describe("lupine.ws.frameCodec with Python's websockets client", function()
 
   for _, compression in ipairs { "none", "deflate" } do
     it("talks to it, compression " .. compression, function()
-      local ok = os.execute("/usr/bin/python3 -c 'import websockets' 2>/dev/null") -- Debian's python, not a pyenv shim
-      -- make test installs python3-websockets: missing, it is a failure, not a skip
-      assert(ok, "Debian's python3-websockets is not installed (make test installs it)")
-      local script = os.tmpname()
-      local f = assert(io.open(script, "w"))
-      f:write(CLIENT)
-      f:close()
       local seen = { messages = {} }
       local server = test.server(ws.server {
         deflate = true,
@@ -56,11 +50,7 @@ describe("lupine.ws.frameCodec with Python's websockets client", function()
           if msg == "quit" then c:close(4001, "done") else c:send(msg) end
         end,
       })
-      local p = test.spawn { "/usr/bin/python3", script, server.port, compression }
-      local status = p:wait(30)
-      local out = p:output()
-      p:stop()
-      os.remove(script)
+      local status, out = support.python(CLIENT, server.port, compression)
       server:close()
       assert.equal(0, status, out)
       assert.equal("closed 4001 done\n", out)

@@ -9,6 +9,7 @@
 // and responses (Content-Length, chunked, until close, HEAD, 1xx, 204, 304).
 #include "buffer.h"
 #include "check.h"
+#include "str.h"
 #include "codec.h"
 #include "http.h"
 
@@ -18,23 +19,6 @@
 
 static lp_pool *pool;
 
-typedef struct {
-  char *s;
-  size_t len, cap;
-} str;
-
-static void put(str *t, const void *p, size_t n) {
-  if (t->len + n + 1 > t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 1024;
-    while (cap < t->len + n + 1) cap *= 2;
-    t->s = realloc(t->s, cap);
-    t->cap = cap;
-  }
-  memcpy(t->s + t->len, p, n);
-  t->len += n;
-  t->s[t->len] = 0;
-}
-static void puts_(str *t, const char *s) { put(t, s, strlen(s)); }
 
 // Printable form of p[0..n): bytes outside 0x20..0x7e (and \) as \xx.
 static void show(str *t, const void *v, size_t n) {

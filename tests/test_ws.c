@@ -8,6 +8,7 @@
 // UTF-8 validator (incremental across pieces, against a byte-at-a-time oracle).
 #include "buffer.h"
 #include "check.h"
+#include "str.h"
 #include "ws.h"
 
 #include <errno.h>
@@ -17,23 +18,6 @@
 
 static lp_pool *pool;
 
-typedef struct {
-  char *s;
-  size_t len, cap;
-} str;
-
-static void put(str *t, const void *p, size_t n) {
-  if (t->len + n + 1 > t->cap) {
-    size_t cap = t->cap ? t->cap * 2 : 1024;
-    while (cap < t->len + n + 1) cap *= 2;
-    t->s = realloc(t->s, cap);
-    t->cap = cap;
-  }
-  memcpy(t->s + t->len, p, n);
-  t->len += n;
-  t->s[t->len] = 0;
-}
-static void puts_(str *t, const char *s) { put(t, s, strlen(s)); }
 static void show(str *t, const uint8_t *p, size_t n) {
   for (size_t i = 0; i < n; i++) {
     char b[8];
