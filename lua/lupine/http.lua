@@ -22,6 +22,55 @@ http.serverCodec = native.serverCodec
 http.reason = native.reason
 http.date = native.date
 
+-- ---- percent-encoding and query strings -----------------------------------------------------------
+
+local function hexbyte(h) return string.char(tonumber(h, 16)) end
+
+-- http.unescape(s [, plus]): %XX sequences decoded (a malformed one stays as it
+-- is); with plus, '+' is a space too (as in query strings and form bodies).
+function http.unescape(s, plus)
+  if type(s) ~= "string" then error("http.unescape: expected a string", 2) end
+  if plus then s = s:gsub("+", " ") end
+  return (s:gsub("%%(%x%x)", hexbyte))
+end
+
+-- http.escape(s): every byte but A-Z a-z 0-9 - . _ ~ as %XX (RFC 3986 unreserved).
+function http.escape(s)
+  if type(s) ~= "string" then error("http.escape: expected a string", 2) end
+  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- http.parseQuery(q [, maxArgs = 100]): "a=1&b=x+y&a=2&flag" -> { a = { "1", "2" }, b = "x y",
+-- flag = true }; names and values decoded ('+' is a space); a repeated name
+-- collects its values in order; pairs past maxArgs are ignored (and counted
+-- in the second result), so a hostile query costs a bounded table.
+function http.parseQuery(q, maxArgs)
+  if q == nil then return {}, 0 end
+  if type(q) ~= "string" then error("http.parseQuery: expected a string", 2) end
+  maxArgs = maxArgs or 100
+  local args, n, dropped = {}, 0, 0
+  for pair in q:gmatch("[^&;]+") do
+    if n >= maxArgs then
+      dropped = dropped + 1
+    else
+      n = n + 1
+      local k, v = pair:match("^([^=]*)=(.*)$")
+      if k then v = http.unescape(v, true) else k, v = pair, true end
+      k = http.unescape(k, true)
+      local old = args[k]
+      if old == nil then args[k] = v
+      elseif type(old) == "table" then old[#old + 1] = v
+      else args[k] = { old, v } end
+    end
+  end
+  return args, dropped
+end
+
+-- req:args([maxArgs]): the query string parsed by http.parseQuery.
+function native.Request.args(req, maxArgs)
+  return (http.parseQuery(req.query, maxArgs))
+end
+
 local server_options = {
   handler = true, maxInitialLineLength = true, maxHeaderSize = true, maxHeaders = true, maxBody = true,
   maxChunkLine = true, headerTimeout = true,
@@ -130,12 +179,12 @@ local function match(segs, parts)
   local params = {}
   for i, s in ipairs(segs) do
     if s.rest then
-      params["*"] = table.concat(parts, "/", i)
+      params["*"] = http.unescape(table.concat(parts, "/", i))
       return params
     end
     local p = parts[i]
     if p == nil then return nil end
-    if s.param then params[s.param] = p
+    if s.param then params[s.param] = http.unescape(p)
     elseif s.text ~= p then return nil end
   end
   if #parts ~= #segs then return nil end
