@@ -229,16 +229,19 @@ registry["lupine.http.idle"] = idle
 local function parse_url(url)
   if type(url) ~= "string" then return nil, "'url' must be a string" end
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  if not scheme then return nil, "'url' must be http://host[:port][/path]" end
-  if scheme:lower() ~= "http" then return nil, ("scheme '%s' is not supported (http only)"):format(scheme) end
+  if not scheme then return nil, "'url' must be http[s]://host[:port][/path]" end
+  scheme = scheme:lower()
+  if scheme ~= "http" and scheme ~= "https" then
+    return nil, ("scheme '%s' is not supported (http and https only)"):format(scheme)
+  end
   local authority, target = rest:match("^([^/?#]*)([^#]*)")
   local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
   if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
   if not host or host == "" then return nil, "'url' has no host" end
   if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
-  port = tonumber(port ~= "" and port or 80)
+  port = tonumber(port ~= "" and port or (scheme == "https" and 443 or 80))
   if not port or port < 1 or port > 65535 then return nil, "'url' has a bad port" end
-  return host, port, target, authority
+  return host, port, target, authority, scheme == "https"
 end
 
 local function failure(kind, message) return { kind = kind, message = kind .. ": " .. message } end
@@ -309,7 +312,12 @@ function Conn:channelInactive()
   self:finish(false, failure("ClosedChannel", "the connection closed before the response ended"))
 end
 
-local request_options = { method = true, url = true, headers = true, body = true, timeout = true, maxBody = true }
+local request_options = {
+  method = true, url = true, headers = true, body = true, timeout = true, maxBody = true, tls = true,
+}
+-- https:// without a tls table: verification against the system's CAs. One
+-- table, so that lupine.connect's factory (and its session ticket) is reused.
+local default_tls = {}
 
 -- http.request{ method = "GET", url = "http://host:port/path?query", headers = {...},
 --   body = string or Buffer, timeout = 30, maxBody = 1 MiB } -> a Future of the
@@ -323,8 +331,12 @@ function http.request(opts)
   for k in pairs(opts) do
     if not request_options[k] then error(("http.request: unknown option '%s'"):format(tostring(k)), 2) end
   end
-  local host, port, target, authority = parse_url(opts.url)
+  local host, port, target, authority, secure = parse_url(opts.url)
   if not host then error("http.request: " .. port, 2) end
+  local tls = opts.tls
+  if tls ~= nil and type(tls) ~= "table" then error("http.request: 'tls' must be a table of lupine.tls.client options", 2) end
+  if tls and not secure then error("http.request: option 'tls' needs an https:// url", 2) end
+  if secure then tls = tls or default_tls end
   local method = opts.method or "GET"
   if type(method) ~= "string" or not method:match("^[%w!#$%%&'*+.^_`|~-]+$") then
     error("http.request: 'method' must be a token", 2)
@@ -351,7 +363,8 @@ function http.request(opts)
   local promise = lupine.promise()
   local ex = { promise = promise, close = close,
     req = { method = method, target = target, headers = headers, body = body } }
-  local key = host .. ":" .. port .. "/" .. max_body
+  local key = (tls and ("https:%s:%s/%s/%s"):format(host, port, max_body, tostring(tls)))
+    or host .. ":" .. port .. "/" .. max_body
   ex.timer = lupine.loop():schedule(timeout, function()
     ex.timer = nil
     if promise:isDone() then return end
@@ -362,7 +375,7 @@ function http.request(opts)
       conn.ch:close()
     end
   end)
-  ex.key, ex.host, ex.port, ex.max_body, ex.timeout = key, host, port, max_body, timeout
+  ex.key, ex.host, ex.port, ex.max_body, ex.timeout, ex.tls = key, host, port, max_body, timeout, tls
   send(ex, false)
   return promise
 end
@@ -380,7 +393,7 @@ send = function(ex, fresh)
   local conn = setmetatable({ key = ex.key }, Conn)
   local codec = native.clientCodec { maxBody = ex.max_body }
   lupine.connect {
-    host = ex.host, port = ex.port, timeout = math.min(ex.timeout, 30),
+    host = ex.host, port = ex.port, timeout = math.min(ex.timeout, 30), tls = ex.tls,
     init = function(ch)
       conn.ch = ch
       ch.pipeline:addLast("http", codec)
