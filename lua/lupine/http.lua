@@ -226,23 +226,30 @@ local registry = debug.getregistry()
 local idle = registry["lupine.http.idle"] or {}
 registry["lupine.http.idle"] = idle
 
-local function parse_url(url)
-  if type(url) ~= "string" then return nil, "'url' must be a string" end
+-- http._parseUrl(url, schemes): host, port, target, authority, scheme, or nil and
+-- an error; schemes = { http = 80, https = 443 }: the accepted schemes and
+-- their default ports (lupine.ws parses ws:// and wss:// with it).
+function http._parseUrl(url, schemes)
+  local names = {}
+  for k in pairs(schemes) do names[#names + 1] = k end
+  table.sort(names)
+  if type(url) ~= "string" then return nil, "the url must be a string" end
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  if not scheme then return nil, "'url' must be http[s]://host[:port][/path]" end
+  if not scheme then return nil, ("the url must be %s://host[:port][/path]"):format(names[1]) end
   scheme = scheme:lower()
-  if scheme ~= "http" and scheme ~= "https" then
-    return nil, ("scheme '%s' is not supported (http and https only)"):format(scheme)
+  if not schemes[scheme] then
+    return nil, ("scheme '%s' is not supported (%s only)"):format(scheme, table.concat(names, " and "))
   end
   local authority, target = rest:match("^([^/?#]*)([^#]*)")
   local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
   if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
-  if not host or host == "" then return nil, "'url' has no host" end
+  if not host or host == "" then return nil, "the url has no host" end
   if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
-  port = tonumber(port ~= "" and port or (scheme == "https" and 443 or 80))
-  if not port or port < 1 or port > 65535 then return nil, "'url' has a bad port" end
-  return host, port, target, authority, scheme == "https"
+  port = tonumber(port ~= "" and port or schemes[scheme])
+  if not port or port < 1 or port > 65535 then return nil, "the url has a bad port" end
+  return host, port, target, authority, scheme
 end
+local http_schemes = { http = 80, https = 443 }
 
 local function failure(kind, message) return { kind = kind, message = kind .. ": " .. message } end
 
@@ -331,8 +338,9 @@ function http.request(opts)
   for k in pairs(opts) do
     if not request_options[k] then error(("http.request: unknown option '%s'"):format(tostring(k)), 2) end
   end
-  local host, port, target, authority, secure = parse_url(opts.url)
+  local host, port, target, authority, scheme = http._parseUrl(opts.url, http_schemes)
   if not host then error("http.request: " .. port, 2) end
+  local secure = scheme == "https"
   local tls = opts.tls
   if tls ~= nil and type(tls) ~= "table" then error("http.request: 'tls' must be a table of lupine.tls.client options", 2) end
   if tls and not secure then error("http.request: option 'tls' needs an https:// url", 2) end
