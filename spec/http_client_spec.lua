@@ -122,7 +122,7 @@ describe("lupine.http.request", function()
   end)
 
   it("refuses bad arguments", function()
-    assert.has_error(function() http.request { url = "ftp://x/" } end, "http.request: scheme 'ftp' is not supported (http only)")
+    assert.has_error(function() http.request { url = "ftp://x/" } end, "http.request: scheme 'ftp' is not supported (http and https only)")
     assert.has_error(function() http.request { url = "http://h/", bogus = 1 } end, "http.request: unknown option 'bogus'")
     assert.has_error(function() http.request { url = "http://h/", method = "G T" } end, "http.request: 'method' must be a token")
   end)

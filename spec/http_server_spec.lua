@@ -354,6 +354,8 @@ describe("lupine.http.router", function()
   router:get("/users/:id", function(req, res) seen = req.params res:send("user " .. req.params.id) end)
   router:delete("/users/:id", function(req, res) res:send(204) end)
   router:get("/files/*", function(req, res) res:send(req.params["*"]) end)
+  local args
+  router:get("/search", function(req, res) args = req:args() res:send("ok") end)
   local server
   setup(function() server = serve { handler = router } end)
   teardown(function() server:close() end)
@@ -371,6 +373,22 @@ describe("lupine.http.router", function()
     assert.same({ id = "7" }, seen)
     assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\na/b/c", get("GET", "/files/a/b/c"))
     assert.equal("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", get("DELETE", "/users/7"))
+  end)
+
+  it("percent-decodes captures after splitting the path at '/'", function()
+    get("GET", "/users/J%C3%BCrgen%20B")
+    assert.same({ id = "J\u{fc}rgen B" }, seen)
+    assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\na/b",
+      get("GET", "/files/a%2Fb"))
+    assert.equal("HTTP/1.1 404 Not Found\r\nContent-Length: 10\r\nConnection: close\r\n\r\nNot Found\n",
+      get("GET", "/users/a%2Fb/x"))
+  end)
+
+  it("parses the query with req:args()", function()
+    get("GET", "/search?q=lua+pipes&tag=a&tag=b%26c&debug")
+    assert.same({ q = "lua pipes", tag = { "a", "b&c" }, debug = true }, args)
+    get("GET", "/search")
+    assert.same({}, args)
   end)
 
   it("answers 404 and 405 with Allow", function()

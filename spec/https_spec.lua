@@ -56,3 +56,75 @@ describe("HTTPS (the HTTP examples over TLS)", function()
     server:close()
   end)
 end)
+
+describe("lupine.http's client over https://", function()
+  local certs
+  setup(function() certs = require("tls_certs").make() end)
+  teardown(function() if certs then certs:remove() end end)
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(function()
+    require("lupine.http").closeIdle()
+    test.eventually(function() return lupine.loop():channelCount() == 0 end, 5, "the client connections to close")
+    leaks.after()
+  end)
+  local http = require "lupine.http"
+
+  it("verifies the server against the given CA and keeps the TLS connection alive", function()
+    local server = test.server(http.server {
+      tls = { cert = certs.server, key = certs.serverKey },
+      handler = function(req, res) res:send(200, req.method .. " " .. req.target) end,
+    })
+    local tls = { ca = certs.ca }
+    local u = ("https://127.0.0.1:%d/a?b=1"):format(server.port)
+    assert.equal("GET /a?b=1", test.http.get(u, { tls = tls }).body)
+    assert.equal("POST /a?b=1", test.http.post(u, "x", { tls = tls }).body)
+    assert.equal(1, server.accepted) -- one kept-alive TLS connection
+    -- the system's CAs do not know the throw-away CA: verification is real
+    local ok, err = pcall(test.http.get, u)
+    assert.is_false(ok)
+    assert.truthy(tostring(err.message or err):find("certificate verify failed", 1, true), tostring(err.message or err))
+    server:close()
+  end)
+
+  it("talks to Python's https server (a server nobody here wrote)", function()
+    local script = ([[
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = ("py " + self.path).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(%q, %q)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.handle_request()
+]]):format(certs.server, certs.serverKey)
+    local out = os.tmpname()
+    local p <close> = test.spawn({ "sh", "-c", "unset LD_PRELOAD; exec python3 -c \"$0\"", script }, { stdout = out })
+    local port
+    test.eventually(function()
+      local f = io.open(out)
+      port = f and tonumber(f:read("l"))
+      if f then f:close() end
+      return port ~= nil
+    end, 10, "python's server to print its port")
+    local r = test.http.get(("https://localhost:%d/x?y"):format(port), { tls = { ca = certs.ca } })
+    assert.equal(200, r.status)
+    assert.equal("py /x?y", r.body)
+    os.remove(out)
+  end)
+
+  it("refuses a tls table without https", function()
+    assert.has_error(function() http.request { url = "http://h/", tls = {} } end,
+      "http.request: option 'tls' needs an https:// url")
+    assert.has_error(function() http.request { url = "https://h/", tls = 1 } end,
+      "http.request: 'tls' must be a table of lupine.tls.client options")
+  end)
+end)

@@ -16,15 +16,20 @@ async def handler(c, path=None):
             return
         await c.send(m)
 async def main(compression):
+    ssl_context = None
+    if len(sys.argv) > 2:  # wss: certificate and key
+        import ssl
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.load_cert_chain(sys.argv[2], sys.argv[3])
     async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=["chat"], max_size=None,
-                                compression=compression) as s:
+                                compression=compression, ssl=ssl_context) as s:
         print("port", s.sockets[0].getsockname()[1], flush=True)
         await asyncio.Future()
 asyncio.run(main(None if sys.argv[1] == "none" else "deflate"))
 ]]
 
-local function python_server(compression)
-  local p, path = require("ws_support").spawn_python(SERVER, compression)
+local function python_server(compression, ...)
+  local p, path = require("ws_support").spawn_python(SERVER, compression, ...)
   local port
   test.eventually(function()
     port = tonumber(p:output():match("port (%d+)"))
@@ -93,8 +98,31 @@ describe("lupine.ws.connect", function()
     assert.equal("WsHandshakeFailed: the server answered 404 Not Found", type(err) == "table" and err.message or err)
   end)
 
+  it("talks wss:// to a python3-websockets server over TLS, verifying its certificate", function()
+    local certs = require("tls_certs").make()
+    local p, port = python_server("none", certs.server, certs.serverKey)
+    local ok, err = pcall(function()
+      local conn = ws.connect(("wss://localhost:%d/secure"):format(port),
+        { protocols = { "chat" }, tls = { ca = certs.ca } }):sync(10)
+      assert.equal("hello /secure chat", conn:receive():sync(10))
+      conn:send("over tls")
+      assert.equal("over tls", conn:receive():sync(10))
+      conn:close()
+      conn.closeFuture:sync(10)
+      -- the system's CAs do not know the throw-away CA: the handshake fails
+      local okv, errv = pcall(function() return ws.connect(("wss://localhost:%d/"):format(port)):sync(10) end)
+      assert.is_false(okv)
+      local text = type(errv) == "table" and errv.message or tostring(errv)
+      assert.truthy(text:find("certificate verify failed", 1, true), text)
+    end)
+    p:stop()
+    certs:remove()
+    assert(ok, err)
+  end)
+
   it("checks its arguments", function()
-    assert.has_error(function() ws.connect("http://x/") end, "ws.connect: scheme 'http' is not supported (ws only)")
+    assert.has_error(function() ws.connect("http://x/") end, "ws.connect: scheme 'http' is not supported (ws and wss only)")
+    assert.has_error(function() ws.connect("ws://x/", { tls = {} }) end, "ws.connect: option 'tls' needs a wss:// url")
     assert.has_error(function() ws.connect("ws://x/", { nope = 1 }) end, "ws.connect: unknown option 'nope'")
   end)
 end)

@@ -22,6 +22,55 @@ http.serverCodec = native.serverCodec
 http.reason = native.reason
 http.date = native.date
 
+-- ---- percent-encoding and query strings -----------------------------------------------------------
+
+local function hexbyte(h) return string.char(tonumber(h, 16)) end
+
+-- http.unescape(s [, plus]): %XX sequences decoded (a malformed one stays as it
+-- is); with plus, '+' is a space too (as in query strings and form bodies).
+function http.unescape(s, plus)
+  if type(s) ~= "string" then error("http.unescape: expected a string", 2) end
+  if plus then s = s:gsub("+", " ") end
+  return (s:gsub("%%(%x%x)", hexbyte))
+end
+
+-- http.escape(s): every byte but A-Z a-z 0-9 - . _ ~ as %XX (RFC 3986 unreserved).
+function http.escape(s)
+  if type(s) ~= "string" then error("http.escape: expected a string", 2) end
+  return (s:gsub("[^%w%-%._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+-- http.parseQuery(q [, maxArgs = 100]): "a=1&b=x+y&a=2&flag" -> { a = { "1", "2" }, b = "x y",
+-- flag = true }; names and values decoded ('+' is a space); a repeated name
+-- collects its values in order; pairs past maxArgs are ignored (and counted
+-- in the second result), so a hostile query costs a bounded table.
+function http.parseQuery(q, maxArgs)
+  if q == nil then return {}, 0 end
+  if type(q) ~= "string" then error("http.parseQuery: expected a string", 2) end
+  maxArgs = maxArgs or 100
+  local args, n, dropped = {}, 0, 0
+  for pair in q:gmatch("[^&;]+") do
+    if n >= maxArgs then
+      dropped = dropped + 1
+    else
+      n = n + 1
+      local k, v = pair:match("^([^=]*)=(.*)$")
+      if k then v = http.unescape(v, true) else k, v = pair, true end
+      k = http.unescape(k, true)
+      local old = args[k]
+      if old == nil then args[k] = v
+      elseif type(old) == "table" then old[#old + 1] = v
+      else args[k] = { old, v } end
+    end
+  end
+  return args, dropped
+end
+
+-- req:args([maxArgs]): the query string parsed by http.parseQuery.
+function native.Request.args(req, maxArgs)
+  return (http.parseQuery(req.query, maxArgs))
+end
+
 local server_options = {
   handler = true, maxInitialLineLength = true, maxHeaderSize = true, maxHeaders = true, maxBody = true,
   maxChunkLine = true, headerTimeout = true,
@@ -130,12 +179,12 @@ local function match(segs, parts)
   local params = {}
   for i, s in ipairs(segs) do
     if s.rest then
-      params["*"] = table.concat(parts, "/", i)
+      params["*"] = http.unescape(table.concat(parts, "/", i))
       return params
     end
     local p = parts[i]
     if p == nil then return nil end
-    if s.param then params[s.param] = p
+    if s.param then params[s.param] = http.unescape(p)
     elseif s.text ~= p then return nil end
   end
   if #parts ~= #segs then return nil end
@@ -177,20 +226,30 @@ local registry = debug.getregistry()
 local idle = registry["lupine.http.idle"] or {}
 registry["lupine.http.idle"] = idle
 
-local function parse_url(url)
-  if type(url) ~= "string" then return nil, "'url' must be a string" end
+-- http._parseUrl(url, schemes): host, port, target, authority, scheme, or nil and
+-- an error; schemes = { http = 80, https = 443 }: the accepted schemes and
+-- their default ports (lupine.ws parses ws:// and wss:// with it).
+function http._parseUrl(url, schemes)
+  local names = {}
+  for k in pairs(schemes) do names[#names + 1] = k end
+  table.sort(names)
+  if type(url) ~= "string" then return nil, "the url must be a string" end
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  if not scheme then return nil, "'url' must be http://host[:port][/path]" end
-  if scheme:lower() ~= "http" then return nil, ("scheme '%s' is not supported (http only)"):format(scheme) end
+  if not scheme then return nil, ("the url must be %s://host[:port][/path]"):format(names[1]) end
+  scheme = scheme:lower()
+  if not schemes[scheme] then
+    return nil, ("scheme '%s' is not supported (%s only)"):format(scheme, table.concat(names, " and "))
+  end
   local authority, target = rest:match("^([^/?#]*)([^#]*)")
   local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
   if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
-  if not host or host == "" then return nil, "'url' has no host" end
+  if not host or host == "" then return nil, "the url has no host" end
   if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
-  port = tonumber(port ~= "" and port or 80)
-  if not port or port < 1 or port > 65535 then return nil, "'url' has a bad port" end
-  return host, port, target, authority
+  port = tonumber(port ~= "" and port or schemes[scheme])
+  if not port or port < 1 or port > 65535 then return nil, "the url has a bad port" end
+  return host, port, target, authority, scheme
 end
+local http_schemes = { http = 80, https = 443 }
 
 local function failure(kind, message) return { kind = kind, message = kind .. ": " .. message } end
 
@@ -260,7 +319,12 @@ function Conn:channelInactive()
   self:finish(false, failure("ClosedChannel", "the connection closed before the response ended"))
 end
 
-local request_options = { method = true, url = true, headers = true, body = true, timeout = true, maxBody = true }
+local request_options = {
+  method = true, url = true, headers = true, body = true, timeout = true, maxBody = true, tls = true,
+}
+-- https:// without a tls table: verification against the system's CAs. One
+-- table, so that lupine.connect's factory (and its session ticket) is reused.
+local default_tls = {}
 
 -- http.request{ method = "GET", url = "http://host:port/path?query", headers = {...},
 --   body = string or Buffer, timeout = 30, maxBody = 1 MiB } -> a Future of the
@@ -274,8 +338,13 @@ function http.request(opts)
   for k in pairs(opts) do
     if not request_options[k] then error(("http.request: unknown option '%s'"):format(tostring(k)), 2) end
   end
-  local host, port, target, authority = parse_url(opts.url)
+  local host, port, target, authority, scheme = http._parseUrl(opts.url, http_schemes)
   if not host then error("http.request: " .. port, 2) end
+  local secure = scheme == "https"
+  local tls = opts.tls
+  if tls ~= nil and type(tls) ~= "table" then error("http.request: 'tls' must be a table of lupine.tls.client options", 2) end
+  if tls and not secure then error("http.request: option 'tls' needs an https:// url", 2) end
+  if secure then tls = tls or default_tls end
   local method = opts.method or "GET"
   if type(method) ~= "string" or not method:match("^[%w!#$%%&'*+.^_`|~-]+$") then
     error("http.request: 'method' must be a token", 2)
@@ -302,7 +371,8 @@ function http.request(opts)
   local promise = lupine.promise()
   local ex = { promise = promise, close = close,
     req = { method = method, target = target, headers = headers, body = body } }
-  local key = host .. ":" .. port .. "/" .. max_body
+  local key = (tls and ("https:%s:%s/%s/%s"):format(host, port, max_body, tostring(tls)))
+    or host .. ":" .. port .. "/" .. max_body
   ex.timer = lupine.loop():schedule(timeout, function()
     ex.timer = nil
     if promise:isDone() then return end
@@ -313,7 +383,7 @@ function http.request(opts)
       conn.ch:close()
     end
   end)
-  ex.key, ex.host, ex.port, ex.max_body, ex.timeout = key, host, port, max_body, timeout
+  ex.key, ex.host, ex.port, ex.max_body, ex.timeout, ex.tls = key, host, port, max_body, timeout, tls
   send(ex, false)
   return promise
 end
@@ -331,7 +401,7 @@ send = function(ex, fresh)
   local conn = setmetatable({ key = ex.key }, Conn)
   local codec = native.clientCodec { maxBody = ex.max_body }
   lupine.connect {
-    host = ex.host, port = ex.port, timeout = math.min(ex.timeout, 30),
+    host = ex.host, port = ex.port, timeout = math.min(ex.timeout, 30), tls = ex.tls,
     init = function(ch)
       conn.ch = ch
       ch.pipeline:addLast("http", codec)

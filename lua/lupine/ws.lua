@@ -310,21 +310,6 @@ end
 
 local function failure(kind, message) return { kind = kind, message = kind .. ": " .. message } end
 
-local function parse_ws_url(url)
-  if type(url) ~= "string" then return nil, "the url must be a string" end
-  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  if not scheme then return nil, "the url must be ws://host[:port][/path]" end
-  if scheme:lower() ~= "ws" then return nil, ("scheme '%s' is not supported (ws only)"):format(scheme) end
-  local authority, target = rest:match("^([^/?#]*)([^#]*)")
-  local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
-  if not host or host == "" then return nil, "the url has no host" end
-  if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
-  port = tonumber(port ~= "" and port or 80)
-  if not port or port < 1 or port > 65535 then return nil, "the url has a bad port" end
-  return host, port, target, authority
-end
-
 -- A client connection: conn:send(msg), conn:close([code, reason]),
 -- conn:receive() (a Future of the next message, when no onMessage was given),
 -- conn.protocol, conn.channel, conn.closeFuture (a Future of { code, reason }).
@@ -344,20 +329,28 @@ function Client:receive()
   return p
 end
 
-local connect_fields = { protocols = true, headers = true, origin = true, maxMessageSize = true, deflate = true,
+local connect_fields = { tls = true, protocols = true, headers = true, origin = true, maxMessageSize = true, deflate = true,
   timeout = true, onMessage = true, onClose = true }
 local MAX_HEAD = 16384
 
 -- ws.connect(url, { protocols, headers, origin, maxMessageSize, deflate, timeout = 30,
 --   onMessage(conn, msg), onClose(conn, code, reason) }) -> a Future of the connection.
+local ws_schemes = { ws = 80, wss = 443 }
+-- wss:// without a tls table: verification against the system's CAs (one table: one factory).
+local default_tls = {}
+
 function M.connect(url, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("ws.connect: options must be a table", 2) end
   for k in pairs(opts) do
     if not connect_fields[k] then error(("ws.connect: unknown option '%s'"):format(tostring(k)), 2) end
   end
-  local host, port, target, authority = parse_ws_url(url)
+  local host, port, target, authority, scheme = require("lupine.http")._parseUrl(url, ws_schemes)
   if not host then error("ws.connect: " .. port, 2) end
+  local tls = opts.tls
+  if tls ~= nil and type(tls) ~= "table" then error("ws.connect: 'tls' must be a table of lupine.tls.client options", 2) end
+  if tls and scheme ~= "wss" then error("ws.connect: option 'tls' needs a wss:// url", 2) end
+  if scheme == "wss" then tls = tls or default_tls end
   local timeout = opts.timeout or 30
   if type(timeout) ~= "number" or timeout <= 0 then error("ws.connect: 'timeout' must be seconds > 0", 2) end
   for _, k in ipairs { "onMessage", "onClose" } do
@@ -482,7 +475,7 @@ function M.connect(url, opts)
   end
 
   lupine.connect {
-    host = host, port = port, timeout = math.min(timeout, 30),
+    host = host, port = port, timeout = math.min(timeout, 30), tls = tls,
     init = function(ch)
       conn.channel = ch
       ch.pipeline:addLast("wsHandshake", Handshake)
