@@ -83,7 +83,7 @@ describe("lupine.redis.codec", function()
       assert.has_error(function() redis.codec { mode = "both" } end,
         "lupine.redis.codec: option 'mode' must be \"server\" or \"client\"")
       assert.has_error(function() redis.codec { maxBulk = 1 } end,
-        "lupine.redis.codec: unknown option 'maxBulk' (known: mode, batch, maxBulkLength, maxMultibulkLength, maxInlineLength, maxQueryBuffer)")
+        "lupine.redis.codec: unknown option 'maxBulk' (known: mode, batch, store, maxBulkLength, maxMultibulkLength, maxInlineLength, maxQueryBuffer)")
     end)
   end)
 

@@ -1,7 +1,8 @@
 -- lupine.redis: the Redis protocol (RESP2 and RESP3) on lupine's pipelines.
 --
---   redis.codec{ mode = "server" | "client", maxBulkLength, maxMultibulkLength,
---                maxInlineLength, maxQueryBuffer }   the native RESP decoder
+--   redis.codec{ mode = "server" | "client", batch, store, maxBulkLength,
+--                maxMultibulkLength, maxInlineLength, maxQueryBuffer }   the native RESP decoder
+--   redis.nativeCommands(ch, on)                      a server codec's store commands on/off
 --   redis.encode(value [, protocol])                  a reply as a string
 --   redis.command(name, ...)                          a request as a string
 --   redis.null                                        RESP's null
@@ -19,6 +20,7 @@ redis.null = resp.null
 redis.encode = resp.encode
 redis.command = resp.command
 redis.codec = resp.decoder
+redis.nativeCommands = resp.nativeCommands
 
 -- ---- servers -------------------------------------------------------------------------------
 
