@@ -5,6 +5,8 @@
 //   encode(v [, protocol])                          a reply as a string
 //   command(...)                                    a request: an array of bulk strings
 //   null                                            RESP's null (a light userdata)
+//   errorReply(text)                                a lupine.RedisError, as decoded ones
+//   nativeCommands(ch, on)                          a server decoder's store commands on/off
 //
 // The decoder: "server" turns each request into an array of strings
 // ({"SET", "k", "v"}; multibulk or inline), "client" each reply into a Lua
@@ -568,6 +570,17 @@ static int resp_command(lua_State *L) {
   return finish(L, &o, LUA_OK);
 }
 
+// errorReply(text) -> a lupine.RedisError { err = text }, as the decoder makes them
+static int resp_error_reply(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_createtable(L, 0, 1);
+  lua_pushlstring(L, s, n);
+  lua_setfield(L, -2, "err");
+  l_setmetatable(L, &l_key_rediserror);
+  return 1;
+}
+
 static int rediserror_tostring(lua_State *L) {
   lua_getfield(L, 1, "err");
   return 1;
@@ -575,7 +588,7 @@ static int rediserror_tostring(lua_State *L) {
 
 static const luaL_Reg funcs[] = {
     {"decoder", resp_decoder_new}, {"encode", resp_encode}, {"command", resp_command},
-    {"nativeCommands", resp_native_commands}, {NULL, NULL}};
+    {"nativeCommands", resp_native_commands}, {"errorReply", resp_error_reply}, {NULL, NULL}};
 
 void l_resp_open(lua_State *L) {
   l_newmetatable(L, "lupine.RedisError", &l_key_rediserror);
