@@ -48,6 +48,8 @@ typedef struct {
   lp_shdict *store;        // server with store: answers lp_resp_store_exec's commands itself
   bool native;             // ... while the handler has not switched that off (nativeCommands)
   lp_shscratch sc;         // values read out of the store
+  bool flush_queued;       // native replies written, their flush deferred (flush_task)
+  lp_task flush_task;
 } resp_decoder;
 
 typedef struct {
@@ -194,17 +196,46 @@ static int protocol_error(resp_decoder *rd, lp_buf *in, lp_error *err) {
   return LP_DECODE_ERROR;
 }
 
-// Hand the native replies in *out to the pipeline, written and flushed.
-// Returns whether the decoder may go on answering: the channel is open and
-// writable (a client that sends without reading stops being answered once
-// its replies pass the high water mark; autoBackpressure then holds the rest
-// of its input until they drain).
-static bool send_native(resp_decoder *rd, lp_buf **out) {
+// The flush of native replies, run before the loop next waits for events
+// (as Redis writes its replies before it sleeps): the replies to every
+// connection that was readable in this turn go out together, so that a
+// client with many connections reads them in few calls.
+static void flush_task(lp_task *t, lp_loop *loop) {
+  LP_UNUSED(loop);
+  resp_decoder *rd = lp_container_of(t, resp_decoder, flush_task);
+  lp_ctx *ctx = rd->d.ctx;
+  lp_channel *ch = lp_ctx_channel(ctx);
+  lp_pipeline *p = ctx->pipeline;
+  rd->flush_queued = false;
+  if (!ctx->removed && !p->destroyed && !(ch->flags & LP_CH_CLOSED)) {
+    lp_pipeline_enter(p);
+    lp_ctx_op(ctx, LP_OP_FLUSH, NULL, NULL);
+    lp_pipeline_leave(p);
+  }
+  lp_ctx_unref(ctx); // may free rd
+  lp_channel_unref(ch);
+}
+
+// Hand the native replies in *out to the pipeline: written, and flushed now
+// (now) or before the loop waits. Returns whether the decoder may go on
+// answering: the channel is open and writable (a client that sends without
+// reading stops being answered once its replies pass the high water mark;
+// autoBackpressure then holds the rest of its input until they drain).
+static bool send_native(resp_decoder *rd, lp_buf **out, bool now) {
   lp_msg m = lp_msg_buf(*out);
   *out = NULL;
-  lp_ctx_op(rd->d.ctx, LP_OP_WRITE, &m, NULL);
-  lp_ctx_op(rd->d.ctx, LP_OP_FLUSH, NULL, NULL);
-  return lp_channel_is_writable(lp_ctx_channel(rd->d.ctx)) && !rd->h->closing;
+  lp_ctx *ctx = rd->d.ctx;
+  lp_ctx_op(ctx, LP_OP_WRITE, &m, NULL);
+  if (now) {
+    lp_ctx_op(ctx, LP_OP_FLUSH, NULL, NULL);
+  } else if (!rd->flush_queued) {
+    rd->flush_queued = true;
+    ctx->refs++; // both stay alive until the task ran
+    lp_channel_ref(lp_ctx_channel(ctx));
+    rd->flush_task.run = flush_task;
+    lp_loop_defer(lp_ctx_channel(ctx)->loop, &rd->flush_task);
+  }
+  return lp_channel_is_writable(lp_ctx_channel(ctx)) && !rd->h->closing;
 }
 
 enum { NATIVE_WAIT, NATIVE_HANDLER, NATIVE_ERROR, NATIVE_NOMEM };
@@ -241,9 +272,10 @@ static int serve_native(resp_decoder *rd, lp_buf *in) {
       }
     }
     lp_buf_skip(in, used);
-    if (out && lp_buf_readable(out) >= NATIVE_WRITE_AT && !send_native(rd, &out)) return NATIVE_WAIT;
+    if (out && lp_buf_readable(out) >= NATIVE_WRITE_AT && !send_native(rd, &out, true)) return NATIVE_WAIT;
   }
-  if (out && lp_buf_readable(out)) send_native(rd, &out);
+  // Flushed now when the handler is next: its replies are flushed when it writes them anyway.
+  if (out && lp_buf_readable(out)) send_native(rd, &out, status != NATIVE_WAIT);
   else if (out) lp_buf_unref(out);
   return status;
 }
