@@ -9,7 +9,14 @@
 -- through lupine.broadcast. The native RESP codec (lupine.redis.codec)
 -- decodes each request, multibulk or inline (what telnet users type), with
 -- Redis's limits; a violation is answered "-ERR Protocol error: ..." and the
--- connection closed, as Redis does. Replies of one read are written at once.
+-- connection closed, as Redis does.
+--
+-- The hot path is native: given the dictionary (store = db), the codec
+-- answers PING, ECHO, GET, SET k v, INCR, DECR, INCRBY and DECRBY itself,
+-- exactly as the functions below would, and passes on the rest (and SET
+-- with options, a float value...) to the handler, in order. The handler
+-- switches that off on a connection whose state changes the answers
+-- (SUBSCRIBE in RESP2, QUIT): redis.nativeCommands(ch, false).
 --
 -- Commands: PING ECHO SET(EX PX NX XX GET) GET GETDEL DEL EXISTS INCR INCRBY
 -- DECR DECRBY MGET MSET EXPIRE PEXPIRE TTL PTTL PERSIST DBSIZE FLUSHALL
@@ -363,6 +370,13 @@ end
 
 -- ---- pub/sub: each connection's subscriptions are lupine.subscribe functions ----
 
+-- While subscribed in RESP2 a connection answers PING differently and
+-- refuses GET..., and after QUIT it answers nothing: the codec's native
+-- commands are for the plain state only.
+local function plain_state(c)
+  redis.nativeCommands(c.ctx.channel, not c.quit and not (c.subscribed > 0 and c.proto == 2))
+end
+
 local function push_reply(c, items)
   return (c.proto == 3 and ">" or "*") .. #items .. "\r\n" .. table.concat(items)
 end
@@ -383,6 +397,7 @@ function cmd.SUBSCRIBE(c, a, n)
     end
     out[#out + 1] = push_reply(c, { bulk("subscribe"), bulk(ch), int(c.subscribed) })
   end
+  plain_state(c)
   return table.concat(out)
 end
 
@@ -409,6 +424,7 @@ function cmd.UNSUBSCRIBE(c, a, n)
     unsubscribe(c, ch)
     out[#out + 1] = push_reply(c, { bulk("unsubscribe"), bulk(ch), int(c.subscribed) })
   end
+  plain_state(c)
   return table.concat(out)
 end
 
@@ -457,6 +473,7 @@ function cmd.HELLO(c, a, n)
       else return SYNTAX end
     end
     c.proto = v
+    plain_state(c)
   end
   return hello_map(c)
 end
@@ -527,6 +544,7 @@ end
 
 function cmd.QUIT(c, a, n)
   c.quit = true
+  plain_state(c)
   return OK
 end
 
@@ -551,46 +569,47 @@ function Conn:channelActive(ctx)
   server.clients = server.clients + 1
 end
 
--- One command: its reply joins the replies of this read.
-function Conn:run(ctx, argv)
+-- One command's reply.
+function Conn:run(argv)
   local n = #argv
   local name = argv[1]
   local fn = cmd[name] or cmd[name:upper()]
-  local reply
   if not fn then
     local args = {}
     for i = 2, math.min(n, 21) do args[#args + 1] = "'" .. argv[i]:sub(1, 128) .. "' " end
-    reply = err("ERR unknown command '" .. name:sub(1, 128) .. "', with args beginning with: " .. table.concat(args))
+    return err("ERR unknown command '" .. name:sub(1, 128) .. "', with args beginning with: " .. table.concat(args))
   elseif self.subscribed > 0 and self.proto == 2 and not while_subscribed[name:upper()] then
-    reply = err("ERR Can't execute '" .. name:lower() .. "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
-  else
-    reply = fn(self, argv, n)
+    return err("ERR Can't execute '" .. name:lower() .. "': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
   end
-  local out = self.out
-  out[#out + 1] = reply
-  self.bytes = self.bytes + #reply
-  if self.quit then
-    ctx:writeAndFlush(table.concat(out)):addListener(function() ctx:close() end)
-    self.out, self.bytes = {}, 0
-  elseif self.bytes >= FLUSH_AT then
-    -- A client that pipelines without reading: once the replies reach the high
-    -- water mark, stop taking commands (the decoder holds what it has read)
-    -- until the client has read them.
-    ctx:writeAndFlush(table.concat(out))
-    self.out, self.bytes = {}, 0
-    if not ctx.channel:isWritable() then
-      ctx.channel:config():setAutoRead(false)
-      self.paused = true
-    end
-  end
+  return fn(self, argv, n)
 end
 
--- The decoder batches: the commands that arrived together, in one event.
+-- The decoder batches: the commands that arrived together (and that it did
+-- not answer itself), in one event. Their replies are written before this
+-- returns, in one write: the codec's own replies to the commands after them
+-- go out after these.
 function Conn:channelRead(ctx, commands)
+  local out, bytes = {}, 0
   for i = 1, #commands do
-    if self.quit then return end -- nothing after QUIT
-    self:run(ctx, commands[i])
+    if self.quit then break end -- nothing after QUIT
+    local reply = self:run(commands[i])
+    out[#out + 1] = reply
+    bytes = bytes + #reply
+    if bytes >= FLUSH_AT and not self.quit then
+      -- A client that pipelines without reading: once the replies reach the high
+      -- water mark, stop taking commands (the decoder holds what it has read)
+      -- until the client has read them.
+      ctx:writeAndFlush(table.concat(out))
+      out, bytes = {}, 0
+      if not ctx.channel:isWritable() then
+        ctx.channel:config():setAutoRead(false)
+        self.paused = true
+      end
+    end
   end
+  if #out == 0 then return end
+  local done = ctx:writeAndFlush(#out == 1 and out[1] or table.concat(out))
+  if self.quit then done:addListener(function() ctx:close() end) end
 end
 
 function Conn:channelWritabilityChanged(ctx)
@@ -598,13 +617,6 @@ function Conn:channelWritabilityChanged(ctx)
     self.paused = false
     ctx.channel:config():setAutoRead(true)
   end
-end
-
-function Conn:channelReadComplete(ctx)
-  local out = self.out
-  if #out == 0 then return end
-  if #out == 1 then ctx:writeAndFlush(out[1]) else ctx:writeAndFlush(table.concat(out)) end
-  self.out, self.bytes = {}, 0
 end
 
 function Conn:channelInactive(ctx)
@@ -617,9 +629,9 @@ return lupine.app {
   port = tonumber(os.getenv("PORT")) or 6380,
   shared = { redis = MEMORY, redis_lite_ids = "16k" },
   init = function(ch)
-    local conn = setmetatable({ out = {}, bytes = 0, subs = {}, subscribed = 0, proto = 2, server = server,
+    local conn = setmetatable({ subs = {}, subscribed = 0, proto = 2, server = server,
       id = next_id:incr("id", 1, 0) }, Conn)
-    ch.pipeline:addLast("resp", redis.codec { mode = "server", batch = true })
+    ch.pipeline:addLast("resp", redis.codec { mode = "server", batch = true, store = db })
     ch.pipeline:addLast("redis", conn)
   end,
 }

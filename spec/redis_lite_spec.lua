@@ -160,6 +160,29 @@ describe("examples/redis_lite.lua", function()
       pub:close()
     end)
 
+    it("answers as Redis while subscribed in RESP2, and after QUIT nothing (the codec's native commands off)", function()
+      local c = test.client(port)
+      c:send(redis.command("SET", "k", "v") .. redis.command("SUBSCRIBE", "x") .. redis.command("GET", "k")
+        .. redis.command("PING"))
+      local got = {}
+      for i = 1, 11 do got[i] = c:receiveLine() end
+      assert.same({ "+OK", "*3", "$9", "subscribe", "$1", "x", ":1",
+        "-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+        "*2", "$4", "pong" }, got)
+      assert.same({ "$0", "" }, { c:receiveLine(), c:receiveLine() })
+      c:send(redis.command("GET", "k")) -- a read of its own: the codec would have answered it
+      assert.equal("-ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+        c:receiveLine())
+      c:send(redis.command("UNSUBSCRIBE"))
+      for _ = 1, 6 do c:receiveLine() end
+      c:send(redis.command("GET", "k"))
+      assert.same({ "$1", "v" }, { c:receiveLine(), c:receiveLine() })
+      c:send(redis.command("QUIT") .. redis.command("GET", "k"))
+      assert.equal("+OK", c:receiveLine())
+      assert.equal("", c:receiveAll()) -- nothing after QUIT's answer: closed
+      c:close()
+    end)
+
     it("speaks RESP3 after HELLO 3", function()
       local c = redis.connect({ port = port, protocol = 3 }):sync()
       local hello = call(c, "HELLO", "3")

@@ -83,7 +83,74 @@ describe("lupine.redis.codec", function()
       assert.has_error(function() redis.codec { mode = "both" } end,
         "lupine.redis.codec: option 'mode' must be \"server\" or \"client\"")
       assert.has_error(function() redis.codec { maxBulk = 1 } end,
-        "lupine.redis.codec: unknown option 'maxBulk' (known: mode, batch, maxBulkLength, maxMultibulkLength, maxInlineLength, maxQueryBuffer)")
+        "lupine.redis.codec: unknown option 'maxBulk' (known: mode, batch, store, maxBulkLength, maxMultibulkLength, maxInlineLength, maxQueryBuffer)")
+    end)
+  end)
+
+  describe("for servers, with a store", function()
+    local db = lupine.shared.declare("resp_spec_store", "1m")
+    -- A handler that answers "+LUA <command>" to whatever reaches it.
+    local function server(seen)
+      return test.server(function(ch)
+        ch.pipeline:addLast("resp", redis.codec { mode = "server", batch = true, store = db })
+        ch.pipeline:addLast("h", setmetatable({
+          channelRead = function(_, ctx, cmds)
+            local out = {}
+            for _, argv in ipairs(cmds) do
+              seen[#seen + 1] = argv[1]
+              out[#out + 1] = "+LUA " .. argv[1] .. "\r\n"
+              if argv[1] == "NATIVE" then redis.nativeCommands(ctx.channel, argv[2] == "on") end
+            end
+            ctx:writeAndFlush(table.concat(out))
+          end,
+        }, { __index = redis.Server }))
+      end)
+    end
+    local function lines(c, n)
+      local got = {}
+      for i = 1, n do got[i] = c:receiveLine() end
+      return got
+    end
+
+    it("answers the store's commands itself, and the rest through the handler, in order", function()
+      db:flushAll()
+      local seen = {}
+      local srv = server(seen)
+      local c = test.client(srv.port)
+      c:send(redis.command("SET", "a", "1") .. redis.command("INCR", "a") .. redis.command("PING"))
+      assert.same({ "+OK", ":2", "+PONG" }, lines(c, 3))
+      assert.same({}, seen) -- the handler saw none of them
+      -- After a command for the handler, the rest of that read goes to it too: order is kept.
+      c:send(redis.command("GET", "a") .. redis.command("FOO") .. redis.command("GET", "a") .. "INCRBY a 5\r\n")
+      assert.same({ "$1", "2", "+LUA FOO", "+LUA GET", "+LUA INCRBY" }, lines(c, 5))
+      assert.same({ "FOO", "GET", "INCRBY" }, seen)
+      c:send(redis.command("DECRBY", "a", 10) .. redis.command("ECHO", "hi") .. redis.command("SET", "a", "1", "EX", "9"))
+      assert.same({ ":-8", "$2", "hi", "+LUA SET" }, lines(c, 4))
+      -- Switched off by the handler (as redis_lite does for a subscribed connection), and on again.
+      c:send(redis.command("NATIVE", "off"))
+      assert.equal("+LUA NATIVE", c:receiveLine())
+      c:send(redis.command("GET", "a"))
+      assert.equal("+LUA GET", c:receiveLine())
+      c:send(redis.command("NATIVE", "on"))
+      assert.equal("+LUA NATIVE", c:receiveLine())
+      c:send(redis.command("GET", "a"))
+      assert.same({ "$2", "-8" }, lines(c, 2))
+      -- A protocol violation after native replies: those first, then Redis's error, then the close.
+      c:send(redis.command("PING") .. "*1\r\n$-5\r\n")
+      assert.same({ "+PONG", "-ERR Protocol error: invalid bulk length" }, lines(c, 2))
+      c:close()
+      srv:close()
+    end)
+
+    it("refuses a store that is not a dictionary, a store for clients, and a channel without one", function()
+      assert.has_error(function() redis.codec { mode = "server", store = {} } end,
+        "lupine.redis.codec: option 'store' must be a lupine.shared dictionary")
+      assert.has_error(function() redis.codec { mode = "client", store = db } end,
+        "lupine.redis.codec: option 'store' is for mode \"server\"")
+      local ch = test.embedded(redis.codec { mode = "server" })
+      assert.has_error(function() redis.nativeCommands(ch.channel, false) end,
+        "lupine.redis.nativeCommands: the channel has no redis.codec with a store")
+      ch:finish()
     end)
   end)
 

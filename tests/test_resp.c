@@ -189,9 +189,76 @@ static void test_encode(void) {
   lp_resp_out_free(&o);
 }
 
+// One request through lp_resp_store_exec: its reply, or "PASS".
+static void store_same(lp_shdict *d, const char *req, const char *want) {
+  lp_resp_req r;
+  lp_resp_req_init(&r, NULL);
+  size_t used;
+  CHECK(lp_resp_req_parse(&r, req, strlen(req), &used) == LP_RESP_DONE);
+  lp_buf *out = lp_buf_new(NULL, 16);
+  lp_shscratch sc = {0};
+  int rc = lp_resp_store_exec(d, r.args, r.nargs, out, &sc);
+  char got[256];
+  if (rc == LP_RESP_STORE_PASS) snprintf(got, sizeof got, "PASS%s", lp_buf_readable(out) ? " (and wrote)" : "");
+  else snprintf(got, sizeof got, "%.*s", (int)lp_buf_readable(out), (const char *)lp_buf_rptr(out));
+  if (strcmp(got, want) != 0) fprintf(stderr, "store %s: got [%s] want [%s]\n", req, got, want);
+  CHECK(strcmp(got, want) == 0);
+  free(sc.data);
+  lp_buf_unref(out);
+  lp_resp_req_free(&r);
+}
+
+static void test_store(void) {
+  lp_shdict *d = lp_shdict_new("resp", 64 * 1024);
+  store_same(d, "PING\r\n", "+PONG\r\n");
+  store_same(d, "ping hi\r\n", "$2\r\nhi\r\n");
+  store_same(d, "ECHO \"\"\r\n", "$0\r\n\r\n");
+  store_same(d, "GET k\r\n", "$-1\r\n");
+  store_same(d, "*3\r\n$3\r\nset\r\n$1\r\nk\r\n$4\r\na\r\nb\r\n", "+OK\r\n");
+  store_same(d, "GeT k\r\n", "$4\r\na\r\nb\r\n");
+  store_same(d, "INCR k\r\n", "-ERR value is not an integer or out of range\r\n");
+  store_same(d, "INCR n\r\n", ":1\r\n");
+  store_same(d, "INCRBY n -11\r\n", ":-10\r\n");
+  store_same(d, "DECRBY n 5\r\n", ":-15\r\n");
+  store_same(d, "DECR n\r\n", ":-16\r\n");
+  store_same(d, "GET n\r\n", "$3\r\n-16\r\n");
+  store_same(d, "INCRBY n 007\r\n", "-ERR value is not an integer or out of range\r\n");
+  store_same(d, "DECRBY n -9223372036854775808\r\n", "-ERR value is not an integer or out of range\r\n");
+  store_same(d, "INCRBY n 9223372036854775807\r\n", ":9223372036854775791\r\n");
+  store_same(d, "INCRBY n 17\r\n", "-ERR increment or decrement would overflow\r\n");
+  store_same(d, "SET big 9223372036854775807\r\n", "+OK\r\n");
+  store_same(d, "INCR big\r\n", "-ERR increment or decrement would overflow\r\n");
+  lp_shval item = {.type = LP_SHV_STR, .str = "x", .len = 1};
+  size_t len;
+  CHECK(lp_shdict_push(d, "l", 1, &item, true, &len, NULL) == 0);
+  store_same(d, "GET l\r\n", "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n");
+  store_same(d, "INCR l\r\n", "-ERR value is not an integer or out of range\r\n"); // as redis_lite's Lua
+  lp_shval f = {.type = LP_SHV_FLOAT, .d = 1.5};
+  CHECK(lp_shdict_set(d, "f", 1, &f, 0, LP_SHSET_ANY, NULL) == 0);
+  char big[70 * 1024 + 64];
+  int n = snprintf(big, sizeof big, "*3\r\n$3\r\nSET\r\n$1\r\nv\r\n$%d\r\n", 70 * 1024);
+  memset(big + n, 'x', 70 * 1024);
+  memcpy(big + n + 70 * 1024, "\r\n", 3);
+  store_same(d, big, "-OOM command not allowed when used memory > 'maxmemory'.\r\n");
+  // The handler's: options, other arities, other commands, keys the dictionary refuses, floats.
+  store_same(d, "GET f\r\n", "PASS");
+  store_same(d, "SET k v EX 10\r\n", "PASS");
+  store_same(d, "GET\r\n", "PASS");
+  store_same(d, "GET a b\r\n", "PASS");
+  store_same(d, "PING a b\r\n", "PASS");
+  store_same(d, "GET \"\"\r\n", "PASS");
+  store_same(d, "SET \"\" v\r\n", "PASS");
+  store_same(d, "DEL k\r\n", "PASS");
+  store_same(d, "GETS k\r\n", "PASS");
+  store_same(d, "G\x45T k\r\n", "$4\r\na\r\nb\r\n");
+  store_same(d, "G\x05T k\r\n", "PASS"); // not a letter: no case folding
+  lp_shdict_free(d);
+}
+
 int main(void) {
   test_requests();
   test_replies();
   test_encode();
+  test_store();
   return check_report();
 }

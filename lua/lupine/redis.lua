@@ -1,16 +1,25 @@
 -- lupine.redis: the Redis protocol (RESP2 and RESP3) on lupine's pipelines.
 --
---   redis.codec{ mode = "server" | "client", maxBulkLength, maxMultibulkLength,
---                maxInlineLength, maxQueryBuffer }   the native RESP decoder
+--   redis.codec{ mode = "server" | "client", batch, store, maxBulkLength,
+--                maxMultibulkLength, maxInlineLength, maxQueryBuffer }   the native RESP decoder
+--   redis.nativeCommands(ch, on)                      a server codec's store commands on/off
 --   redis.encode(value [, protocol])                  a reply as a string
 --   redis.command(name, ...)                          a request as a string
 --   redis.null                                        RESP's null
 --   redis.Server                                      a handler prototype for servers
 --   redis.connect{ host, port, password, db, timeout, protocol } -> Future of a Client
+--                                                     (in a coroutine: the Client, or nil, err)
 --
 -- The codec and the encoders are native (src/codec/resp.c, src/lua/l_resp.c).
+--
+-- The client is futures underneath; in a lupine coroutine (lupine.spawn, an
+-- app's handle(sock), test.run) each call awaits its future instead, so that
+-- red:get("k") returns the value (or nil and the error's text), as
+-- lua-resty-redis does. Any lower-case method name not defined here is a
+-- command: red:hset(k, f, v) is red:call("HSET", k, f, v).
 local core = require "lupine.core"
 local lupine = require "lupine"
+local co = require "lupine.co"
 
 local resp = core._resp
 local redis = {}
@@ -19,6 +28,7 @@ redis.null = resp.null
 redis.encode = resp.encode
 redis.command = resp.command
 redis.codec = resp.decoder
+redis.nativeCommands = resp.nativeCommands
 
 -- ---- servers -------------------------------------------------------------------------------
 
@@ -38,7 +48,18 @@ end
 -- ---- the client ------------------------------------------------------------------------------
 
 local Client = {}
-Client.__index = Client
+-- Methods, then commands by name (cached): red:get(k) sends GET.
+Client.__index = function(_, k)
+  local m = Client[k]
+  if m ~= nil or type(k) ~= "string" or not k:match("^[a-z][a-z_]*$") then return m end
+  local name = k:upper()
+  m = function(self, ...) return self:call(name, ...) end
+  Client[k] = m
+  return m
+end
+
+local in_coroutine = co._running
+local await = co.await
 
 local function failure(reply)
   return type(reply) == "table" and getmetatable(reply) == "lupine.RedisError"
@@ -82,6 +103,11 @@ end
 function Replies:channelInactive(ctx)
   local c = self.client
   c.open = false
+  local w = c.waiter
+  if w then
+    c.waiter = false
+    w:trySuccess(false)
+  end
   for i = c.head, c.tail - 1 do
     local p = c.pending[i]
     c.pending[i] = nil
@@ -99,7 +125,7 @@ end
 -- Send one command; a Future of its reply (an error reply fails it with the
 -- error's text, "ERR unknown command ..."). Many may be in flight: replies
 -- come back in order.
-function Client:call(...)
+local function send(self, ...)
   local p = lupine.promise()
   if not self.open then
     p:setFailure("lupine.redis: the connection is closed")
@@ -118,10 +144,95 @@ function Client:call(...)
   return p
 end
 
+-- A future's outcome as a coroutine's call returns it: the reply, or nil and the error's text.
+local function outcome(f)
+  local v, e = await(f)
+  if v == nil then return nil, tostring(e) end
+  return v
+end
+
+-- call(name, ...): a Future of the reply; in a coroutine, the reply (or nil, err).
+function Client:call(...)
+  local f = send(self, ...)
+  if in_coroutine() then return outcome(f) end
+  return f
+end
+
+-- Pipelining: fn(p) calls commands on p (p:set(k, v), p:call(...)), which are
+-- sent together; the replies come as one array, in order, an error reply as a
+-- lupine.RedisError ({ err = "ERR ..." }). In a coroutine the array (or nil,
+-- err when the connection failed); outside, a Future of it.
+local Batch = {}
+Batch.__index = function(_, k)
+  if type(k) ~= "string" then return nil end
+  local name = k:upper()
+  return function(self, ...)
+    if k == "call" then self.fs[#self.fs + 1] = send(self.client, ...)
+    else self.fs[#self.fs + 1] = send(self.client, name, ...) end
+  end
+end
+
+function Client:pipeline(fn)
+  local b = setmetatable({ client = self, fs = {} }, Batch)
+  fn(b)
+  local fs, done = b.fs, lupine.promise()
+  local left = #fs
+  local function finish()
+    local out = {}
+    for i, f in ipairs(fs) do
+      if f:isSuccess() then out[i] = f:get()
+      else
+        local cause = tostring(f:cause())
+        if cause:match("^lupine%.redis: ") then -- not an error reply: the connection failed
+          done:tryFailure(cause)
+          return
+        end
+        out[i] = resp.errorReply(cause)
+      end
+    end
+    done:trySuccess(out)
+  end
+  if left == 0 then finish() end
+  for _, f in ipairs(fs) do
+    f:addListener(function()
+      left = left - 1
+      if left == 0 then finish() end
+    end)
+  end
+  if in_coroutine() then return outcome(done) end
+  return done
+end
+
+-- A message for a coroutine's receiveMessage: queued (at most maxMessages;
+-- past that the connection is closed, as Redis closes a subscriber that does
+-- not keep up) or handed to the one waiting.
+local function queue_message(c, msg, chan)
+  local w = c.waiter
+  if w then
+    c.waiter = false
+    w:trySuccess({ msg, chan })
+    return
+  end
+  local q = c.mq
+  if q.tail - q.head >= c.maxMessages then
+    c.lastError = ("lupine.redis: more than %d messages not received; the connection was closed"):format(c.maxMessages)
+    c:close()
+    return
+  end
+  q[q.tail] = { msg, chan }
+  q.tail = q.tail + 1
+end
+
 -- Pub/sub: fn(message, channel) for each message on channel; a Future of the
--- subscription's confirmation. While subscribed (RESP2) only (un)subscribe
--- and PING may be sent on the connection, as with Redis.
+-- subscription's confirmation. Without fn, in a coroutine: the messages wait
+-- for receiveMessage, and the confirmation is returned. While subscribed
+-- (RESP2) only (un)subscribe and PING may be sent on the connection, as with
+-- Redis.
 function Client:subscribe(channel, fn)
+  if fn == nil then
+    if not in_coroutine() then error("lupine.redis: subscribe(channel) without a function is for coroutines; outside one give fn(message, channel)", 2) end
+    fn = function(msg, chan) queue_message(self, msg, chan) end
+  end
   self.subs[channel] = fn
   self.subscribing = self.subscribing + 1
   return self:call("SUBSCRIBE", channel)
@@ -131,6 +242,40 @@ function Client:unsubscribe(channel)
   self.subs[channel] = nil
   self.subscribing = self.subscribing + 1
   return self:call("UNSUBSCRIBE", channel)
+end
+
+-- In a coroutine: the next message of a channel subscribed without a
+-- function, as message, channel; nil, "timeout" after timeout seconds; nil
+-- and why once the connection is closed.
+function Client:receiveMessage(timeout)
+  if not in_coroutine() then error("lupine.redis: receiveMessage is for coroutines (lupine.spawn, handle, test.run)", 2) end
+  local q = self.mq
+  if q.tail > q.head then
+    local m = q[q.head]
+    q[q.head] = nil
+    q.head = q.head + 1
+    return m[1], m[2]
+  end
+  if not self.open then return nil, self.lastError or "lupine.redis: the connection is closed" end
+  if self.waiter then error("lupine.redis: receiveMessage: another coroutine is receiving on this client", 2) end
+  local w = lupine.promise()
+  self.waiter = w
+  local m, e = await(w, timeout)
+  if self.waiter == w then self.waiter = false end
+  if not m then
+    if e == "timeout" then return nil, "timeout" end
+    return nil, self.lastError or "lupine.redis: the connection is closed"
+  end
+  return m[1], m[2]
+end
+
+-- In a coroutine: for message, channel in red:messages(timeout) do ... end,
+-- until the connection closes or a receive times out.
+function Client:messages(timeout)
+  return function()
+    local msg, chan = self:receiveMessage(timeout)
+    return msg, chan
+  end
 end
 
 function Client:close()
@@ -148,7 +293,9 @@ function Client:pendingCount() return self.tail - self.head end
 function redis.connect(opts)
   opts = opts or {}
   local ready = lupine.promise()
-  local client = setmetatable({ pending = {}, head = 1, tail = 1, subs = {}, subscribed = 0, subscribing = 0, open = false }, Client)
+  local client = setmetatable({ pending = {}, head = 1, tail = 1, subs = {}, subscribed = 0, subscribing = 0, open = false,
+    ch = false, flushing = false, onClose = false, lastError = false, waiter = false,
+    mq = { head = 1, tail = 1 }, maxMessages = opts.maxMessages or 65536 }, Client)
   local f = lupine.connect {
     host = opts.host, port = opts.port or 6379, timeout = opts.timeout,
     init = function(ch)
@@ -165,12 +312,12 @@ function redis.connect(opts)
     client.open = true
     local steps = {}
     if opts.protocol == 3 then
-      steps[#steps + 1] = opts.password and client:call("HELLO", 3, "AUTH", opts.user or "default", opts.password)
-        or client:call("HELLO", 3)
+      steps[#steps + 1] = opts.password and send(client, "HELLO", 3, "AUTH", opts.user or "default", opts.password)
+        or send(client, "HELLO", 3)
     elseif opts.password then
-      steps[#steps + 1] = opts.user and client:call("AUTH", opts.user, opts.password) or client:call("AUTH", opts.password)
+      steps[#steps + 1] = opts.user and send(client, "AUTH", opts.user, opts.password) or send(client, "AUTH", opts.password)
     end
-    if opts.db and opts.db ~= 0 then steps[#steps + 1] = client:call("SELECT", opts.db) end
+    if opts.db and opts.db ~= 0 then steps[#steps + 1] = send(client, "SELECT", opts.db) end
     if #steps == 0 then
       ready:setSuccess(client)
       return
@@ -187,6 +334,7 @@ function redis.connect(opts)
       ready:setSuccess(client)
     end)
   end)
+  if in_coroutine() then return outcome(ready) end
   return ready
 end
 

@@ -449,6 +449,8 @@ lp_ctx *lp_decoder_ctx_new(lp_pipeline *p, const char *name, lp_decoder *d) {
   return c;
 }
 
+lp_decoder *lp_decoder_of(lp_ctx *ctx) { return ctx->ops == &decoder_handler_ops ? ctx->state : NULL; }
+
 lp_buf *lp_decoder_take_bytes(lp_ctx *ctx) {
   if (ctx->ops != &decoder_handler_ops) return NULL;
   lp_decoder *d = ctx->state;

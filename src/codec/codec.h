@@ -151,6 +151,11 @@ lp_ctx *lp_decoder_ctx_new(lp_pipeline *p, const char *name, lp_decoder *d);
 int lp_decoder_add(lp_decoder *d, lp_msg *m);
 int lp_decoder_reserve(lp_decoder *d, uint32_t n);
 
+// The decoder of a cumulating decoder context, or NULL (ctx is another kind
+// of handler): for a binding that finds its own decoder in a pipeline by
+// comparing d->ops.
+lp_decoder *lp_decoder_of(lp_ctx *ctx);
+
 // The bytes decoder context ctx holds and has not decoded (its cumulation,
 // then what arrived while it decoded), taken out of it: a new reference the
 // caller owns, or NULL (none, or ctx is not a cumulating decoder). For a

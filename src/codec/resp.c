@@ -17,7 +17,7 @@ void lp_resp_limits_default(lp_resp_limits *l) {
 
 // A decimal integer as Redis's string2ll reads one: optional '-', no '+', no
 // leading zeros, no spaces, fits in int64.
-static bool to_ll(const char *p, size_t n, int64_t *out) {
+bool lp_resp_to_ll(const char *p, size_t n, int64_t *out) {
   if (n == 0 || n > 20) return false;
   size_t i = 0;
   bool neg = false;
@@ -31,10 +31,11 @@ static bool to_ll(const char *p, size_t n, int64_t *out) {
     return true;
   }
   uint64_t v = 0;
+  bool small = n - i <= 18; // 18 digits cannot overflow: no check per digit (lengths are short)
   for (; i < n; i++) {
     if (p[i] < '0' || p[i] > '9') return false;
     uint64_t d = (uint64_t)(p[i] - '0');
-    if (v > (UINT64_MAX - d) / 10) return false;
+    if (!small && v > (UINT64_MAX - d) / 10) return false;
     v = v * 10 + d;
   }
   if (neg ? v > (uint64_t)INT64_MAX + 1 : v > (uint64_t)INT64_MAX) return false;
@@ -197,7 +198,7 @@ int lp_resp_req_parse(lp_resp_req *r, const char *buf, size_t len, size_t *used)
     if (!cr) return LP_RESP_NEED;
     if ((size_t)(cr - buf) + 2 > len) return LP_RESP_NEED; // the byte after CR (Redis skips it unseen)
     int64_t ll;
-    if (!to_ll(buf + 1, (size_t)(cr - buf - 1), &ll) || ll > INT32_MAX || (ll > 0 && (uint64_t)ll > r->lim.max_multibulk))
+    if (!lp_resp_to_ll(buf + 1, (size_t)(cr - buf - 1), &ll) || ll > INT32_MAX || (ll > 0 && (uint64_t)ll > r->lim.max_multibulk))
       return req_error(r, "Protocol error: invalid multibulk length%c", 0);
     size_t pos = (size_t)(cr - buf) + 2;
     if (ll <= 0) { // "*0", "*-1": nothing to do, as Redis
@@ -219,7 +220,7 @@ int lp_resp_req_parse(lp_resp_req *r, const char *buf, size_t len, size_t *used)
     if ((size_t)(cr - buf) + 2 > len) return LP_RESP_NEED;
     if (buf[pos] != '$') return req_error(r, "Protocol error: expected '$', got '%c'", (unsigned char)buf[pos]);
     int64_t ll;
-    if (!to_ll(buf + pos + 1, (size_t)(cr - buf - pos - 1), &ll) || ll < 0 || (uint64_t)ll > r->lim.max_bulk)
+    if (!lp_resp_to_ll(buf + pos + 1, (size_t)(cr - buf - pos - 1), &ll) || ll < 0 || (uint64_t)ll > r->lim.max_bulk)
       return req_error(r, "Protocol error: invalid bulk length%c", 0);
     size_t start = (size_t)(cr - buf) + 2;
     if (len - start < (size_t)ll + 2) return LP_RESP_NEED; // the bulk and its CRLF (Redis skips those two unseen)
@@ -306,7 +307,7 @@ static int value(rcur *c, int depth) {
     nd->type = type;
     nd->p = p;
     nd->len = n;
-    if (type == ':' && !to_ll(p, n, &nd->i)) return rep_error(c->r, "Protocol error: invalid integer%c", 0);
+    if (type == ':' && !lp_resp_to_ll(p, n, &nd->i)) return rep_error(c->r, "Protocol error: invalid integer%c", 0);
     if (type == '#') {
       if (n != 1 || (p[0] != 't' && p[0] != 'f')) return rep_error(c->r, "Protocol error: invalid boolean%c", 0);
       nd->i = p[0] == 't';
@@ -331,7 +332,7 @@ static int value(rcur *c, int depth) {
   case '$': case '=': case '!': {
     if ((rc = line(c, &p, &n)) != LP_RESP_DONE) return rc;
     int64_t ll;
-    if (!to_ll(p, n, &ll) || ll < -1 || (ll >= 0 && (uint64_t)ll > c->r->lim.max_bulk))
+    if (!lp_resp_to_ll(p, n, &ll) || ll < -1 || (ll >= 0 && (uint64_t)ll > c->r->lim.max_bulk))
       return rep_error(c->r, "Protocol error: invalid bulk length%c", 0);
     lp_resp_node *nd = new_node(c);
     if (!nd) return LP_RESP_NOMEM;
@@ -356,7 +357,7 @@ static int value(rcur *c, int depth) {
   case '*': case '%': case '~': case '>': case '|': {
     if ((rc = line(c, &p, &n)) != LP_RESP_DONE) return rc;
     int64_t ll;
-    if (!to_ll(p, n, &ll) || ll < -1 || (ll >= 0 && (uint64_t)ll > c->r->lim.max_multibulk))
+    if (!lp_resp_to_ll(p, n, &ll) || ll < -1 || (ll >= 0 && (uint64_t)ll > c->r->lim.max_multibulk))
       return rep_error(c->r, "Protocol error: invalid multibulk length%c", 0);
     size_t at = c->r->nnodes;
     lp_resp_node *nd = new_node(c);
@@ -414,16 +415,36 @@ void lp_resp_put_raw(lp_resp_out *o, const void *p, size_t n) {
   o->len += n;
 }
 
+size_t lp_resp_fmt_int(char *dst, int64_t v) {
+  char tmp[LP_RESP_INT_MAX];
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  size_t k = 0;
+  if (v < 0) dst[k++] = '-';
+  while (n) dst[k++] = tmp[--n];
+  return k;
+}
+
 void lp_resp_put_int(lp_resp_out *o, char type, int64_t v) {
-  char tmp[32];
-  int n = snprintf(tmp, sizeof tmp, "%c%lld\r\n", type, (long long)v);
-  lp_resp_put_raw(o, tmp, (size_t)n);
+  char tmp[LP_RESP_INT_MAX + 3];
+  tmp[0] = type;
+  size_t n = 1 + lp_resp_fmt_int(tmp + 1, v);
+  tmp[n++] = '\r';
+  tmp[n++] = '\n';
+  lp_resp_put_raw(o, tmp, n);
 }
 
 void lp_resp_put_bulk(lp_resp_out *o, const char *p, size_t n) {
-  char tmp[32];
-  int h = snprintf(tmp, sizeof tmp, "$%zu\r\n", n);
-  lp_resp_put_raw(o, tmp, (size_t)h);
+  char tmp[LP_RESP_INT_MAX + 3];
+  tmp[0] = '$';
+  size_t h = 1 + lp_resp_fmt_int(tmp + 1, (int64_t)n);
+  tmp[h++] = '\r';
+  tmp[h++] = '\n';
+  lp_resp_put_raw(o, tmp, h);
   lp_resp_put_raw(o, p, n);
   lp_resp_put_raw(o, "\r\n", 2);
 }

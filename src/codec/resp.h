@@ -20,7 +20,9 @@
 #ifndef LP_RESP_H
 #define LP_RESP_H
 
+#include "buffer.h"
 #include "common.h"
+#include "shdict.h"
 
 #define LP_RESP_DEFAULT_MAX_BULK ((size_t)512 << 20)  // Redis's proto-max-bulk-len
 #define LP_RESP_DEFAULT_MAX_MULTIBULK ((size_t)1 << 20) // Redis: 1024*1024 per request
@@ -109,5 +111,24 @@ void lp_resp_put_bulk(lp_resp_out *o, const char *p, size_t n);        // $n\r\n
 void lp_resp_put_line(lp_resp_out *o, char type, const char *p, size_t n); // +OK\r\n, -ERR x\r\n (CR/LF become spaces)
 void lp_resp_put_int(lp_resp_out *o, char type, int64_t v);            // :12\r\n, *3\r\n, %2\r\n
 void lp_resp_put_double(lp_resp_out *o, double v);                     // ,1.5\r\n (RESP3)
+
+// Numbers: a decimal integer as Redis reads one (optional '-', no '+', no
+// leading zeros or spaces, fits int64); v in decimal into dst (at most
+// LP_RESP_INT_MAX bytes, no NUL), returning the length.
+#define LP_RESP_INT_MAX 20
+bool lp_resp_to_ll(const char *p, size_t n, int64_t *out);
+size_t lp_resp_fmt_int(char *dst, int64_t v);
+
+// ---- answering from a shared dictionary (resp_store.c) ----
+// The commands that map one to one onto a dictionary (src/core/shdict.h),
+// answered as examples/redis_lite.lua answers them: PING, PING msg, ECHO msg,
+// GET k, SET k v (no options), INCR k, DECR k, INCRBY k n, DECRBY k n.
+// Returns LP_RESP_STORE_DONE with the reply appended to out,
+// LP_RESP_STORE_PASS for anything else (another command, another arity, an
+// empty or over-long key, a value stored as a float or boolean: the caller's
+// own handler answers those, and nothing was changed), or -ENOMEM (out could
+// not grow; the command may have run). Strings read out go through scratch.
+enum { LP_RESP_STORE_PASS = 0, LP_RESP_STORE_DONE = 1 };
+int lp_resp_store_exec(lp_shdict *d, const lp_resp_arg *args, size_t n, lp_buf *out, lp_shscratch *scratch);
 
 #endif

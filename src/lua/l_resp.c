@@ -5,6 +5,8 @@
 //   encode(v [, protocol])                          a reply as a string
 //   command(...)                                    a request: an array of bulk strings
 //   null                                            RESP's null (a light userdata)
+//   errorReply(text)                                a lupine.RedisError, as decoded ones
+//   nativeCommands(ch, on)                          a server decoder's store commands on/off
 //
 // The decoder: "server" turns each request into an array of strings
 // ({"SET", "k", "v"}; multibulk or inline), "client" each reply into a Lua
@@ -30,6 +32,7 @@
 #include <string.h>
 
 #define DEFAULT_MAX_QUERY_BUFFER ((size_t)1 << 30) // Redis's client-query-buffer-limit
+#define NATIVE_WRITE_AT ((size_t)64 << 10)         // native replies gathered before they are written
 
 static const char l_key_rediserror = 'E';
 
@@ -42,6 +45,11 @@ typedef struct {
   lp_resp_reply rep;
   int queue_ref;           // the FIFO table
   lua_Integer qhead, qtail;
+  lp_shdict *store;        // server with store: answers lp_resp_store_exec's commands itself
+  bool native;             // ... while the handler has not switched that off (nativeCommands)
+  lp_shscratch sc;         // values read out of the store
+  bool flush_queued;       // native replies written, their flush deferred (flush_task)
+  lp_task flush_task;
 } resp_decoder;
 
 typedef struct {
@@ -49,6 +57,7 @@ typedef struct {
   bool server, batch;
   lp_resp_limits lim;
   size_t max_query;
+  lp_shdict *store; // the process's: outlives every factory
 } resp_factory;
 
 // ---- building values ------------------------------------------------------------------------
@@ -175,6 +184,102 @@ static int decode_all(lua_State *L) {
   return 1;
 }
 
+// A protocol violation: the rest of the input is ignored, err says Redis's words.
+static int protocol_error(resp_decoder *rd, lp_buf *in, lp_error *err) {
+  rd->failed = true;
+  lp_buf_skip(in, lp_buf_readable(in));
+  memset(err, 0, sizeof *err);
+  err->code = LP_ECORRUPT;
+  err->kind = "ProtocolError";
+  err->limit = err->length = -1;
+  snprintf(err->message, sizeof err->message, "%s", rd->server ? rd->req.err : rd->rep.err);
+  return LP_DECODE_ERROR;
+}
+
+// The flush of native replies, run before the loop next waits for events
+// (as Redis writes its replies before it sleeps): the replies to every
+// connection that was readable in this turn go out together, so that a
+// client with many connections reads them in few calls.
+static void flush_task(lp_task *t, lp_loop *loop) {
+  LP_UNUSED(loop);
+  resp_decoder *rd = lp_container_of(t, resp_decoder, flush_task);
+  lp_ctx *ctx = rd->d.ctx;
+  lp_channel *ch = lp_ctx_channel(ctx);
+  lp_pipeline *p = ctx->pipeline;
+  rd->flush_queued = false;
+  if (!ctx->removed && !p->destroyed && !(ch->flags & LP_CH_CLOSED)) {
+    lp_pipeline_enter(p);
+    lp_ctx_op(ctx, LP_OP_FLUSH, NULL, NULL);
+    lp_pipeline_leave(p);
+  }
+  lp_ctx_unref(ctx); // may free rd
+  lp_channel_unref(ch);
+}
+
+// Hand the native replies in *out to the pipeline: written, and flushed now
+// (now) or before the loop waits. Returns whether the decoder may go on
+// answering: the channel is open and writable (a client that sends without
+// reading stops being answered once its replies pass the high water mark;
+// autoBackpressure then holds the rest of its input until they drain).
+static bool send_native(resp_decoder *rd, lp_buf **out, bool now) {
+  lp_msg m = lp_msg_buf(*out);
+  *out = NULL;
+  lp_ctx *ctx = rd->d.ctx;
+  lp_ctx_op(ctx, LP_OP_WRITE, &m, NULL);
+  if (now) {
+    lp_ctx_op(ctx, LP_OP_FLUSH, NULL, NULL);
+  } else if (!rd->flush_queued) {
+    rd->flush_queued = true;
+    ctx->refs++; // both stay alive until the task ran
+    lp_channel_ref(lp_ctx_channel(ctx));
+    rd->flush_task.run = flush_task;
+    lp_loop_defer(lp_ctx_channel(ctx)->loop, &rd->flush_task);
+  }
+  return lp_channel_is_writable(lp_ctx_channel(ctx)) && !rd->h->closing;
+}
+
+enum { NATIVE_WAIT, NATIVE_HANDLER, NATIVE_ERROR, NATIVE_NOMEM };
+
+// Answer the commands at the front of in that lp_resp_store_exec knows,
+// consuming them: NATIVE_WAIT (all complete commands answered, or the channel
+// cannot take more replies now), NATIVE_HANDLER (the next command is the
+// handler's: not consumed), NATIVE_ERROR (a protocol violation, rd->req.err),
+// NATIVE_NOMEM. The replies of one call go out in one write, before the
+// commands after them reach the handler: the order of replies is kept.
+static int serve_native(resp_decoder *rd, lp_buf *in) {
+  lp_buf *out = NULL;
+  int status = NATIVE_WAIT;
+  for (;;) {
+    size_t used = 0;
+    int rc = lp_resp_req_parse(&rd->req, (const char *)lp_buf_rptr(in), lp_buf_readable(in), &used);
+    if (rc != LP_RESP_DONE) {
+      if (rc != LP_RESP_NEED) status = rc == LP_RESP_ERROR ? NATIVE_ERROR : NATIVE_NOMEM;
+      break;
+    }
+    if (rd->req.nargs) {
+      if (!out && !(out = lp_buf_new(lp_ctx_channel(rd->d.ctx)->loop->pool, 4096))) {
+        status = NATIVE_NOMEM;
+        break;
+      }
+      int x = lp_resp_store_exec(rd->store, rd->req.args, rd->req.nargs, out, &rd->sc);
+      if (x == LP_RESP_STORE_PASS) { // parsed again by the handler's path: not consumed
+        status = NATIVE_HANDLER;
+        break;
+      }
+      if (x < 0) {
+        status = NATIVE_NOMEM;
+        break;
+      }
+    }
+    lp_buf_skip(in, used);
+    if (out && lp_buf_readable(out) >= NATIVE_WRITE_AT && !send_native(rd, &out, true)) return NATIVE_WAIT;
+  }
+  // Flushed now when the handler is next: its replies are flushed when it writes them anyway.
+  if (out && lp_buf_readable(out)) send_native(rd, &out, status != NATIVE_WAIT);
+  else if (out) lp_buf_unref(out);
+  return status;
+}
+
 static int resp_decode(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
   resp_decoder *rd = (resp_decoder *)d;
   l_host *h = rd->h;
@@ -183,6 +288,17 @@ static int resp_decode(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
   if (rd->failed) { // after a protocol error: nothing more is read
     lp_buf_skip(in, lp_buf_readable(in));
     return LP_DECODE_OK;
+  }
+  // Natively only while the handler has answered everything before: nothing
+  // queued for it (held while autoRead is off, or not yet fired).
+  if (rd->native && d->qlen == 0 && rd->qhead == rd->qtail) {
+    switch (serve_native(rd, in)) {
+    case NATIVE_WAIT: return LP_DECODE_OK;
+    case NATIVE_ERROR: return protocol_error(rd, in, err);
+    case NATIVE_NOMEM: lp_error_sys(err, ENOMEM, "RESP decoder"); return LP_DECODE_ERROR;
+    default: break; // the rest through the handler
+    }
+    if (h->closing || lp_buf_readable(in) == 0) return LP_DECODE_OK;
   }
   lua_State *L = h->L;
   if (!lua_checkstack(L, 8)) {
@@ -200,14 +316,7 @@ static int resp_decode(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
     lp_error_sys(err, ENOMEM, "RESP decoder");
     return LP_DECODE_ERROR;
   }
-  rd->failed = true;
-  lp_buf_skip(in, lp_buf_readable(in));
-  memset(err, 0, sizeof *err);
-  err->code = LP_ECORRUPT;
-  err->kind = "ProtocolError";
-  err->limit = err->length = -1;
-  snprintf(err->message, sizeof err->message, "%s", rd->server ? rd->req.err : rd->rep.err);
-  return LP_DECODE_ERROR;
+  return protocol_error(rd, in, err);
 }
 
 static bool take_oldest(resp_decoder *rd, lua_State *L) {
@@ -244,6 +353,7 @@ static void resp_free(lp_decoder *d) {
   if (!rd->h->closing && rd->queue_ref != LUA_NOREF) luaL_unref(rd->h->L, LUA_REGISTRYINDEX, rd->queue_ref);
   lp_resp_req_free(&rd->req);
   lp_resp_reply_free(&rd->rep);
+  free(rd->sc.data);
   free(rd);
 }
 
@@ -267,6 +377,8 @@ static lp_ctx *resp_make(l_native *self, lp_pipeline *p, const char *name, lua_S
   lp_resp_reply_init(&rd->rep, &f->lim);
   rd->queue_ref = ref;
   rd->qhead = rd->qtail = 1;
+  rd->store = f->store;
+  rd->native = f->store != NULL;
   return lp_decoder_ctx_new(p, name, &rd->d); // on failure, resp_free releases rd
 }
 
@@ -292,13 +404,13 @@ static int resp_decoder_new(lua_State *L) {
   lua_pushnil(L);
   while (lua_next(L, 1)) {
     static const char *const known[] = {"mode", "maxBulkLength", "maxMultibulkLength", "maxInlineLength",
-                                        "maxQueryBuffer", "batch", NULL};
+                                        "maxQueryBuffer", "batch", "store", NULL};
     bool ok = false;
     if (lua_type(L, -2) == LUA_TSTRING)
       for (int i = 0; known[i]; i++) ok |= strcmp(lua_tostring(L, -2), known[i]) == 0;
     if (!ok)
-      return luaL_error(L, "lupine.redis.codec: unknown option '%s' (known: mode, batch, maxBulkLength, maxMultibulkLength, "
-                           "maxInlineLength, maxQueryBuffer)",
+      return luaL_error(L, "lupine.redis.codec: unknown option '%s' (known: mode, batch, store, maxBulkLength, "
+                           "maxMultibulkLength, maxInlineLength, maxQueryBuffer)",
                         luaL_tolstring(L, -2, NULL));
     lua_pop(L, 1);
   }
@@ -322,7 +434,31 @@ static int resp_decoder_new(lua_State *L) {
   f->batch = lua_getfield(L, 1, "batch") != LUA_TNIL && lua_toboolean(L, -1);
   lua_pop(L, 1);
   if (f->batch && !server) return luaL_error(L, "lupine.redis.codec: option 'batch' is for mode \"server\"");
+  if (lua_getfield(L, 1, "store") != LUA_TNIL) {
+    if (!server) return luaL_error(L, "lupine.redis.codec: option 'store' is for mode \"server\"");
+    f->store = l_shared_test(L, -1);
+    if (!f->store) return luaL_error(L, "lupine.redis.codec: option 'store' must be a lupine.shared dictionary");
+  }
+  lua_pop(L, 1);
   return 1;
+}
+
+// nativeCommands(channel, on): whether the channel's RESP server decoder with
+// a store answers its commands itself (on at first). Returns the previous
+// setting; raises when the channel has no such decoder.
+static int resp_native_commands(lua_State *L) {
+  lp_channel *ch = l_channel_check(L, 1);
+  l_checktype(L, 2, LUA_TBOOLEAN);
+  for (lp_ctx *c = lp_pipeline_first(&ch->pipeline); c; c = lp_pipeline_next(&ch->pipeline, c)) {
+    lp_decoder *d = lp_decoder_of(c);
+    if (d && d->ops == &resp_ops && ((resp_decoder *)d)->store) {
+      resp_decoder *rd = (resp_decoder *)d;
+      lua_pushboolean(L, rd->native);
+      rd->native = lua_toboolean(L, 2);
+      return 1;
+    }
+  }
+  return luaL_error(L, "lupine.redis.nativeCommands: the channel has no redis.codec with a store");
 }
 
 // ---- encoding --------------------------------------------------------------------------------
@@ -466,13 +602,25 @@ static int resp_command(lua_State *L) {
   return finish(L, &o, LUA_OK);
 }
 
+// errorReply(text) -> a lupine.RedisError { err = text }, as the decoder makes them
+static int resp_error_reply(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  lua_createtable(L, 0, 1);
+  lua_pushlstring(L, s, n);
+  lua_setfield(L, -2, "err");
+  l_setmetatable(L, &l_key_rediserror);
+  return 1;
+}
+
 static int rediserror_tostring(lua_State *L) {
   lua_getfield(L, 1, "err");
   return 1;
 }
 
 static const luaL_Reg funcs[] = {
-    {"decoder", resp_decoder_new}, {"encode", resp_encode}, {"command", resp_command}, {NULL, NULL}};
+    {"decoder", resp_decoder_new}, {"encode", resp_encode}, {"command", resp_command},
+    {"nativeCommands", resp_native_commands}, {"errorReply", resp_error_reply}, {NULL, NULL}};
 
 void l_resp_open(lua_State *L) {
   l_newmetatable(L, "lupine.RedisError", &l_key_rediserror);

@@ -37,6 +37,11 @@ typedef struct l_shdict {
 
 static l_shdict *checkdict(lua_State *L) { return l_checkudata(L, 1, &l_key_shdict, "lupine.SharedDict"); }
 
+lp_shdict *l_shared_test(lua_State *L, int i) {
+  l_shdict *b = l_testudata(L, i, &l_key_shdict);
+  return b ? b->d : NULL;
+}
+
 static const char *checkkey(lua_State *L, int i, size_t *len) {
   if (lua_type(L, i) != LUA_TSTRING && lua_type(L, i) != LUA_TNUMBER) l_typeerror(L, i, "string");
   const char *k = lua_tolstring(L, i, len);

@@ -343,6 +343,8 @@ void l_tls_open(lua_State *L);
 void l_tls_client_factory(lua_State *L, int opts);
 int l_tls_add_client(lua_State *L, int factory, lp_channel *ch, const char *host);
 void l_shared_open(lua_State *L);   // shared: the process's shared dictionaries (l_shared.c)
+// The dictionary of a lupine.SharedDict at i (the process's: it outlives L), or NULL.
+struct lp_shdict *l_shared_test(lua_State *L, int i);
 void l_broadcast_open(lua_State *L); // broadcast, subscribe, unsubscribe, setBroadcastLimit (l_broadcast.c)
 void l_resp_open(lua_State *L);      // _resp: the RESP codec for lupine.redis (l_resp.c)
 void l_http_open(lua_State *L);    // _http (l_http.c): lupine.http's native side
