@@ -328,6 +328,32 @@ describe("lupine.http.server faults", function()
     server:close()
   end)
 
+  it("answers 408 when a request body stalls for bodyTimeout, but not while it keeps coming", function()
+    local calls = 0
+    local server = serve { bodyTimeout = 0.4, headerTimeout = 0.4,
+      handler = function(req, res) calls = calls + 1 res:send(#req.body .. "") end }
+    -- a body that keeps coming, a piece every 0.15 s for 1.2 s: longer than either timeout in all
+    local c = test.client(server.port)
+    c:send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n")
+    for _ = 1, 8 do
+      lupine.loop():runFor(0.15)
+      c:send("x")
+    end
+    assert.equal("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n8", nodate(c:receive(#"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n8" + 37)))
+    -- then a body that stops
+    c:send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf")
+    local t0 = lupine.loop():now()
+    local got = c:receiveAll(5)
+    local took = lupine.loop():now() - t0
+    assert.truthy(nodate(got):find("^HTTP/1.1 408 Request Timeout\r\n"), got)
+    assert.truthy(took >= 0.3 and took < 3, took)
+    assert.equal(1, calls)
+    c:close()
+    assert.has_error(function() http.server { handler = print, bodyTimeout = -1 } end,
+      "http.server: option 'bodyTimeout' must be 0 (none) to 1e6 seconds")
+    server:close()
+  end)
+
   it("forgets a request whose client left mid-body, and serves on", function()
     local calls = 0
     local server = serve { handler = function(req, res) calls = calls + 1 res:send(req.body) end }

@@ -73,12 +73,12 @@ end
 
 local server_options = {
   handler = true, maxInitialLineLength = true, maxHeaderSize = true, maxHeaders = true, maxBody = true,
-  maxChunkLine = true, headerTimeout = true,
+  maxChunkLine = true, headerTimeout = true, bodyTimeout = true,
 }
 
 -- http.server{ handler = fn(req, res), port, host, workers, name, options, ...
 --   maxInitialLineLength = 8192, maxHeaderSize = 16384, maxHeaders = 100,
---   maxBody = 1 MiB, maxChunkLine = 4096, headerTimeout = 30 }
+--   maxBody = 1 MiB, maxChunkLine = 4096, headerTimeout = 30, bodyTimeout = 60 }
 -- An app: `return http.server{...}` at the end of a file serves it when run
 -- as a script and gives it to the launcher otherwise (as lupine.app).
 function http.server(spec)

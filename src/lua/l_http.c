@@ -28,7 +28,8 @@
 // 414, 431, 501, 505, 417) and Connection: close, and the channel closes once
 // that is written. A request head that does not complete within headerTimeout
 // of the connection's start or of the previous response is a 408 (or a silent
-// close when no byte of it came). A handler that raises: the error is logged
+// close when no byte of it came); so is a request body with no byte of it for
+// bodyTimeout (the time between two reads, as nginx's client_body_timeout). A handler that raises: the error is logged
 // with a traceback (never sent), the client gets a 500 when the response had
 // not started (the connection stays usable), else the channel closes.
 //
@@ -53,6 +54,7 @@
 #define FIELDS_MAX 100       // fields in one response
 #define COPY_BODY_MAX 16384  // a body up to this size is copied behind the head (one write)
 #define DEFAULT_HEADER_TIMEOUT 30.0
+#define DEFAULT_BODY_TIMEOUT 60.0
 #define HOLD_MAX 65536       // server: input bytes held behind an unanswered request before reading pauses
 
 enum { MODE_CODEC, MODE_SERVER, MODE_CLIENT };
@@ -77,6 +79,7 @@ typedef struct {
   int mode;
   lp_http_config cfg;
   double header_timeout;  // 0: none
+  double body_timeout;    // 0: none
   lua_State *L;           // main thread, for __gc
   int handler_ref;        // server: the handler (function or callable)
   int strings_ref;        // the string array (key_strings)
@@ -123,7 +126,8 @@ typedef struct {
   http_res *res;          // the current response object (NULL: none)
   // header timeout
   ev_timer timer;
-  double wait_since;      // when waiting for a head began; < 0: not waiting
+  double wait_since;      // when waiting for a head (or the body's next byte) began; < 0: not waiting
+  double wait_len;        // how long that wait may last: headerTimeout or bodyTimeout
 } http_conn;
 
 struct http_res {
@@ -356,20 +360,25 @@ static int push_response_head(lua_State *L) {
 
 // ---- the header timeout -------------------------------------------------------------------
 
-static void wait_for_head(http_conn *c) {
-  if (c->f->header_timeout <= 0) return;
+// One timer serves both waits; it is set when a wait starts and no timer runs,
+// and otherwise only checked when it fires (no timer moves per request or read).
+static void wait_for(http_conn *c, double len) {
+  if (len <= 0) return;
   c->wait_since = ev_now(chan(c)->loop->ev);
+  c->wait_len = len;
   if (!ev_is_active(&c->timer)) {
-    ev_timer_set(&c->timer, c->f->header_timeout, 0.);
+    ev_timer_set(&c->timer, len, 0.);
     ev_timer_start(chan(c)->loop->ev, &c->timer);
   }
 }
+
+static void wait_for_head(http_conn *c) { wait_for(c, c->f->header_timeout); }
 
 static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
   LP_UNUSED(revents);
   http_conn *c = lp_container_of(w, http_conn, timer);
   if (c->wait_since < 0 || gone(c) || c->closing) return;
-  double left = c->wait_since + c->f->header_timeout - ev_now(ev);
+  double left = c->wait_since + c->wait_len - ev_now(ev);
   if (left > 0.001) { // the wait began after the timer was set: sleep on (no timer moves per request)
     ev_timer_set(w, left, 0.);
     ev_timer_start(ev, w);
@@ -378,9 +387,14 @@ static void on_timer(struct ev_loop *ev, ev_timer *w, int revents) {
   lp_channel *ch = lp_channel_ref(chan(c));
   lp_pipeline_enter(&ch->pipeline);
   c->wait_since = -1;
-  if ((c->cum && lp_buf_readable(c->cum)) || c->in_body) {
+  if (c->in_body) {
     if (LP_LOG_ENABLED(LP_LOG_DEBUG))
-      lp_log(LP_LOG_DEBUG, ch->id, "http: request head not complete within %g s: 408", c->f->header_timeout);
+      lp_log(LP_LOG_DEBUG, ch->id, "http: no byte of the request body for %g s: 408", c->wait_len);
+    answer_plain(c, 408, NULL, true);
+    flush(c);
+  } else if (c->cum && lp_buf_readable(c->cum)) {
+    if (LP_LOG_ENABLED(LP_LOG_DEBUG))
+      lp_log(LP_LOG_DEBUG, ch->id, "http: request head not complete within %g s: 408", c->wait_len);
     answer_plain(c, 408, NULL, true);
     flush(c);
   } else {
@@ -554,6 +568,7 @@ static void parse_loop(http_conn *c) {
         dispatch(c);
         continue;
       }
+      if (c->mode != MODE_CLIENT) wait_for(c, c->f->body_timeout);
       int top = lua_gettop(L);
       lua_pushcfunction(L, push_head);
       lua_pushlightuserdata(L, c);
@@ -573,6 +588,7 @@ static void parse_loop(http_conn *c) {
     }
     if (ev == LP_HTTP_BODY) {
       lp_buf *in = c->cum;
+      if (c->wait_since >= 0) c->wait_since = ev_now(chan(c)->loop->ev); // bytes came: the wait starts over
       if (c->mode == MODE_CODEC) {
         lp_buf *s = lp_buf_slice(in, c->p.body_index, c->p.body_len);
         if (!s) goto enomem;
@@ -586,6 +602,7 @@ static void parse_loop(http_conn *c) {
     }
     // LP_HTTP_END
     c->in_body = false;
+    c->wait_since = -1;
     if (c->mode == MODE_CODEC) {
       lua_rawgetp(L, LUA_REGISTRYINDEX, &key_end);
       fire_top(c, L);
@@ -1453,7 +1470,7 @@ static void factory_free(l_native *self) {
 // ---- factories ------------------------------------------------------------------------------
 
 static const char *const codec_known[] = {"maxInitialLineLength", "maxHeaderSize", "maxHeaders", "maxBody",
-                                          "maxChunkLine", "headerTimeout", "handler", NULL};
+                                          "maxChunkLine", "headerTimeout", "bodyTimeout", "handler", NULL};
 
 static void check_known(lua_State *L, int t, const char *fn, const char *const *known) {
   lua_pushnil(L);
@@ -1485,6 +1502,8 @@ static int new_factory(lua_State *L, int mode) {
   cfg.max_chunk_line = (size_t)l_opt_int(L, 1, "maxChunkLine", (lua_Integer)cfg.max_chunk_line, 16, lim);
   double ht = l_opt_number(L, 1, "headerTimeout", DEFAULT_HEADER_TIMEOUT);
   if (!(ht >= 0 && ht <= 1e6)) luaL_error(L, "%s: option 'headerTimeout' must be 0 (none) to 1e6 seconds", fn);
+  double bt = l_opt_number(L, 1, "bodyTimeout", DEFAULT_BODY_TIMEOUT);
+  if (!(bt >= 0 && bt <= 1e6)) luaL_error(L, "%s: option 'bodyTimeout' must be 0 (none) to 1e6 seconds", fn);
   if (mode == MODE_SERVER && cfg.max_body == 0) luaL_error(L, "%s: option 'maxBody' must be at least 1 (the body is aggregated)", fn);
   char why[200];
   if (lp_http_config_check(&cfg, why, sizeof why) != 0) luaL_error(L, "%s: %s", fn, why);
@@ -1496,7 +1515,8 @@ static int new_factory(lua_State *L, int mode) {
   }
   if (mode != MODE_SERVER && handler != LUA_TNIL) luaL_error(L, "%s: unknown option 'handler'", fn);
   if (mode == MODE_CLIENT && lua_getfield(L, 1, "headerTimeout") != LUA_TNIL) luaL_error(L, "%s: unknown option 'headerTimeout' (the request's timeout bounds it)", fn);
-  if (mode == MODE_CLIENT) lua_pop(L, 1);
+  if (mode == MODE_CLIENT && lua_getfield(L, 1, "bodyTimeout") != LUA_TNIL) luaL_error(L, "%s: unknown option 'bodyTimeout' (the request's timeout bounds it)", fn);
+  if (mode == MODE_CLIENT) lua_pop(L, 2);
   int ref = mode == MODE_SERVER ? luaL_ref(L, LUA_REGISTRYINDEX) : LUA_NOREF;
   http_factory *f = (http_factory *)l_native_new(L, sizeof *f,
       mode == MODE_CODEC ? "httpServerCodec" : mode == MODE_SERVER ? "httpServer" : "httpClientCodec");
@@ -1505,6 +1525,7 @@ static int new_factory(lua_State *L, int mode) {
   f->mode = mode;
   f->cfg = cfg;
   f->header_timeout = ht;
+  f->body_timeout = bt;
   f->L = l_host_get(L)->L;
   f->handler_ref = ref;
   f->strings_ref = f->request_mt_ref = LUA_NOREF;
