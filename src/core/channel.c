@@ -677,7 +677,7 @@ static void drain_input(lp_channel *ch) {
 // ---- descriptions ------------------------------------------------------------
 
 void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
-  char l[64], r[64];
+  char l[LP_ADDR_STRLEN], r[LP_ADDR_STRLEN];
   if (ch->transport != &lp_socket_transport) {
     snprintf(out, outlen, "%s", ch->transport->kind);
     return;
@@ -688,7 +688,7 @@ void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
 }
 
 void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen) {
-  char a[140];
+  char a[2 * LP_ADDR_STRLEN + 8];
   lp_channel_addresses(ch, a, sizeof a);
   snprintf(out, outlen, "#%llu %s", (unsigned long long)ch->id, a);
 }

@@ -250,7 +250,15 @@ int l_call_init(lua_State *L);
 // referenced by init_ref) and register it; an init that raises closes only
 // that channel, with a log line.
 // Returns the channel (borrowed), or NULL when it was closed at once.
-lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref);
+lp_channel *l_accept(l_host *h, int fd, const lp_sockaddr *peer, const lp_channel_config *cfg, int init_ref);
+// host (and port) to a listening address; raises "<who>: host 'x' ..." when it is none.
+void l_listen_addr(lua_State *L, const char *who, const char *host, int port, lp_sockaddr *addr);
+// Table t's 'mode' ("0660" or an integer): a Unix socket file's permissions, -1 absent; raises when bad.
+int l_opt_mode(lua_State *L, int t, const char *who, const lp_sockaddr *addr);
+// " (a server is listening on it)" for a live Unix socket (EADDRINUSE), ... or "".
+const char *l_listen_why(int rc, const lp_sockaddr *addr);
+// nil, "listen on <addr>[ (why)]: EADDRINUSE: ...", kind.
+int l_fail_listen(lua_State *L, int rc, const lp_sockaddr *addr);
 
 // ---- l_group.c -------------------------------------------------------------------
 int l_serve(lua_State *L);                      // lupine.core.serve{...}: a group of loops
