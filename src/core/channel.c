@@ -310,7 +310,10 @@ static void do_flush(lp_channel *ch) {
     ssize_t w = lp_outbound_write(&ch->out, ch->fd, &would_block);
     if (w < 0) {
       lp_error e;
-      lp_error_sys(&e, (int)-w, "write");
+      if (w == LP_EFILESHORT) // the stream would have a hole: fail the region and close
+        lp_error_named(&e, LP_EFILESHORT, "the file ended with %zu bytes of the region still to send (channel #%llu)",
+                       ch->out.head->bytes.len, (unsigned long long)ch->id);
+      else lp_error_sys(&e, (int)-w, "write");
       // Writes made without a promise: the channel reports the failure itself.
       if (!lp_outbound_fail(&ch->out, &e, true, false)) lp_channel_fail_promise(ch, NULL, &e);
       lp_channel_close_now(ch);

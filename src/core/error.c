@@ -25,6 +25,7 @@ const char *lp_error_kind(int code) {
     return named[LP_ECLOSED - code];
   if (code <= LP_ETLSHANDSHAKE && code > LP_ETLSHANDSHAKE - (int)LP_ARRAY_LEN(tls_named))
     return tls_named[LP_ETLSHANDSHAKE - code];
+  if (code == LP_EFILESHORT) return "FileTooShort";
   if (code < 0) return lp_errno_name(-code);
   return "Error";
 }

@@ -30,6 +30,11 @@ enum {
   LP_ETLSTRUNCATED = -10103, // TlsTruncated: closed without close_notify
 };
 
+// Files sent from the outbound buffer (outbound.c), a range of their own.
+enum {
+  LP_EFILESHORT = -10200, // FileTooShort: a file ended before the region being sent from it
+};
+
 #define LP_ERROR_MESSAGE_MAX 200
 
 typedef struct lp_error {

@@ -251,6 +251,13 @@ int l_call_init(lua_State *L);
 // that channel, with a log line.
 // Returns the channel (borrowed), or NULL when it was closed at once.
 lp_channel *l_accept(l_host *h, int fd, const lp_sockaddr *peer, const lp_channel_config *cfg, int init_ref);
+// l_file.c: lupine.File. For the value at idx: 1 when it is no File; else
+// the region handed off (0) into out, or its bytes read into *out (to_buf),
+// or -1 with err set (used after hand-off, a read error, FileTooShort).
+extern const char l_key_file;
+int l_file_to_bytes(lua_State *L, int idx, lp_bytes *out, lp_error *err);
+int l_file_to_buf(lua_State *L, int idx, lp_pool *pool, lp_buf **out, lp_error *err);
+void l_file_open(lua_State *L); // the metatable, and lupine.file in the library table on top
 // host (and port) to a listening address; raises "<who>: host 'x' ..." when it is none.
 void l_listen_addr(lua_State *L, const char *who, const char *host, int port, lp_sockaddr *addr);
 // Table t's 'mode' ("0660" or an integer): a Unix socket file's permissions, -1 absent; raises when bad.
