@@ -42,6 +42,12 @@ static int fail_text(lua_State *L, const char *kind, const char *text) {
 static int file_new(lua_State *L) {
   int fd;
   char what[300];
+  lua_Integer off = luaL_optinteger(L, 2, 0); // every argument first: nothing raises once a descriptor is open
+  l_argcheck(L, off >= 0, 2, "offset must be >= 0");
+  l_argcheck(L, lua_isnoneornil(L, 3) || l_checkinteger(L, 3) >= 0, 3, "length must be >= 0");
+  if (lua_type(L, 1) != LUA_TNUMBER) l_checkcstring(L, 1);
+  l_file *f = l_newudata(L, sizeof *f, 0, &l_key_file); // made before the open: its __gc closes what it holds
+  f->fd = -1;
   if (lua_type(L, 1) == LUA_TNUMBER) {
     lua_Integer given = l_checkinteger(L, 1);
     l_argcheck(L, given >= 0 && given <= 0x7fffffff, 1, "not a file descriptor");
@@ -55,9 +61,6 @@ static int file_new(lua_State *L) {
     if (fd < 0) return l_fail(L, -errno, what);
     snprintf(what, sizeof what, "%s", path);
   }
-  lua_Integer off = luaL_optinteger(L, 2, 0);
-  l_argcheck(L, off >= 0, 2, "offset must be >= 0");
-  l_argcheck(L, lua_isnoneornil(L, 3) || l_checkinteger(L, 3) >= 0, 3, "length must be >= 0");
   struct stat st;
   if (fstat(fd, &st) < 0) {
     int e = errno;
@@ -77,7 +80,6 @@ static int file_new(lua_State *L) {
     return fail_text(L, "EINVAL", text);
   }
   lua_Integer len = lua_isnoneornil(L, 3) ? (lua_Integer)st.st_size - off : lua_tointeger(L, 3);
-  l_file *f = l_newudata(L, sizeof *f, 0, &l_key_file);
   f->fd = fd;
   f->off = (uint64_t)off;
   f->len = (uint64_t)len;
@@ -116,6 +118,13 @@ static l_file *take(lua_State *L, int idx, lp_error *err) {
     return NULL;
   }
   return f;
+}
+
+lua_Integer l_file_length(lua_State *L, int idx) {
+  l_file *f = l_testudata(L, idx, &l_key_file);
+  if (!f) return -1;
+  if (f->fd < 0) luaL_error(L, "lupine.File used after it was written or closed");
+  return (lua_Integer)f->len;
 }
 
 int l_file_to_bytes(lua_State *L, int idx, lp_bytes *out, lp_error *err) {

@@ -257,6 +257,8 @@ lp_channel *l_accept(l_host *h, int fd, const lp_sockaddr *peer, const lp_channe
 extern const char l_key_file;
 int l_file_to_bytes(lua_State *L, int idx, lp_bytes *out, lp_error *err);
 int l_file_to_buf(lua_State *L, int idx, lp_pool *pool, lp_buf **out, lp_error *err);
+// The region's length when idx is a lupine.File (raises when it was handed off or closed), else -1.
+lua_Integer l_file_length(lua_State *L, int idx);
 void l_file_open(lua_State *L); // the metatable, and lupine.file in the library table on top
 // host (and port) to a listening address; raises "<who>: host 'x' ..." when it is none.
 void l_listen_addr(lua_State *L, const char *who, const char *host, int port, lp_sockaddr *addr);
