@@ -44,10 +44,11 @@ server_cmd() {
   w0) SCMD=("$BUILD/lupine" -p 0 -w 0 examples/echo.lua) ;;
   w1) SCMD=("$BUILD/lupine" -p 0 -w 1 examples/echo.lua) ;;
   w2) SCMD=("$BUILD/lupine" -p 0 -w 2 examples/echo.lua) ;;
-  *) echo "bench: unknown server '$1' (ref inline co co_w1 w0 w1 w2)"; exit 2 ;;
+  w2rp) SCMD=("$BUILD/lupine" -p 0 -w 2 --reuseport examples/echo.lua) ;; # a listener per worker
+  *) echo "bench: unknown server '$1' (ref inline co co_w1 w0 w1 w2 w2rp)"; exit 2 ;;
   esac
 }
-server_cpus() { [ "$1" = w2 ] && echo "$SRV2_CPUS" || echo "$SRV_CPUS"; }
+server_cpus() { [[ $1 == w2* ]] && echo "$SRV2_CPUS" || echo "$SRV_CPUS"; }
 server_label() {
   case $1 in
   ref) echo "reference (C, libev, 1 thread)" ;;
@@ -57,6 +58,7 @@ server_label() {
   w0) echo "lupine -w 0 (launcher, 1 loop)" ;;
   w1) echo "lupine -w 1" ;;
   w2) echo "lupine -w 2 (CPUs $SRV2_CPUS)" ;;
+  w2rp) echo "lupine -w 2 --reuseport (CPUs $SRV2_CPUS)" ;;
   esac
 }
 # server_line NAME: the command line as a shell would take it.
@@ -113,4 +115,15 @@ stop() {
   kill -KILL "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
   pid=
+}
+
+# Results files of `NAME RUN key=value ...` lines (RES): the median over runs
+# of one figure, and of one server's figure over another's in the same run.
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+res_get() { awk -v s="$1" -v k="$2" '$1 == s { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' "$RES" | median; }
+res_ratio() {
+  awk -v s="$1" -v b="$2" -v k="$3" '
+    $1 == s || $1 == b { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v[$1, $2] = kv[2] } }
+    END { for (key in v) { split(key, p, SUBSEP); if (p[1] == s && ((b, p[2]) in v) && v[b, p[2]] + 0 > 0) print v[key] / v[b, p[2]] } }' "$RES" |
+    median | awk '{ if ($1 == "-") print "-"; else printf "%.2f\n", $1 }'
 }
