@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,6 +43,7 @@ static int fail_text(lua_State *L, const char *kind, const char *text) {
 static int file_new(lua_State *L) {
   int fd;
   char what[300];
+  lua_settop(L, 3); // the box below goes to slot 4, above the arguments
   lua_Integer off = luaL_optinteger(L, 2, 0); // every argument first: nothing raises once a descriptor is open
   l_argcheck(L, off >= 0, 2, "offset must be >= 0");
   l_argcheck(L, lua_isnoneornil(L, 3) || l_checkinteger(L, 3) >= 0, 3, "length must be >= 0");
@@ -93,16 +95,20 @@ static int file_close(lua_State *L) { // __gc, __close and :close(): idempotent
   return 0;
 }
 
+// Methods from the table in upvalue 1; properties length and offset.
 static int file_index(lua_State *L) {
   l_file *f = check_file(L);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   const char *k = lua_tostring(L, 2);
   if (!k) return 0;
   if (strcmp(k, "length") == 0) lua_pushinteger(L, (lua_Integer)f->len);
   else if (strcmp(k, "offset") == 0) lua_pushinteger(L, (lua_Integer)f->off);
-  else if (strcmp(k, "close") == 0) lua_pushcfunction(L, file_close);
   else return 0;
   return 1;
 }
+
+static const luaL_Reg file_methods[] = {{"close", file_close}, {NULL, NULL}};
 
 static int file_tostring(lua_State *L) {
   l_file *f = check_file(L);
@@ -177,7 +183,8 @@ void l_file_open(lua_State *L) {
   lua_setfield(L, -2, "__close");
   lua_pushcfunction(L, file_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, file_index);
+  luaL_newlib(L, file_methods);
+  lua_pushcclosure(L, file_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushcfunction(L, file_new); // into the library table on top
