@@ -27,19 +27,8 @@ trap stop EXIT
 RES=$OUT/results.txt
 : >"$RES"
 LG_ARGS=(-m short -c "$CONNS" -s "$SIZE" -w "$WARMUP" -d "$SECS")
-pin "$LG_CPUS"
-LG_PIN=("${PIN[@]}")
 for r in $(seq "$RUNS"); do
-  for s in $SERVERS; do
-    if ! start "$s" "$OUT/$s-$r"; then echo "run $r $s: $why"; exit 1; fi
-    if ! line=$(timeout $((${SECS%.*} + 60)) "${LG_PIN[@]}" "$LG" -p "$port" "${LG_ARGS[@]}" -P "$pid" 2>"$OUT/$s-$r.lgerr"); then
-      echo "run $r $s: FAILED: $(cat "$OUT/$s-$r.lgerr")"
-      exit 1
-    fi
-    stop
-    echo "run $r $s: $line"
-    echo "$s $r $line" >>"$RES"
-  done
+  for s in $SERVERS; do lg_run "$s" "$r" "$SECS" "${LG_ARGS[@]}"; done
 done
 
 echo
@@ -51,4 +40,5 @@ for s in $SERVERS; do
     "$(res_get "$s" lg_util)" "$(res_get "$s" p99_us)"
 done
 for s in $SERVERS; do echo "$s: $(server_line "$s")"; done
-echo "load: ${LG_PIN[*]} $LG -p PORT ${LG_ARGS[*]} -P PID   (results: $RES; uptime: $(uptime | sed 's/.*load/load/'))"
+pin "$LG_CPUS"
+echo "load: ${PIN[*]} $LG -p PORT ${LG_ARGS[*]} -P PID   (results: $RES; uptime: $(uptime | sed 's/.*load/load/'))"

@@ -117,13 +117,22 @@ stop() {
   pid=
 }
 
-# Results files of `NAME RUN key=value ...` lines (RES): the median over runs
-# of one figure, and of one server's figure over another's in the same run.
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-res_get() { awk -v s="$1" -v k="$2" '$1 == s { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' "$RES" | median; }
-res_ratio() {
-  awk -v s="$1" -v b="$2" -v k="$3" '
-    $1 == s || $1 == b { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v[$1, $2] = kv[2] } }
-    END { for (key in v) { split(key, p, SUBSEP); if (p[1] == s && ((b, p[2]) in v) && v[b, p[2]] + 0 > 0) print v[key] / v[b, p[2]] } }' "$RES" |
-    median | awk '{ if ($1 == "-") print "-"; else printf "%.2f\n", $1 }'
+. bench/results.sh # median, res_get, res_ratio
+
+# lg_run NAME RUN SECS LOADGEN_ARGS...: one measured run: start server NAME, drive
+# it with loadgen (pinned to LG_CPUS, -P its PID), stop it; prints the result
+# and appends `NAME RUN key=value ...` to $RES (logs under $OUT); exits on failure.
+lg_run() {
+  local s=$1 r=$2 secs=$3 line
+  shift 3
+  if ! start "$s" "$OUT/$s-$r"; then echo "run $r $s: $why"; exit 1; fi
+  pin "$LG_CPUS"
+  if ! line=$(timeout $((${secs%.*} + 60)) "${PIN[@]}" "$LG" -p "$port" "$@" -P "$pid" 2>"$OUT/$s-$r.lgerr"); then
+    echo "run $r $s: FAILED: $(cat "$OUT/$s-$r.lgerr")"
+    stop
+    exit 1
+  fi
+  stop
+  echo "run $r $s: $line"
+  echo "$s $r $line" >>"$RES"
 }

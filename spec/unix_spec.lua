@@ -232,13 +232,7 @@ describe("examples/unix_echo.lua", function()
     for _, d in ipairs(dirs) do os.execute("rm -rf " .. d) end
   end)
 
-  local function run(argv, input)
-    local p = test.spawn(argv, { env = { LD_PRELOAD = "" }, stdin = input })
-    local code = p:wait(20)
-    local out = p:output()
-    p:stop()
-    return out, code
-  end
+  local run = proc.output
 
   it("echoes lines for socat and nc -U, and tells who they are", function()
     local out, code = run({ "sh", "-c", 'printf "one\\nwhoami\\n" | socat -t 5 - UNIX-CONNECT:"$0"', path })
