@@ -100,6 +100,27 @@ describe("lupine.file", function()
     server:close()
   end)
 
+  it("does not count regions against maxPendingBytes, which bounds memory (a region holds a descriptor)", function()
+    local results = {}
+    local server = test.server({
+      options = { maxPendingBytes = 65536 },
+      init = function(ch)
+        ch.pipeline:addLast("w", { channelActive = function(_, ctx)
+          for i = 1, 3 do
+            ctx:write(assert(lupine.file(path)), function(f) results[i] = f:isSuccess() or tostring(f:cause()) end)
+          end
+          ctx:flush()
+        end })
+      end,
+    })
+    local c = test.client(server.port)
+    assert.equal(3 * #content, #c:receive(3 * #content, 30))
+    test.eventually(function() return #results == 3 end)
+    assert.same({ true, true, true }, results)
+    c:close()
+    server:close()
+  end)
+
   it("fails the promise and closes the file when the channel closes before it is sent", function()
     local outcome
     local server = server_with(function(ctx)

@@ -366,7 +366,9 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
   // it. The write that crosses it is taken whole, so that one message larger
   // than the cap (a big reply, already in memory) still goes out; memory
   // stays within maxPendingBytes plus one message.
-  if (ch->out.pending >= ch->config.max_pending) {
+  // File regions count toward the water marks (bytes the peer has yet to
+  // take) but not here: they hold a descriptor, not memory.
+  if (ch->out.pending - ch->out.file_pending >= ch->config.max_pending) {
     lp_error_named(&e, LP_EWRITEFULL, "%zu bytes pending on channel #%llu, limit %zu (maxPendingBytes)",
                    ch->out.pending, (unsigned long long)ch->id, ch->config.max_pending);
     e.limit = (long long)ch->config.max_pending;

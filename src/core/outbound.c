@@ -57,6 +57,7 @@ void lp_outbound_init(lp_outbound *ob, lp_out_cache *cache) {
   ob->cache = cache;
   ob->head = ob->unflushed = ob->tail = NULL;
   ob->pending = 0;
+  ob->file_pending = 0;
   ob->flushed = 0;
   ob->peak = 0;
 }
@@ -90,6 +91,7 @@ int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise) {
   ob->tail = e;
   if (!ob->unflushed) ob->unflushed = e;
   ob->pending += e->bytes.len + e->overhead;
+  if (e->bytes.file) ob->file_pending += e->bytes.len;
   return 0;
 }
 
@@ -143,6 +145,7 @@ static ssize_t write_file(lp_outbound *ob, int fd, bool *would_block) {
   e->bytes.file_off += (uint64_t)w;
   e->bytes.len -= (size_t)w;
   ob->pending -= (size_t)w;
+  ob->file_pending -= (size_t)w;
   if (!e->bytes.len) pop_done(ob);
   else if ((size_t)w < want) *would_block = true;
   return w;
@@ -208,6 +211,7 @@ bool lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, b
     ob->head = e->next;
     if (ob->unflushed == e) ob->unflushed = NULL;
     ob->pending -= e->bytes.len + e->overhead;
+    if (e->bytes.file) ob->file_pending -= e->bytes.len;
     lp_bytes_release(&e->bytes);
     lp_future *f = e->promise;
     entry_put(ob->cache, e);

@@ -61,6 +61,7 @@ typedef struct lp_outbound {
   lp_out_entry *unflushed; // first unflushed entry, NULL when none
   lp_out_entry *tail;
   size_t pending;          // payload not yet written plus each entry's overhead, flushed or not
+  size_t file_pending;     // of pending, file regions' bytes not yet sent (no memory held: not for maxPendingBytes)
   size_t flushed;          // entries flushed and not yet written
   size_t peak;             // most pending while unwritable (channel.c: memory back to the system after)
 } lp_outbound;
