@@ -233,6 +233,9 @@ describe("examples/http_static.lua", function()
     local sums = io.popen("sha256sum " .. dir .. "/big.bin " .. out):read("a")
     local a, b = sums:match("^(%x+) .-\n(%x+) ")
     assert.truthy(a and a == b, sums)
+    got, code = proc.output({ "curl", "-sS", "-I", base .. "big.bin" }, 30) -- HEAD: the length, no body
+    assert.equal(0, code, got)
+    assert.matches("\r\nContent%-Length: " .. #content .. "\r\n", got)
     for _, bad in ipairs { "none.bin", ".hidden", "%2e%2e" } do
       got, code = proc.output({ "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", base .. bad }, 30)
       assert.equal(0, code, got)

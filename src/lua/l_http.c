@@ -903,6 +903,11 @@ static int res_send(lua_State *L) {
   }
   if (!gone(c)) answered(c, keep);
   l_leave(&e);
+  if (file) { // not handed off (HEAD, 204, 304, the client gone): its descriptor goes now, not at the next GC
+    lua_getfield(L, bi, "close");
+    lua_pushvalue(L, bi);
+    lua_call(L, 1, 0);
+  }
   lua_settop(L, 1);
   return 1;
 }
