@@ -121,17 +121,29 @@ describe("per-worker listeners (--reuseport)", function()
     assert.matches("maxConnections %(3%) reached: closing new connections until some close", p:stderr())
   end)
 
-  it("stops each worker's listener at shutdown, delivers what was written, and exits 0", function()
-    local p, port = launch("-w 2 -p 0 --reuseport spec/apps/whoami.lua")
-    local busy = {}
+  it("stops each worker's listener at shutdown, delivers every byte written before it, and exits 0", function()
+    local p, port = launch("-w 2 -p 0 --reuseport --shutdown-timeout 8 spec/apps/bulk.lua")
+    local pattern = dofile("spec/apps/bulk.lua").pattern
+    -- Four clients asked for 2 MiB each and read nothing yet: most of it is
+    -- still queued in the server (on whichever worker accepted) at the signal.
+    local size = 2 * 1024 * 1024
+    local bulk = {}
+    local want = pattern(size)
     for i = 1, 4 do
-      busy[i] = client(port)
-      busy[i]:send("who\n")
-      assert.matches("^worker=%d", busy[i]:receiveLine())
+      bulk[i] = client(port, { timeout = 15, options = { autoRead = false } })
+      bulk[i]:send(("bulk %d\n"):format(size))
+      local cfg = bulk[i].channel:config()
+      cfg:setAutoRead(true) -- for a moment: the first byte says the server took the request
+      assert.equal(want:sub(1, 1), bulk[i]:receive(1))
+      cfg:setAutoRead(false)
     end
     p:kill("TERM")
-    -- Each open connection is closed gracefully: the FIN after what was written.
-    for i = 1, 4 do assert.equal("", busy[i]:receiveAll(10)) end
+    for i = 1, 4 do
+      bulk[i].channel:config():setAutoRead(true)
+      local got = bulk[i]:receiveAll(15) -- the rest, then the FIN
+      assert.equal(size - 1, #got)
+      assert.is_true(got == want:sub(2), "client " .. i .. " got other bytes")
+    end
     assert.equal(0, p:wait(10))
     local err = p:stderr()
     for id = 1, 2 do assert.matches("w" .. id .. " workerExit " .. id .. "\n", err) end
