@@ -44,10 +44,11 @@ server_cmd() {
   w0) SCMD=("$BUILD/lupine" -p 0 -w 0 examples/echo.lua) ;;
   w1) SCMD=("$BUILD/lupine" -p 0 -w 1 examples/echo.lua) ;;
   w2) SCMD=("$BUILD/lupine" -p 0 -w 2 examples/echo.lua) ;;
-  *) echo "bench: unknown server '$1' (ref inline co co_w1 w0 w1 w2)"; exit 2 ;;
+  w2rp) SCMD=("$BUILD/lupine" -p 0 -w 2 --reuseport examples/echo.lua) ;; # a listener per worker
+  *) echo "bench: unknown server '$1' (ref inline co co_w1 w0 w1 w2 w2rp)"; exit 2 ;;
   esac
 }
-server_cpus() { [ "$1" = w2 ] && echo "$SRV2_CPUS" || echo "$SRV_CPUS"; }
+server_cpus() { [[ $1 == w2* ]] && echo "$SRV2_CPUS" || echo "$SRV_CPUS"; }
 server_label() {
   case $1 in
   ref) echo "reference (C, libev, 1 thread)" ;;
@@ -57,6 +58,7 @@ server_label() {
   w0) echo "lupine -w 0 (launcher, 1 loop)" ;;
   w1) echo "lupine -w 1" ;;
   w2) echo "lupine -w 2 (CPUs $SRV2_CPUS)" ;;
+  w2rp) echo "lupine -w 2 --reuseport (CPUs $SRV2_CPUS)" ;;
   esac
 }
 # server_line NAME: the command line as a shell would take it.
@@ -113,4 +115,24 @@ stop() {
   kill -KILL "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
   pid=
+}
+
+. bench/results.sh # median, res_get, res_ratio
+
+# lg_run NAME RUN SECS LOADGEN_ARGS...: one measured run: start server NAME, drive
+# it with loadgen (pinned to LG_CPUS, -P its PID), stop it; prints the result
+# and appends `NAME RUN key=value ...` to $RES (logs under $OUT); exits on failure.
+lg_run() {
+  local s=$1 r=$2 secs=$3 line
+  shift 3
+  if ! start "$s" "$OUT/$s-$r"; then echo "run $r $s: $why"; exit 1; fi
+  pin "$LG_CPUS"
+  if ! line=$(timeout $((${secs%.*} + 60)) "${PIN[@]}" "$LG" -p "$port" "$@" -P "$pid" 2>"$OUT/$s-$r.lgerr"); then
+    echo "run $r $s: FAILED: $(cat "$OUT/$s-$r.lgerr")"
+    stop
+    exit 1
+  fi
+  stop
+  echo "run $r $s: $line"
+  echo "$s $r $line" >>"$RES"
 }

@@ -1,7 +1,7 @@
 // loadgen.c: the load generator of the benchmarks. One thread, epoll, loopback
 // only. Every byte that comes back is checked against what was sent.
 //
-//   loadgen -p PORT [-m pingpong|stream|idle] [-c CONNS] [-s SIZE]
+//   loadgen -p PORT [-m pingpong|stream|idle|short] [-c CONNS] [-s SIZE]
 //           [-d SECONDS] [-w WARMUP] [-n COUNT] [-i INFLIGHT] [-P SERVER_PID] [-W]
 //
 //   -W        WebSocket frames (pingpong and stream; the server speaks
@@ -15,6 +15,10 @@
 //             INFLIGHT bytes (default max(256 KiB, 4 chunks)) sent but not
 //             yet echoed: MB/s echoed (a "round trip" is one chunk fully
 //             echoed; its latency is from queueing the chunk to its echo)
+//   short     short connections: each of CONNS slots connects, sends SIZE
+//             bytes, waits for them back, closes, and connects again: a
+//             "round trip" is one whole connection (accepts/s); its latency
+//             is from the connect to the echo
 //   idle      open CONNS connections, echo SIZE bytes once on each (so the
 //             server has surely accepted it; -s 0: none), print
 //             `connected=N` and keep them idle until killed or -d passes;
@@ -67,7 +71,7 @@
 #define EVENTS 256
 #define STREAM_INFLIGHT (256 * 1024) // default -i for stream: a socket buffer's worth
 
-enum mode { PINGPONG, STREAM, IDLE };
+enum mode { PINGPONG, STREAM, IDLE, SHORT };
 enum state { UNUSED, CONNECTING, READY, DONE };
 
 typedef struct conn {
@@ -82,6 +86,7 @@ typedef struct conn {
   uint64_t igoal;      // bytes that should come back (goal, unless -W)
   double *stamps;      // send time of each chunk in flight (ring), chunk = SIZE bytes
   uint32_t ring_cap, ring_head, ring_len;
+  double t_connect;    // short: when this connection's connect started
 } conn;
 
 static struct {
@@ -104,6 +109,7 @@ static conn *conns;
 static int epfd;
 
 // Measurement state.
+static int running;               // short: past the first connects, connections cycle
 static int measuring;             // samples and counters only while set
 static int stopping;              // no new chunks once set
 static long long issued;          // chunks started (for -n)
@@ -184,6 +190,7 @@ static void start_connect(conn *c) {
     die("conn %d: connect to 127.0.0.1:%d: %s", c->idx, opt.port, strerror(errno));
   c->fd = fd;
   c->state = CONNECTING;
+  c->t_connect = now_s();
   c->events = EPOLLOUT;
   struct epoll_event e = {.events = EPOLLOUT, .data.ptr = c};
   if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &e) < 0) die("epoll_ctl: %s", strerror(errno));
@@ -193,7 +200,7 @@ static void start_connect(conn *c) {
 static void add_chunk(conn *c, double t) {
   c->goal += osz;
   c->igoal += isz;
-  c->stamps[(c->ring_head + c->ring_len) % c->ring_cap] = t;
+  c->stamps[(c->ring_head + c->ring_len) % c->ring_cap] = opt.mode == SHORT ? c->t_connect : t;
   c->ring_len++;
   issued++;
 }
@@ -206,6 +213,7 @@ static int wants_chunk(const conn *c) {
   case PINGPONG: return c->recvd == c->igoal;
   case STREAM: return c->igoal - c->recvd + isz <= opt.inflight;
   case IDLE: return c->goal == 0; // one echo, then idle
+  case SHORT: return c->goal == 0 && c->state == READY; // one exchange per connection
   }
   return 0;
 }
@@ -232,6 +240,17 @@ static void flush_out(conn *c) {
     }
   }
   set_events(c, c->sent < c->goal ? EPOLLIN | EPOLLOUT : EPOLLIN);
+}
+
+// short: the exchange is done: close, and connect again unless stopping.
+static void cycle(conn *c) {
+  close(c->fd); // also leaves the epoll set
+  c->fd = -1;
+  c->goal = c->sent = c->recvd = c->igoal = 0;
+  c->ring_head = c->ring_len = 0;
+  c->events = 0;
+  c->state = DONE;
+  if (!stopping) start_connect(c);
 }
 
 static void fill(conn *c, double t) {
@@ -280,6 +299,10 @@ static void on_readable(conn *c) {
       c->ring_head = (c->ring_head + 1) % c->ring_cap;
       c->ring_len--;
     }
+    if (opt.mode == SHORT && c->recvd == c->igoal) {
+      cycle(c);
+      return;
+    }
     if (t != 0) fill(c, t);
     if ((size_t)n < RBUF) break; // drained, most likely: skip the EAGAIN read
   }
@@ -316,6 +339,7 @@ static void run_until(int (*done)(void), double deadline, const char *what) {
       uint32_t ev = evs[i].events;
       if (c->state == CONNECTING) {
         on_connected(c);
+        if (opt.mode == SHORT && running) fill(c, now_s());
         if (opt.mode != IDLE) continue;
         fill(c, now_s());
         continue;
@@ -364,7 +388,7 @@ static int drained(void) {
 }
 
 static int usage(void) {
-  fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|stream|idle] [-c CONNS] [-s SIZE] [-d SECONDS]\n"
+  fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|stream|idle|short] [-c CONNS] [-s SIZE] [-d SECONDS]\n"
                   "               [-w WARMUP_SECONDS] [-n COUNT] [-i INFLIGHT_BYTES] [-P SERVER_PID] [-W]\n");
   return 2;
 }
@@ -389,6 +413,7 @@ int main(int argc, char **argv) {
       if (!strcmp(optarg, "pingpong")) opt.mode = PINGPONG;
       else if (!strcmp(optarg, "stream")) opt.mode = STREAM;
       else if (!strcmp(optarg, "idle")) opt.mode = IDLE;
+      else if (!strcmp(optarg, "short")) opt.mode = SHORT;
       else return usage();
       break;
     case 'c': if (num(optarg, 1, MAX_CONNS, &v)) return usage(); opt.conns = (int)v; break;
@@ -418,6 +443,10 @@ int main(int argc, char **argv) {
     }
     opt.warmup = 0;
     if (!have_secs) opt.secs = 60;
+  }
+  if (opt.mode == SHORT && (ws || opt.count)) {
+    fprintf(stderr, "loadgen: -m short takes neither -W nor -n\n");
+    return 2;
   }
   if (ws && (opt.mode == IDLE || opt.size >= 65536)) {
     fprintf(stderr, "loadgen: -W takes -m pingpong or stream and -s below 65536\n");
@@ -492,6 +521,7 @@ int main(int argc, char **argv) {
     return 0;
   }
 
+  running = 1;
   if (opt.warmup > 0) {
     double start = now_s();
     for (int i = 0; i < opt.conns; i++) fill(&conns[i], start);
@@ -514,7 +544,8 @@ int main(int argc, char **argv) {
   uint64_t m_bytes = bytes_echoed;
   stopping = 1;
   run_until(drained, m1 + DRAIN_TIMEOUT_S, "timed out waiting for the last echoes");
-  for (int i = 0; i < opt.conns; i++) close(conns[i].fd);
+  for (int i = 0; i < opt.conns; i++)
+    if (conns[i].fd >= 0) close(conns[i].fd);
 
   double secs = m1 - m0;
   if (m_rts == 0) die("no round trip completed in %.3f s", secs);
@@ -522,7 +553,7 @@ int main(int argc, char **argv) {
   double srv = opt.srv_pid ? srv1 - srv0 : -1;
   printf("mode=%s conns=%d size=%zu secs=%.3f rts=%lld rt_per_s=%.0f mb_per_s=%.2f p50_us=%.1f p99_us=%.1f "
          "srv_cpu_s=%.3f srv_cpu_us_per_rt=%.3f srv_util=%.2f lg_util=%.2f\n",
-         opt.mode == PINGPONG ? (ws ? "ws-pingpong" : "pingpong") : (ws ? "ws-stream" : "stream"), opt.conns, opt.size, secs, m_rts, (double)m_rts / secs,
+         opt.mode == SHORT ? "short" : opt.mode == PINGPONG ? (ws ? "ws-pingpong" : "pingpong") : (ws ? "ws-stream" : "stream"), opt.conns, opt.size, secs, m_rts, (double)m_rts / secs,
          (double)m_bytes / secs / 1e6, percentile_us(0.50), percentile_us(0.99), srv,
          opt.srv_pid && m_rts ? srv * 1e6 / (double)m_rts : -1, opt.srv_pid ? srv / secs : -1,
          (self1 - self0) / secs);

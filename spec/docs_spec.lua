@@ -210,6 +210,10 @@ describe("docs/reference.md", function()
     loop:runUntil(ch:close(), 5)
     server:close()
 
+    local file = assert(lupine.file("docs/reference.md"))
+    check("file", ":", methods_of(file))
+    file:close()
+
     local emb = test.embedded()
     check("emb", ":", methods_of(emb))
     emb:finish()

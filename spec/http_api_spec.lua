@@ -1,14 +1,6 @@
 -- examples/http_api.lua driven by real clients: curl and Python's http.client.
 local test = require "lupine.test"
-
-local function run(argv)
-  -- Without the ASan runtime the sanitized spec run preloads: curl hangs under it.
-  local p = test.spawn(argv, { env = { LD_PRELOAD = "" } })
-  local code = p:wait(20)
-  local out = p:output()
-  p:stop()
-  return out, code
-end
+local run = require("proc").output
 
 describe("examples/http_api.lua", function()
   local leaks = leak_check()

@@ -10,14 +10,7 @@ local build = os.getenv("LUPINE_BUILD") or "build"
 local function nodate(s) return (s:gsub("Date: [^\r]*\r\n", "")) end
 
 -- Run a program to its end while the loop serves; returns its output.
-local function run(argv, timeout)
-  -- Without the ASan runtime the sanitized spec run preloads: curl hangs under it.
-  local p = test.spawn(argv, { env = { LD_PRELOAD = "" } })
-  local code = p:wait(timeout or 20)
-  local out = p:output()
-  p:stop()
-  return out, code
-end
+local run = require("proc").output
 
 local function python(script, port)
   return run { "python3", "-c", script, tostring(port) }

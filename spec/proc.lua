@@ -116,4 +116,15 @@ function proc.run(args, opts)
   return code, out, err
 end
 
+-- Run a program (argv, as test.spawn takes it) to its end, at most timeout
+-- seconds (20): its output (stdout and stderr) and exit status. Without the
+-- ASan runtime the sanitized spec run preloads: curl and others hang under it.
+function proc.output(argv, timeout)
+  local p = test.spawn(argv, { env = { LD_PRELOAD = "" } })
+  local code = p:wait(timeout or 20)
+  local out = p:output()
+  p:stop()
+  return out, code
+end
+
 return proc

@@ -36,6 +36,7 @@ typedef struct {
   long long mem_limit; // -1: the app's
   const char *tls_cert, *tls_key; // NULL: the app's tls field, if any
   const char *app;
+  bool reuse_port;     // --reuseport: each worker listens on its own socket
 } options;
 
 static void usage(FILE *out) {
@@ -46,10 +47,13 @@ static void usage(FILE *out) {
           "Options given here override the app's own fields.\n"
           "\n"
           "  -b, --bind ADDR           address to listen on (default: the app's host, else 127.0.0.1;\n"
-          "                            every interface only with an explicit 0.0.0.0 or ::)\n"
+          "                            every interface only with an explicit 0.0.0.0 or ::);\n"
+          "                            unix:/path or unix:@name for a Unix domain socket\n"
           "  -p, --port PORT           port (default: the app's port, else 0 = any free port)\n"
           "  -w, --workers N           worker threads, each with its own Lua state (default: the app's,\n"
           "                            else one per core); 0: one loop in this thread\n"
+          "      --reuseport           each worker listens on its own socket (SO_REUSEPORT) and accepts\n"
+          "                            its own connections, instead of the main thread handing them out\n"
           "      --shutdown-timeout S  on SIGINT/SIGTERM, seconds to finish sending before closing (default 10)\n"
           "      --max-connections N   above N open connections, close new ones at once (default: no limit)\n"
           "      --memory-limit SIZE   per Lua state, bytes or with K, M, G (default: none); a state over\n"
@@ -152,6 +156,10 @@ static int run(lua_State *L) {
   if (o->shutdown >= 0) set_number(L, "shutdownTimeout", o->shutdown);
   if (o->max_conns >= 0) set_integer(L, "maxConnections", o->max_conns);
   if (o->mem_limit >= 0) set_integer(L, "memoryLimit", o->mem_limit);
+  if (o->reuse_port) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "reusePort");
+  }
   if (o->tls_cert) {
     lua_pushstring(L, o->tls_cert);
     lua_setfield(L, -2, "tlsCert");
@@ -165,8 +173,8 @@ static int run(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
-  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL};
-  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY, OPT_TLS_CERT, OPT_TLS_KEY };
+  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL, false};
+  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY, OPT_TLS_CERT, OPT_TLS_KEY, OPT_REUSEPORT };
   static const struct option longs[] = {
       {"bind", required_argument, NULL, 'b'},
       {"port", required_argument, NULL, 'p'},
@@ -177,6 +185,7 @@ int main(int argc, char **argv) {
       {"memory-limit", required_argument, NULL, OPT_MEMORY},
       {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
       {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+      {"reuseport", no_argument, NULL, OPT_REUSEPORT},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
@@ -220,6 +229,7 @@ int main(int argc, char **argv) {
       break;
     case OPT_TLS_CERT: o.tls_cert = optarg; break;
     case OPT_TLS_KEY: o.tls_key = optarg; break;
+    case OPT_REUSEPORT: o.reuse_port = true; break;
     case 'h': usage(stdout); return 0;
     case OPT_VERSION: printf("lupine %s (%s)\n", LP_VERSION, LUA_RELEASE); return 0;
     case ':':

@@ -71,7 +71,8 @@ static int h_start(lp_worker *w, char *err, size_t errlen) {
   return 0;
 }
 
-static lp_channel *h_accept(lp_worker *w, int fd) {
+static lp_channel *h_accept(lp_worker *w, int fd, const lp_sockaddr *peer) {
+  LP_UNUSED(peer);
   lp_channel *ch = lp_channel_new(w->loop, &lp_socket_transport, fd, NULL);
   if (!ch) return NULL;
   lp_ctx *c = lp_ctx_new(&ch->pipeline, &proto_ops, w, "proto");
@@ -241,13 +242,14 @@ static void reset(void) {
 
 static int serve(lp_loop *boss, int workers, double timeout, uint64_t maxconn, void *(*client)(void *)) {
   lp_group g;
-  lp_group_config cfg = {workers, timeout, maxconn, true};
+  lp_group_config cfg = {workers, timeout, maxconn, true, false};
   CHECK(lp_group_init(&g, boss, &cfg, &ops, NULL) == 0);
   char err[LP_GROUP_ERR_MAX];
   CHECK(lp_group_start(&g, err, sizeof err) == 0);
   lp_sockaddr addr, bound;
   lp_addr_parse("127.0.0.1", 0, &addr);
-  CHECK(lp_group_listen(&g, &addr, 128, &bound) == 0);
+  lp_listen_opts lo = {128, false, -1};
+  CHECK(lp_group_listen(&g, &addr, &lo, &bound) == 0);
   port = lp_addr_port(&bound);
   pthread_t t = spawn(client);
   int rc = lp_group_run(&g);
@@ -299,7 +301,7 @@ int main(void) {
   reset();
   fail_id = 2;
   lp_group g;
-  lp_group_config cfg = {3, 5.0, 0, false};
+  lp_group_config cfg = {3, 5.0, 0, false, false};
   CHECK(lp_group_init(&g, boss, &cfg, &ops, NULL) == 0);
   char err[LP_GROUP_ERR_MAX] = "";
   CHECK(lp_group_start(&g, err, sizeof err) == -1);

@@ -1,7 +1,7 @@
 // test_outbound.c: the outbound buffer over a socketpair: flushed vs
 // unflushed entries, gathering writes, partial writes, promise completion in
 // order, pending-byte accounting (payload plus each entry's overhead), and
-// failure (first reported, rest quiet).
+// failure (first reported, rest quiet); file regions (sendfile).
 #include "buffer.h"
 #include "check.h"
 #include "future.h"
@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -139,6 +140,52 @@ int main(void) {
   CHECK(ob.pending == 1000 * (LP_OUT_ENTRY_OVERHEAD + LP_OUT_HOST_OVERHEAD) && lp_outbound_payload(&ob) == 0);
   lp_outbound_add_flush(&ob);
   CHECK(lp_outbound_write(&ob, sv[0], &wb) == 0 && ob.pending == 0 && ob.head == NULL); // all popped, nothing sent
+
+  // File regions: sent with sendfile between the buffers around them, in
+  // order; counted toward pending (and file_pending); a file shorter than its
+  // region: LP_EFILESHORT; a failed or finished region's descriptor is closed.
+  {
+    int fp[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, fp) == 0);
+    fcntl(fp[0], F_SETFL, O_NONBLOCK);
+    fcntl(fp[1], F_SETFL, O_NONBLOCK);
+    char tmpl[] = "/tmp/lupine-test-outbound-XXXXXX";
+    int ffd = mkstemp(tmpl);
+    CHECK(ffd >= 0 && write(ffd, "0123456789", 10) == 10);
+    unlink(tmpl);
+    lp_future *q[3] = {lp_future_new(NULL), lp_future_new(NULL), lp_future_new(NULL)};
+    lp_bytes h = {.buf = lp_buf_from(pool, "<", 1)}, t = {.buf = lp_buf_from(pool, ">", 1)};
+    int rfd = dup(ffd);
+    lp_bytes fr = {.file = true, .file_fd = rfd, .file_off = 2, .len = 5};
+    CHECK(lp_outbound_cost(&fr) == 5 + LP_OUT_ENTRY_OVERHEAD + LP_OUT_HOST_OVERHEAD);
+    CHECK(lp_outbound_add(&ob, &h, q[0]) == 0 && lp_outbound_add(&ob, &fr, q[1]) == 0 && lp_outbound_add(&ob, &t, q[2]) == 0);
+    CHECK(ob.file_pending == 5 && lp_outbound_payload(&ob) == 7);
+    lp_outbound_add_flush(&ob);
+    for (int spins = 0; ob.flushed && spins < 10; spins++) CHECK(lp_outbound_write(&ob, fp[0], &wb) >= 0);
+    char fgot[16] = {0};
+    CHECK(drain(fp[1], fgot, sizeof fgot) == 7 && strcmp(fgot, "<23456>") == 0);
+    CHECK(lp_future_ok(q[0]) && lp_future_ok(q[1]) && lp_future_ok(q[2]));
+    CHECK(ob.pending == 0 && ob.file_pending == 0 && ob.head == NULL);
+    CHECK(fcntl(rfd, F_GETFD) == -1 && errno == EBADF); // closed once sent
+    for (int i = 0; i < 3; i++) lp_future_unref(q[i]);
+
+    rfd = dup(ffd); // 5 bytes from offset 8: the file has 2 of them
+    lp_bytes sh = {.file = true, .file_fd = rfd, .file_off = 8, .len = 5};
+    lp_future *qs = lp_future_new(NULL);
+    CHECK(lp_outbound_add(&ob, &sh, qs) == 0);
+    lp_outbound_add_flush(&ob);
+    CHECK(lp_outbound_write(&ob, fp[0], &wb) == 2);
+    CHECK(lp_outbound_write(&ob, fp[0], &wb) == LP_EFILESHORT && ob.head && ob.head->bytes.len == 3);
+    CHECK(ob.file_pending == 3);
+    lp_error_named(&e, LP_EFILESHORT, "short");
+    lp_outbound_fail(&ob, &e, false, false);
+    CHECK(qs->state == LP_FUTURE_FAILED && strcmp(qs->cause->kind, "FileTooShort") == 0);
+    CHECK(fcntl(rfd, F_GETFD) == -1 && errno == EBADF && ob.pending == 0 && ob.file_pending == 0);
+    lp_future_unref(qs);
+    close(ffd);
+    close(fp[0]);
+    close(fp[1]);
+  }
 
   // A write error comes back as -errno.
   close(sv[1]);

@@ -29,7 +29,9 @@ local sources = setmetatable({}, { __mode = "k" })
 
 -- Serve app until SIGINT/SIGTERM (or the loop is stopped from inside), then
 -- shut down gracefully and return. opts override the app's fields: host
--- (127.0.0.1), port (0: any), workers (0: inline in this thread's loop and
+-- (127.0.0.1; "unix:/path" or "unix:@name" for a Unix domain socket, with
+-- mode "0660" for the file), port (0: any), reusePort (each worker listens
+-- and accepts on its own socket: SO_REUSEPORT), workers (0: inline in this thread's loop and
 -- state; the launcher's default is one per core), shutdownTimeout (10 s),
 -- maxConnections, memoryLimit, tlsCert and tlsKey (the launcher's --tls-cert and
 -- --tls-key: serve TLS with them, over the app's tls.cert and tls.key),
@@ -64,6 +66,7 @@ function lupine.serve(app, opts)
     host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
     shutdownTimeout = pick("shutdownTimeout"), maxConnections = pick("maxConnections"),
     memoryLimit = pick("memoryLimit"), tlsCert = opts.tlsCert, tlsKey = opts.tlsKey,
+    reusePort = pick("reusePort"), mode = pick("mode"),
   })
   if not ok then -- start-up failed: one line, no position (it is about the app, not this file)
     err = tostring(err)

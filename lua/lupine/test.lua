@@ -81,9 +81,11 @@ function test.waitForPort(host, port, timeout)
     timeout, last), 2)
 end
 
--- Start a server on 127.0.0.1, port 0 (or opts.host, opts.port). app_or_init
--- is an app table (with init and maybe options and tls) or an init(ch) function.
--- Returns the lupine.Server, its host and its port.
+-- Start a server on 127.0.0.1, port 0 (or opts.host, opts.port; opts.host
+-- "unix:/path" or "unix:@name" for a Unix domain socket, with opts.mode or the
+-- app's mode). app_or_init is an app table (with init and maybe options and
+-- tls) or an init(ch) function. Returns the lupine.Server, its host and its
+-- port (for a Unix socket: host "unix:/path", which test.client takes, and no port).
 function test.server(app_or_init, opts)
   opts = opts or {}
   local init, options = app_or_init, opts.options
@@ -103,8 +105,11 @@ function test.server(app_or_init, opts)
       return app_init(ch)
     end
   end
+  local host = opts.host or "127.0.0.1"
+  local mode = opts.mode
+  if mode == nil and type(app_or_init) == "table" and host:find("^unix:/") then mode = app_or_init.mode end
   local server, err = lupine.server {
-    host = opts.host or "127.0.0.1", port = opts.port or 0, init = init, options = options, backlog = opts.backlog,
+    host = host, port = opts.port or 0, init = init, options = options, backlog = opts.backlog, mode = mode,
   }
   if not server then error("test.server: " .. err, 2) end
   return server, server.host, server.port
@@ -208,7 +213,8 @@ local function fail(self, what, err, partial, timeout)
   error(("%s: %s; received so far: %s"):format(what, why(self, err, timeout), preview(so_far)), caller_level())
 end
 
--- test.client(host, port [, opts]) or test.client(port [, opts]): connects at
+-- test.client(host, port [, opts]) or test.client(port [, opts]) or
+-- test.client("unix:/path" [, nil, opts]): connects at
 -- once (raising when it cannot). opts.timeout: each wait's default
 -- (test.timeout); opts.options: channel options; opts.init(ch): add handlers
 -- (codecs) before the socket; opts.bufferSize, opts.receiveLimit (64 MiB each
@@ -230,10 +236,11 @@ function test.client(host, port, opts)
       co._attach(self, ch)
     end,
   }
+  local where = port and ("%s:%s"):format(host, port) or tostring(host)
   if co._running() then lupine.await(f, self.timeout + 1)
-  else loop():runUntil(f, self.timeout + 1, ("the connection to %s:%s"):format(host, port)) end
+  else loop():runUntil(f, self.timeout + 1, "the connection to " .. where) end
   if not f:isSuccess() then
-    error(("test.client: connect to %s:%s failed: %s"):format(host, port, tostring(f:cause())), 2)
+    error(("test.client: connect to %s failed: %s"):format(where, tostring(f:cause())), 2)
   end
   return self
 end

@@ -310,7 +310,10 @@ static void do_flush(lp_channel *ch) {
     ssize_t w = lp_outbound_write(&ch->out, ch->fd, &would_block);
     if (w < 0) {
       lp_error e;
-      lp_error_sys(&e, (int)-w, "write");
+      if (w == LP_EFILESHORT) // the stream would have a hole: fail the region and close
+        lp_error_named(&e, LP_EFILESHORT, "the file ended with %zu bytes of the region still to send (channel #%llu)",
+                       ch->out.head->bytes.len, (unsigned long long)ch->id);
+      else lp_error_sys(&e, (int)-w, "write");
       // Writes made without a promise: the channel reports the failure itself.
       if (!lp_outbound_fail(&ch->out, &e, true, false)) lp_channel_fail_promise(ch, NULL, &e);
       lp_channel_close_now(ch);
@@ -363,7 +366,9 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
   // it. The write that crosses it is taken whole, so that one message larger
   // than the cap (a big reply, already in memory) still goes out; memory
   // stays within maxPendingBytes plus one message.
-  if (ch->out.pending >= ch->config.max_pending) {
+  // File regions count toward the water marks (bytes the peer has yet to
+  // take) but not here: they hold a descriptor, not memory.
+  if (ch->out.pending - ch->out.file_pending >= ch->config.max_pending) {
     lp_error_named(&e, LP_EWRITEFULL, "%zu bytes pending on channel #%llu, limit %zu (maxPendingBytes)",
                    ch->out.pending, (unsigned long long)ch->id, ch->config.max_pending);
     e.limit = (long long)ch->config.max_pending;
@@ -677,7 +682,7 @@ static void drain_input(lp_channel *ch) {
 // ---- descriptions ------------------------------------------------------------
 
 void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
-  char l[64], r[64];
+  char l[LP_ADDR_STRLEN], r[LP_ADDR_STRLEN];
   if (ch->transport != &lp_socket_transport) {
     snprintf(out, outlen, "%s", ch->transport->kind);
     return;
@@ -688,7 +693,7 @@ void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
 }
 
 void lp_channel_describe(const lp_channel *ch, char *out, size_t outlen) {
-  char a[140];
+  char a[2 * LP_ADDR_STRLEN + 8];
   lp_channel_addresses(ch, a, sizeof a);
   snprintf(out, outlen, "#%llu %s", (unsigned long long)ch->id, a);
 }

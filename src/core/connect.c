@@ -59,7 +59,7 @@ static void connect_done(lp_channel *ch, int err, int code) {
   if (ev_is_active(&ch->write_watcher)) ev_io_stop(ch->loop->ev, &ch->write_watcher);
   if (err || code) {
     lp_error e;
-    char addr[64];
+    char addr[LP_ADDR_STRLEN];
     lp_addr_format(&ch->remote, addr, sizeof addr);
     if (code) lp_error_named(&e, code, "connect to %s timed out after %g s", addr, cs ? cs->timeout : 0.);
     else lp_error_sys(&e, err, "connect");
@@ -294,8 +294,14 @@ void lp_channel_connect_host(lp_channel *ch, const char *host, int port, double 
     return;
   }
   lp_sockaddr addr;
-  if (strcmp(host, "localhost") != 0 && lp_addr_parse(host, port, &addr) == 0) {
-    connect_op(ch, &addr, 1, promise); // numeric: no lookup
+  int rc = strcmp(host, "localhost") != 0 ? lp_addr_parse(host, port, &addr) : -EINVAL;
+  if (rc == 0) {
+    connect_op(ch, &addr, 1, promise); // numeric or a Unix socket: no lookup
+    return;
+  }
+  if (lp_addr_is_unix_text(host)) { // never a DNS name
+    lp_channel_close_now(ch);
+    if (promise) lp_future_fail_code(promise, rc, "connect");
     return;
   }
   size_t len = strlen(host);

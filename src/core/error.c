@@ -10,7 +10,7 @@ static const char *const named[] = {
     "ClosedChannel",      "WriteBufferFull", "TooLongFrame",    "CorruptedFrame",
     "UnsupportedMessage", "ReadTimeout",     "WriteTimeout",    "ConnectTimeout",
     "DecoderError",       "HostError",       "Shutdown",        "UnknownHost",
-    "ProxyProtocolError",
+    "ProxyProtocolError", "FileTooShort",
 };
 
 static const char *const tls_named[] = {"TlsHandshakeFailed", "TlsHandshakeTimeout", "TlsError", "TlsTruncated"};

@@ -21,7 +21,10 @@ enum {
   LP_ESHUTDOWN = -10011,    // Shutdown: the loop is shutting down
   LP_EUNKNOWNHOST = -10012, // UnknownHost: a name did not resolve
   LP_EPROXY = -10013,       // ProxyProtocolError: a missing or malformed PROXY protocol header
+  LP_EFILESHORT = -10014,   // FileTooShort: a file ended before the region being sent from it
 };
+// The codecs' codes have ranges of their own: TLS -10100 (below), WebSocket -10200
+// (src/codec/ws.h), HTTP -10300 (src/codec/http.h). A new range goes here first.
 // TLS (tls.c), a range of their own so other named codes can grow above.
 enum {
   LP_ETLSHANDSHAKE = -10100, // TlsHandshakeFailed: OpenSSL's reason

@@ -1,6 +1,8 @@
 // group.c: boss and workers. The boss (the caller's thread) accepts until
 // EAGAIN and hands each descriptor to the next worker, round robin, as a task
 // posted to that worker's loop; the worker builds the channel on its thread.
+// With reuse_port each worker accepts on its own listener instead (the boss
+// opens them before run; from then on only the worker's thread touches them).
 // See group.h for the threads' rules and the shutdown sequence.
 //
 // Ownership: the group owns the worker loops it creates (freed in destroy,
@@ -24,6 +26,7 @@ typedef struct accept_task {
   lp_task task;
   lp_worker *w;
   int fd;
+  lp_sockaddr peer;
 } accept_task;
 
 // The group that SIGINT/SIGTERM/SIGHUP reach (at most one at a time), and what
@@ -45,14 +48,14 @@ static void on_child_closed(lp_future *f, void *ud) {
   uncount(ud);
 }
 
-static void register_fd(lp_worker *w, int fd) {
+static void register_fd(lp_worker *w, int fd, const lp_sockaddr *peer) {
   lp_group *g = w->group;
   if (w->state != LP_WORKER_RUNNING) { // shutting down: accepted before the listener closed
     close(fd);
     uncount(g);
     return;
   }
-  lp_channel *ch = g->ops->accept(w, fd);
+  lp_channel *ch = g->ops->accept(w, fd, peer);
   if (!g->cfg.max_connections) return;
   lp_future *cf = ch ? lp_channel_close_future(ch) : NULL;
   if (!cf || lp_future_add_listener(cf, on_child_closed, g) != 0) uncount(g);
@@ -62,9 +65,57 @@ static void run_accept(lp_task *t, lp_loop *loop) {
   LP_UNUSED(loop);
   accept_task *a = lp_container_of(t, accept_task, task);
   lp_worker *w = a->w;
-  int fd = a->fd;
+  register_fd(w, a->fd, &a->peer);
   free(a);
-  register_fd(w, fd);
+}
+
+// maxConnections: count the new connection in, or refuse it (false: the
+// caller closes it). Any accepting thread: the count is the process's, taken
+// with a compare-and-swap so that workers accepting at once never overshoot.
+static bool admit(lp_group *g, lp_server *s, lp_admission *adm) {
+  if (!g->cfg.max_connections) return true;
+  uint_fast64_t open = atomic_load(&g->open);
+  do {
+    if (open >= g->cfg.max_connections) {
+      s->dropped++;
+      adm->refused++;
+      if (!adm->refusing) {
+        adm->refusing = true;
+        lp_log(LP_LOG_WARN, 0, "maxConnections (%llu) reached: closing new connections until some close",
+               (unsigned long long)g->cfg.max_connections);
+      }
+      lp_log(LP_LOG_DEBUG, 0, "connection closed at once: maxConnections reached");
+      return false;
+    }
+  } while (!atomic_compare_exchange_weak(&g->open, &open, open + 1));
+  if (adm->refusing) {
+    lp_log(LP_LOG_INFO, 0, "under maxConnections again; %llu connection(s) were closed at once",
+           (unsigned long long)adm->refused);
+    adm->refusing = false;
+    adm->refused = 0;
+  }
+  return true;
+}
+
+// A worker's own listener (reuse_port): no hop, the channel is made here.
+static void on_worker_accept(lp_server *s, int fd, const lp_sockaddr *peer) {
+  lp_worker *w = s->ud;
+  if (!admit(w->group, s, &w->admission)) {
+    close(fd);
+    return;
+  }
+  register_fd(w, fd, peer);
+}
+
+static void close_listeners(lp_worker *w) {
+  for (int i = 0; w->listeners && i < w->group->nlisteners; i++) lp_server_close(&w->listeners[i]);
+}
+
+static void run_listen(lp_task *t, lp_loop *loop) {
+  LP_UNUSED(loop);
+  lp_worker *w = lp_container_of(t, lp_worker, listen_task);
+  if (w->state != LP_WORKER_RUNNING) return;
+  for (int i = 0; i < w->group->nlisteners; i++) lp_server_start(&w->listeners[i]);
 }
 
 static void worker_finish(lp_worker *w) {
@@ -110,6 +161,7 @@ static void on_deadline(struct ev_loop *ev, ev_timer *t, int revents) {
 static void run_shutdown(lp_task *t, lp_loop *loop) {
   lp_worker *w = lp_container_of(t, lp_worker, shutdown_task);
   if (w->state != LP_WORKER_RUNNING) return;
+  close_listeners(w); // its own listeners first: no new connection while draining
   w->state = LP_WORKER_DRAINING;
   if (loop->nchannels)
     lp_log(LP_LOG_INFO, 0, "draining %zu channel(s), at most %g s", loop->nchannels, w->group->cfg.shutdown_timeout);
@@ -163,32 +215,15 @@ static void *worker_main(void *arg) {
 
 // ---- on the boss's thread ------------------------------------------------------
 
-static void on_accept(lp_server *s, int fd) {
+static void on_accept(lp_server *s, int fd, const lp_sockaddr *peer) {
   lp_group *g = s->ud;
-  if (g->cfg.max_connections) {
-    if (atomic_load(&g->open) >= g->cfg.max_connections) {
-      close(fd);
-      s->dropped++;
-      g->refused++;
-      if (!g->refusing) {
-        g->refusing = true;
-        lp_log(LP_LOG_WARN, 0, "maxConnections (%llu) reached: closing new connections until some close",
-               (unsigned long long)g->cfg.max_connections);
-      }
-      lp_log(LP_LOG_DEBUG, 0, "connection closed at once: maxConnections reached");
-      return;
-    }
-    if (g->refusing) {
-      lp_log(LP_LOG_INFO, 0, "under maxConnections again; %llu connection(s) were closed at once",
-             (unsigned long long)g->refused);
-      g->refusing = false;
-      g->refused = 0;
-    }
-    atomic_fetch_add(&g->open, 1);
+  if (!admit(g, s, &g->admission)) {
+    close(fd);
+    return;
   }
   lp_worker *w = &g->workers[g->next++ % (unsigned)g->nworkers]; // Netty's next()
   if (!w->threaded) {
-    register_fd(w, fd);
+    register_fd(w, fd, peer);
     return;
   }
   accept_task *a = malloc(sizeof *a);
@@ -201,6 +236,7 @@ static void on_accept(lp_server *s, int fd) {
   a->task.run = run_accept;
   a->w = w;
   a->fd = fd;
+  a->peer = *peer;
   lp_loop_post(w->loop, &a->task);
 }
 
@@ -374,10 +410,38 @@ int lp_group_start(lp_group *g, char *err, size_t errlen) {
   return -1;
 }
 
-int lp_group_listen(lp_group *g, const lp_sockaddr *addr, int backlog, lp_sockaddr *bound) {
+// One listener per worker on addr, all with SO_REUSEPORT.
+static int listen_per_worker(lp_group *g, const lp_sockaddr *addr, const lp_listen_opts *o, lp_sockaddr *bound) {
+  if (addr->sa.sa_family == AF_UNIX) return -EAFNOSUPPORT;
+  if (g->nlisteners == LP_GROUP_MAX_SERVERS) return -ENOSPC;
+  lp_listen_opts opts = *o;
+  opts.reuse_port = true;
+  lp_sockaddr a = *addr;
+  int k = g->nlisteners, rc = 0, opened = 0;
+  for (int i = 0; i < g->nworkers && !rc; i++, opened++) {
+    lp_worker *w = &g->workers[i];
+    if (!w->listeners && !(w->listeners = calloc(LP_GROUP_MAX_SERVERS, sizeof *w->listeners))) {
+      rc = -ENOMEM;
+      break;
+    }
+    rc = lp_server_open(&w->listeners[k], w->loop, &a, &opts, on_worker_accept, w);
+    if (i == 0 && !rc) a = w->listeners[k].addr; // port 0: the others take the port the first got
+  }
+  if (rc) {
+    for (int i = 0; i < opened && i < g->nworkers; i++)
+      if (g->workers[i].listeners) lp_server_close(&g->workers[i].listeners[k]);
+    return rc;
+  }
+  g->nlisteners++;
+  if (bound) *bound = a;
+  return 0;
+}
+
+int lp_group_listen(lp_group *g, const lp_sockaddr *addr, const lp_listen_opts *o, lp_sockaddr *bound) {
+  if (g->cfg.reuse_port && g->cfg.workers > 0) return listen_per_worker(g, addr, o, bound);
   if (g->nservers == LP_GROUP_MAX_SERVERS) return -ENOSPC;
   lp_server *s = &g->servers[g->nservers];
-  int rc = lp_server_open(s, g->boss, addr, backlog, false, on_accept, g);
+  int rc = lp_server_open(s, g->boss, addr, o, on_accept, g);
   if (rc) return rc;
   s->ud = g;
   g->nservers++;
@@ -427,6 +491,12 @@ int lp_group_run(lp_group *g) {
   bool signals = g->cfg.handle_signals && take_signals(g);
   g->running = true;
   for (int i = 0; i < g->nservers; i++) lp_server_start(&g->servers[i]);
+  for (int i = 0; i < g->nworkers && g->nlisteners; i++) {
+    lp_worker *w = &g->workers[i];
+    if (!w->ok) continue;
+    w->listen_task.run = run_listen;
+    lp_loop_post(w->loop, &w->listen_task);
+  }
   while (!g->done) {
     lp_loop_run(g->boss);
     // Stopped from outside (loop:stop() in an inline handler): shut down.
@@ -450,8 +520,11 @@ void lp_group_destroy(lp_group *g) {
   for (int i = 0; i < g->nservers; i++) lp_server_close(&g->servers[i]);
   if (g->status) return; // worker threads may still run: their memory goes with the process
   if (!g->running) stop_unrun(g);
-  for (int i = 0; i < g->nworkers; i++) {
+  for (int i = 0; i < g->nworkers; i++) { // threads joined: their listeners are ours to close
     lp_worker *w = &g->workers[i];
+    close_listeners(w);
+    free(w->listeners);
+    w->listeners = NULL;
     if (w->threaded && w->loop) lp_loop_free(w->loop);
   }
   if (ev_is_active(&g->hard_stop)) ev_timer_stop(g->boss->ev, &g->hard_stop);

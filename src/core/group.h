@@ -43,9 +43,10 @@ typedef struct lp_worker_ops {
   // workerInit). 0, or -1 with a one-line reason in err. After a failure
   // nothing else is called for this worker.
   int (*start)(lp_worker *w, char *err, size_t errlen);
-  // A new connection: build its channel (the host owns fd from here). Returns
-  // the channel (borrowed), or NULL when it was closed at once.
-  lp_channel *(*accept)(lp_worker *w, int fd);
+  // A new connection: build its channel (the host owns fd from here); peer is
+  // the address accept() returned. Returns the channel (borrowed), or NULL
+  // when it was closed at once.
+  lp_channel *(*accept)(lp_worker *w, int fd, const lp_sockaddr *peer);
   // Shutdown: the last channel has closed (workerExit); the loop ends next.
   void (*stop)(lp_worker *w);
   // The loop has ended: free the host state. The loop itself is freed later.
@@ -57,7 +58,18 @@ typedef struct lp_group_config {
   double shutdown_timeout;  // seconds a worker may spend draining
   uint64_t max_connections; // 0: no limit; over it, new connections are closed at once
   bool handle_signals;      // SIGINT/SIGTERM shut down (a second one forces); SIGHUP is logged, ignored
+  // Per-worker listeners: each worker binds its own socket with SO_REUSEPORT
+  // and accepts on its own loop (the kernel spreads connections; no hop
+  // through the boss). TCP only; with workers = 0 the one loop listens as usual.
+  bool reuse_port;
 } lp_group_config;
+
+// maxConnections bookkeeping of one accepting thread (the boss, or a worker
+// with its own listeners): one log line per burst of refusals.
+typedef struct lp_admission {
+  uint64_t refused;
+  bool refusing;
+} lp_admission;
 
 enum { LP_WORKER_NEW, LP_WORKER_RUNNING, LP_WORKER_DRAINING, LP_WORKER_STOPPED, LP_WORKER_FAILED };
 
@@ -71,7 +83,10 @@ struct lp_worker {
   int state;                // touched by its own thread once started
   ev_timer deadline;        // draining: close what is left
   ev_check drained;         // draining: watch for the last channel
-  lp_task shutdown_task, force_task;
+  lp_task shutdown_task, force_task, listen_task;
+  lp_server *listeners;     // reuse_port: this worker's own (LP_GROUP_MAX_SERVERS), opened by the boss
+                            // before run, started, stopped and closed by the worker's thread
+  lp_admission admission;   // its own thread's, with listeners
   bool ok;                  // boss thread: started, not yet stopped
   bool shutdown_posted, force_posted; // boss thread
 };
@@ -86,10 +101,11 @@ struct lp_group {
   unsigned next;            // round robin (boss thread)
   lp_server servers[LP_GROUP_MAX_SERVERS];
   int nservers;
-  // Connections accepted and not yet closed (counted when max_connections).
+  int nlisteners;           // reuse_port: listeners per worker
+  // Connections accepted and not yet closed (counted when max_connections),
+  // over the whole process: every accepting thread checks and counts here.
   atomic_uint_fast64_t open;
-  uint64_t refused;         // over max_connections, this burst
-  bool refusing;
+  lp_admission admission;   // the boss's
   // start-up
   pthread_mutex_t lock;
   pthread_cond_t cond;
@@ -111,8 +127,11 @@ int lp_group_init(lp_group *g, lp_loop *boss, const lp_group_config *cfg, const 
 // Start the workers and wait until each has run start(). 0; or -1 with the
 // first failure in err, every worker then stopped and joined.
 int lp_group_start(lp_group *g, char *err, size_t errlen);
-// Listen on addr (bound address in *bound when not NULL): 0 or -errno.
-int lp_group_listen(lp_group *g, const lp_sockaddr *addr, int backlog, lp_sockaddr *bound);
+// Listen on addr (bound address in *bound when not NULL): 0 or -errno. With
+// reuse_port and workers, one socket per worker on the same address (port 0:
+// the first bind picks it, the others bind that one); -EAFNOSUPPORT for a
+// Unix domain address then.
+int lp_group_listen(lp_group *g, const lp_sockaddr *addr, const lp_listen_opts *o, lp_sockaddr *bound);
 // Accept and serve until shut down and drained. 0, or -ETIMEDOUT when a
 // worker did not finish within shutdown_timeout + LP_GROUP_HARD_STOP_S
 // (its thread is left running: the caller should exit the process).

@@ -8,8 +8,10 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #define ENTRY_CACHE_MAX 1024
 
@@ -44,19 +46,24 @@ void lp_out_cache_drain(lp_out_cache *c) {
 
 void lp_bytes_release(lp_bytes *b) {
   if (b->buf) lp_buf_unref(b->buf);
+  else if (b->file && b->file_fd >= 0) close(b->file_fd);
   else if (b->release) b->release(b->ud, b->tag);
   b->buf = NULL;
   b->release = NULL;
+  b->file = false;
 }
 
 void lp_outbound_init(lp_outbound *ob, lp_out_cache *cache) {
   ob->cache = cache;
   ob->head = ob->unflushed = ob->tail = NULL;
   ob->pending = 0;
+  ob->file_pending = 0;
   ob->flushed = 0;
   ob->peak = 0;
 }
 
+// A file region counts its length too, though its bytes stay in the page
+// cache: the water marks are about what a peer has yet to take.
 static size_t overhead_of(const lp_bytes *b) {
   return LP_OUT_ENTRY_OVERHEAD + (b->buf ? lp_buf_overhead(b->buf) : LP_OUT_HOST_OVERHEAD);
 }
@@ -84,6 +91,7 @@ int lp_outbound_add(lp_outbound *ob, lp_bytes *bytes, lp_future *promise) {
   ob->tail = e;
   if (!ob->unflushed) ob->unflushed = e;
   ob->pending += e->bytes.len + e->overhead;
+  if (e->bytes.file) ob->file_pending += e->bytes.len;
   return 0;
 }
 
@@ -114,14 +122,45 @@ static void pop_done(lp_outbound *ob) {
   }
 }
 
+// The head entry is a file region: sendfile from where it has got to.
+static ssize_t write_file(lp_outbound *ob, int fd, bool *would_block) {
+  lp_out_entry *e = ob->head;
+  if (!e->bytes.len) { // an empty region: done at once
+    pop_done(ob);
+    return 0;
+  }
+  size_t want = e->bytes.len < LP_WRITE_SPIN_BYTES ? e->bytes.len : LP_WRITE_SPIN_BYTES;
+  off_t off = (off_t)e->bytes.file_off;
+  ssize_t w;
+  do w = sendfile(fd, e->bytes.file_fd, &off, want);
+  while (w < 0 && errno == EINTR);
+  if (w < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      *would_block = true;
+      return 0;
+    }
+    return -errno;
+  }
+  if (w == 0) return LP_EFILESHORT; // end of file before the end of the region
+  e->bytes.file_off += (uint64_t)w;
+  e->bytes.len -= (size_t)w;
+  ob->pending -= (size_t)w;
+  ob->file_pending -= (size_t)w;
+  if (!e->bytes.len) pop_done(ob);
+  else if ((size_t)w < want) *would_block = true;
+  return w;
+}
+
 ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block) {
   *would_block = false;
+  if (ob->flushed && ob->head->bytes.file) return write_file(ob, fd, would_block);
   struct iovec iov[LP_IOV_MAX];
   int n = 0;
   size_t offered = 0;
   size_t k = 0;
   for (lp_out_entry *e = ob->head; k < ob->flushed && n < LP_IOV_MAX && offered < LP_WRITE_SPIN_BYTES;
        e = e->next, k++) {
+    if (e->bytes.file) break; // buffers up to it now, the file on the next call
     if (!e->bytes.len) continue;
     iov[n].iov_base = (void *)e->bytes.p;
     iov[n].iov_len = e->bytes.len;
@@ -153,7 +192,7 @@ ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block) {
   }
   size_t left = (size_t)w;
   ob->pending -= left;
-  while (ob->flushed && ob->head->bytes.len <= left) {
+  while (ob->flushed && !ob->head->bytes.file && ob->head->bytes.len <= left) {
     left -= ob->head->bytes.len;
     pop_done(ob);
   }
@@ -172,6 +211,7 @@ bool lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, b
     ob->head = e->next;
     if (ob->unflushed == e) ob->unflushed = NULL;
     ob->pending -= e->bytes.len + e->overhead;
+    if (e->bytes.file) ob->file_pending -= e->bytes.len;
     lp_bytes_release(&e->bytes);
     lp_future *f = e->promise;
     entry_put(ob->cache, e);

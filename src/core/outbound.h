@@ -18,8 +18,10 @@
 #define LP_WRITE_SPIN_BYTES (1u << 20)   // bytes per writev at most
 #define LP_WRITE_SPIN_COUNT 16           // writevs per flush before yielding
 
-// Bytes for the head to write: either a buffer (one reference, moved in) or
-// host memory that stays valid until release(ud, tag) is called.
+// Bytes for the head to write: a buffer (one reference, moved in), host
+// memory that stays valid until release(ud, tag) is called, or a region of a
+// file (file set: len bytes of file_fd from file_off, sent with sendfile(2);
+// the descriptor is owned and closed on release).
 typedef struct lp_bytes {
   lp_buf *buf;
   const uint8_t *p;
@@ -27,6 +29,9 @@ typedef struct lp_bytes {
   void (*release)(void *ud, int tag);
   void *ud;
   int tag;
+  bool file;
+  int file_fd;
+  uint64_t file_off;
 } lp_bytes;
 
 // What an entry costs besides its payload: the entry and its allocation
@@ -56,6 +61,7 @@ typedef struct lp_outbound {
   lp_out_entry *unflushed; // first unflushed entry, NULL when none
   lp_out_entry *tail;
   size_t pending;          // payload not yet written plus each entry's overhead, flushed or not
+  size_t file_pending;     // of pending, file regions' bytes not yet sent (no memory held: not for maxPendingBytes)
   size_t flushed;          // entries flushed and not yet written
   size_t peak;             // most pending while unwritable (channel.c: memory back to the system after)
 } lp_outbound;
@@ -70,7 +76,10 @@ size_t lp_outbound_payload(const lp_outbound *ob);
 void lp_outbound_add_flush(lp_outbound *ob);
 static inline bool lp_outbound_has_flushed(const lp_outbound *ob) { return ob->flushed > 0; }
 // Write flushed entries to fd. Returns bytes written (>= 0), with *would_block
-// set when the socket took less than offered; or -errno on a write error.
+// set when the socket took less than offered; or -errno on a write error
+// (LP_EFILESHORT: a file region's file ended before the region did).
+// Buffers go out gathered (writev) up to the next file region; a file region
+// at the head goes out with sendfile(2), at most LP_WRITE_SPIN_BYTES a call.
 // Entries written in full are completed (their promises succeed).
 ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block);
 // Fail and drop entries: all of them, or only the flushed ones. The first

@@ -270,6 +270,8 @@ lp_resolve_req *lp_resolve(lp_loop *loop, const char *host, int port, lp_resolve
   } else if (lp_addr_parse(host, port, &a) == 0) {
     req->addrs[0] = a;
     req->n = 1;
+  } else if (lp_addr_is_unix_text(host)) { // a bad Unix socket address: never a DNS name
+    fail(req, LP_EUNKNOWNHOST, "not a Unix socket address (unix:/path or unix:@name, a path up to 107 bytes)");
   } else if (len > 253) {
     fail(req, LP_EUNKNOWNHOST, "name longer than 253 characters");
   } else {

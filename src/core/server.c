@@ -58,7 +58,7 @@ static void on_acceptable(struct ev_loop *ev, ev_io *w, int revents) {
         s->in_burst = false;
       }
       s->accepted++;
-      s->on_accept(s, fd);
+      s->on_accept(s, fd, &peer);
       continue;
     }
     int err = -fd;
@@ -73,12 +73,12 @@ static void on_acceptable(struct ev_loop *ev, ev_io *w, int revents) {
   }
 }
 
-int lp_server_open(lp_server *s, lp_loop *loop, const lp_sockaddr *addr, int backlog, bool reuse_port,
-                   lp_accept_fn fn, void *ud) {
+int lp_server_open(lp_server *s, lp_loop *loop, const lp_sockaddr *addr, const lp_listen_opts *o, lp_accept_fn fn,
+                   void *ud) {
   memset(s, 0, sizeof *s);
   s->fd = -1;
   s->spare_fd = -1;
-  int fd = lp_sock_listen(addr, backlog, reuse_port);
+  int fd = lp_sock_listen_opts(addr, o, &s->owner);
   if (fd < 0) return fd;
   s->loop = loop;
   s->fd = fd;
@@ -106,5 +106,6 @@ void lp_server_close(lp_server *s) {
   s->closed = true;
   if (s->fd >= 0) close(s->fd);
   if (s->spare_fd >= 0) close(s->spare_fd);
+  lp_sock_unlink_owned(&s->addr, &s->owner);
   s->fd = s->spare_fd = -1;
 }

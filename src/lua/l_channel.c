@@ -57,16 +57,26 @@ static int channel_eq(lua_State *L) {
 
 static int channel_tostring(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  char d[160];
+  char d[2 * LP_ADDR_STRLEN + 32];
   lp_channel_describe(ch, d, sizeof d);
   lua_pushfstring(L, "lupine.Channel%s %s", d,
                   lp_channel_is_active(ch) ? "active" : (ch->flags & LP_CH_CLOSED) ? "closed" : "inactive");
   return 1;
 }
 
+// what: 0 the address ("127.0.0.1:5000", "unix:/path"), 1 the host (for a
+// Unix socket the address too, so that it can be connected to), 2 the port
+// (none for Unix sockets), 3 a Unix socket's path ("/path", "@name").
 int l_push_addr(lua_State *L, const lp_sockaddr *a, int what) {
-  char s[80];
+  char s[LP_ADDR_STRLEN];
+  if (a->sa.sa_family == AF_UNIX) {
+    if (what == 2) return 0;
+    lp_addr_format(a, s, sizeof s);
+    lua_pushstring(L, what == 3 ? s + 5 : s);
+    return 1;
+  }
   if (a->sa.sa_family != AF_INET && a->sa.sa_family != AF_INET6) return 0;
+  if (what == 3) return 0;
   if (what == 0) lua_pushstring(L, lp_addr_format(a, s, sizeof s));
   else if (what == 1) lua_pushstring(L, lp_addr_host(a, s, sizeof s));
   else lua_pushinteger(L, lp_addr_port(a));
@@ -81,6 +91,30 @@ static int channel_write_and_flush(lua_State *L) {
 static int channel_flush(lua_State *L) { return l_outbound_simple(L, &l_channel_check(L, 1)->pipeline.tail, LP_OP_FLUSH); }
 static int channel_read(lua_State *L) { return l_outbound_simple(L, &l_channel_check(L, 1)->pipeline.tail, LP_OP_READ); }
 static int channel_close(lua_State *L) { return l_outbound_simple(L, &l_channel_check(L, 1)->pipeline.tail, LP_OP_CLOSE); }
+
+// ch:peerCredentials() -> { pid, uid, gid } of the process at the other end
+// of a Unix domain socket (SO_PEERCRED: as it was when the connection was
+// made), or nil and why.
+static int channel_peer_credentials(lua_State *L) {
+  lp_channel *ch = l_channel_check(L, 1);
+  if (ch->local.sa.sa_family != AF_UNIX || ch->fd < 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "peerCredentials: channel #%I is %s", (lua_Integer)ch->id,
+                    ch->fd < 0 ? "not connected" : "not a Unix domain socket");
+    return 2;
+  }
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(ch->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return l_fail(L, -errno, "peerCredentials");
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, cred.pid);
+  lua_setfield(L, -2, "pid");
+  lua_pushinteger(L, cred.uid);
+  lua_setfield(L, -2, "uid");
+  lua_pushinteger(L, cred.gid);
+  lua_setfield(L, -2, "gid");
+  return 1;
+}
 
 static int channel_is_active(lua_State *L) {
   lua_pushboolean(L, lp_channel_is_active(l_channel_check(L, 1)));
@@ -280,6 +314,7 @@ static int channel_get_config(lua_State *L) {
 
 static const luaL_Reg channel_methods[] = {
     {"isActive", channel_is_active},
+    {"peerCredentials", channel_peer_credentials},
     {"isOpen", channel_is_open},
     {"isWritable", channel_is_writable},
     {"bytesBeforeUnwritable", channel_bytes_before_unwritable},

@@ -10,6 +10,7 @@
 static void drop_channel(void *ch) { lp_channel_unref(ch); }
 
 // lupine.connect{ host, port, init = fn, timeout = 5, options = {...}, tls = {...} } -> future of the channel.
+// host "unix:/path" or "unix:@name": a Unix domain socket (no port, no lookup).
 // tls: client options (l_tls.c); the TLS handler goes first, before init runs.
 // The channel is made, init(ch) runs and the channel registers at once; then
 // the connect: a numeric address directly, a name after the loop's resolver
@@ -26,7 +27,8 @@ int l_connect(lua_State *L) {
   // variable), not a request for 127.0.0.1, which omitting host gives.
   if (!*host) return luaL_error(L, "lupine.connect: 'host' is empty (omit it for 127.0.0.1)");
   int port = (int)l_opt_int(L, 1, "port", -1, 1, 65535);
-  if (port < 0) return luaL_error(L, "lupine.connect: 'port' is required");
+  if (port < 0 && !lp_addr_is_unix_text(host)) return luaL_error(L, "lupine.connect: 'port' is required");
+  if (port < 0) port = 0; // a Unix domain socket: "unix:/path" or "unix:@name"
   double timeout = l_opt_number(L, 1, "timeout", 5.0);
   if (!(timeout >= 0 && timeout <= 1e9)) // also NaN
     return luaL_error(L, "lupine.connect: 'timeout' must be seconds from 0 to 1e9 (0: no limit)");

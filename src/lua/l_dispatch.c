@@ -127,6 +127,13 @@ static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
       lp_error_sys(err, ENOMEM, "copying a string");
       return -1;
     }
+  } else if (lua_type(L, idx) == LUA_TUSERDATA) { // a lupine.File for an encoder: its bytes, read now
+    int rc = l_file_to_buf(L, idx, loop->pool, &b, err);
+    if (rc < 0) return -1;
+    if (rc > 0) {
+      unsupported(err, L, idx);
+      return -1;
+    }
   } else {
     unsupported(err, L, idx);
     return -1;
@@ -152,6 +159,9 @@ static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err)
       out->ud = h;
       return 0;
     }
+  } else if (lua_type(L, idx) == LUA_TUSERDATA) { // a lupine.File: the region itself, for sendfile
+    int rc = l_file_to_bytes(L, idx, out, err);
+    if (rc <= 0) return rc;
   }
   if (host_to_buf(loop, m, err) != 0) return -1;
   out->buf = m->u.buf;

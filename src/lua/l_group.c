@@ -334,9 +334,9 @@ static int w_start(lp_worker *w, char *err, size_t errlen) {
   return -1;
 }
 
-static lp_channel *w_accept(lp_worker *w, int fd) {
+static lp_channel *w_accept(lp_worker *w, int fd, const lp_sockaddr *peer) {
   l_worker *lw = w->host;
-  return l_accept(lw->h, fd, &lw->cfg, lw->init_ref);
+  return l_accept(lw->h, fd, peer, &lw->cfg, lw->init_ref);
 }
 
 static void w_stop(lp_worker *w) {
@@ -399,7 +399,7 @@ static bool is_any_address(const lp_sockaddr *a) {
 }
 
 // core.serve{ app, source, name, host, port, workers, backlog, shutdownTimeout,
-// maxConnections, memoryLimit }: serve until shut down (SIGINT/SIGTERM, or the
+// maxConnections, memoryLimit, reusePort, mode }: serve until shut down (SIGINT/SIGTERM, or the
 // loop stopped from inside); raises a one-line error when start-up fails,
 // with nothing left listening.
 int l_serve(lua_State *L) {
@@ -418,9 +418,12 @@ int l_serve(lua_State *L) {
   lua_Integer maxconn = l_opt_int(L, 1, "maxConnections", 0, 0, (lua_Integer)1 << 40);
   lua_Integer memlimit = l_opt_int(L, 1, "memoryLimit", 0, 0, (lua_Integer)1 << 46);
   if (memlimit && memlimit < (1 << 20)) return luaL_error(L, "option 'memoryLimit' must be 0 (none) or at least 1 MiB");
+  bool reuse_port = l_opt_bool(L, 1, "reusePort", false);
   lp_sockaddr addr;
-  if (lp_addr_parse(host, port, &addr) != 0)
-    return luaL_error(L, "lupine: host '%s' is not a numeric IPv4/IPv6 address or localhost", host);
+  l_listen_addr(L, "lupine", host, port, &addr);
+  if (reuse_port && addr.sa.sa_family == AF_UNIX)
+    return luaL_error(L, "lupine: reusePort (--reuseport) does not apply to Unix domain sockets");
+  lp_listen_opts lo = {backlog, false, l_opt_mode(L, 1, "lupine", &addr)};
   const char *source = l_opt_string(L, 1, "source", NULL); // a path or module name: no NUL
   if (l_opt_string(L, 1, "tlsCert", NULL) && !l_opt_string(L, 1, "tlsKey", NULL))
     return luaL_error(L, "lupine: --tls-cert needs --tls-key");
@@ -463,7 +466,7 @@ int l_serve(lua_State *L) {
   s->h = h;
   s->app_idx = app;
   char err[LP_GROUP_ERR_MAX] = "";
-  lp_group_config cfg = {workers, timeout, (uint64_t)maxconn, true};
+  lp_group_config cfg = {workers, timeout, (uint64_t)maxconn, true, reuse_port};
   if (lp_group_init(&s->group, h->loop, &cfg, &worker_ops, s) != 0) {
     lp_group_destroy(&s->group);
     ctx_free(s);
@@ -475,14 +478,16 @@ int l_serve(lua_State *L) {
   lp_sockaddr bound;
   if (lp_group_start(&s->group, err, sizeof err) != 0) {
     rc = -1;
-  } else if ((rc = lp_group_listen(&s->group, &addr, backlog, &bound)) != 0) {
-    char a[80];
+  } else if ((rc = lp_group_listen(&s->group, &addr, &lo, &bound)) != 0) {
+    char a[LP_ADDR_STRLEN];
     lp_error e;
     lp_error_sys(&e, -rc, NULL);
-    snprintf(err, sizeof err, "listen on %s: %s", lp_addr_format(&addr, a, sizeof a), e.message);
+    snprintf(err, sizeof err, "listen on %s%s: %s", lp_addr_format(&addr, a, sizeof a), l_listen_why(rc, &addr),
+             e.message);
   } else {
-    char a[80], how[64];
+    char a[LP_ADDR_STRLEN], how[80];
     if (workers == 0) snprintf(how, sizeof how, "inline: 1 loop");
+    else if (reuse_port) snprintf(how, sizeof how, "%d workers, one Lua state and one listener each", workers);
     // Each worker loads the app into its own Lua state: say so, since globals,
     // upvalues and module tables are per worker (until shared state exists).
     else if (workers == 1) snprintf(how, sizeof how, "1 worker, one Lua state");

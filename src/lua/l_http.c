@@ -161,7 +161,7 @@ static void close_listener(lp_future *f, void *ud) {
 // Write b (the reference moves) toward the head from this handler. close:
 // the connection ends with it (closed once written, or when the write fails).
 // promise: the caller's (may be NULL).
-static void write_buf_p(http_conn *c, lp_buf *b, bool close, lp_future *promise) {
+static void write_msg_p(http_conn *c, lp_msg *m, bool close, lp_future *promise) {
   lp_channel *ch = chan(c);
   bool own = false;
   if (close && !promise && (promise = lp_channel_new_promise(ch)) != NULL) own = true;
@@ -172,12 +172,16 @@ static void write_buf_p(http_conn *c, lp_buf *b, bool close, lp_future *promise)
     own = false;
   }
   bool listened = close && promise;
-  lp_msg m = lp_msg_buf(b);
-  lp_ctx_op(c->ctx, LP_OP_WRITE, &m, promise);
+  lp_ctx_op(c->ctx, LP_OP_WRITE, m, promise);
   if (own) lp_future_unref(promise);
   if (close && !listened) lp_ctx_op(c->ctx, LP_OP_CLOSE, NULL, NULL); // out of memory: close now
   c->dirty = true;
   if (close) c->closing = true;
+}
+
+static void write_buf_p(http_conn *c, lp_buf *b, bool close, lp_future *promise) {
+  lp_msg m = lp_msg_buf(b);
+  write_msg_p(c, &m, close, promise);
 }
 
 static void write_buf(http_conn *c, lp_buf *b, bool close) { write_buf_p(c, b, close, NULL); }
@@ -733,6 +737,7 @@ static const char *body_bytes(lua_State *L, int i, size_t *len, const char *fn) 
   }
   if (lua_type(L, i) == LUA_TSTRING) return lua_tolstring(L, i, len);
   lp_buf *b = l_buffer_test(L, i);
+  if (!b && l_testudata(L, i, &l_key_file)) luaL_error(L, "%s: a lupine.File body goes with res:send only", fn);
   if (!b) luaL_error(L, "%s: the body must be a string or a lupine.Buffer, not a %s", fn, luaL_typename(L, i));
   *len = lp_buf_readable(b);
   return (const char *)lp_buf_rptr(b);
@@ -882,7 +887,12 @@ static int res_send(lua_State *L) {
     bi = 3;
   }
   size_t blen;
-  const char *body = body_bytes(L, bi, &blen, "res:send");
+  // A lupine.File body: the head here, then the region itself (sendfile),
+  // with its length as Content-Length.
+  lua_Integer flen = l_file_length(L, bi);
+  bool file = flen >= 0;
+  const char *body = file ? NULL : body_bytes(L, bi, &blen, "res:send");
+  if (file) blen = (size_t)flen;
   fields fs;
   res_fields(L, r, &fs, lua_isnoneornil(L, bi + 1) ? 0 : bi + 1, "res:send");
   http_conn *c = r->c;
@@ -893,15 +903,28 @@ static int res_send(lua_State *L) {
                            .date = fs.date};
   bool with_body = !r->info.head && !nobody;
   l_entry e;
-  res_enter(L, r, &e);
+  int slot = l_enter(&e, L, c->h, &chan(c)->pipeline, file ? bi : 0); // the File lent when L is a coroutine
   res_done(r, true);
-  int rc = gone(c) ? 0 : emit(c, &resp, with_body ? body : NULL, with_body ? blen : 0, !keep, NULL);
+  int rc = 0;
+  if (gone(c)) {
+  } else if (file && with_body) { // the head, then the file; closing (when not kept) after the file
+    rc = emit(c, &resp, NULL, 0, false, NULL);
+    lp_msg fm = l_host_msg(slot);
+    if (!rc) write_msg_p(c, &fm, !keep, NULL);
+  } else {
+    rc = emit(c, &resp, with_body ? body : NULL, with_body ? blen : 0, !keep, NULL);
+  }
   if (rc != 0) {
     lp_ctx_op(c->ctx, LP_OP_CLOSE, NULL, NULL);
     c->closing = true;
   }
   if (!gone(c)) answered(c, keep);
   l_leave(&e);
+  if (file) { // not handed off (HEAD, 204, 304, the client gone): its descriptor goes now, not at the next GC
+    lua_getfield(L, bi, "close");
+    lua_pushvalue(L, bi);
+    lua_call(L, 1, 0);
+  }
   lua_settop(L, 1);
   return 1;
 }

@@ -563,6 +563,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_process_open(L);  // _spawn, _wait, _kill: lupine.test.spawn
   l_resolver_open(L); // resolve, setResolver
   l_idle_open(L);     // _handler: native handler factories (lua/lupine/handler.lua)
+  l_file_open(L);     // file: regions of files to send (sendfile)
   l_blocking_open(L); // blocking: jobs on the pool of threads (l_blocking.c)
   l_ws_open(L);       // _ws: WebSocket framing (lua/lupine/ws.lua)
   l_tls_open(L);      // tls: server, client, info, handshake; ch:tls()

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -29,13 +30,16 @@ int l_call_init(lua_State *L) {
   return 0;
 }
 
-lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref) {
+lp_channel *l_accept(l_host *h, int fd, const lp_sockaddr *peer, const lp_channel_config *cfg, int init_ref) {
   lp_channel *ch = lp_channel_new(h->loop, &lp_socket_transport, fd, cfg);
   if (!ch) {
     lp_log(LP_LOG_ERROR, 0, "out of memory for a new channel: connection closed");
     close(fd);
     return NULL;
   }
+  // accept()'s answer, not getpeername()'s: a peer that reset at once has no
+  // address any more by the time the channel is made (a worker's task later).
+  if (peer && peer->sa.sa_family) ch->remote = *peer;
   int rc = lp_channel_apply_socket_options(ch);
   if (rc) lp_log(LP_LOG_DEBUG, ch->id, "socket options: %s", strerror(-rc));
   if (h->closing) {
@@ -59,9 +63,54 @@ lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_r
   return ch;
 }
 
-static void server_on_accept(lp_server *s, int fd) {
+static void server_on_accept(lp_server *s, int fd, const lp_sockaddr *peer) {
   l_server *ls = lp_container_of(s, l_server, s);
-  l_accept(ls->h, fd, &ls->child, ls->init_ref);
+  l_accept(ls->h, fd, peer, &ls->child, ls->init_ref);
+}
+
+void l_listen_addr(lua_State *L, const char *who, const char *host, int port, lp_sockaddr *addr) {
+  int rc = lp_addr_parse(host, port, addr);
+  if (rc == -ENAMETOOLONG)
+    luaL_error(L, "%s: the socket path in '%s' is too long (at most %d bytes)", who, host, (int)LP_UNIX_PATH_MAX);
+  else if (rc && lp_addr_is_unix_text(host))
+    luaL_error(L, "%s: host '%s' needs a path or a name after unix: (unix:/path or unix:@name)", who, host);
+  else if (rc)
+    luaL_error(L, "%s: host '%s' is not a numeric IPv4/IPv6 address or localhost", who, host);
+}
+
+int l_opt_mode(lua_State *L, int t, const char *who, const lp_sockaddr *addr) {
+  int ty = lua_getfield(L, t, "mode");
+  long mode = -1;
+  if (ty == LUA_TSTRING) {
+    const char *s = lua_tostring(L, -1);
+    char *end;
+    mode = *s >= '0' && *s <= '7' ? strtol(s, &end, 8) : -1;
+    if (mode < 0 || *end || mode > 0777) mode = -2;
+  } else if (ty == LUA_TNUMBER) {
+    int isint;
+    mode = (long)lua_tointegerx(L, -1, &isint);
+    if (!isint || mode < 0 || mode > 0777) mode = -2;
+  } else if (ty != LUA_TNIL) {
+    mode = -2;
+  }
+  lua_pop(L, 1);
+  if (mode == -2) luaL_error(L, "%s: option 'mode' must be an octal string such as \"0660\" (or an integer up to 0777)", who);
+  if (mode >= 0 && (addr->sa.sa_family != AF_UNIX || !addr->un.sun_path[0]))
+    luaL_error(L, "%s: option 'mode' applies to Unix socket files (host = \"unix:/path\") only", who);
+  return (int)mode;
+}
+
+const char *l_listen_why(int rc, const lp_sockaddr *addr) {
+  if (addr->sa.sa_family != AF_UNIX) return "";
+  if (rc == -EADDRINUSE) return " (a server is listening on it)";
+  if (rc == -EEXIST) return " (a file that is not a socket is in the way)";
+  return "";
+}
+
+int l_fail_listen(lua_State *L, int rc, const lp_sockaddr *addr) {
+  char a[LP_ADDR_STRLEN];
+  lua_pushfstring(L, "listen on %s%s", lp_addr_format(addr, a, sizeof a), l_listen_why(rc, addr));
+  return l_fail(L, rc, lua_tostring(L, -1));
 }
 
 static l_server *check_server(lua_State *L) { return l_checkudata(L, 1, &l_key_server, "lupine.Server"); }
@@ -75,7 +124,9 @@ static void server_release(lua_State *L, l_server *ls) {
   ls->init_ref = ls->self_ref = LUA_NOREF;
 }
 
-// lupine.server{ host = "127.0.0.1", port = 0, init = fn, backlog = 511, reusePort = false, options = {...} }
+// lupine.server{ host = "127.0.0.1", port = 0, init = fn, backlog = 511, reusePort = false, mode = nil, options = {...} }
+// host "unix:/path" or "unix:@name": a Unix domain socket (socket.c: a stale
+// file is replaced, a live one refused); mode: the socket file's permissions.
 int l_server_new(lua_State *L) {
   l_checktype(L, 1, LUA_TTABLE);
   l_host *h = l_host_get(L);
@@ -90,18 +141,16 @@ int l_server_new(lua_State *L) {
   if (lua_getfield(L, 1, "options") != LUA_TNIL) l_channel_config_read(L, -1, &cfg);
   lua_pop(L, 1);
   lp_sockaddr addr;
-  if (lp_addr_parse(host, port, &addr) != 0)
-    return luaL_error(L, "lupine.server: host '%s' is not a numeric IPv4/IPv6 address or localhost", host);
+  l_listen_addr(L, "lupine.server", host, port, &addr);
+  if (reuse_port && addr.sa.sa_family == AF_UNIX)
+    return luaL_error(L, "lupine.server: reusePort does not apply to Unix domain sockets");
+  lp_listen_opts lo = {backlog, reuse_port, l_opt_mode(L, 1, "lupine.server", &addr)};
   l_server *ls = l_newudata(L, sizeof *ls, 0, &l_key_server);
   ls->s.fd = ls->s.spare_fd = -1;
   ls->s.closed = true;
   ls->init_ref = ls->self_ref = LUA_NOREF;
-  int rc = lp_server_open(&ls->s, h->loop, &addr, backlog, reuse_port, server_on_accept, NULL);
-  if (rc) {
-    char a[80];
-    lua_pushfstring(L, "listen on %s", lp_addr_format(&addr, a, sizeof a));
-    return l_fail(L, rc, lua_tostring(L, -1));
-  }
+  int rc = lp_server_open(&ls->s, h->loop, &addr, &lo, server_on_accept, NULL);
+  if (rc) return l_fail_listen(L, rc, &addr);
   ls->h = h;
   ls->child = cfg;
   lua_pushvalue(L, init);
@@ -143,6 +192,7 @@ static int server_index(lua_State *L) {
   if (strcmp(k, "localAddress") == 0) return l_push_addr(L, &ls->s.addr, 0);
   if (strcmp(k, "host") == 0) return l_push_addr(L, &ls->s.addr, 1);
   if (strcmp(k, "port") == 0) return l_push_addr(L, &ls->s.addr, 2);
+  if (strcmp(k, "path") == 0 && ls->s.addr.sa.sa_family == AF_UNIX) return l_push_addr(L, &ls->s.addr, 3);
   if (strcmp(k, "accepted") == 0) {
     lua_pushinteger(L, (lua_Integer)ls->s.accepted);
     return 1;
@@ -161,7 +211,7 @@ static int server_index(lua_State *L) {
 
 static int server_tostring(lua_State *L) {
   l_server *ls = check_server(L);
-  char a[80];
+  char a[LP_ADDR_STRLEN];
   lua_pushfstring(L, "lupine.Server(%s%s)", ls->h ? lp_addr_format(&ls->s.addr, a, sizeof a) : "?",
                   ls->s.closed ? ", closed" : "");
   return 1;

@@ -250,7 +250,24 @@ int l_call_init(lua_State *L);
 // referenced by init_ref) and register it; an init that raises closes only
 // that channel, with a log line.
 // Returns the channel (borrowed), or NULL when it was closed at once.
-lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_ref);
+lp_channel *l_accept(l_host *h, int fd, const lp_sockaddr *peer, const lp_channel_config *cfg, int init_ref);
+// l_file.c: lupine.File. For the value at idx: 1 when it is no File; else
+// the region handed off (0) into out, or its bytes read into *out (to_buf),
+// or -1 with err set (used after hand-off, a read error, FileTooShort).
+extern const char l_key_file;
+int l_file_to_bytes(lua_State *L, int idx, lp_bytes *out, lp_error *err);
+int l_file_to_buf(lua_State *L, int idx, lp_pool *pool, lp_buf **out, lp_error *err);
+// The region's length when idx is a lupine.File (raises when it was handed off or closed), else -1.
+lua_Integer l_file_length(lua_State *L, int idx);
+void l_file_open(lua_State *L); // the metatable, and lupine.file in the library table on top
+// host (and port) to a listening address; raises "<who>: host 'x' ..." when it is none.
+void l_listen_addr(lua_State *L, const char *who, const char *host, int port, lp_sockaddr *addr);
+// Table t's 'mode' ("0660" or an integer): a Unix socket file's permissions, -1 absent; raises when bad.
+int l_opt_mode(lua_State *L, int t, const char *who, const lp_sockaddr *addr);
+// " (a server is listening on it)" for a live Unix socket (EADDRINUSE), ... or "".
+const char *l_listen_why(int rc, const lp_sockaddr *addr);
+// nil, "listen on <addr>[ (why)]: EADDRINUSE: ...", kind.
+int l_fail_listen(lua_State *L, int rc, const lp_sockaddr *addr);
 
 // ---- l_group.c -------------------------------------------------------------------
 int l_serve(lua_State *L);                      // lupine.core.serve{...}: a group of loops
