@@ -126,7 +126,7 @@ static void test_connect_by_name_falls_back(void) {
   RUN_UNTIL(loop, lp_future_done(f), 5);
   CHECK(lp_future_ok(f));
   char r[64];
-  CHECK(strcmp(lp_addr_format(&ch->remote, r, sizeof r), lp_addr_format(&addrs[2], r + 32, 32)) == 0);
+  CHECK(strcmp(lp_chaddr_format(&ch->remote, r, sizeof r), lp_addr_format(&addrs[2], r + 32, 32)) == 0);
   lp_future_unref(f);
   lp_channel_close_now(ch);
   close(lfd);

@@ -104,8 +104,11 @@ static void run_handler(lp_loop *loop, bool optional, const char *in, size_t n, 
                         char *out, size_t outlen) {
   lp_channel *ch = lp_channel_new(loop, &fake_transport, -1, NULL);
   ch->flags |= LP_CH_CONNECTED;
-  lp_addr_parse("127.0.0.1", 40000, &ch->remote); // the balancer's connection
-  lp_addr_parse("127.0.0.1", 9001, &ch->local);
+  lp_sockaddr a;
+  lp_addr_parse("127.0.0.1", 40000, &a); // the balancer's connection
+  lp_chaddr_set(&ch->remote, &a);
+  lp_addr_parse("127.0.0.1", 9001, &a);
+  lp_chaddr_set(&ch->local, &a);
   lp_channel_register(ch);
   lp_pipeline_add(&ch->pipeline, LP_ADD_LAST, NULL, lp_proxy_ctx_new(&ch->pipeline, "proxy", optional));
   trace[0] = 0;
@@ -119,8 +122,8 @@ static void run_handler(lp_loop *loop, bool optional, const char *in, size_t n, 
     lp_channel_fire(ch, LP_EV_READ_COMPLETE, NULL);
   }
   char r[80], l[80];
-  snprintf(out, outlen, "%s remote=%s local=%s%s", trace, lp_addr_format(&ch->remote, r, sizeof r),
-           lp_addr_format(&ch->local, l, sizeof l), ch->pipeline.count ? " (still there)" : "");
+  snprintf(out, outlen, "%s remote=%s local=%s%s", trace, lp_chaddr_format(&ch->remote, r, sizeof r),
+           lp_chaddr_format(&ch->local, l, sizeof l), ch->pipeline.count ? " (still there)" : "");
   if (!(ch->flags & LP_CH_CLOSED)) lp_channel_close_now(ch);
   lp_loop_run_tasks(loop);
 }

@@ -59,8 +59,8 @@ static int proxy_step(lp_decoder *d, lp_buf *in, bool last, lp_error *err) {
     in->rd += h.length;
     lp_channel *ch = lp_ctx_channel(d->ctx);
     if (h.has_addresses) {
-      ch->remote = h.source;
-      ch->local = h.destination;
+      lp_chaddr_set(&ch->remote, &h.source);
+      lp_chaddr_set(&ch->local, &h.destination);
     }
     fire_event(d, &h);
     finish(pd);

@@ -79,8 +79,9 @@ lp_channel *lp_channel_new(lp_loop *loop, const lp_transport *transport, int fd,
   ev_io_init(&ch->write_watcher, on_writable, fd, EV_WRITE);
   if (fd >= 0) {
     ch->flags |= LP_CH_CONNECTED;
-    lp_sock_local(fd, &ch->local);
-    lp_sock_peer(fd, &ch->remote);
+    lp_sockaddr a;
+    if (lp_sock_local(fd, &a) == 0) lp_chaddr_set(&ch->local, &a);
+    if (lp_sock_peer(fd, &a) == 0) lp_chaddr_set(&ch->remote, &a);
   }
   return ch;
 }
@@ -91,6 +92,8 @@ void lp_channel_unref(lp_channel *ch) {
   if (ch->close_future) lp_future_unref(ch->close_future);
   drain_stop(ch);
   if (ch->fd >= 0) close(ch->fd); // never registered
+  lp_chaddr_free(&ch->local);
+  lp_chaddr_free(&ch->remote);
   free(ch);
 }
 
@@ -98,7 +101,7 @@ int lp_channel_apply_socket_options(lp_channel *ch) {
   const lp_channel_config *c = &ch->config;
   int fd = ch->fd, rc = 0;
   if (fd < 0) return 0;
-  if (ch->local.sa.sa_family == AF_INET || ch->local.sa.sa_family == AF_INET6)
+  if (lp_chaddr_family(&ch->local) == AF_INET || lp_chaddr_family(&ch->local) == AF_INET6)
     rc = lp_sock_set_int(fd, IPPROTO_TCP, TCP_NODELAY, c->tcp_nodelay);
   if (!rc && c->keepalive) rc = lp_sock_set_int(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
   if (!rc && c->rcvbuf > 0) rc = lp_sock_set_int(fd, SOL_SOCKET, SO_RCVBUF, c->rcvbuf);
@@ -687,8 +690,8 @@ void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
     snprintf(out, outlen, "%s", ch->transport->kind);
     return;
   }
-  lp_addr_format(&ch->local, l, sizeof l);
-  lp_addr_format(&ch->remote, r, sizeof r);
+  lp_chaddr_format(&ch->local, l, sizeof l);
+  lp_chaddr_format(&ch->remote, r, sizeof r);
   snprintf(out, outlen, "%s <- %s", l, r);
 }
 

@@ -82,7 +82,7 @@ struct lp_channel {
   lp_outbound out;
   lp_pipeline pipeline;
   lp_future *close_future; // created on first request or at close
-  lp_sockaddr local, remote;
+  lp_chaddr local, remote; // lp_chaddr_get for an lp_sockaddr; freed with the channel
   lp_channel_config config;
   lp_list link;            // in loop->channels while open
   lp_task teardown;

@@ -60,14 +60,15 @@ static void connect_done(lp_channel *ch, int err, int code) {
   if (err || code) {
     lp_error e;
     char addr[LP_ADDR_STRLEN];
-    lp_addr_format(&ch->remote, addr, sizeof addr);
+    lp_chaddr_format(&ch->remote, addr, sizeof addr);
     if (code) lp_error_named(&e, code, "connect to %s timed out after %g s", addr, cs ? cs->timeout : 0.);
     else lp_error_sys(&e, err, "connect");
     if (!code) snprintf(e.message, sizeof e.message, "%s: %s (connect to %s)", e.kind, strerror(err), addr);
     lp_channel_close_now(ch);
     if (promise) lp_future_fail(promise, &e);
   } else {
-    lp_sock_local(ch->fd, &ch->local);
+    lp_sockaddr a;
+    if (lp_sock_local(ch->fd, &a) == 0) lp_chaddr_set(&ch->local, &a);
     lp_channel_apply_socket_options(ch);
     if (promise) lp_future_succeed(promise);
     lp_channel_activate(ch);
@@ -90,7 +91,7 @@ static void on_connect_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
 static void attempt(lp_channel *ch, const lp_sockaddr *addr) {
   connect_state *cs = ch->kind_state;
   for (;;) {
-    ch->remote = *addr;
+    lp_chaddr_set(&ch->remote, addr);
     int fd = -1;
     int rc = lp_sock_connect_start(addr, &fd);
     if (rc == 0 || rc == -EINPROGRESS) {

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -188,6 +189,46 @@ int lp_sock_error(int fd) {
   socklen_t len = sizeof err;
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
   return -err;
+}
+
+void lp_chaddr_free(lp_chaddr *d) {
+  if (d->sa.sa_family == AF_UNIX) free(d->un.path);
+  memset(d, 0, sizeof *d);
+}
+
+void lp_chaddr_set(lp_chaddr *d, const lp_sockaddr *a) {
+  lp_chaddr_free(d);
+  switch (a->sa.sa_family) {
+  case AF_INET: d->in4 = a->in4; break;
+  case AF_INET6: d->in6 = a->in6; break;
+  case AF_UNIX:
+    d->un.family = AF_UNIX;
+    if (a->un.sun_path[0] || a->un.sun_path[1]) { // named (a path, or an abstract name)
+      d->un.path = malloc(sizeof a->un);
+      if (d->un.path) memcpy(d->un.path, &a->un, sizeof a->un);
+    }
+    break;
+  default: break; // no address
+  }
+}
+
+void lp_chaddr_get(const lp_chaddr *d, lp_sockaddr *out) {
+  memset(out, 0, sizeof *out);
+  switch (d->sa.sa_family) {
+  case AF_INET: out->in4 = d->in4; break;
+  case AF_INET6: out->in6 = d->in6; break;
+  case AF_UNIX:
+    if (d->un.path) out->un = *d->un.path;
+    else out->un.sun_family = AF_UNIX;
+    break;
+  default: break;
+  }
+}
+
+const char *lp_chaddr_format(const lp_chaddr *d, char *out, size_t outlen) {
+  lp_sockaddr a;
+  lp_chaddr_get(d, &a);
+  return lp_addr_format(&a, out, outlen);
 }
 
 int lp_sock_local(int fd, lp_sockaddr *out) {

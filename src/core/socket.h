@@ -41,6 +41,26 @@ const char *lp_addr_host(const lp_sockaddr *a, char *out, size_t outlen);
 // (an unnamed peer); returns out.
 const char *lp_addr_format(const lp_sockaddr *a, char *out, size_t outlen);
 
+// A channel's address, kept small (every channel holds two): an IP address in
+// place; a Unix domain address, rarer and 110 bytes, out of line in a copy the
+// lp_chaddr owns (NULL for an unnamed peer, or when the copy could not be made:
+// it prints as "unix:"). Zeroed: no address (family 0).
+typedef union lp_chaddr {
+  struct sockaddr sa;
+  struct sockaddr_in in4;
+  struct sockaddr_in6 in6;
+  struct {
+    sa_family_t family; // AF_UNIX
+    struct sockaddr_un *path;
+  } un;
+} lp_chaddr;
+
+void lp_chaddr_set(lp_chaddr *d, const lp_sockaddr *a); // replaces (and frees) what d held
+void lp_chaddr_get(const lp_chaddr *d, lp_sockaddr *out);
+void lp_chaddr_free(lp_chaddr *d);
+const char *lp_chaddr_format(const lp_chaddr *d, char *out, size_t outlen); // as lp_addr_format
+static inline sa_family_t lp_chaddr_family(const lp_chaddr *d) { return d->sa.sa_family; }
+
 // How to listen. mode: a Unix socket file's permissions (chmod before
 // listen(), so no connection is taken under the umask's), -1: leave them.
 typedef struct lp_listen_opts {

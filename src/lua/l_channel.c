@@ -67,6 +67,12 @@ static int channel_tostring(lua_State *L) {
 // what: 0 the address ("127.0.0.1:5000", "unix:/path"), 1 the host (for a
 // Unix socket the address too, so that it can be connected to), 2 the port
 // (none for Unix sockets), 3 a Unix socket's path ("/path", "@name").
+int l_push_chaddr(lua_State *L, const lp_chaddr *c, int what) {
+  lp_sockaddr a;
+  lp_chaddr_get(c, &a);
+  return l_push_addr(L, &a, what);
+}
+
 int l_push_addr(lua_State *L, const lp_sockaddr *a, int what) {
   char s[LP_ADDR_STRLEN];
   if (a->sa.sa_family == AF_UNIX) {
@@ -97,7 +103,7 @@ static int channel_close(lua_State *L) { return l_outbound_simple(L, &l_channel_
 // made), or nil and why.
 static int channel_peer_credentials(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
-  if (ch->local.sa.sa_family != AF_UNIX || ch->fd < 0) {
+  if (lp_chaddr_family(&ch->local) != AF_UNIX || ch->fd < 0) {
     lua_pushnil(L);
     lua_pushfstring(L, "peerCredentials: channel #%I is %s", (lua_Integer)ch->id,
                     ch->fd < 0 ? "not connected" : "not a Unix domain socket");
@@ -188,9 +194,9 @@ static int channel_index(lua_State *L) {
     }
     break;
   case 'l':
-    if (strcmp(k, "localAddress") == 0) return l_push_addr(L, &ch->local, 0);
-    if (strcmp(k, "localHost") == 0) return l_push_addr(L, &ch->local, 1);
-    if (strcmp(k, "localPort") == 0) return l_push_addr(L, &ch->local, 2);
+    if (strcmp(k, "localAddress") == 0) return l_push_chaddr(L, &ch->local, 0);
+    if (strcmp(k, "localHost") == 0) return l_push_chaddr(L, &ch->local, 1);
+    if (strcmp(k, "localPort") == 0) return l_push_chaddr(L, &ch->local, 2);
     break;
   case 'p':
     if (strcmp(k, "pipeline") == 0) {
@@ -199,9 +205,9 @@ static int channel_index(lua_State *L) {
     }
     break;
   case 'r':
-    if (strcmp(k, "remoteAddress") == 0) return l_push_addr(L, &ch->remote, 0);
-    if (strcmp(k, "remoteHost") == 0) return l_push_addr(L, &ch->remote, 1);
-    if (strcmp(k, "remotePort") == 0) return l_push_addr(L, &ch->remote, 2);
+    if (strcmp(k, "remoteAddress") == 0) return l_push_chaddr(L, &ch->remote, 0);
+    if (strcmp(k, "remoteHost") == 0) return l_push_chaddr(L, &ch->remote, 1);
+    if (strcmp(k, "remotePort") == 0) return l_push_chaddr(L, &ch->remote, 2);
     break;
   case 'w':
     if (strcmp(k, "worker") == 0) {

@@ -39,7 +39,7 @@ lp_channel *l_accept(l_host *h, int fd, const lp_sockaddr *peer, const lp_channe
   }
   // accept()'s answer, not getpeername()'s: a peer that reset at once has no
   // address any more by the time the channel is made (a worker's task later).
-  if (peer && peer->sa.sa_family) ch->remote = *peer;
+  if (peer && peer->sa.sa_family) lp_chaddr_set(&ch->remote, peer);
   int rc = lp_channel_apply_socket_options(ch);
   if (rc) lp_log(LP_LOG_DEBUG, ch->id, "socket options: %s", strerror(-rc));
   if (h->closing) {

@@ -239,6 +239,7 @@ lp_channel *l_channel_check(lua_State *L, int i);
 void l_channel_teardown(lp_channel *ch); // host hook: drop the strong handle
 // Push an address (what: 0 "host:port", 1 host, 2 port); nothing for a non-IP family. Returns the count.
 int l_push_addr(lua_State *L, const lp_sockaddr *a, int what);
+int l_push_chaddr(lua_State *L, const lp_chaddr *a, int what); // a channel's address, as l_push_addr
 
 // ---- l_server.c, l_connect.c ------------------------------------------------------
 void l_server_open(lua_State *L);
