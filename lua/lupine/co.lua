@@ -286,7 +286,7 @@ local function wake_side(self, side, why)
     if rec then
       if rec.parked then
         rec.parked = false
-        return settle(rec.co, rec, resume(rec.co, why))
+        return settle(rec.co, rec, resume(rec.co, nil, why))
       end
       return
     end
@@ -341,7 +341,10 @@ local Tail = { name = "co.socket" }
 
 function Tail.handlerAdded(_, ctx)
   local s = adding
-  if s then rawset(ctx, "_socket", s) end
+  if s then
+    rawset(ctx, "_socket", s)
+    s.cx = ctx -- for core._coParkAny
+  end
 end
 
 function Tail.channelActive(_, ctx)
@@ -354,15 +357,13 @@ function Tail.channelRead(_, ctx, msg)
   local s = ctx._socket
   if not s then return end
   -- A receiveAny parked on an empty queue (s.rany is its coroutine's record
-  -- while it is parked there): hand the data over.
+  -- while it is parked there): hand the message over. (Bytes mostly do not
+  -- come here: l_co.c resumes the coroutine with them.)
   local rec = s.rany
   if rec and rec.parked and s.qt == 0 then
     rec.parked = false
     local c = rec.co
-    if rec.future then return settle(c, rec, resume(c, "data", msg)) end
-    local ok, err = resume(c, "data", msg) -- no future: what it returns is not kept
-    if ok and rec.parked then return end
-    return settle(c, rec, ok, err)
+    return settle(c, rec, resume(c, nil, "data", msg))
   end
   local t = s.qt + 1
   s.qt = t
@@ -419,6 +420,15 @@ end
 
 co._Tail = Tail
 
+-- What l_co.c's fast path does not finish itself after resuming a coroutine
+-- (it ended, raised, or waits elsewhere) it leaves to settle; and the value
+-- core._coParkAny yields (a park in one of our waits).
+local park_any = core._coParkAny
+core._coSetup(Tail, function(c, ok, ...)
+  local rec = recs[c]
+  if rec then return settle(c, rec, ok, ...) end
+end)
+
 local function opt_seconds(v, what, level)
   if v == nil or v == false then return nil end
   check_seconds(v, what, level + 1)
@@ -463,20 +473,18 @@ function co._newSocket(opts, what, level)
   return s
 end
 
--- Put the socket's handler at the end of ch's pipeline.
-local strings -- the native handler that makes inbound Buffers strings (l_co.c)
+-- Put the socket's handler at the end of ch's pipeline (its context gets
+-- l_co.c's operations: Buffers arrive as strings).
 local ch_is_writable, ch_write_and_flush -- lupine.Channel's methods, without its __index
 
 function co._attach(s, ch)
   s.ch = ch
-  if not strings then
-    strings = core._stringFrames()
+  if not ch_is_writable then
     ch_is_writable, ch_write_and_flush = ch.isWritable, ch.writeAndFlush
   end
   adding = s
   local p = ch.pipeline
-  local ok, err = pcall(p.addLast, p, "co.strings", strings)
-  if ok then ok, err = pcall(p.addLast, p, "co.socket", Tail) end
+  local ok, err = pcall(p.addLast, p, "co.socket", Tail)
   adding = nil
   if not ok then error(err, 0) end
   if not ch:isOpen() then mark_closed(s) end
@@ -762,10 +770,12 @@ local function any_slow(self, maxn, timeout)
   end, timeout)
 end
 
--- After the fast path's wait: what it was given is not a whole string, or it
--- was woken for another reason (closed, an error queued, the timeout).
-local function any_after(self, why, msg, timeout)
+-- After the fast path's wait: what it was given is not a whole string (data:
+-- bytes longer than maxn), or it was woken for another reason (closed, an
+-- error queued, the timeout, a message that is not bytes).
+local function any_after(self, data, why, msg, timeout)
   local maxn = self.anyMax
+  if data then why, msg = "data", data end
   if why == "data" then
     if type(msg) == "string" then -- longer than maxn: keep the rest
       if not self.q then self.q = {} end
@@ -784,19 +794,22 @@ end
 
 -- receiveAny's wait (tail-called: its frame replaces receiveAny's, so an
 -- idle handle coroutine's stack stays within the 40 slots Lua starts every
--- coroutine with, instead of doubling).
+-- coroutine with, instead of doubling). Parked in core._coParkAny: the read
+-- resumes it with the bytes as a string (l_co.c), co.lua's wakers with nil,
+-- why (and a message).
 local function any_wait(self, rec, timeout)
-  rec.parked = begin(rec)
+  waits = waits + 1
+  rec.parked = waits
   self.rany = rec
-  local why, msg = yield()
-  self.rany = false
-  if why == "data" and type(msg) == "string" and #msg <= self.anyMax then return msg end
-  return any_after(self, why, msg, timeout)
+  local data, why, msg = park_any(self.cx)
+  self.rany, rec.parked = false, false
+  if data and #data <= self.anyMax then return data end
+  return any_after(self, data, why, msg, timeout)
 end
 
 -- receiveAny(max [, timeout]): whatever bytes are there (at most max), as
--- soon as any are. The fast path parks on the empty queue, and channelRead
--- hands the data straight over.
+-- soon as any are. The fast path parks on the empty queue, and the read
+-- hands the bytes straight over.
 function Socket:receiveAny(maxn, timeout)
   if maxn ~= self.anyMax then check_any(self, maxn) end
   if self.st == 0 and self.qt == 0 and not self.rany then

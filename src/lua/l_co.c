@@ -1,9 +1,8 @@
 // l_co.c: the little native help lua/lupine/co.lua (coroutines) needs: a
 // failed future that nobody observed reported through a Lua function (the
-// core's unobserved hook), log lines with a channel id, and the native handler
-// in front of a socket that turns byte buffers into Lua strings on the way in
-// (what a socket returns is strings, and a string made from the read buffer
-// by the dispatch costs less than a Buffer box and readString/release).
+// core's unobserved hook), log lines with a channel id, and the socket
+// handler's operations (inbound Buffers as strings, and the fast path that
+// resumes a coroutine parked in receiveAny straight from the read).
 //
 // Ownership: _onUnobserved's record (host, registry reference to the function)
 // belongs to the future's hook: the core calls drop() exactly once, after the
@@ -69,30 +68,150 @@ static int log_channel(lua_State *L) {
   return 0;
 }
 
-// ---- co.strings: Buffers become strings ------------------------------------------------
+// ---- the socket's handler: strings in, and a parked receiveAny resumed from here ----------
+//
+// The socket's handler (co.lua's Tail) gets its own operations: a Lua handler
+// whose inbound Buffers arrive as strings (what a socket returns is strings,
+// and one made from the read buffer by the dispatch costs less than a Buffer
+// box and readString/release), and whose read goes straight to a coroutine
+// parked in receiveAny: receiveAny's fast path parks in _coParkAny, which
+// keeps the coroutine in the context (state, a lua_State*), and the next
+// Buffer resumes it with the string at once: no handler call, no Lua
+// channelRead, no coroutine.resume in between.
+//
+// Invariants: ctx->state is the coroutine parked in _coParkAny on this
+// context, or NULL; while it is set, the context table's [2] holds that
+// thread (so the pointer stays valid while the context is linked, and its
+// removal clears state). Whatever resumes the coroutine (this fast path or
+// co.lua's wakers) runs parked_resumed first, which clears both.
 
-// A Buffer passing inbound is marked LP_MSGF_STRING: the Lua handler after it
-// (the socket's) receives it as a string, and the buffer goes back to the pool.
-static void strings_inbound(lp_ctx *c, int ev, lp_msg *m) {
-  if (m && m->kind == LP_MSG_BUF) m->flags |= LP_MSGF_STRING;
-  lp_ctx_fire(c, ev, m);
+static const char parked_mark; // what _coParkAny yields: "parked in a lupine wait"
+static const char key_tail, key_settle; // registry: co.lua's Tail table and settle function
+
+static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->loop->host; }
+
+// Under pcall on the main thread: [1] the coroutine, [2] the message (a
+// Buffer). Resumes the coroutine with the bytes as a string; what is not a
+// new park in _coParkAny (an end, an error, another wait) goes to co.lua's
+// settle(co, ok, ...).
+static int deliver_protected(lua_State *L) {
+  lua_State *co = lua_touserdata(L, 1);
+  lp_msg *m = lua_touserdata(L, 2);
+  lp_buf *b = m->u.buf;
+  lua_pushlstring(L, (const char *)lp_buf_rptr(b), lp_buf_readable(b)); // may raise: m still owns b
+  m->kind = LP_MSG_NONE;
+  lp_buf_unref(b);
+  lua_xmove(L, co, 1);
+  int nres;
+  int st = lua_resume(co, L, 1, &nres);
+  if (st == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &parked_mark) {
+    lua_pop(co, 1); // parked again: the common case
+    return 0;
+  }
+  if (st != LUA_OK && st != LUA_YIELD) nres = 1; // the error object
+  if (!lua_checkstack(L, nres + 3) || !lua_checkstack(co, 1)) {
+    lua_pop(co, nres);
+    return luaL_error(L, "lupine: stack overflow settling a coroutine");
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_settle);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_pushboolean(L, st == LUA_OK || st == LUA_YIELD);
+  lua_xmove(co, L, nres);
+  lua_call(L, nres + 2, 0);
+  return 0;
 }
 
-static const lp_handler_ops strings_ops = {"strings", LP_MASK(LP_EV_READ), NULL, NULL, strings_inbound, NULL, NULL};
-
-static lp_ctx *make_strings(l_native *self, lp_pipeline *p, const char *name, lua_State *L) {
-  LP_UNUSED(self), LP_UNUSED(L);
-  return lp_ctx_new(p, &strings_ops, NULL, name);
+// The fast path: true when m went to the coroutine parked on c.
+static bool deliver(lp_ctx *c, lp_msg *m) {
+  lua_State *co = c->state;
+  c->state = NULL;
+  l_host *h = host_of(c);
+  lua_State *L = h->L;
+  // A coroutine closed while parked (co._abandon) is not resumed: the Lua path decides.
+  if (h->closing || lua_status(co) != LUA_YIELD || !lua_checkstack(L, 4) || !lua_checkstack(co, 2)) return false;
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, l_traceback);
+  lua_pushcfunction(L, deliver_protected);
+  lua_pushlightuserdata(L, co);
+  lua_pushlightuserdata(L, m);
+  if (lua_pcall(L, 2, 0, top + 1) != LUA_OK) {
+    char text[1024];
+    lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "resuming a coroutine raised: %s",
+           l_describe_error(L, -1, text, sizeof text));
+  }
+  lua_settop(L, top);
+  return m->kind == LP_MSG_NONE; // not taken (out of memory): the Lua path gets it
 }
 
-// core._stringFrames(): the factory (one is enough for every pipeline).
-static int string_frames(lua_State *L) {
-  l_native *n = l_native_new(L, sizeof *n, "strings");
-  n->make = make_strings;
+static void tail_inbound(lp_ctx *c, int ev, lp_msg *m) {
+  if (ev == LP_EV_READ && m && m->kind == LP_MSG_BUF) {
+    m->flags |= LP_MSGF_STRING;
+    if (c->state && deliver(c, m)) return;
+  }
+  l_lua_handler_ops.inbound(c, ev, m);
+}
+
+static void tail_removed(lp_ctx *c) {
+  c->state = NULL; // the context table (and its hold on the thread) may go now
+  l_lua_handler_ops.removed(c);
+}
+
+static void tail_added(lp_ctx *c) { l_lua_handler_ops.added(c); }
+
+static void tail_outbound(lp_ctx *c, int op, lp_msg *m, lp_future *promise) {
+  l_lua_handler_ops.outbound(c, op, m, promise);
+}
+
+const lp_handler_ops l_co_tail_ops = {"handler", 0, tail_added, tail_removed, tail_inbound, tail_outbound, NULL};
+
+const lp_handler_ops *l_handler_ops_for(lua_State *L, int hi) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_tail);
+  bool tail = lua_rawequal(L, -1, hi);
+  lua_pop(L, 1);
+  return tail ? &l_co_tail_ops : &l_lua_handler_ops;
+}
+
+// The coroutine was resumed (by deliver or by co.lua): it is not parked here any more.
+static int parked_resumed(lua_State *L, int status, lua_KContext k) {
+  LP_UNUSED(status);
+  lp_ctx *c = (lp_ctx *)k; // alive: the context table in [1] holds it
+  if (c->state == L) c->state = NULL;
+  lua_pushnil(L);
+  lua_rawseti(L, 1, 2);
+  return lua_gettop(L) - 1; // what the resumer gave
+}
+
+// core._coParkAny(ctx): in a coroutine, park it on the socket's context
+// (ctx: its table) until the next Buffer reaches the context (resumed with
+// it as a string: data) or co.lua wakes it (with nil, why, msg). Returns
+// what the resumer gave.
+static int park_any(lua_State *L) {
+  lp_ctx *c = l_context_test(L, 1);
+  if (!c || c->ops != &l_co_tail_ops || c->removed) return luaL_error(L, "receiveAny: the socket's handler is not in a pipeline");
+  if (lua_pushthread(L)) return luaL_error(L, "receiveAny: called outside a coroutine");
+  lua_rawseti(L, 1, 2);
+  c->state = L;
+  lua_settop(L, 1);
+  lua_pushlightuserdata(L, (void *)&parked_mark);
+  return lua_yieldk(L, 1, (lua_KContext)c, parked_resumed);
+}
+
+// core._coSetup(Tail, settle): the socket handler table (its contexts get
+// l_co_tail_ops), and co.lua's settle(co, ok, ...) for what deliver cannot
+// finish itself. Also returns the mark _coParkAny yields.
+static int co_setup(lua_State *L) {
+  l_checktype(L, 1, LUA_TTABLE);
+  l_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_settle);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_tail);
+  lua_pushlightuserdata(L, (void *)&parked_mark);
   return 1;
 }
 
 static const luaL_Reg funcs[] = {
-    {"_onUnobserved", on_unobserved}, {"_logChannel", log_channel}, {"_stringFrames", string_frames}, {NULL, NULL}};
+    {"_onUnobserved", on_unobserved}, {"_logChannel", log_channel}, {"_coParkAny", park_any},
+    {"_coSetup", co_setup}, {NULL, NULL}};
 
 void l_co_open(lua_State *L) { luaL_setfuncs(L, funcs, 0); }

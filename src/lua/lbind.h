@@ -346,6 +346,10 @@ void l_shared_open(lua_State *L);   // shared: the process's shared dictionaries
 void l_broadcast_open(lua_State *L); // broadcast, subscribe, unsubscribe, setBroadcastLimit (l_broadcast.c)
 void l_resp_open(lua_State *L);      // _resp: the RESP codec for lupine.redis (l_resp.c)
 void l_http_open(lua_State *L);    // _http (l_http.c): lupine.http's native side
-void l_co_open(lua_State *L);      // _onUnobserved, _logChannel (l_co.c): lua/lupine/co.lua
+void l_co_open(lua_State *L);      // _onUnobserved, _logChannel, _coSetup (l_co.c): lua/lupine/co.lua
+// The operations for a Lua handler table's context: co.lua's socket handler
+// gets l_co_tail_ops (strings in, the parked receiveAny resumed natively).
+const lp_handler_ops *l_handler_ops_for(lua_State *L, int hi);
+extern const lp_handler_ops l_co_tail_ops;
 
 #endif
