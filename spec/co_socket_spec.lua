@@ -140,6 +140,42 @@ describe("lupine.tcp.connect", function()
     server:close()
   end)
 
+  it("hands bytes to a parked receiveAny; what the coroutine does next (ends, raises, waits, returns) is settled", function()
+    local seen = {}
+    local server = serve(function(sock)
+      local what = sock:receiveAny(100) -- parked first: the read resumes it natively
+      seen[#seen + 1] = what
+      if what == "end" then return end -- returning closes
+      if what == "raise" then error("raised after receiveAny") end
+      lupine.sleep(0.01) -- a wait of another kind after the hand-over
+      sock:send("slept " .. what)
+      local rest = sock:receiveAny(2) -- longer than max: the rest stays queued
+      sock:send(rest .. "|" .. sock:receiveAny(100))
+      sock:receiveAll()
+    end)
+    run(function()
+      for _, word in ipairs { "end", "raise" } do
+        local s = assert(lupine.tcp.connect("127.0.0.1", server.port))
+        lupine.sleep(0.02) -- the handle parks first
+        s:send(word)
+        assert.equal("", s:receiveAll()) -- the server closed: nothing came
+        s:close()
+      end
+      local s = assert(lupine.tcp.connect("127.0.0.1", server.port))
+      -- A spawned coroutine parked in receiveAny: its future gets the bytes.
+      local f = lupine.spawn(function() return s:receiveAny(100) end)
+      lupine.sleep(0.02)
+      s:send("zz")
+      assert.equal("slept zz", lupine.await(f))
+      lupine.sleep(0.02)
+      s:send("abcd")
+      assert.equal("ab|cd", s:receiveAny(100))
+      s:close()
+    end)
+    assert.same({ "end", "raise", "zz" }, seen)
+    server:close()
+  end)
+
   it("a peer that closes ends receives with nil, \"closed\" and the partial data", function()
     local server = dripping({ "part" }, true)
     run(function()
