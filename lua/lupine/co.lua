@@ -243,8 +243,10 @@ local Socket = {
   -- the state the hot paths do not read, until first set
   cfg = false, timer = false, timerAt = 0, sync = false, lastError = false, rdl = false, rwoke = false,
   wgen = 0, wdl = false, wwoke = false, onActive = false, -- onActive: a handle app's class
-  q = false, w = false, r = false, rgen = 0, anyMax = false, -- set on first use
-  qh = 1, bytes = 0, paused = false, closed = false, eof = false,
+  q = false, w = false, r = false, rgen = 0, -- set on first use
+  qh = 1, qt = 0, bytes = 0, paused = false, closed = false, eof = false, rany = false,
+  st = 0, -- see restate
+  timeout = false, -- a handle app's class has the app's
   -- a handle's socket is its coroutine's record too (parked, co; see co._start)
   parked = false, co = false, future = false, onError = false, onReturn = false,
 }
@@ -341,10 +343,7 @@ local Tail = { name = "co.socket" }
 
 function Tail.handlerAdded(_, ctx)
   local s = adding
-  if s then
-    rawset(ctx, "_socket", s)
-    s.cx = ctx -- for core._coParkAny
-  end
+  if s then rawset(ctx, "_socket", s) end
 end
 
 function Tail.channelActive(_, ctx)
@@ -462,10 +461,7 @@ function co._newSocket(opts, what, level)
   end
   local timeout = co.defaultTimeout
   if opts.timeout ~= nil then timeout = opt_seconds(opts.timeout, what .. ": timeout", level + 1) or false end
-  -- Memory first: an idle handle connection's socket holds eight fields (a
-  -- hash part of 256 bytes), the rest default in Socket until first set.
-  -- (A missing field costs an __index lookup: the hottest are present.)
-  local s = setmetatable({ ch = false, rany = false, qt = 0, st = 0, timeout = timeout }, Socket)
+  local s = setmetatable({ ch = false, rany = false, timeout = timeout }, Socket)
   if opts.bufferSize ~= nil then s.bufferSize = opt_size(opts.bufferSize, 65536, what .. ": bufferSize", level + 1) end
   if opts.receiveLimit ~= nil then
     s.receiveLimit = opt_size(opts.receiveLimit, 1048576, what .. ": receiveLimit", level + 1)
@@ -739,11 +735,6 @@ function Socket:receiveLine(timeout)
   return read_bytes(self, "receiveLine", function(s) return line_of(s, limit) end, timeout)
 end
 
--- receiveAny(max [, timeout]): whatever bytes are there (at most max), as soon as any are.
-local function check_any(self, maxn)
-  if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 3) end
-  self.anyMax = maxn -- checked once per size, not per call
-end
 
 local function arm_read(self, t)
   if not t then return end -- timeout false: none
@@ -773,8 +764,7 @@ end
 -- After the fast path's wait: what it was given is not a whole string (data:
 -- bytes longer than maxn), or it was woken for another reason (closed, an
 -- error queued, the timeout, a message that is not bytes).
-local function any_after(self, data, why, msg, timeout)
-  local maxn = self.anyMax
+local function any_after(self, maxn, data, why, msg, timeout)
   if data then why, msg = "data", data end
   if why == "data" then
     if type(msg) == "string" then -- longer than maxn: keep the rest
@@ -797,26 +787,30 @@ end
 -- coroutine with, instead of doubling). Parked in core._coParkAny: the read
 -- resumes it with the bytes as a string (l_co.c), co.lua's wakers with nil,
 -- why (and a message).
-local function any_wait(self, rec, timeout)
+local function any_wait(self, rec, maxn, timeout)
   waits = waits + 1
   rec.parked = waits
   self.rany = rec
-  local data, why, msg = park_any(self.cx)
+  local data, why, msg = park_any(self.ch)
   self.rany, rec.parked = false, false
-  if data and #data <= self.anyMax then return data end
-  return any_after(self, data, why, msg, timeout)
+  if data and #data <= maxn then return data end
+  return any_after(self, maxn, data, why, msg, timeout)
 end
 
 -- receiveAny(max [, timeout]): whatever bytes are there (at most max), as
 -- soon as any are. The fast path parks on the empty queue, and the read
 -- hands the bytes straight over.
+local any_ok = 65536 -- the last size checked (a size is checked once, not per call)
 function Socket:receiveAny(maxn, timeout)
-  if maxn ~= self.anyMax then check_any(self, maxn) end
+  if maxn ~= any_ok then -- checked inline: a deeper call would keep one more CallInfo in every parked coroutine
+    if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 2) end
+    any_ok = maxn
+  end
   if self.st == 0 and self.qt == 0 and not self.rany then
     local rec = recs[running()]
     if rec then
       if timeout ~= nil or self.timeout then arm_read(self, timeout or self.timeout) end
-      return any_wait(self, rec, timeout)
+      return any_wait(self, rec, maxn, timeout)
     end
   end
   return any_slow(self, maxn, timeout)
@@ -989,7 +983,7 @@ function co.handleInit(app)
   if type(handle) ~= "function" then error("lupine: the app's handle must be a function(sock)", 3) end
   if init ~= nil and type(init) ~= "function" then error("lupine: the app's init must be a function(ch)", 3) end
   local sopts = app.socket
-  co._newSocket(sopts, "lupine: the app's socket options", 3) -- checked now, not per connection
+  local proto = co._newSocket(sopts, "lupine: the app's socket options", 3) -- checked now, not per connection
   local function start(s) co._start(handle, s, s) end
   -- The app's socket class: handle starts when the channel becomes active
   -- (s.co is set from then on).
@@ -1000,9 +994,14 @@ function co.handleInit(app)
   for k, v in pairs(HandleSocket) do AppSocket[k] = v end
   AppSocket.onActive = start
   AppSocket.__index = AppSocket
+  -- The app's socket options are its class's fields: a socket's own table
+  -- holds only what changes per connection. Memory first: an idle handle
+  -- connection's socket holds four fields (a hash part of 96 bytes); st and
+  -- qt, read on every receiveAny, cost an __index lookup each until set.
+  AppSocket.timeout, AppSocket.bufferSize, AppSocket.receiveLimit = proto.timeout, proto.bufferSize, proto.receiveLimit
   return function(ch)
     if init then init(ch) end
-    local s = setmetatable(co._newSocket(sopts, "socket", 1), AppSocket)
+    local s = setmetatable({ ch = false, rany = false, parked = false, co = false }, AppSocket)
     co._attach(s, ch)
     if ch:isActive() and not s.co then start(s) end
   end

@@ -82,8 +82,10 @@ static int log_channel(lua_State *L) {
 // Invariants: ctx->state is the coroutine parked in _coParkAny on this
 // context, or NULL; while it is set, the context table's [2] holds that
 // thread (so the pointer stays valid while the context is linked, and its
-// removal clears state). Whatever resumes the coroutine (this fast path or
-// co.lua's wakers) runs parked_resumed first, which clears both.
+// removal clears state). Whatever resumes the coroutine runs parked_resumed
+// first: after co.lua's wakers it clears both; deliver clears state itself
+// and leaves [2] to the next park (the thread is the socket's own coroutine
+// in the common case, alive anyway; the table goes with the context).
 
 static const char parked_mark; // what _coParkAny yields: "parked in a lupine wait"
 static const char key_tail, key_settle; // registry: co.lua's Tail table and settle function
@@ -172,29 +174,53 @@ const lp_handler_ops *l_handler_ops_for(lua_State *L, int hi) {
   return tail ? &l_co_tail_ops : &l_lua_handler_ops;
 }
 
-// The coroutine was resumed (by deliver or by co.lua): it is not parked here any more.
+// The socket's context in ch's pipeline: the last one with these operations
+// (the socket is added last; handlers added after it are rare), or NULL.
+static lp_ctx *tail_of(lp_channel *ch) {
+  lp_pipeline *p = &ch->pipeline;
+  for (lp_ctx *c = p->tail.prev; c && c != &p->head; c = c->prev)
+    if (c->ops == &l_co_tail_ops && !c->removed) return c;
+  return NULL;
+}
+
+// Set (thread on top, popped) or clear (nil on top) the context table's hold on the parked thread.
+static void hold_thread(lua_State *L, lp_ctx *c) {
+  if (c->box_ref < 0) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+  lua_rotate(L, -2, 1);
+  lua_rawseti(L, -2, 2);
+  lua_pop(L, 1);
+}
+
+// The coroutine was resumed (by deliver or by co.lua): it is not parked here
+// any more. [1] is the channel it parked on (its box keeps the channel).
 static int parked_resumed(lua_State *L, int status, lua_KContext k) {
-  LP_UNUSED(status);
-  lp_ctx *c = (lp_ctx *)k; // alive: the context table in [1] holds it
-  if (c->state == L) c->state = NULL;
-  lua_pushnil(L);
-  lua_rawseti(L, 1, 2);
+  LP_UNUSED(status), LP_UNUSED(k);
+  lp_ctx *c = tail_of(l_channel_check(L, 1));
+  if (c && c->state == L) {
+    c->state = NULL;
+    lua_pushnil(L);
+    hold_thread(L, c);
+  }
   return lua_gettop(L) - 1; // what the resumer gave
 }
 
-// core._coParkAny(ctx): in a coroutine, park it on the socket's context
-// (ctx: its table) until the next Buffer reaches the context (resumed with
-// it as a string: data) or co.lua wakes it (with nil, why, msg). Returns
-// what the resumer gave.
+// core._coParkAny(ch): in a coroutine, park it on the socket's context in
+// ch's pipeline until the next Buffer reaches it (resumed with the bytes as a
+// string: data) or co.lua wakes it (with nil, why, msg). Returns what the
+// resumer gave. The context table holds the thread meanwhile.
 static int park_any(lua_State *L) {
-  lp_ctx *c = l_context_test(L, 1);
-  if (!c || c->ops != &l_co_tail_ops || c->removed) return luaL_error(L, "receiveAny: the socket's handler is not in a pipeline");
+  lp_ctx *c = tail_of(l_channel_check(L, 1));
+  if (!c) return luaL_error(L, "receiveAny: the socket's handler is not in the channel's pipeline");
   if (lua_pushthread(L)) return luaL_error(L, "receiveAny: called outside a coroutine");
-  lua_rawseti(L, 1, 2);
+  hold_thread(L, c);
   c->state = L;
   lua_settop(L, 1);
   lua_pushlightuserdata(L, (void *)&parked_mark);
-  return lua_yieldk(L, 1, (lua_KContext)c, parked_resumed);
+  return lua_yieldk(L, 1, 0, parked_resumed);
 }
 
 // core._coSetup(Tail, settle): the socket handler table (its contexts get
