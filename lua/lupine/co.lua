@@ -471,13 +471,12 @@ end
 
 -- Put the socket's handler at the end of ch's pipeline (its context gets
 -- l_co.c's operations: Buffers arrive as strings).
-local ch_is_writable, ch_write_and_flush -- lupine.Channel's methods, without its __index
+local ch_write_and_flush -- lupine.Channel's method, without its __index
+local co_send = core._coSend
 
 function co._attach(s, ch)
   s.ch = ch
-  if not ch_is_writable then
-    ch_is_writable, ch_write_and_flush = ch.isWritable, ch.writeAndFlush
-  end
+  if not ch_write_and_flush then ch_write_and_flush = ch.writeAndFlush end
   adding = s
   local p = ch.pipeline
   local ok, err = pcall(p.addLast, p, "co.socket", Tail)
@@ -863,15 +862,15 @@ function Socket:send(data, timeout)
   if data == nil then error("send: expected data to send", 2) end
   local ch = self.ch
   if not ch then return nil, "closed" end
-  if not ch_is_writable(ch) then
+  if co_send(ch, data) == false then -- over the high water mark: nothing written yet
     local deadline = deadline_of(self, timeout) or nil
     repeat
       local why = wait(self, "w", deadline, "send")
       if self.closed then return nil, "closed" end
       if why == "timeout" then return nil, "timeout" end
     until ch:isWritable()
+    ch_write_and_flush(ch, data)
   end
-  ch_write_and_flush(ch, data)
   if type(data) == "string" then return #data end
   return 1
 end

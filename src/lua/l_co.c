@@ -199,6 +199,7 @@ static void hold_thread(lua_State *L, lp_ctx *c) {
 // any more. [1] is the channel it parked on (its box keeps the channel).
 static int parked_resumed(lua_State *L, int status, lua_KContext k) {
   LP_UNUSED(status), LP_UNUSED(k);
+  if (lua_type(L, 2) == LUA_TSTRING) return lua_gettop(L) - 1; // deliver's bytes: it cleared state
   lp_ctx *c = tail_of(l_channel_check(L, 1));
   if (c && c->state == L) {
     c->state = NULL;
@@ -223,6 +224,19 @@ static int park_any(lua_State *L) {
   return lua_yieldk(L, 1, 0, parked_resumed);
 }
 
+// core._coSend(ch, data): the socket's send once nothing waits: when the
+// channel is writable, writes and flushes data from the pipeline's tail
+// (ch:writeAndFlush(data)) and returns nothing; false (nothing written)
+// when it is over its high water mark. One call instead of two.
+static int co_send(lua_State *L) {
+  lp_channel *ch = l_channel_check(L, 1);
+  if (!lp_channel_is_writable(ch)) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  return l_outbound_write(L, &ch->pipeline.tail, true);
+}
+
 // core._coSetup(Tail, settle): the socket handler table (its contexts get
 // l_co_tail_ops), and co.lua's settle(co, ok, ...) for what deliver cannot
 // finish itself. Also returns the mark _coParkAny yields.
@@ -237,7 +251,7 @@ static int co_setup(lua_State *L) {
 }
 
 static const luaL_Reg funcs[] = {
-    {"_onUnobserved", on_unobserved}, {"_logChannel", log_channel}, {"_coParkAny", park_any},
+    {"_onUnobserved", on_unobserved}, {"_logChannel", log_channel}, {"_coParkAny", park_any}, {"_coSend", co_send},
     {"_coSetup", co_setup}, {NULL, NULL}};
 
 void l_co_open(lua_State *L) { luaL_setfuncs(L, funcs, 0); }
