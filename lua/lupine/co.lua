@@ -132,7 +132,8 @@ co._wake = wake
 
 -- Begin a wait: returns its number (give it to the waker), unique in this
 -- state; then yield with park(rec, g). rec.parked holds the number of the
--- wait the coroutine is parked in (false while it runs).
+-- wait the coroutine is parked in (false while it runs; true in receiveAny's
+-- fast path, whose wakers find it through the socket, not by number).
 local waits = 0
 function begin(_)
   waits = waits + 1
@@ -787,8 +788,7 @@ end
 -- resumes it with the bytes as a string (l_co.c), co.lua's wakers with nil,
 -- why (and a message).
 local function any_wait(self, rec, maxn, timeout)
-  waits = waits + 1
-  rec.parked = waits
+  rec.parked = true -- not a wait number: wake(c, g) never matches it; s.rany's wakers take it
   self.rany = rec
   local data, why, msg = park_any(self.ch)
   self.rany, rec.parked = false, false
@@ -862,15 +862,16 @@ function Socket:send(data, timeout)
   if data == nil then error("send: expected data to send", 2) end
   local ch = self.ch
   if not ch then return nil, "closed" end
-  if co_send(ch, data) == false then -- over the high water mark: nothing written yet
-    local deadline = deadline_of(self, timeout) or nil
-    repeat
-      local why = wait(self, "w", deadline, "send")
-      if self.closed then return nil, "closed" end
-      if why == "timeout" then return nil, "timeout" end
-    until ch:isWritable()
-    ch_write_and_flush(ch, data)
-  end
+  local n = co_send(ch, data)
+  if n then return n end
+  -- over the high water mark: nothing written yet
+  local deadline = deadline_of(self, timeout) or nil
+  repeat
+    local why = wait(self, "w", deadline, "send")
+    if self.closed then return nil, "closed" end
+    if why == "timeout" then return nil, "timeout" end
+  until ch:isWritable()
+  ch_write_and_flush(ch, data)
   if type(data) == "string" then return #data end
   return 1
 end

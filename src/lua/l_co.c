@@ -226,15 +226,19 @@ static int park_any(lua_State *L) {
 
 // core._coSend(ch, data): the socket's send once nothing waits: when the
 // channel is writable, writes and flushes data from the pipeline's tail
-// (ch:writeAndFlush(data)) and returns nothing; false (nothing written)
-// when it is over its high water mark. One call instead of two.
+// (ch:writeAndFlush(data)) and returns what send returns (the bytes of a
+// string, 1 for another message); false (nothing written) when it is over
+// its high water mark. One call instead of three.
 static int co_send(lua_State *L) {
   lp_channel *ch = l_channel_check(L, 1);
   if (!lp_channel_is_writable(ch)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  return l_outbound_write(L, &ch->pipeline.tail, true);
+  lua_Integer n = lua_type(L, 2) == LUA_TSTRING ? (lua_Integer)lua_rawlen(L, 2) : 1;
+  l_outbound_write(L, &ch->pipeline.tail, true);
+  lua_pushinteger(L, n);
+  return 1;
 }
 
 // core._coSetup(Tail, settle): the socket handler table (its contexts get
