@@ -11,6 +11,7 @@
 
 #include "log.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 
 typedef struct {
@@ -79,77 +80,64 @@ static int log_channel(lua_State *L) {
 // Buffer resumes it with the string at once: no handler call, no Lua
 // channelRead, no coroutine.resume in between.
 //
-// Invariants: ctx->state is the coroutine parked in _coParkAny on this
-// context, or NULL; while it is set, the context table's [2] holds that
-// thread (so the pointer stays valid while the context is linked, and its
-// removal clears state). Whatever resumes the coroutine runs parked_resumed
-// first: after co.lua's wakers it clears both; deliver clears state itself
-// and leaves [2] to the next park (the thread is the socket's own coroutine
-// in the common case, alive anyway; the table goes with the context).
+// Invariants: ctx->state is the thread the context table's [2] holds (so
+// the pointer stays valid while the context is linked; its removal clears
+// state), tagged with PARKED while that thread is parked in _coParkAny on
+// this context, or NULL. Whatever resumes the coroutine clears PARKED: deliver
+// before it resumes, parked_resumed after co.lua's wakers. The hold stays
+// after the park (the thread is the socket's own coroutine in the common
+// case, alive anyway, and the next park of the same thread then costs no
+// table write); the table goes with the context.
+
+#define PARKED ((uintptr_t)1)
+static inline lua_State *held(const lp_ctx *c) { return (lua_State *)((uintptr_t)c->state & ~PARKED); }
+static inline bool parked(const lp_ctx *c) { return ((uintptr_t)c->state & PARKED) != 0; }
 
 static const char parked_mark; // what _coParkAny yields: "parked in a lupine wait"
+static const char deliver_key; // what deliver resumes with, before the message
 static const char key_tail, key_settle; // registry: co.lua's Tail table and settle function
 
 static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->loop->host; }
 
-// Under pcall on the main thread: [1] the coroutine, [2] the message (a
-// Buffer). Resumes the coroutine with the bytes as a string; what is not a
-// new park in _coParkAny (an end, an error, another wait) goes to co.lua's
-// settle(co, ok, ...).
-static int deliver_protected(lua_State *L) {
-  lua_State *co = lua_touserdata(L, 1);
-  lp_msg *m = lua_touserdata(L, 2);
-  lp_buf *b = m->u.buf;
-  lua_pushlstring(L, (const char *)lp_buf_rptr(b), lp_buf_readable(b)); // may raise: m still owns b
-  m->kind = LP_MSG_NONE;
-  lp_buf_unref(b);
-  lua_xmove(L, co, 1);
-  int nres;
-  int st = lua_resume(co, L, 1, &nres);
-  if (st == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &parked_mark) {
-    lua_pop(co, 1); // parked again: the common case
-    return 0;
-  }
+// After a resume that did not end in a new park in _coParkAny (the coroutine
+// ended, raised, or waits elsewhere): co.lua's settle(co, ok, ...) finishes it.
+static void settle(lp_ctx *c, lua_State *L, lua_State *co, int st, int nres) {
   if (st != LUA_OK && st != LUA_YIELD) nres = 1; // the error object
-  if (!lua_checkstack(L, nres + 3) || !lua_checkstack(co, 1)) {
+  if (!lua_checkstack(L, nres + 4) || !lua_checkstack(co, 1)) {
     lua_pop(co, nres);
-    return luaL_error(L, "lupine: stack overflow settling a coroutine");
+    lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "Lua stack overflow: a coroutine's end dropped");
+    return;
   }
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_settle);
   lua_pushthread(co);
   lua_xmove(co, L, 1);
   lua_pushboolean(L, st == LUA_OK || st == LUA_YIELD);
   lua_xmove(co, L, nres);
-  lua_call(L, nres + 2, 0);
-  return 0;
+  l_pcall_log(L, nres + 2, "settling a coroutine", lp_ctx_channel(c)->id);
 }
 
-// The fast path: true when m went to the coroutine parked on c.
+// The fast path: resume the coroutine parked on c with m (parked_resumed,
+// running in it, makes the string: an allocation that fails raises there, in
+// the coroutine, not through this libev callback). True when m was taken.
 static bool deliver(lp_ctx *c, lp_msg *m) {
-  lua_State *co = c->state;
-  c->state = NULL;
+  lua_State *co = held(c);
+  c->state = co; // not parked any more
   l_host *h = host_of(c);
-  lua_State *L = h->L;
   // A coroutine closed while parked (co._abandon) is not resumed: the Lua path decides.
-  if (h->closing || lua_status(co) != LUA_YIELD || !lua_checkstack(L, 4) || !lua_checkstack(co, 2)) return false;
-  int top = lua_gettop(L);
-  lua_pushcfunction(L, l_traceback);
-  lua_pushcfunction(L, deliver_protected);
-  lua_pushlightuserdata(L, co);
-  lua_pushlightuserdata(L, m);
-  if (lua_pcall(L, 2, 0, top + 1) != LUA_OK) {
-    char text[1024];
-    lp_log(LP_LOG_ERROR, lp_ctx_channel(c)->id, "resuming a coroutine raised: %s",
-           l_describe_error(L, -1, text, sizeof text));
-  }
-  lua_settop(L, top);
+  if (h->closing || lua_status(co) != LUA_YIELD || !lua_checkstack(co, 2)) return false;
+  lua_pushlightuserdata(co, (void *)&deliver_key);
+  lua_pushlightuserdata(co, m);
+  int nres;
+  int st = lua_resume(co, h->L, 2, &nres);
+  if (st == LUA_YIELD && nres == 1 && lua_touserdata(co, -1) == &parked_mark) lua_pop(co, 1); // parked again
+  else settle(c, h->L, co, st, nres);
   return m->kind == LP_MSG_NONE; // not taken (out of memory): the Lua path gets it
 }
 
 static void tail_inbound(lp_ctx *c, int ev, lp_msg *m) {
   if (ev == LP_EV_READ && m && m->kind == LP_MSG_BUF) {
     m->flags |= LP_MSGF_STRING;
-    if (c->state && deliver(c, m)) return;
+    if (parked(c) && deliver(c, m)) return;
   }
   l_lua_handler_ops.inbound(c, ev, m);
 }
@@ -183,42 +171,39 @@ static lp_ctx *tail_of(lp_channel *ch) {
   return NULL;
 }
 
-// Set (thread on top, popped) or clear (nil on top) the context table's hold on the parked thread.
-static void hold_thread(lua_State *L, lp_ctx *c) {
-  if (c->box_ref < 0) {
-    lua_pop(L, 1);
-    return;
-  }
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
-  lua_rotate(L, -2, 1);
-  lua_rawseti(L, -2, 2);
-  lua_pop(L, 1);
-}
-
-// The coroutine was resumed (by deliver or by co.lua): it is not parked here
-// any more. [1] is the channel it parked on (its box keeps the channel).
+// The coroutine was resumed: by deliver ([2] deliver_key, [3] the message:
+// the bytes become a string here) or by anyone else (co.lua's wakers: nil,
+// why, msg). [1] is the channel it parked on.
 static int parked_resumed(lua_State *L, int status, lua_KContext k) {
   LP_UNUSED(status), LP_UNUSED(k);
-  if (lua_type(L, 2) == LUA_TSTRING) return lua_gettop(L) - 1; // deliver's bytes: it cleared state
-  lp_ctx *c = tail_of(l_channel_check(L, 1));
-  if (c && c->state == L) {
-    c->state = NULL;
-    lua_pushnil(L);
-    hold_thread(L, c);
+  if (lua_touserdata(L, 2) == &deliver_key) {
+    lp_msg *m = lua_touserdata(L, 3);
+    lp_buf *b = m->u.buf;
+    lua_pushlstring(L, (const char *)lp_buf_rptr(b), lp_buf_readable(b)); // may raise: m still owns b
+    m->kind = LP_MSG_NONE;
+    lp_buf_unref(b);
+    return 1;
   }
+  lp_ctx *c = tail_of(l_channel_check(L, 1));
+  if (c && c->state == (void *)((uintptr_t)L | PARKED)) c->state = L;
   return lua_gettop(L) - 1; // what the resumer gave
 }
 
 // core._coParkAny(ch): in a coroutine, park it on the socket's context in
 // ch's pipeline until the next Buffer reaches it (resumed with the bytes as a
 // string: data) or co.lua wakes it (with nil, why, msg). Returns what the
-// resumer gave. The context table holds the thread meanwhile.
+// resumer gave.
 static int park_any(lua_State *L) {
   lp_ctx *c = tail_of(l_channel_check(L, 1));
   if (!c) return luaL_error(L, "receiveAny: the socket's handler is not in the channel's pipeline");
-  if (lua_pushthread(L)) return luaL_error(L, "receiveAny: called outside a coroutine");
-  hold_thread(L, c);
-  c->state = L;
+  if (held(c) != L) { // the context table holds the thread from now on
+    if (lua_pushthread(L)) return luaL_error(L, "receiveAny: called outside a coroutine");
+    if (c->box_ref < 0) return luaL_error(L, "receiveAny: the socket's handler is not in the channel's pipeline");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->box_ref);
+    lua_rotate(L, -2, 1);
+    lua_rawseti(L, -2, 2);
+  }
+  c->state = (void *)((uintptr_t)L | PARKED);
   lua_settop(L, 1);
   lua_pushlightuserdata(L, (void *)&parked_mark);
   return lua_yieldk(L, 1, 0, parked_resumed);
