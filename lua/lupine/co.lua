@@ -782,20 +782,6 @@ local function any_after(self, maxn, data, why, msg, timeout)
   return any_slow(self, maxn, timeout)
 end
 
--- receiveAny's wait (tail-called: its frame replaces receiveAny's, so an
--- idle handle coroutine's stack stays within the 40 slots Lua starts every
--- coroutine with, instead of doubling). Parked in core._coParkAny: the read
--- resumes it with the bytes as a string (l_co.c), co.lua's wakers with nil,
--- why (and a message).
-local function any_wait(self, rec, maxn, timeout)
-  rec.parked = true -- not a wait number: wake(c, g) never matches it; s.rany's wakers take it
-  self.rany = rec
-  local data, why, msg = park_any(self.ch)
-  self.rany, rec.parked = false, false
-  if data and #data <= maxn then return data end
-  return any_after(self, maxn, data, why, msg, timeout)
-end
-
 -- receiveAny(max [, timeout]): whatever bytes are there (at most max), as
 -- soon as any are. The fast path parks on the empty queue, and the read
 -- hands the bytes straight over.
@@ -809,7 +795,14 @@ function Socket:receiveAny(maxn, timeout)
     local rec = recs[running()]
     if rec then
       if timeout ~= nil or self.timeout then arm_read(self, timeout or self.timeout) end
-      return any_wait(self, rec, maxn, timeout)
+      -- Parked in core._coParkAny: the read resumes it with the bytes as a
+      -- string (l_co.c), co.lua's wakers with nil, why (and a message).
+      rec.parked = true -- not a wait number: wake(c, g) never matches it; s.rany's wakers take it
+      self.rany = rec
+      local data, why, msg = park_any(self.ch)
+      self.rany, rec.parked = false, false
+      if data and #data <= maxn then return data end
+      return any_after(self, maxn, data, why, msg, timeout)
     end
   end
   return any_slow(self, maxn, timeout)
