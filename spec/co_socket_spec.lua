@@ -277,6 +277,13 @@ describe("lupine.tcp.connect", function()
         lupine.sleep(0.001)
       end
       assert.equal("0123456789", lupine.await(reader))
+      -- the same with receiveAny, which parks another way on an empty socket
+      local any = lupine.spawn(function() return s:receiveAny(10) end)
+      ok, err = pcall(s.receiveAny, s, 10)
+      assert.is_false(ok)
+      assert.matches("receiveAny: another coroutine is already receiving on this socket", err)
+      s:send("x")
+      assert.equal("x", lupine.await(any))
       s:close()
     end)
     server:close()
