@@ -15,7 +15,10 @@
 -- A socket (Socket below) is the tail of a channel's pipeline: its handler
 -- queues what reaches the tail (bytes, frames, decoded objects, errors) in
 -- order, and the socket's methods take from that queue, parking the calling
--- coroutine while what they need has not arrived. Reading is demand-driven:
+-- coroutine while what they need has not arrived. The echo's path is native
+-- both ways (l_co.c): a receiveAny on an empty queue parks in
+-- core._coParkAny and the read resumes it with the bytes; send below the
+-- high water mark is one call, core._coSend. Reading is demand-driven:
 -- with nobody receiving and bufferSize queued, the channel's autoRead is
 -- switched off (the peer is stopped by TCP, not buffered without bound), and
 -- on again when a receive wants more. Every blocking call has a timeout (the
@@ -421,8 +424,7 @@ end
 co._Tail = Tail
 
 -- What l_co.c's fast path does not finish itself after resuming a coroutine
--- (it ended, raised, or waits elsewhere) it leaves to settle; and the value
--- core._coParkAny yields (a park in one of our waits).
+-- (it ended, raised, or waits elsewhere) it leaves to settle.
 local park_any = core._coParkAny
 core._coSetup(Tail, function(c, ok, ...)
   local rec = recs[c]
@@ -734,7 +736,6 @@ function Socket:receiveLine(timeout)
   local limit = self.receiveLimit
   return read_bytes(self, "receiveLine", function(s) return line_of(s, limit) end, timeout)
 end
-
 
 local function arm_read(self, t)
   if not t then return end -- timeout false: none

@@ -228,15 +228,14 @@ static int co_send(lua_State *L) {
 
 // core._coSetup(Tail, settle): the socket handler table (its contexts get
 // l_co_tail_ops), and co.lua's settle(co, ok, ...) for what deliver cannot
-// finish itself. Also returns the mark _coParkAny yields.
+// finish itself.
 static int co_setup(lua_State *L) {
   l_checktype(L, 1, LUA_TTABLE);
   l_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &key_settle);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &key_tail);
-  lua_pushlightuserdata(L, (void *)&parked_mark);
-  return 1;
+  return 0;
 }
 
 static const luaL_Reg funcs[] = {
