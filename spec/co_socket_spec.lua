@@ -176,6 +176,46 @@ describe("lupine.tcp.connect", function()
     server:close()
   end)
 
+  it("send gives a handler that writes what it was given: the string, or the message", function()
+    local seen = {}
+    local server = serve(echo, {
+      init = function(ch)
+        ch.pipeline:addLast("shout", {
+          write = function(_, ctx, msg, promise)
+            seen[#seen + 1] = type(msg)
+            if type(msg) == "table" then msg = table.concat(msg, ",") end
+            ctx:write(msg:upper(), promise)
+          end,
+        })
+      end,
+    })
+    run(function()
+      local s = assert(lupine.tcp.connect("127.0.0.1", server.port))
+      s:send("abc")
+      assert.equal("ABC", s:receive(3))
+      s:send(("x"):rep(2000)) -- longer than what the head copies
+      assert.equal(("X"):rep(2000), s:receive(2000))
+      s:close()
+    end)
+    server:close()
+    assert.same({ "string", "string" }, seen)
+    -- and a message for an encoder on the client's side: send returns 1
+    server = serve(echo)
+    run(function()
+      local s = assert(lupine.tcp.connect("127.0.0.1", server.port, {
+        init = function(ch)
+          ch.pipeline:addLast("join", {
+            write = function(_, ctx, msg, promise) ctx:write(table.concat(msg, ","), promise) end,
+          })
+        end,
+      }))
+      assert.equal(1, s:send { "a", "b" })
+      assert.equal("a,b", s:receive(3))
+      s:close()
+    end)
+    server:close()
+  end)
+
   it("a peer that closes ends receives with nil, \"closed\" and the partial data", function()
     local server = dripping({ "part" }, true)
     run(function()

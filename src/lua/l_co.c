@@ -209,6 +209,13 @@ static int park_any(lua_State *L) {
   return lua_yieldk(L, 1, 0, parked_resumed);
 }
 
+// Whether a handler in p handles writes.
+static bool writers_before_head(const lp_pipeline *p) {
+  for (const lp_ctx *c = p->tail.prev; c && c != &p->head; c = c->prev)
+    if (c->mask & LP_MASK(LP_OP_WRITE)) return true;
+  return false;
+}
+
 // core._coSend(ch, data): the socket's send once nothing waits: when the
 // channel is writable, writes and flushes data from the pipeline's tail
 // (ch:writeAndFlush(data)) and returns what send returns (the bytes of a
@@ -220,9 +227,26 @@ static int co_send(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  lua_Integer n = lua_type(L, 2) == LUA_TSTRING ? (lua_Integer)lua_rawlen(L, 2) : 1;
-  l_outbound_write(L, &ch->pipeline.tail, true);
-  lua_pushinteger(L, n);
+  if (lua_type(L, 2) != LUA_TSTRING) {
+    l_outbound_write(L, &ch->pipeline.tail, true);
+    lua_pushinteger(L, 1);
+    return 1;
+  }
+  size_t len;
+  const char *s = lua_tolstring(L, 2, &len);
+  lp_pipeline *p = &ch->pipeline;
+  lp_buf *b;
+  // A short string the head would copy anyway, with no handler on the way
+  // that writes (a Lua one must get the string): copied here, so the string
+  // is not lent to the main thread's stack and converted there.
+  if (len <= L_STRING_COPY_MAX && !writers_before_head(p) && (b = lp_buf_from(ch->loop->pool, s, len))) {
+    lp_msg m = {.kind = LP_MSG_BUF, .u.buf = b};
+    lp_pipeline_enter(p);
+    lp_ctx_op(&p->tail, LP_OP_WRITE, &m, NULL);
+    lp_ctx_op(&p->tail, LP_OP_FLUSH, NULL, NULL);
+    lp_pipeline_leave(p);
+  } else l_outbound_write(L, &p->tail, true);
+  lua_pushinteger(L, (lua_Integer)len);
   return 1;
 }
 

@@ -294,6 +294,9 @@ static inline lp_msg l_host_msg(int idx) {
   lp_msg m = {.kind = LP_MSG_HOST, .host = idx};
   return m;
 }
+// A string written to the head up to this size is copied into a buffer;
+// a longer one is written in place, pinned until written.
+#define L_STRING_COPY_MAX 1024
 // Host hooks the core calls (installed on every loop a host drives).
 extern const lp_host_ops l_host_ops;
 // The core's operations for a Lua handler's context.
