@@ -51,7 +51,7 @@ end
 
 -- ---- coroutines ---------------------------------------------------------------------
 
--- Coroutines this module started: co -> its record { parked, co, future,
+-- Coroutines this module started: co -> its record { parked, future,
 -- onReturn, onError } (a handle's record is its socket). Weak keys: a
 -- coroutine nobody can wake any more (every waker gone) is garbage.
 local recs = setmetatable({}, { __mode = "k" })
@@ -149,7 +149,6 @@ local function park(rec, g)
 end
 
 local function start(c, rec, ...)
-  rec.co = c
   recs[c] = rec
   settle(c, rec, resume(c, ...))
 end
@@ -163,13 +162,13 @@ function co.spawn(fn, ...)
   if type(fn) ~= "function" then error("lupine.spawn: expected a function, got " .. type(fn), 2) end
   local c = create(fn)
   local f = core.promise()
-  start(c, { parked = false, future = f, co = false }, ...)
+  start(c, { parked = false, future = f }, ...)
   return f
 end
 
 -- Run fn(...) as a coroutine with hooks instead of a future (handle, test.run).
 function co._start(fn, rec, ...)
-  rec.parked, rec.co = false, false
+  rec.parked = false
   local c = create(fn)
   start(c, rec, ...)
   return c
@@ -248,11 +247,12 @@ local Socket = {
   cfg = false, timer = false, timerAt = 0, sync = false, lastError = false, rdl = false, rwoke = false,
   wgen = 0, wdl = false, wwoke = false, onActive = false, -- onActive: a handle app's class
   q = false, w = false, r = false, rgen = 0, -- set on first use
-  qh = 1, qt = 0, bytes = 0, paused = false, closed = false, eof = false, rany = false,
+  qh = 1, qt = 0, bytes = 0, paused = false, closed = false, eof = false,
+  rany = false, -- the coroutine parked in receiveAny's fast path (see receiveAny)
   st = 0, -- see restate
   timeout = false, -- a handle app's class has the app's
-  -- a handle's socket is its coroutine's record too (parked, co; see co._start)
-  parked = false, co = false, future = false, onError = false, onReturn = false,
+  -- a handle's socket is its coroutine's record too (parked; see co._start)
+  parked = false, future = false, onError = false, onReturn = false,
 }
 Socket.__index = Socket
 co.Socket = Socket
@@ -288,11 +288,12 @@ local adding -- the socket whose handler is being added
 -- Resume the coroutine (or the main thread's run) waiting on side "r" or "w".
 local function wake_side(self, side, why)
   if side == "r" then
-    local rec = self.rany -- receiveAny's fast path: the parked coroutine's record
-    if rec then
-      if rec.parked then
+    local c = self.rany -- receiveAny's fast path: the parked coroutine
+    if c then
+      local rec = recs[c]
+      if rec and rec.parked then
         rec.parked = false
-        return settle(rec.co, rec, resume(rec.co, nil, why))
+        return settle(c, rec, resume(c, nil, why))
       end
       return
     end
@@ -352,20 +353,20 @@ end
 
 function Tail.channelActive(_, ctx)
   local s = ctx._socket
-  if s and s.onActive and not s.co then s:onActive() end
+  if s and s.onActive and s.parked == nil then s:onActive() end -- not started yet
   ctx:fireChannelActive()
 end
 
 function Tail.channelRead(_, ctx, msg)
   local s = ctx._socket
   if not s then return end
-  -- A receiveAny parked on an empty queue (s.rany is its coroutine's record
-  -- while it is parked there): hand the message over. (Bytes mostly do not
-  -- come here: l_co.c resumes the coroutine with them.)
-  local rec = s.rany
+  -- A receiveAny parked on an empty queue (s.rany is its coroutine while it
+  -- is parked there): hand the message over. (Bytes mostly do not come
+  -- here: l_co.c resumes the coroutine with them.)
+  local c = s.rany
+  local rec = c and recs[c]
   if rec and rec.parked and s.qt == 0 then
     rec.parked = false
-    local c = rec.co
     return settle(c, rec, resume(c, nil, "data", msg))
   end
   local t = s.qt + 1
@@ -464,7 +465,7 @@ function co._newSocket(opts, what, level)
   end
   local timeout = co.defaultTimeout
   if opts.timeout ~= nil then timeout = opt_seconds(opts.timeout, what .. ": timeout", level + 1) or false end
-  local s = setmetatable({ ch = false, rany = false, timeout = timeout }, Socket)
+  local s = setmetatable({ ch = false, rany = false, timeout = timeout, st = 0, qt = 0 }, Socket)
   if opts.bufferSize ~= nil then s.bufferSize = opt_size(opts.bufferSize, 65536, what .. ": bufferSize", level + 1) end
   if opts.receiveLimit ~= nil then
     s.receiveLimit = opt_size(opts.receiveLimit, 1048576, what .. ": receiveLimit", level + 1)
@@ -793,13 +794,14 @@ function Socket:receiveAny(maxn, timeout)
     any_ok = maxn
   end
   if self.st == 0 and self.qt == 0 and not self.rany then
-    local rec = recs[running()]
+    local c = running()
+    local rec = recs[c]
     if rec then
       if timeout ~= nil or self.timeout then arm_read(self, timeout or self.timeout) end
       -- Parked in core._coParkAny: the read resumes it with the bytes as a
       -- string (l_co.c), co.lua's wakers with nil, why (and a message).
       rec.parked = true -- not a wait number: wake(c, g) never matches it; s.rany's wakers take it
-      self.rany = rec
+      self.rany = c
       local data, why, msg = park_any(self.ch)
       self.rany, rec.parked = false, false
       if data and #data <= maxn then return data end
@@ -980,7 +982,7 @@ function co.handleInit(app)
   local proto = co._newSocket(sopts, "lupine: the app's socket options", 3) -- checked now, not per connection
   local function start(s) co._start(handle, s, s) end
   -- The app's socket class: handle starts when the channel becomes active
-  -- (s.co is set from then on).
+  -- (s.parked is set from then on).
   -- Flat (a copy of Socket's and HandleSocket's fields): a field a socket
   -- lacks is found in one lookup, not a chain of them.
   local AppSocket = {}
@@ -990,14 +992,17 @@ function co.handleInit(app)
   AppSocket.__index = AppSocket
   -- The app's socket options are its class's fields: a socket's own table
   -- holds only what changes per connection. Memory first: an idle handle
-  -- connection's socket holds four fields (a hash part of 96 bytes); st and
-  -- qt, read on every receiveAny, cost an __index lookup each until set.
+  -- connection's socket holds four fields (a hash part of 96 bytes): ch,
+  -- rany, st and parked (nil until handle starts: co._start sets it); qt
+  -- and the rest, read less or not at all per message, cost an __index
+  -- lookup each until set.
   AppSocket.timeout, AppSocket.bufferSize, AppSocket.receiveLimit = proto.timeout, proto.bufferSize, proto.receiveLimit
+  AppSocket.parked = nil
   return function(ch)
     if init then init(ch) end
-    local s = setmetatable({ ch = false, rany = false, parked = false, co = false }, AppSocket)
+    local s = setmetatable({ ch = false, rany = false, st = 0 }, AppSocket)
     co._attach(s, ch)
-    if ch:isActive() and not s.co then start(s) end
+    if ch:isActive() and s.parked == nil then start(s) end
   end
 end
 
