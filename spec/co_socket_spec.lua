@@ -140,6 +140,82 @@ describe("lupine.tcp.connect", function()
     server:close()
   end)
 
+  it("hands bytes to a parked receiveAny; what the coroutine does next (ends, raises, waits, returns) is settled", function()
+    local seen = {}
+    local server = serve(function(sock)
+      local what = sock:receiveAny(100) -- parked first: the read resumes it natively
+      seen[#seen + 1] = what
+      if what == "end" then return end -- returning closes
+      if what == "raise" then error("raised after receiveAny") end
+      lupine.sleep(0.01) -- a wait of another kind after the hand-over
+      sock:send("slept " .. what)
+      local rest = sock:receiveAny(2) -- longer than max: the rest stays queued
+      sock:send(rest .. "|" .. sock:receiveAny(100))
+      sock:receiveAll()
+    end)
+    run(function()
+      for _, word in ipairs { "end", "raise" } do
+        local s = assert(lupine.tcp.connect("127.0.0.1", server.port))
+        lupine.sleep(0.02) -- the handle parks first
+        s:send(word)
+        assert.equal("", s:receiveAll()) -- the server closed: nothing came
+        s:close()
+      end
+      local s = assert(lupine.tcp.connect("127.0.0.1", server.port))
+      -- A spawned coroutine parked in receiveAny: its future gets the bytes.
+      local f = lupine.spawn(function() return s:receiveAny(100) end)
+      lupine.sleep(0.02)
+      s:send("zz")
+      assert.equal("slept zz", lupine.await(f))
+      lupine.sleep(0.02)
+      s:send("abcd")
+      assert.equal("ab|cd", s:receiveAny(100))
+      s:close()
+    end)
+    assert.same({ "end", "raise", "zz" }, seen)
+    server:close()
+  end)
+
+  it("send gives a handler that writes what it was given: the string, or the message", function()
+    local seen = {}
+    local server = serve(echo, {
+      init = function(ch)
+        ch.pipeline:addLast("shout", {
+          write = function(_, ctx, msg, promise)
+            seen[#seen + 1] = type(msg)
+            if type(msg) == "table" then msg = table.concat(msg, ",") end
+            ctx:write(msg:upper(), promise)
+          end,
+        })
+      end,
+    })
+    run(function()
+      local s = assert(lupine.tcp.connect("127.0.0.1", server.port))
+      s:send("abc")
+      assert.equal("ABC", s:receive(3))
+      s:send(("x"):rep(2000)) -- longer than what the head copies
+      assert.equal(("X"):rep(2000), s:receive(2000))
+      s:close()
+    end)
+    server:close()
+    assert.same({ "string", "string" }, seen)
+    -- and a message for an encoder on the client's side: send returns 1
+    server = serve(echo)
+    run(function()
+      local s = assert(lupine.tcp.connect("127.0.0.1", server.port, {
+        init = function(ch)
+          ch.pipeline:addLast("join", {
+            write = function(_, ctx, msg, promise) ctx:write(table.concat(msg, ","), promise) end,
+          })
+        end,
+      }))
+      assert.equal(1, s:send { "a", "b" })
+      assert.equal("a,b", s:receive(3))
+      s:close()
+    end)
+    server:close()
+  end)
+
   it("a peer that closes ends receives with nil, \"closed\" and the partial data", function()
     local server = dripping({ "part" }, true)
     run(function()
@@ -241,6 +317,13 @@ describe("lupine.tcp.connect", function()
         lupine.sleep(0.001)
       end
       assert.equal("0123456789", lupine.await(reader))
+      -- the same with receiveAny, which parks another way on an empty socket
+      local any = lupine.spawn(function() return s:receiveAny(10) end)
+      ok, err = pcall(s.receiveAny, s, 10)
+      assert.is_false(ok)
+      assert.matches("receiveAny: another coroutine is already receiving on this socket", err)
+      s:send("x")
+      assert.equal("x", lupine.await(any))
       s:close()
     end)
     server:close()

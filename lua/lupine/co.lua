@@ -15,7 +15,10 @@
 -- A socket (Socket below) is the tail of a channel's pipeline: its handler
 -- queues what reaches the tail (bytes, frames, decoded objects, errors) in
 -- order, and the socket's methods take from that queue, parking the calling
--- coroutine while what they need has not arrived. Reading is demand-driven:
+-- coroutine while what they need has not arrived. The echo's path is native
+-- both ways (l_co.c): a receiveAny on an empty queue parks in
+-- core._coParkAny and the read resumes it with the bytes; send below the
+-- high water mark is one call, core._coSend. Reading is demand-driven:
 -- with nobody receiving and bufferSize queued, the channel's autoRead is
 -- switched off (the peer is stopped by TCP, not buffered without bound), and
 -- on again when a receive wants more. Every blocking call has a timeout (the
@@ -48,7 +51,7 @@ end
 
 -- ---- coroutines ---------------------------------------------------------------------
 
--- Coroutines this module started: co -> its record { parked, co, future,
+-- Coroutines this module started: co -> its record { parked, future,
 -- onReturn, onError } (a handle's record is its socket). Weak keys: a
 -- coroutine nobody can wake any more (every waker gone) is garbage.
 local recs = setmetatable({}, { __mode = "k" })
@@ -132,7 +135,8 @@ co._wake = wake
 
 -- Begin a wait: returns its number (give it to the waker), unique in this
 -- state; then yield with park(rec, g). rec.parked holds the number of the
--- wait the coroutine is parked in (false while it runs).
+-- wait the coroutine is parked in (false while it runs; true in receiveAny's
+-- fast path, whose wakers find it through the socket, not by number).
 local waits = 0
 function begin(_)
   waits = waits + 1
@@ -145,7 +149,6 @@ local function park(rec, g)
 end
 
 local function start(c, rec, ...)
-  rec.co = c
   recs[c] = rec
   settle(c, rec, resume(c, ...))
 end
@@ -159,13 +162,13 @@ function co.spawn(fn, ...)
   if type(fn) ~= "function" then error("lupine.spawn: expected a function, got " .. type(fn), 2) end
   local c = create(fn)
   local f = core.promise()
-  start(c, { parked = false, future = f, co = false }, ...)
+  start(c, { parked = false, future = f }, ...)
   return f
 end
 
 -- Run fn(...) as a coroutine with hooks instead of a future (handle, test.run).
 function co._start(fn, rec, ...)
-  rec.parked, rec.co = false, false
+  rec.parked = false
   local c = create(fn)
   start(c, rec, ...)
   return c
@@ -243,10 +246,13 @@ local Socket = {
   -- the state the hot paths do not read, until first set
   cfg = false, timer = false, timerAt = 0, sync = false, lastError = false, rdl = false, rwoke = false,
   wgen = 0, wdl = false, wwoke = false, onActive = false, -- onActive: a handle app's class
-  q = false, w = false, r = false, rgen = 0, anyMax = false, -- set on first use
-  qh = 1, bytes = 0, paused = false, closed = false, eof = false,
-  -- a handle's socket is its coroutine's record too (parked, co; see co._start)
-  parked = false, co = false, future = false, onError = false, onReturn = false,
+  q = false, w = false, r = false, rgen = 0, -- set on first use
+  qh = 1, qt = 0, bytes = 0, paused = false, closed = false, eof = false,
+  rany = false, -- the coroutine parked in receiveAny's fast path (see receiveAny)
+  st = 0, -- see restate
+  timeout = false, -- a handle app's class has the app's
+  -- a handle's socket is its coroutine's record too (parked; see co._start)
+  parked = false, future = false, onError = false, onReturn = false,
 }
 Socket.__index = Socket
 co.Socket = Socket
@@ -282,11 +288,12 @@ local adding -- the socket whose handler is being added
 -- Resume the coroutine (or the main thread's run) waiting on side "r" or "w".
 local function wake_side(self, side, why)
   if side == "r" then
-    local rec = self.rany -- receiveAny's fast path: the parked coroutine's record
-    if rec then
-      if rec.parked then
+    local c = self.rany -- receiveAny's fast path: the parked coroutine
+    if c then
+      local rec = recs[c]
+      if rec and rec.parked then
         rec.parked = false
-        return settle(rec.co, rec, resume(rec.co, why))
+        return settle(c, rec, resume(c, nil, why))
       end
       return
     end
@@ -346,23 +353,21 @@ end
 
 function Tail.channelActive(_, ctx)
   local s = ctx._socket
-  if s and s.onActive and not s.co then s:onActive() end
+  if s and s.onActive and s.parked == nil then s:onActive() end -- not started yet
   ctx:fireChannelActive()
 end
 
 function Tail.channelRead(_, ctx, msg)
   local s = ctx._socket
   if not s then return end
-  -- A receiveAny parked on an empty queue (s.rany is its coroutine's record
-  -- while it is parked there): hand the data over.
-  local rec = s.rany
+  -- A receiveAny parked on an empty queue (s.rany is its coroutine while it
+  -- is parked there): hand the message over. (Bytes mostly do not come
+  -- here: l_co.c resumes the coroutine with them.)
+  local c = s.rany
+  local rec = c and recs[c]
   if rec and rec.parked and s.qt == 0 then
     rec.parked = false
-    local c = rec.co
-    if rec.future then return settle(c, rec, resume(c, "data", msg)) end
-    local ok, err = resume(c, "data", msg) -- no future: what it returns is not kept
-    if ok and rec.parked then return end
-    return settle(c, rec, ok, err)
+    return settle(c, rec, resume(c, nil, "data", msg))
   end
   local t = s.qt + 1
   s.qt = t
@@ -419,6 +424,14 @@ end
 
 co._Tail = Tail
 
+-- What l_co.c's fast path does not finish itself after resuming a coroutine
+-- (it ended, raised, or waits elsewhere) it leaves to settle.
+local park_any = core._coParkAny
+core._coSetup(Tail, function(c, ok, ...)
+  local rec = recs[c]
+  if rec then return settle(c, rec, ok, ...) end
+end)
+
 local function opt_seconds(v, what, level)
   if v == nil or v == false then return nil end
   check_seconds(v, what, level + 1)
@@ -452,10 +465,7 @@ function co._newSocket(opts, what, level)
   end
   local timeout = co.defaultTimeout
   if opts.timeout ~= nil then timeout = opt_seconds(opts.timeout, what .. ": timeout", level + 1) or false end
-  -- Memory first: an idle handle connection's socket holds eight fields (a
-  -- hash part of 256 bytes), the rest default in Socket until first set.
-  -- (A missing field costs an __index lookup: the hottest are present.)
-  local s = setmetatable({ ch = false, rany = false, qt = 0, st = 0, timeout = timeout }, Socket)
+  local s = setmetatable({ ch = false, rany = false, timeout = timeout, st = 0, qt = 0 }, Socket)
   if opts.bufferSize ~= nil then s.bufferSize = opt_size(opts.bufferSize, 65536, what .. ": bufferSize", level + 1) end
   if opts.receiveLimit ~= nil then
     s.receiveLimit = opt_size(opts.receiveLimit, 1048576, what .. ": receiveLimit", level + 1)
@@ -463,20 +473,17 @@ function co._newSocket(opts, what, level)
   return s
 end
 
--- Put the socket's handler at the end of ch's pipeline.
-local strings -- the native handler that makes inbound Buffers strings (l_co.c)
-local ch_is_writable, ch_write_and_flush -- lupine.Channel's methods, without its __index
+-- Put the socket's handler at the end of ch's pipeline (its context gets
+-- l_co.c's operations: Buffers arrive as strings).
+local ch_write_and_flush -- lupine.Channel's method, without its __index
+local co_send = core._coSend
 
 function co._attach(s, ch)
   s.ch = ch
-  if not strings then
-    strings = core._stringFrames()
-    ch_is_writable, ch_write_and_flush = ch.isWritable, ch.writeAndFlush
-  end
+  if not ch_write_and_flush then ch_write_and_flush = ch.writeAndFlush end
   adding = s
   local p = ch.pipeline
-  local ok, err = pcall(p.addLast, p, "co.strings", strings)
-  if ok then ok, err = pcall(p.addLast, p, "co.socket", Tail) end
+  local ok, err = pcall(p.addLast, p, "co.socket", Tail)
   adding = nil
   if not ok then error(err, 0) end
   if not ch:isOpen() then mark_closed(s) end
@@ -731,12 +738,6 @@ function Socket:receiveLine(timeout)
   return read_bytes(self, "receiveLine", function(s) return line_of(s, limit) end, timeout)
 end
 
--- receiveAny(max [, timeout]): whatever bytes are there (at most max), as soon as any are.
-local function check_any(self, maxn)
-  if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 3) end
-  self.anyMax = maxn -- checked once per size, not per call
-end
-
 local function arm_read(self, t)
   if not t then return end -- timeout false: none
   local d = loop():now() + t
@@ -762,10 +763,11 @@ local function any_slow(self, maxn, timeout)
   end, timeout)
 end
 
--- After the fast path's wait: what it was given is not a whole string, or it
--- was woken for another reason (closed, an error queued, the timeout).
-local function any_after(self, why, msg, timeout)
-  local maxn = self.anyMax
+-- After the fast path's wait: what it was given is not a whole string (data:
+-- bytes longer than maxn), or it was woken for another reason (closed, an
+-- error queued, the timeout, a message that is not bytes).
+local function any_after(self, maxn, data, why, msg, timeout)
+  if data then why, msg = "data", data end
   if why == "data" then
     if type(msg) == "string" then -- longer than maxn: keep the rest
       if not self.q then self.q = {} end
@@ -782,28 +784,28 @@ local function any_after(self, why, msg, timeout)
   return any_slow(self, maxn, timeout)
 end
 
--- receiveAny's wait (tail-called: its frame replaces receiveAny's, so an
--- idle handle coroutine's stack stays within the 40 slots Lua starts every
--- coroutine with, instead of doubling).
-local function any_wait(self, rec, timeout)
-  rec.parked = begin(rec)
-  self.rany = rec
-  local why, msg = yield()
-  self.rany = false
-  if why == "data" and type(msg) == "string" and #msg <= self.anyMax then return msg end
-  return any_after(self, why, msg, timeout)
-end
-
 -- receiveAny(max [, timeout]): whatever bytes are there (at most max), as
--- soon as any are. The fast path parks on the empty queue, and channelRead
--- hands the data straight over.
+-- soon as any are. The fast path parks on the empty queue, and the read
+-- hands the bytes straight over.
+local any_ok = 65536 -- the last size checked (a size is checked once, not per call)
 function Socket:receiveAny(maxn, timeout)
-  if maxn ~= self.anyMax then check_any(self, maxn) end
+  if maxn ~= any_ok then -- checked inline: a deeper call would keep one more CallInfo in every parked coroutine
+    if math_type(maxn) ~= "integer" or maxn < 1 then error("receiveAny: expected a maximum size >= 1", 2) end
+    any_ok = maxn
+  end
   if self.st == 0 and self.qt == 0 and not self.rany then
-    local rec = recs[running()]
+    local c = running()
+    local rec = recs[c]
     if rec then
       if timeout ~= nil or self.timeout then arm_read(self, timeout or self.timeout) end
-      return any_wait(self, rec, timeout)
+      -- Parked in core._coParkAny: the read resumes it with the bytes as a
+      -- string (l_co.c), co.lua's wakers with nil, why (and a message).
+      rec.parked = true -- not a wait number: wake(c, g) never matches it; s.rany's wakers take it
+      self.rany = c
+      local data, why, msg = park_any(self.ch)
+      self.rany, rec.parked = false, false
+      if data and #data <= maxn then return data end
+      return any_after(self, maxn, data, why, msg, timeout)
     end
   end
   return any_slow(self, maxn, timeout)
@@ -856,14 +858,15 @@ function Socket:send(data, timeout)
   if data == nil then error("send: expected data to send", 2) end
   local ch = self.ch
   if not ch then return nil, "closed" end
-  if not ch_is_writable(ch) then
-    local deadline = deadline_of(self, timeout) or nil
-    repeat
-      local why = wait(self, "w", deadline, "send")
-      if self.closed then return nil, "closed" end
-      if why == "timeout" then return nil, "timeout" end
-    until ch:isWritable()
-  end
+  local n = co_send(ch, data)
+  if n then return n end
+  -- over the high water mark: nothing written yet
+  local deadline = deadline_of(self, timeout) or nil
+  repeat
+    local why = wait(self, "w", deadline, "send")
+    if self.closed then return nil, "closed" end
+    if why == "timeout" then return nil, "timeout" end
+  until ch:isWritable()
   ch_write_and_flush(ch, data)
   if type(data) == "string" then return #data end
   return 1
@@ -976,10 +979,10 @@ function co.handleInit(app)
   if type(handle) ~= "function" then error("lupine: the app's handle must be a function(sock)", 3) end
   if init ~= nil and type(init) ~= "function" then error("lupine: the app's init must be a function(ch)", 3) end
   local sopts = app.socket
-  co._newSocket(sopts, "lupine: the app's socket options", 3) -- checked now, not per connection
+  local proto = co._newSocket(sopts, "lupine: the app's socket options", 3) -- checked now, not per connection
   local function start(s) co._start(handle, s, s) end
   -- The app's socket class: handle starts when the channel becomes active
-  -- (s.co is set from then on).
+  -- (s.parked is set from then on).
   -- Flat (a copy of Socket's and HandleSocket's fields): a field a socket
   -- lacks is found in one lookup, not a chain of them.
   local AppSocket = {}
@@ -987,11 +990,19 @@ function co.handleInit(app)
   for k, v in pairs(HandleSocket) do AppSocket[k] = v end
   AppSocket.onActive = start
   AppSocket.__index = AppSocket
+  -- The app's socket options are its class's fields: a socket's own table
+  -- holds only what changes per connection. Memory first: an idle handle
+  -- connection's socket holds four fields (a hash part of 96 bytes): ch,
+  -- rany, st and parked (nil until handle starts: co._start sets it); qt
+  -- and the rest, read less or not at all per message, cost an __index
+  -- lookup each until set.
+  AppSocket.timeout, AppSocket.bufferSize, AppSocket.receiveLimit = proto.timeout, proto.bufferSize, proto.receiveLimit
+  AppSocket.parked = nil
   return function(ch)
     if init then init(ch) end
-    local s = setmetatable(co._newSocket(sopts, "socket", 1), AppSocket)
+    local s = setmetatable({ ch = false, rany = false, st = 0 }, AppSocket)
     co._attach(s, ch)
-    if ch:isActive() and not s.co then start(s) end
+    if ch:isActive() and s.parked == nil then start(s) end
   end
 end
 

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STRING_COPY_MAX 1024 // strings up to this size are copied, longer ones pinned
 
 static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->loop->host; }
 
@@ -150,7 +149,7 @@ static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err)
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    if (len > STRING_COPY_MAX) { // written in place: the string stays pinned until written
+    if (len > L_STRING_COPY_MAX) { // written in place: the string stays pinned until written
       lua_pushvalue(L, idx);
       out->tag = luaL_ref(L, LUA_REGISTRYINDEX);
       out->p = (const uint8_t *)s;

@@ -54,7 +54,7 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
       name = gen;
     }
     uint32_t mask = l_handler_mask(L, hi); // may raise: before the context exists
-    c = lp_ctx_new(p, &l_lua_handler_ops, NULL, name);
+    c = lp_ctx_new(p, l_handler_ops_for(L, hi), NULL, name);
     if (c) c->mask = mask;
   }
   if (!c) luaL_error(L, "pipeline: out of memory");
@@ -72,7 +72,7 @@ static lp_ctx *make_ctx(lua_State *L, lp_pipeline *p, const char *name, int hi) 
 // Make a Lua handler's context table now, where running out of memory raises
 // to the caller, so that dispatching to it later needs no allocation.
 static void prepare_ctx(lua_State *L, lp_ctx *c) {
-  if (c->ops == &l_lua_handler_ops && !c->removed) {
+  if ((c->ops == &l_lua_handler_ops || c->ops == &l_co_tail_ops) && !c->removed) {
     l_context_push(L, c);
     lua_pop(L, 1);
   }

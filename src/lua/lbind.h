@@ -312,6 +312,9 @@ static inline lp_msg l_host_msg(int idx) {
   lp_msg m = {.kind = LP_MSG_HOST, .host = idx};
   return m;
 }
+// A string written to the head up to this size is copied into a buffer;
+// a longer one is written in place, pinned until written.
+#define L_STRING_COPY_MAX 1024
 // Host hooks the core calls (installed on every loop a host drives).
 extern const lp_host_ops l_host_ops;
 // The core's operations for a Lua handler's context.
@@ -366,6 +369,10 @@ struct lp_shdict *l_shared_test(lua_State *L, int i);
 void l_broadcast_open(lua_State *L); // broadcast, subscribe, unsubscribe, setBroadcastLimit (l_broadcast.c)
 void l_resp_open(lua_State *L);      // _resp: the RESP codec for lupine.redis (l_resp.c)
 void l_http_open(lua_State *L);    // _http (l_http.c): lupine.http's native side
-void l_co_open(lua_State *L);      // _onUnobserved, _logChannel (l_co.c): lua/lupine/co.lua
+void l_co_open(lua_State *L);      // _onUnobserved, _logChannel, _coSetup (l_co.c): lua/lupine/co.lua
+// The operations for a Lua handler table's context: co.lua's socket handler
+// gets l_co_tail_ops (strings in, the parked receiveAny resumed natively).
+const lp_handler_ops *l_handler_ops_for(lua_State *L, int hi);
+extern const lp_handler_ops l_co_tail_ops;
 
 #endif
