@@ -88,6 +88,7 @@ void l_push_msg(lua_State *L, lp_msg *m) {
   case LP_MSG_HOST: lua_pushvalue(L, m->host); break;
   case LP_MSG_ERROR: l_push_error(L, m->u.err); break;
   case LP_MSG_EVENT: push_event(L, m->u.event); break;
+  case LP_MSG_DGRAM: l_datagram_push(L, m); break;
   case LP_MSG_PTR: {
     char a[80];
     lua_pushstring(L, lp_addr_format(m->u.ptr, a, sizeof a));
@@ -136,7 +137,7 @@ static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
   return 0;
 }
 
-static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
+int l_host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
   l_host *h = loop->host;
   lua_State *L = h->L;
   int idx = m->host;
@@ -475,6 +476,6 @@ static int host_error_code(lp_loop *loop, const lp_msg *m) {
 }
 
 const lp_host_ops l_host_ops = {
-    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, l_future_drop,
-    host_error_code,
+    l_host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, l_future_drop,
+    host_error_code, l_host_to_datagram,
 };

@@ -348,4 +348,13 @@ void l_resp_open(lua_State *L);      // _resp: the RESP codec for lupine.redis (
 void l_http_open(lua_State *L);    // _http (l_http.c): lupine.http's native side
 void l_co_open(lua_State *L);      // _onUnobserved, _logChannel (l_co.c): lua/lupine/co.lua
 
+// ---- l_udp.c: lupine.udp, lupine.datagram --------------------------------------------
+void l_udp_open(lua_State *L);     // udp (callable, with open) and datagram, on the module table on top
+// An LP_MSG_DGRAM as a lupine.Datagram (the message is emptied); may raise (allocation).
+void l_datagram_push(lua_State *L, lp_msg *m);
+// Host hook to_datagram: a lupine.Datagram's data and recipient, or a Buffer or string without one.
+int l_host_to_datagram(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_sockaddr *to, bool *has_to, lp_error *err);
+// Host hook to_bytes (l_dispatch.c): a Buffer handed off, a string copied or pinned.
+int l_host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err);
+
 #endif
