@@ -4,7 +4,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 DEPS       := cmake make gcc pkgconf lua5.4 liblua5.4-dev libev-dev libc-ares-dev zlib1g-dev libssl-dev lua-busted
-TEST_DEPS  := $(DEPS) clang libclang-rt-14-dev luarocks redis-server redis-tools haproxy procps valgrind libhttp-parser-dev python3-websockets openssl curl python3 wrk lua-cjson libmemcached-tools chromium
+TEST_DEPS  := $(DEPS) clang libclang-rt-14-dev luarocks redis-server redis-tools haproxy procps valgrind libhttp-parser-dev python3-websockets openssl curl python3 wrk lua-cjson libmemcached-tools chromium socat netcat-openbsd
 
 .PHONY: all deps build run test bench clean help
 

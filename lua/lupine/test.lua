@@ -110,21 +110,22 @@ function test.server(app_or_init, opts)
   return server, server.host, server.port
 end
 
--- Open a UDP channel on 127.0.0.1, port 0 (or opts.host, opts.port).
--- app_or_init is an app table with a udp field (lupine.udp's options: init,
--- maxDatagramSize, asString, options) or an init(ch) function. Returns the
+-- Open a UDP channel on 127.0.0.1 (or its host), port 0 (or opts.host, opts.port). what:
+-- an init(ch) function, lupine.udp's options (init, maxDatagramSize,
+-- asString, options), or an app table with such a udp field. Returns the
 -- channel, its host and its port.
-function test.udpServer(app_or_init, opts)
+function test.udpServer(what, opts)
   opts = opts or {}
-  local udp = { init = app_or_init }
-  if type(app_or_init) == "table" then udp = app_or_init.udp end
+  local udp = what
+  if type(what) == "function" then udp = { init = what }
+  elseif type(what) == "table" and what.udp ~= nil then udp = what.udp end
   if type(udp) ~= "table" or type(udp.init) ~= "function" then
-    error("test.udpServer: need an init(ch) function or an app table with udp = { init = ... }", 2)
+    error("test.udpServer: need an init(ch) function, or options or an app's udp with one", 2)
   end
   local o = {}
   for k, v in pairs(udp) do o[k] = v end
   for k, v in pairs(opts) do o[k] = v end
-  o.host, o.port = opts.host or "127.0.0.1", opts.port or 0
+  o.host, o.port = opts.host or udp.host or "127.0.0.1", opts.port or 0
   local ch, err = lupine.udp(o)
   if not ch then error("test.udpServer: " .. err, 2) end
   return ch, ch.localHost, ch.localPort
