@@ -77,15 +77,7 @@ for r in $(seq "$RUNS"); do
   done
 done
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-get() { awk -v s="$1" -v k="$2" '$1 == s { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' "$RES" | median; }
-# ratio SERVER BASE KEY: the median over runs of SERVER's figure divided by BASE's in the same run.
-ratio() {
-  awk -v s="$1" -v b="$2" -v k="$3" '
-    $1 == s || $1 == b { for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v[$1, $2] = kv[2] } }
-    END { for (key in v) { split(key, p, SUBSEP); if (p[1] == s && ((b, p[2]) in v) && v[b, p[2]] + 0 > 0) print v[key] / v[b, p[2]] } }' "$RES" |
-    median | awk '{ if ($1 == "-") print "-"; else printf "%.2f\n", $1 }'
-}
+. bench/results.sh # median, get, ratio
 echo
 echo "round trips per second: median of $RUNS runs; $CONNS connections, $SIZE-byte messages, ping-pong; ${SECS} s after ${WARMUP} s"
 printf '%-6s %10s %7s %10s %7s %5s %5s\n' server "rt/s" "x echo" "cpu us/rt" "x echo" srv lg

@@ -279,6 +279,17 @@ print(got)
     server:close()
   end)
 
+  it("sends what init(ch) writes, before the channel is registered", function()
+    local got
+    local server, _, port = test.udpServer { asString = true, init = function(ch)
+      ch.pipeline:addLast { channelRead = function(_, _, msg) got = msg.data end }
+    end }
+    local c = assert(lupine.udp.open { connect = "127.0.0.1:" .. port, init = function(ch) ch:writeAndFlush("early") end })
+    test.eventually(function() return got == "early" end)
+    c:close()
+    server:close()
+  end)
+
   it("fails queued writes when closed", function()
     local c = assert(lupine.udp.open { connect = "127.0.0.1:9", init = function() end })
     local fs = {}

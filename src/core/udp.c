@@ -331,9 +331,11 @@ static void on_writable(struct ev_loop *ev, ev_io *w, int revents) {
   lp_channel_unref(ch);
 }
 
+// The socket is bound (and connected) from the start: what init(ch) writes and
+// flushes before registration goes out at once too.
 static void udp_flush(lp_channel *ch) {
   lp_outbound_add_flush(&ch->out);
-  if ((ch->flags & (LP_CH_CLOSED | LP_CH_ACTIVE)) != LP_CH_ACTIVE || ev_is_active(&ch->write_watcher)) return;
+  if ((ch->flags & LP_CH_CLOSED) || ev_is_active(&ch->write_watcher)) return;
   send_batch(ch);
 }
 
@@ -407,6 +409,9 @@ static void udp_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
     lp_channel_fail_promise(ch, promise, &e);
     return;
   }
+  // The entry counts the payload and a host entry's overhead (outbound.h);
+  // the addressed wrapper and a buffer's unused capacity are not counted:
+  // datagram buffers are cut to their size when received.
   if (has_to) { // the recipient travels with the bytes (see recipient_of)
     addressed *a = malloc(sizeof *a);
     if (!a) {

@@ -29,8 +29,12 @@ void l_datagram_push(lua_State *L, lp_msg *m) {
   box->received = true;
   // The message keeps the datagram until the data is on the stack: if an
   // allocation raises first, the caller's release frees it whole.
-  if (m->flags & LP_MSGF_STRING) lua_pushlstring(L, (const char *)lp_buf_rptr(d->buf), lp_buf_readable(d->buf));
-  else l_buffer_push(L, lp_buf_ref(d->buf));
+  if (m->flags & LP_MSGF_STRING) {
+    lua_pushlstring(L, (const char *)lp_buf_rptr(d->buf), lp_buf_readable(d->buf));
+  } else {
+    l_buffer_push(L, d->buf); // raises (if at all) before the box has it
+    d->buf = NULL;
+  }
   lua_setiuservalue(L, -2, 1);
   m->kind = LP_MSG_NONE;
   lp_dgram_free(d);
@@ -103,8 +107,8 @@ static int datagram_tostring(lua_State *L) {
   l_datagram *d = check_datagram(L, 1);
   char a[64];
   lua_getiuservalue(L, 1, 1);
-  lp_buf *b = l_buffer_test(L, -1);
-  size_t n = b ? lp_buf_readable(b) : lua_rawlen(L, -1);
+  lp_buf *b = l_buffer_test(L, -1); // NULL too for a Buffer handed off: 0 bytes left in it
+  size_t n = lua_type(L, -1) == LUA_TSTRING ? lua_rawlen(L, -1) : b ? lp_buf_readable(b) : 0;
   lua_pushfstring(L, "lupine.Datagram(%I bytes %s %s)", (lua_Integer)n, d->received ? "from" : "to",
                   lp_addr_format(&d->addr, a, sizeof a));
   return 1;
