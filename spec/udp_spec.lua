@@ -77,6 +77,7 @@ describe("lupine.udp", function()
     c:write(lupine.datagram("to a", a.localAddress))
     c:writeAndFlush(lupine.datagram(lupine.buffer("to b"), "127.0.0.1:" .. b.localPort))
     test.eventually(function() return #seen == 2 end)
+    collectgarbage() -- a Buffer kept past its dispatch stays valid (and is freed with its box)
     local by = {}
     for _, m in ipairs(seen) do by[type(m.data)] = m end
     assert.equal("to a", by.userdata.data:readString())

@@ -128,6 +128,16 @@ end
 uc:send(("x"):rep(3000)) -- dropped and reported (TooLongFrame), not echoed
 check(uc:send("after"):receive() == "after", "udp_echo: no answer after the long datagram")
 uc:close()
+local kept = {} -- received Buffers kept past their dispatch, then dropped: freed by the GC
+local keeper = test.udpServer(function(ch) ch.pipeline:addLast { channelRead = function(_, _, m) kept[#kept + 1] = m end } end)
+local kc = test.udpClient(keeper.localPort)
+for i = 1, 20 do kc:send(("k"):rep(i * 100)) end
+test.eventually(function() return #kept == 20 end)
+check(kept[20].data:readableBytes() == 2000, "a kept datagram lost its data")
+kept = nil
+collectgarbage()
+kc:close()
+keeper:close()
 local statsd_app = dofile("examples/statsd.lua")
 local statsd = test.udpServer(statsd_app)
 local sc = test.udpClient(statsd.localPort)

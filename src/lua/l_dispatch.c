@@ -271,6 +271,8 @@ static int make_args(lua_State *L) {
   else if (a->m->kind == LP_MSG_BUF && !(a->m->flags & LP_MSGF_STRING)) {
     l_buffer_push_lent(L, a->m->u.buf);
     a->m->kind = LP_MSG_NONE; // the box has it now
+  } else if (a->m->kind == LP_MSG_DGRAM && !(a->m->flags & LP_MSGF_STRING)) {
+    l_datagram_push_lent(L, a->m); // its data's box is lent the same way
   } else l_push_msg(L, a->m);
   if (a->promise) l_future_push(L, a->promise);
   else lua_pushnil(L);
@@ -325,7 +327,7 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
     if (with_promise) lua_pushnil(L);
   } else {
     dispatch_args a = {c, m, promise};
-    bool buf = m && m->kind == LP_MSG_BUF && !(m->flags & LP_MSGF_STRING);
+    bool buf = m && (m->kind == LP_MSG_BUF || m->kind == LP_MSG_DGRAM) && !(m->flags & LP_MSGF_STRING);
     lua_pushcfunction(L, make_args);
     lua_pushlightuserdata(L, &a);
     if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);
@@ -353,7 +355,10 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   l_dispatch_table = saved_table;
   l_dispatch_ctx = saved_ctx;
   if (LP_UNLIKELY(rc != LUA_OK)) handler_failed(c, ev, L, promise);
-  if (!lua_isnil(L, lent)) l_buffer_settle(L, lent);
+  if (!lua_isnil(L, lent)) {
+    if (l_testudata(L, lent, &l_key_buffer)) l_buffer_settle(L, lent);
+    else l_datagram_settle(L, lent);
+  }
   lua_settop(L, top);
 }
 

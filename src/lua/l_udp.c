@@ -22,7 +22,7 @@ typedef struct {
 
 static const char l_key_datagram = 0;
 
-void l_datagram_push(lua_State *L, lp_msg *m) {
+static void push_datagram(lua_State *L, lp_msg *m, bool lent) {
   lp_dgram *d = m->u.ptr;
   l_datagram *box = l_newudata(L, sizeof *box, 1, &l_key_datagram);
   box->addr = d->addr;
@@ -32,12 +32,23 @@ void l_datagram_push(lua_State *L, lp_msg *m) {
   if (m->flags & LP_MSGF_STRING) {
     lua_pushlstring(L, (const char *)lp_buf_rptr(d->buf), lp_buf_readable(d->buf));
   } else {
-    l_buffer_push(L, d->buf); // raises (if at all) before the box has it
+    if (lent) l_buffer_push_lent(L, d->buf); // raises (if at all) before the box has it
+    else l_buffer_push(L, d->buf);
     d->buf = NULL;
   }
   lua_setiuservalue(L, -2, 1);
   m->kind = LP_MSG_NONE;
   lp_dgram_free(d);
+}
+
+void l_datagram_push(lua_State *L, lp_msg *m) { push_datagram(L, m, false); }
+void l_datagram_push_lent(lua_State *L, lp_msg *m) { push_datagram(L, m, true); }
+
+void l_datagram_settle(lua_State *L, int idx) {
+  if (!l_testudata(L, idx, &l_key_datagram)) return;
+  lua_getiuservalue(L, idx, 1);
+  if (lua_type(L, -1) == LUA_TUSERDATA) l_buffer_settle(L, -1);
+  lua_pop(L, 1);
 }
 
 int l_host_to_datagram(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_sockaddr *to, bool *has_to, lp_error *err) {
