@@ -280,6 +280,27 @@ print(got)
     server:close()
   end)
 
+  it("sends a burst of 1000 datagrams in bounded turns: the rest on EV_WRITE", function()
+    -- A bound socket that never reads: no ICMP error, the kernel drops what does not fit.
+    local sink = assert(lupine.udp { port = 0, options = { autoRead = false }, init = function() end })
+    local c = assert(lupine.udp.open { connect = sink.localAddress,
+      options = { highWaterMark = 8192, lowWaterMark = 4096 }, init = function() end })
+    local fs = {}
+    for i = 1, 1000 do
+      fs[i] = lupine.promise()
+      c:write("burst " .. i, fs[i])
+    end
+    c:flush()
+    -- One flush sends 16 batches of 32 and yields to the loop; the rest waits for EV_WRITE.
+    assert.is_false(c:isWritable())
+    assert.is_false(fs[1000]:isDone())
+    test.eventually(function() return fs[1000]:isDone() end)
+    for i = 1, 1000 do assert.is_true(fs[i]:isSuccess(), "datagram " .. i) end
+    assert.is_true(c:isWritable())
+    c:close()
+    sink:close()
+  end)
+
   it("sends what init(ch) writes, before the channel is registered", function()
     local got
     local server, _, port = test.udpServer { asString = true, init = function(ch)
