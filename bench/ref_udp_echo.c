@@ -12,6 +12,8 @@
 // kill it (the default action), which is how the benchmark scripts stop it.
 #include <ev.h>
 
+#include "ref_args.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -42,22 +44,8 @@ static void on_readable(struct ev_loop *loop, ev_io *w, int revents) {
 }
 
 int main(int argc, char **argv) {
-  int port = 0, opt;
-  while ((opt = getopt(argc, argv, "p:")) != -1) {
-    char *end;
-    long v;
-    switch (opt) {
-    case 'p':
-      v = strtol(optarg, &end, 10);
-      if (*optarg == '\0' || *end || v < 0 || v > 65535) {
-        fprintf(stderr, "ref_udp_echo: invalid port '%s' (0..65535)\n", optarg);
-        return 2;
-      }
-      port = (int)v;
-      break;
-    default: fprintf(stderr, "usage: ref_udp_echo [-p PORT]\n"); return 2;
-    }
-  }
+  int port = ref_port(argc, argv, "ref_udp_echo");
+  if (port < 0) return 2;
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
