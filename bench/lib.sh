@@ -4,6 +4,7 @@
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-2}
 REF=$BUILD/bench/ref_echo
+REF_UDP=$BUILD/bench/ref_udp_echo
 LG=$BUILD/bench/loadgen
 
 # build_all LOGFILE: lupine (module and launcher), the reference and the load
@@ -11,7 +12,7 @@ LG=$BUILD/bench/loadgen
 build_all() {
   echo "== building ($BUILD, RelWithDebInfo, -DLUPINE_BENCH=ON)"
   if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUPINE_BENCH=ON &&
-    cmake --build "$BUILD" -j "$JOBS" --target lupine lupine_lua ref_echo loadgen; } >"$1" 2>&1; then
+    cmake --build "$BUILD" -j "$JOBS" --target lupine lupine_lua ref_echo ref_udp_echo loadgen; } >"$1" 2>&1; then
     cat "$1"
     echo "bench: build failed"
     exit 1
@@ -45,7 +46,11 @@ server_cmd() {
   w1) SCMD=("$BUILD/lupine" -p 0 -w 1 examples/echo.lua) ;;
   w2) SCMD=("$BUILD/lupine" -p 0 -w 2 examples/echo.lua) ;;
   w2rp) SCMD=("$BUILD/lupine" -p 0 -w 2 --reuseport examples/echo.lua) ;; # a listener per worker
-  *) echo "bench: unknown server '$1' (ref inline co co_w1 w0 w1 w2 w2rp)"; exit 2 ;;
+  udp_ref) SCMD=("$REF_UDP" -p 0) ;; # UDP (bench/udp.sh)
+  udp_lupine) # examples/udp_echo.lua's UDP side inline, on a free port
+    SENV=("LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;")
+    SCMD=(lua5.4 bench/udp_serve.lua) ;;
+  *) echo "bench: unknown server '$1' (ref inline co co_w1 w0 w1 w2 w2rp udp_ref udp_lupine)"; exit 2 ;;
   esac
 }
 server_cpus() { [[ $1 == w2* ]] && echo "$SRV2_CPUS" || echo "$SRV_CPUS"; }
@@ -59,6 +64,8 @@ server_label() {
   w1) echo "lupine -w 1" ;;
   w2) echo "lupine -w 2 (CPUs $SRV2_CPUS)" ;;
   w2rp) echo "lupine -w 2 --reuseport (CPUs $SRV2_CPUS)" ;;
+  udp_ref) echo "reference UDP echo (C, libev, recvfrom/sendto)" ;;
+  udp_lupine) echo "lupine examples/udp_echo.lua inline" ;;
   esac
 }
 # server_line NAME: the command line as a shell would take it.

@@ -1,8 +1,8 @@
 // loadgen.c: the load generator of the benchmarks. One thread, epoll, loopback
 // only. Every byte that comes back is checked against what was sent.
 //
-//   loadgen -p PORT [-m pingpong|stream|idle|short] [-c CONNS] [-s SIZE]
-//           [-d SECONDS] [-w WARMUP] [-n COUNT] [-i INFLIGHT] [-P SERVER_PID] [-W]
+//   loadgen -p PORT [-m pingpong|stream|idle|short|flood] [-c CONNS] [-s SIZE]
+//           [-d SECONDS] [-w WARMUP] [-n COUNT] [-i INFLIGHT] [-P SERVER_PID] [-W] [-u]
 //
 //   -W        WebSocket frames (pingpong and stream; the server speaks
 //             WebSocket from the first byte, no handshake): each chunk is one
@@ -23,6 +23,18 @@
 //             server has surely accepted it; -s 0: none), print
 //             `connected=N` and keep them idle until killed or -d passes;
 //             any byte or EOF from the server then is an error
+//
+//   -u        UDP (bench/udp.sh): CONNS sockets connected to 127.0.0.1:PORT,
+//             each datagram SIZE bytes (8..65507), its echo checked whole:
+//     -m pingpong  INFLIGHT datagrams outstanding per socket (-i, default
+//                  16); each echo sends the next; a socket that hears nothing
+//                  for 0.2 s counts what is outstanding as lost and sends a
+//                  fresh window. Echoes/s (rt_per_s) and latency.
+//     -m flood     one way as fast as the kernel takes them: each socket
+//                  sends INFLIGHT datagrams per turn (default 64) whatever
+//                  comes back, and reads the echoes between turns; rt_per_s
+//                  counts the echoes, i.e. what the server received and
+//                  answered; sent= and lost= say what was offered.
 //
 // A run connects everything first, then warms up for WARMUP seconds (not
 // measured), then measures for SECONDS; with -n it instead stops after COUNT
@@ -71,7 +83,7 @@
 #define EVENTS 256
 #define STREAM_INFLIGHT (256 * 1024) // default -i for stream: a socket buffer's worth
 
-enum mode { PINGPONG, STREAM, IDLE, SHORT };
+enum mode { PINGPONG, STREAM, IDLE, SHORT, FLOOD };
 enum state { UNUSED, CONNECTING, READY, DONE };
 
 typedef struct conn {
@@ -214,6 +226,7 @@ static int wants_chunk(const conn *c) {
   case STREAM: return c->igoal - c->recvd + isz <= opt.inflight;
   case IDLE: return c->goal == 0; // one echo, then idle
   case SHORT: return c->goal == 0 && c->state == READY; // one exchange per connection
+  case FLOOD: return 0;              // UDP's (udp_main)
   }
   return 0;
 }
@@ -387,9 +400,167 @@ static int drained(void) {
   return 1;
 }
 
+// ---- UDP (-u) -----------------------------------------------------------------
+// A datagram: its sequence number on its socket (8 bytes, host order) and then
+// the pattern from an offset the number picks, so every echo is checked whole.
+#define U_RING 4096          // send times kept per socket, by sequence number
+#define U_LOSS_TIMEOUT 0.2   // pingpong: silence after which the outstanding are lost
+#define U_READS 64           // reads per readiness event, at most
+
+typedef struct uconn {
+  int fd;
+  uint64_t seq;      // datagrams sent
+  uint64_t out;      // outstanding (pingpong)
+  double last;       // last echo (or window start)
+  double stamp[U_RING];
+  uint64_t stamp_seq[U_RING]; // which datagram stamp[] is for; UINT64_MAX once echoed
+} uconn;
+
+static uconn *uconns;
+static long long u_sent, u_lost;
+static unsigned char ubuf[65536];
+
+static const unsigned char *u_payload(uint64_t seq) { return pattern + (seq * 7919) % PATTERN_PERIOD; }
+
+// Send one datagram; 0, or -1 when the kernel takes none now.
+static int u_send(uconn *u, double t) {
+  memcpy(ubuf, &u->seq, 8);
+  memcpy(ubuf + 8, u_payload(u->seq), opt.size - 8);
+  ssize_t n;
+  do n = send(u->fd, ubuf, opt.size, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) return -1;
+    die("udp %d: send: %s", (int)(u - uconns), strerror(errno));
+  }
+  u->stamp[u->seq % U_RING] = t;
+  u->stamp_seq[u->seq % U_RING] = u->seq;
+  u->seq++;
+  u->out++;
+  if (measuring) u_sent++;
+  return 0;
+}
+
+static void u_read(uconn *u) {
+  for (int i = 0; i < U_READS; i++) {
+    ssize_t n = recv(u->fd, rbuf, RBUF, MSG_TRUNC);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      die("udp %d: receive: %s", (int)(u - uconns), strerror(errno)); // ECONNREFUSED: no server
+    }
+    uint64_t seq;
+    if ((size_t)n != opt.size) die("udp %d: an echo of %zd bytes, sent %zu", (int)(u - uconns), n, opt.size);
+    memcpy(&seq, rbuf, 8);
+    if (seq >= u->seq || memcmp(rbuf + 8, u_payload(seq), opt.size - 8) != 0)
+      die("udp %d: echo mismatch (datagram %llu)", (int)(u - uconns), (unsigned long long)seq);
+    double t = now_s();
+    uint64_t *slot = &u->stamp_seq[seq % U_RING];
+    if (*slot == seq) { // else echoed already (a duplicate) or too old to time
+      *slot = UINT64_MAX;
+      if (measuring) record(t - u->stamp[seq % U_RING]);
+    }
+    if (measuring) {
+      rts++;
+      bytes_echoed += (uint64_t)n;
+    }
+    if (u->out) u->out--;
+    u->last = t;
+    if (opt.mode == PINGPONG && !stopping) u_send(u, t);
+  }
+}
+
+static void u_refill(uconn *u, double t) {
+  while (u->out < opt.inflight && !stopping)
+    if (u_send(u, t) < 0) break;
+  u->last = t;
+}
+
+// Run until deadline; in pingpong, until everything outstanding came back when stopping.
+static void u_run(double deadline) {
+  struct epoll_event evs[EVENTS];
+  for (;;) {
+    double t = now_s();
+    if (t >= deadline) return;
+    if (opt.mode == FLOOD && !stopping) {
+      for (int i = 0; i < opt.conns; i++)
+        for (size_t k = 0; k < opt.inflight; k++)
+          if (u_send(&uconns[i], t) < 0) break;
+    }
+    int timeout = opt.mode == FLOOD && !stopping ? 0 : 50;
+    int n = epoll_wait(epfd, evs, EVENTS, timeout);
+    if (n < 0 && errno != EINTR) die("epoll_wait: %s", strerror(errno));
+    for (int i = 0; i < n; i++) u_read(evs[i].data.ptr);
+    if (opt.mode != PINGPONG) continue;
+    t = now_s();
+    int outstanding = 0;
+    for (int i = 0; i < opt.conns; i++) {
+      uconn *u = &uconns[i];
+      if (u->out && t - u->last > U_LOSS_TIMEOUT) {
+        if (measuring) u_lost += (long long)u->out;
+        u->out = 0;
+        u_refill(u, t);
+      }
+      outstanding += u->out > 0;
+    }
+    if (stopping && !outstanding) return;
+  }
+}
+
+static int udp_main(void) {
+  if (opt.mode != PINGPONG && opt.mode != FLOOD) {
+    fprintf(stderr, "loadgen: -u takes -m pingpong or flood\n");
+    return 2;
+  }
+  if (opt.size < 8 || opt.size > 65507) {
+    fprintf(stderr, "loadgen: -u needs -s from 8 to 65507\n");
+    return 2;
+  }
+  if (opt.inflight == 0) opt.inflight = opt.mode == FLOOD ? 64 : 16;
+  uconns = calloc((size_t)opt.conns, sizeof *uconns);
+  if (!uconns) die("out of memory");
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port),
+                           .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  for (int i = 0; i < opt.conns; i++) {
+    uconn *u = &uconns[i];
+    u->fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (u->fd < 0 || connect(u->fd, (struct sockaddr *)&sa, sizeof sa) < 0) die("udp socket: %s", strerror(errno));
+    for (int k = 0; k < U_RING; k++) u->stamp_seq[k] = UINT64_MAX;
+    struct epoll_event e = {.events = EPOLLIN, .data.ptr = u};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, u->fd, &e) < 0) die("epoll_ctl: %s", strerror(errno));
+  }
+  double t = now_s();
+  if (opt.mode == PINGPONG)
+    for (int i = 0; i < opt.conns; i++) u_refill(&uconns[i], t);
+  if (opt.warmup > 0) u_run(t + opt.warmup);
+  measuring = 1;
+  double m0 = now_s(), srv0 = opt.srv_pid ? proc_cpu_s(opt.srv_pid) : -1, self0 = self_cpu_s();
+  if (opt.srv_pid && srv0 < 0) die("cannot read /proc/%d/stat", opt.srv_pid);
+  u_run(m0 + opt.secs);
+  double m1 = now_s(), srv1 = opt.srv_pid ? proc_cpu_s(opt.srv_pid) : -1, self1 = self_cpu_s();
+  measuring = 0;
+  long long m_rts = rts;
+  stopping = 1;
+  u_run(m1 + 1.0); // what is still on its way (flood: echoes of the last turns)
+  double secs = m1 - m0;
+  if (m_rts == 0) die("no echo in %.3f s", secs);
+  if (opt.mode == FLOOD) u_lost = u_sent - m_rts > 0 ? u_sent - m_rts : 0;
+  qsort(samples, nsamples, sizeof *samples, cmp_u32);
+  double srv = opt.srv_pid ? srv1 - srv0 : -1;
+  printf("mode=udp-%s conns=%d size=%zu window=%zu secs=%.3f rts=%lld rt_per_s=%.0f mb_per_s=%.2f p50_us=%.1f "
+         "p99_us=%.1f sent=%lld lost=%lld srv_cpu_s=%.3f srv_cpu_us_per_rt=%.3f srv_util=%.2f lg_util=%.2f\n",
+         opt.mode == FLOOD ? "flood" : "pingpong", opt.conns, opt.size, opt.inflight, secs, m_rts,
+         (double)m_rts / secs, (double)m_rts * (double)opt.size / secs / 1e6, percentile_us(0.50),
+         percentile_us(0.99), u_sent, u_lost, srv, opt.srv_pid ? srv * 1e6 / (double)m_rts : -1,
+         opt.srv_pid ? srv / secs : -1, (self1 - self0) / secs);
+  for (int i = 0; i < opt.conns; i++) close(uconns[i].fd);
+  free(uconns);
+  return 0;
+}
+
 static int usage(void) {
-  fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|stream|idle|short] [-c CONNS] [-s SIZE] [-d SECONDS]\n"
-                  "               [-w WARMUP_SECONDS] [-n COUNT] [-i INFLIGHT_BYTES] [-P SERVER_PID] [-W]\n");
+  fprintf(stderr, "usage: loadgen -p PORT [-m pingpong|stream|idle|short|flood] [-c CONNS] [-s SIZE] [-d SECONDS]\n"
+                  "               [-w WARMUP_SECONDS] [-n COUNT] [-i INFLIGHT] [-P SERVER_PID] [-W] [-u]\n");
   return 2;
 }
 
@@ -405,8 +576,8 @@ static int num(const char *s, double min, double max, double *out) {
 int main(int argc, char **argv) {
   int o;
   double v;
-  int have_secs = 0, have_warmup = 0;
-  while ((o = getopt(argc, argv, "p:m:c:s:d:w:n:i:P:W")) != -1) {
+  int have_secs = 0, have_warmup = 0, udp = 0;
+  while ((o = getopt(argc, argv, "p:m:c:s:d:w:n:i:P:Wu")) != -1) {
     switch (o) {
     case 'p': if (num(optarg, 1, 65535, &v)) return usage(); opt.port = (int)v; break;
     case 'm':
@@ -414,6 +585,7 @@ int main(int argc, char **argv) {
       else if (!strcmp(optarg, "stream")) opt.mode = STREAM;
       else if (!strcmp(optarg, "idle")) opt.mode = IDLE;
       else if (!strcmp(optarg, "short")) opt.mode = SHORT;
+      else if (!strcmp(optarg, "flood")) opt.mode = FLOOD;
       else return usage();
       break;
     case 'c': if (num(optarg, 1, MAX_CONNS, &v)) return usage(); opt.conns = (int)v; break;
@@ -424,10 +596,28 @@ int main(int argc, char **argv) {
     case 'i': if (num(optarg, 1, 1 << 30, &v)) return usage(); opt.inflight = (size_t)v; break;
     case 'P': if (num(optarg, 1, 1 << 30, &v)) return usage(); opt.srv_pid = (int)v; break;
     case 'W': ws = 1; break;
+    case 'u': udp = 1; break;
     default: return usage();
     }
   }
   if (optind != argc || opt.port < 0) return usage();
+  if (udp || opt.mode == FLOOD) {
+    if (!udp || ws || opt.count) {
+      fprintf(stderr, "loadgen: flood is UDP's (-u); -u takes neither -W nor -n\n");
+      return 2;
+    }
+    size_t plen = PATTERN_PERIOD + 65536;
+    pattern = malloc(plen);
+    samples = malloc(sizeof *samples * MAX_SAMPLES);
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (!pattern || !samples || epfd < 0) die("out of memory");
+    for (size_t i = 0; i < PATTERN_PERIOD; i++) pattern[i] = (unsigned char)(xorshift() >> 24);
+    for (size_t i = PATTERN_PERIOD; i < plen; i++) pattern[i] = pattern[i - PATTERN_PERIOD];
+    int rc = udp_main();
+    free(samples);
+    free(pattern);
+    return rc;
+  }
   if (opt.size == 0 && opt.mode != IDLE) {
     fprintf(stderr, "loadgen: -s 0 only makes sense with -m idle\n");
     return 2;

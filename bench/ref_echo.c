@@ -14,6 +14,8 @@
 // (the default action), which is how the benchmark scripts stop it.
 #include <ev.h>
 
+#include "ref_args.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -112,22 +114,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents) {
 }
 
 int main(int argc, char **argv) {
-  int port = 0, opt;
-  while ((opt = getopt(argc, argv, "p:")) != -1) {
-    char *end;
-    long v;
-    switch (opt) {
-    case 'p':
-      v = strtol(optarg, &end, 10);
-      if (*optarg == '\0' || *end || v < 0 || v > 65535) {
-        fprintf(stderr, "ref_echo: invalid port '%s' (0..65535)\n", optarg);
-        return 2;
-      }
-      port = (int)v;
-      break;
-    default: fprintf(stderr, "usage: ref_echo [-p PORT]\n"); return 2;
-    }
-  }
+  int port = ref_port(argc, argv, "ref_echo");
+  if (port < 0) return 2;
   signal(SIGPIPE, SIG_IGN);
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;

@@ -132,6 +132,36 @@ uc:send("hi\nwhoami\n")
 check(uc:receiveLine() == "hi", "unix_echo")
 check(uc:receiveLine():find("^pid=%d+ uid=%d+ gid=%d+$"), "unix_echo: whoami")
 uc:close()
+-- UDP: the echo (a Buffer handed back to its sender, one over maxDatagramSize) and statsd's aggregation.
+local udp_app = dofile("examples/udp_echo.lua")
+local udp_echo = test.udpServer(udp_app, { maxDatagramSize = 2000 })
+local udc = test.udpClient(udp_echo.localPort)
+for i = 1, 50 do
+  local msg = ("u%d"):format(i):rep(i * 10)
+  check(udc:send(msg):receive() == msg, "udp_echo returned other bytes")
+end
+udc:send(("x"):rep(3000)) -- dropped and reported (TooLongFrame), not echoed
+check(udc:send("after"):receive() == "after", "udp_echo: no answer after the long datagram")
+udc:close()
+local kept = {} -- received Buffers kept past their dispatch, then dropped: freed by the GC
+local keeper = test.udpServer(function(ch) ch.pipeline:addLast { channelRead = function(_, _, m) kept[#kept + 1] = m end } end)
+local kc = test.udpClient(keeper.localPort)
+for i = 1, 20 do kc:send(("k"):rep(i * 100)) end
+test.eventually(function() return #kept == 20 end)
+check(kept[20].data:readableBytes() == 2000, "a kept datagram lost its data")
+kept = nil
+collectgarbage()
+kc:close()
+keeper:close()
+local statsd_app = dofile("examples/statsd.lua")
+local statsd = test.udpServer(statsd_app)
+local sc = test.udpClient(statsd.localPort)
+sc:send("a:1|c\nb:2|g\nc:3|ms\nbad")
+test.eventually(function() return statsd_app.bad() == 1 end)
+check(table.concat(statsd_app.flush(), " ") == "a:1|c b:2|g c:count=1,min=3,max=3,mean=3|ms", "statsd: wrong totals")
+sc:close()
+statsd:close()
+udp_echo:close()
 lupine.http.closeIdle()
 test.eventually(function() return lupine.loop():channelCount() == 0 end)
 files:close()

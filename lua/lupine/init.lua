@@ -13,8 +13,42 @@ lupine.launched = false
 -- init(ch) that runs theirs and then starts handle: made once per app table.
 local with_handle = setmetatable({}, { __mode = "k" })
 
+-- Apps with a udp field get a workerInit that opens it first: made once per app table.
+local with_udp = setmetatable({}, { __mode = "k" })
+
+-- app.udp = { host, port, init, ... } (lupine.udp's options): a UDP channel
+-- in every worker, opened by the worker itself before the app's own
+-- workerInit. With more than one worker each binds its own socket with
+-- SO_REUSEPORT and the kernel spreads datagrams over them by the sender's
+-- address (one sender's datagrams keep to one worker); UDP has no accept for
+-- a boss to hand out. A fixed port is then required: port 0 would give each
+-- worker a port of its own.
+local function udp_worker_init(app, level)
+  local udp, user = app.udp, app.workerInit
+  if type(udp) ~= "table" or type(udp.init) ~= "function" then
+    error("lupine: the app's udp must be a table with an init(ch) function", level + 1)
+  end
+  if user ~= nil and type(user) ~= "function" then error("lupine: the app's workerInit must be a function(worker)", level + 1) end
+  return function(worker)
+    local opts = {}
+    for k, v in pairs(udp) do opts[k] = v end
+    if worker.workers > 1 then
+      if (opts.port or 0) == 0 then error("the app's udp.port must be set with more than one worker (each binds it)", 0) end
+      opts.reusePort = true
+    end
+    local ch, err = lupine.udp(opts)
+    if not ch then error(err, 0) end
+    if user then return user(worker) end
+  end
+end
+
 local function check_app(app, level)
   if type(app) ~= "table" then error("lupine: an app must be a table with an init(ch) function", level + 1) end
+  if app.udp ~= nil and not with_udp[app] then
+    local init = udp_worker_init(app, level + 1)
+    app.workerInit = init
+    with_udp[app] = init
+  end
   if app.handle ~= nil and not with_handle[app] then
     local init = require("lupine.co").handleInit(app)
     app.init = init

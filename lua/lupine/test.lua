@@ -115,6 +115,86 @@ function test.server(app_or_init, opts)
   return server, server.host, server.port
 end
 
+-- Open a UDP channel on 127.0.0.1 (or its host), port 0 (or opts.host, opts.port). what:
+-- an init(ch) function, lupine.udp's options (init, maxDatagramSize,
+-- asString, options), or an app table with such a udp field. Returns the
+-- channel, its host and its port.
+function test.udpServer(what, opts)
+  opts = opts or {}
+  local udp = what
+  if type(what) == "function" then udp = { init = what }
+  elseif type(what) == "table" and what.udp ~= nil then udp = what.udp end
+  if type(udp) ~= "table" or type(udp.init) ~= "function" then
+    error("test.udpServer: need an init(ch) function, or options or an app's udp with one", 2)
+  end
+  local o = {}
+  for k, v in pairs(udp) do o[k] = v end
+  for k, v in pairs(opts) do o[k] = v end
+  o.host, o.port = opts.host or udp.host or "127.0.0.1", opts.port or 0
+  local ch, err = lupine.udp(o)
+  if not ch then error("test.udpServer: " .. err, 2) end
+  return ch, ch.localHost, ch.localPort
+end
+
+-- test.udpClient([host,] port [, opts]): a UDP socket connected to host:port
+-- (127.0.0.1), whose datagrams arrive as strings. send(data) sends one
+-- datagram (raises when it is refused); receive([timeout]) returns the next
+-- datagram and its sender, raising after the timeout (test.timeout, or
+-- opts.timeout); nextError([timeout]) the next error the socket reported (an
+-- ICMP port unreachable: ECONNREFUSED). opts.maxDatagramSize, opts.options as
+-- lupine.udp.open's.
+local UdpClient = {}
+UdpClient.__index = UdpClient
+
+function test.udpClient(host, port, opts)
+  if type(host) ~= "string" then host, port, opts = "127.0.0.1", host, port end
+  opts = opts or {}
+  local self = setmetatable({ inbox = {}, errors = {}, timeout = opts.timeout or test.timeout }, UdpClient)
+  local peer = (host:find(":", 1, true) and "[%s]:%d" or "%s:%d"):format(host, port)
+  local ch, err = lupine.udp.open {
+    connect = peer, asString = true, maxDatagramSize = opts.maxDatagramSize, options = opts.options,
+    init = function(ch)
+      ch.pipeline:addLast("udpClient", {
+        channelRead = function(_, _, msg) self.inbox[#self.inbox + 1] = msg end,
+        exceptionCaught = function(_, _, e) self.errors[#self.errors + 1] = e end,
+      })
+    end,
+  }
+  if not ch then error("test.udpClient: " .. err, 2) end
+  self.channel, self.peer = ch, peer
+  return self
+end
+
+function UdpClient:send(data)
+  local f = lupine.promise()
+  self.channel:writeAndFlush(data, f)
+  if not poll(function() return f:isDone() end, self.timeout) then
+    error(("send: not sent within %g s"):format(self.timeout), 2)
+  end
+  if not f:isSuccess() then error("send: " .. tostring((f:cause())), 2) end
+  return self
+end
+
+local function take(self, list, what, timeout)
+  timeout = timeout or self.timeout
+  if not poll(function() return #list > 0 end, timeout) then
+    error(("%s: nothing from %s within %g s"):format(what, self.peer, timeout), 3)
+  end
+  return table.remove(list, 1)
+end
+
+function UdpClient:receive(timeout)
+  local msg = take(self, self.inbox, "receive()", timeout)
+  return msg.data, msg.sender
+end
+
+function UdpClient:nextError(timeout) return take(self, self.errors, "nextError()", timeout) end
+
+function UdpClient:close()
+  local f = self.channel:close()
+  poll(function() return f:isDone() end, self.timeout)
+end
+
 -- A port on 127.0.0.1 that was free a moment ago (for servers we start as
 -- processes: redis-server --port ...).
 function test.freePort()

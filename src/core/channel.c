@@ -16,6 +16,7 @@
 #include "future.h"
 #include "host.h"
 #include "log.h"
+#include "udp.h"
 
 #include <errno.h>
 #include <netinet/tcp.h>
@@ -349,7 +350,7 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
       return;
     }
   } else {
-    static const char *const kinds[] = {"nothing", "buffer", "value", "error", "event", "pointer"};
+    static const char *const kinds[] = {"nothing", "buffer", "value", "error", "event", "pointer", "datagram"};
     lp_error_named(&e, LP_EUNSUPPORTED, "cannot write %s to channel #%llu: add an encoder", kinds[m->kind],
                    (unsigned long long)ch->id);
     lp_msg_release(m);
@@ -686,6 +687,13 @@ static void drain_input(lp_channel *ch) {
 
 void lp_channel_addresses(const lp_channel *ch, char *out, size_t outlen) {
   char l[LP_ADDR_STRLEN], r[LP_ADDR_STRLEN];
+  if (ch->transport == &lp_udp_transport) { // "udp 127.0.0.1:5000", and "<-> peer" when connected
+    lp_chaddr_format(&ch->local, l, sizeof l);
+    lp_chaddr_format(&ch->remote, r, sizeof r);
+    bool connected = lp_chaddr_family(&ch->remote) != 0;
+    snprintf(out, outlen, "udp %s%s%s", l, connected ? " <-> " : "", connected ? r : "");
+    return;
+  }
   if (ch->transport != &lp_socket_transport) {
     snprintf(out, outlen, "%s", ch->transport->kind);
     return;
@@ -706,6 +714,12 @@ void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, s
   case LP_MSG_ERROR: snprintf(out, outlen, "%s", m->u.err->message); break;
   case LP_MSG_BUF: snprintf(out, outlen, "a buffer of %zu bytes", lp_buf_readable(m->u.buf)); break;
   case LP_MSG_EVENT: snprintf(out, outlen, "event %s", m->u.event->kind); break;
+  case LP_MSG_DGRAM: {
+    const lp_dgram *d = m->u.ptr;
+    char a[64];
+    snprintf(out, outlen, "a datagram of %zu bytes from %s", lp_buf_readable(d->buf), lp_addr_format(&d->addr, a, sizeof a));
+    break;
+  }
   case LP_MSG_HOST:
     if (ch->loop->host_ops && ch->loop->host_ops->describe) {
       ch->loop->host_ops->describe(ch->loop, m, out, outlen);

@@ -11,6 +11,7 @@
 struct lp_msg;
 struct lp_bytes;
 struct lp_error;
+union lp_sockaddr;
 
 typedef struct lp_host_ops {
   // Turn a host message reaching the head into bytes; 0, or -1 with err set
@@ -33,6 +34,11 @@ typedef struct lp_host_ops {
   // The error code a host message carries (a native error passed on from the
   // host: its code), or 0.
   int (*error_code)(lp_loop *loop, const struct lp_msg *m);
+  // A host message reaching a UDP channel's head: its bytes, and the address
+  // it is for when it names one (*has_to; else the connected peer). 0, or -1
+  // with err set (the message is released either way).
+  int (*to_datagram)(lp_loop *loop, struct lp_msg *m, struct lp_bytes *out, union lp_sockaddr *to, bool *has_to,
+                     struct lp_error *err);
 } lp_host_ops;
 
 #endif

@@ -203,6 +203,26 @@ ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block) {
   return w;
 }
 
+void lp_outbound_done_head(lp_outbound *ob) {
+  ob->pending -= ob->head->bytes.len;
+  pop_done(ob);
+}
+
+bool lp_outbound_fail_head(lp_outbound *ob, const lp_error *err) {
+  lp_out_entry *e = ob->head;
+  ob->head = e->next;
+  if (!ob->head) ob->tail = NULL;
+  ob->flushed--;
+  ob->pending -= e->bytes.len + e->overhead;
+  lp_bytes_release(&e->bytes);
+  lp_future *f = e->promise;
+  entry_put(ob->cache, e);
+  if (!f) return false;
+  lp_future_fail(f, err);
+  lp_future_unref(f);
+  return true;
+}
+
 bool lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, bool quiet) {
   lp_out_entry *keep = only_flushed ? ob->unflushed : NULL;
   bool reported = false;

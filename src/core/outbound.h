@@ -87,5 +87,10 @@ ssize_t lp_outbound_write(lp_outbound *ob, int fd, bool *would_block);
 // Returns whether a promise took the (non-quiet) failure to report it.
 bool lp_outbound_fail(lp_outbound *ob, const lp_error *err, bool only_flushed, bool quiet);
 void lp_bytes_release(lp_bytes *b);
+// Datagram transports, where each flushed entry goes whole or not at all: the
+// first flushed entry was sent (its promise succeeds), or was refused (its
+// promise fails with err; false when it had none, for the caller to report).
+void lp_outbound_done_head(lp_outbound *ob);
+bool lp_outbound_fail_head(lp_outbound *ob, const lp_error *err);
 
 #endif

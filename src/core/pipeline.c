@@ -11,6 +11,7 @@
 #include "channel.h"
 #include "host.h"
 #include "log.h"
+#include "udp.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ const char *const lp_event_name[LP_EV_COUNT] = {
 
 void lp_msg_release(lp_msg *m) {
   if (m->kind == LP_MSG_BUF && m->u.buf) lp_buf_unref(m->u.buf);
+  else if (m->kind == LP_MSG_DGRAM && m->u.ptr) lp_dgram_free(m->u.ptr);
   m->kind = LP_MSG_NONE;
 }
 

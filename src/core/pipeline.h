@@ -59,12 +59,12 @@ typedef struct lp_event_info {
   int nfields;
 } lp_event_info;
 
-enum { LP_MSG_NONE, LP_MSG_BUF, LP_MSG_HOST, LP_MSG_ERROR, LP_MSG_EVENT, LP_MSG_PTR };
+enum { LP_MSG_NONE, LP_MSG_BUF, LP_MSG_HOST, LP_MSG_ERROR, LP_MSG_EVENT, LP_MSG_PTR, LP_MSG_DGRAM };
 // lp_msg.flags
 enum { LP_MSGF_STRING = 1 }; // a BUF the host delivers as a string (frame decoders' asString)
 
 // A message or event argument moving through the pipeline. BUF transfers one
-// buffer reference with the message. HOST is a value of the host language at
+// buffer reference with the message, DGRAM one lp_dgram (udp.h). HOST is a value of the host language at
 // stack slot `host`, valid only while the call that made it is running.
 typedef struct lp_msg {
   int kind;

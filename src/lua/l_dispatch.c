@@ -87,6 +87,7 @@ void l_push_msg(lua_State *L, lp_msg *m) {
   case LP_MSG_HOST: lua_pushvalue(L, m->host); break;
   case LP_MSG_ERROR: l_push_error(L, m->u.err); break;
   case LP_MSG_EVENT: push_event(L, m->u.event); break;
+  case LP_MSG_DGRAM: l_datagram_push(L, m); break;
   case LP_MSG_PTR: {
     char a[80];
     lua_pushstring(L, lp_addr_format(m->u.ptr, a, sizeof a));
@@ -142,7 +143,7 @@ static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
   return 0;
 }
 
-static int host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
+int l_host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
   l_host *h = loop->host;
   lua_State *L = h->L;
   int idx = m->host;
@@ -279,6 +280,8 @@ static int make_args(lua_State *L) {
   else if (a->m->kind == LP_MSG_BUF && !(a->m->flags & LP_MSGF_STRING)) {
     l_buffer_push_lent(L, a->m->u.buf);
     a->m->kind = LP_MSG_NONE; // the box has it now
+  } else if (a->m->kind == LP_MSG_DGRAM && !(a->m->flags & LP_MSGF_STRING)) {
+    l_datagram_push_lent(L, a->m); // its data's box is lent the same way
   } else l_push_msg(L, a->m);
   if (a->promise) l_future_push(L, a->promise);
   else lua_pushnil(L);
@@ -333,7 +336,7 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
     if (with_promise) lua_pushnil(L);
   } else {
     dispatch_args a = {c, m, promise};
-    bool buf = m && m->kind == LP_MSG_BUF && !(m->flags & LP_MSGF_STRING);
+    bool buf = m && (m->kind == LP_MSG_BUF || m->kind == LP_MSG_DGRAM) && !(m->flags & LP_MSGF_STRING);
     lua_pushcfunction(L, make_args);
     lua_pushlightuserdata(L, &a);
     if (m && m->kind == LP_MSG_HOST) lua_pushvalue(L, m->host);
@@ -361,7 +364,10 @@ static void call_handler(lp_ctx *c, int ev, lp_msg *m, lp_future *promise) {
   l_dispatch_table = saved_table;
   l_dispatch_ctx = saved_ctx;
   if (LP_UNLIKELY(rc != LUA_OK)) handler_failed(c, ev, L, promise);
-  if (!lua_isnil(L, lent)) l_buffer_settle(L, lent);
+  if (!lua_isnil(L, lent)) {
+    if (l_testudata(L, lent, &l_key_buffer)) l_buffer_settle(L, lent);
+    else l_datagram_settle(L, lent);
+  }
   lua_settop(L, top);
 }
 
@@ -484,6 +490,6 @@ static int host_error_code(lp_loop *loop, const lp_msg *m) {
 }
 
 const lp_host_ops l_host_ops = {
-    host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, l_future_drop,
-    host_error_code,
+    l_host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, l_future_drop,
+    host_error_code, l_host_to_datagram,
 };

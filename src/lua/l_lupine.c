@@ -572,6 +572,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_resp_open(L);      // _resp: RESP decoders and encoders (l_resp.c, lua/lupine/redis.lua)
   l_http_open(L);     // _http: the HTTP server codec and handler (lua/lupine/http.lua)
   l_co_open(L);       // _onUnobserved, _logChannel: lua/lupine/co.lua
+  l_udp_open(L);      // udp, udp.open, datagram (l_udp.c)
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -375,4 +375,17 @@ void l_co_open(lua_State *L);      // _onUnobserved, _logChannel, _coSetup (l_co
 const lp_handler_ops *l_handler_ops_for(lua_State *L, int hi);
 extern const lp_handler_ops l_co_tail_ops;
 
+// ---- l_udp.c: lupine.udp, lupine.datagram --------------------------------------------
+void l_udp_open(lua_State *L);     // udp (callable, with open) and datagram, on the module table on top
+// An LP_MSG_DGRAM as a lupine.Datagram (the message is emptied); may raise (allocation).
+void l_datagram_push(lua_State *L, lp_msg *m);
+// The same for a dispatch: its Buffer is lent (l_buffer_push_lent), and
+// l_datagram_settle(L, idx) settles it when the handler has returned.
+void l_datagram_push_lent(lua_State *L, lp_msg *m);
+void l_datagram_settle(lua_State *L, int idx);
+// Host hook to_datagram: a lupine.Datagram's data and recipient, or a Buffer or string without one.
+int l_host_to_datagram(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_sockaddr *to, bool *has_to, lp_error *err);
+// Host hook to_bytes (l_dispatch.c): a Buffer handed off, a string copied or pinned.
+int l_host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err);
+
 #endif
