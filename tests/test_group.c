@@ -90,7 +90,7 @@ static void h_free(lp_worker *w) {
   atomic_fetch_add(&frees, 1);
 }
 
-static const lp_worker_ops ops = {h_start, h_accept, h_stop, h_free};
+static const lp_worker_ops ops = {h_start, h_accept, h_stop, h_free, NULL, NULL};
 
 // ---- the client side (its own thread, SIGINT/SIGTERM blocked) ----------------
 

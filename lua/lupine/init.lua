@@ -31,6 +31,7 @@ local sources = setmetatable({}, { __mode = "k" })
 -- shut down gracefully and return. opts override the app's fields: host
 -- (127.0.0.1), port (0: any), workers (0: inline in this thread's loop and
 -- state; the launcher's default is one per core), shutdownTimeout (10 s),
+-- reloadDrainTimeout (0: after a reload, old states wait for their last connection),
 -- maxConnections, memoryLimit, tlsCert and tlsKey (the launcher's --tls-cert and
 -- --tls-key: serve TLS with them, over the app's tls.cert and tls.key),
 -- shared (dictionaries: lupine.shared), blockingThreads (lupine.blocking's pool; default:
@@ -62,7 +63,8 @@ function lupine.serve(app, opts)
   local ok, err = pcall(core.serve, {
     app = app, source = opts.source or sources[app], name = app.name,
     host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
-    shutdownTimeout = pick("shutdownTimeout"), maxConnections = pick("maxConnections"),
+    shutdownTimeout = pick("shutdownTimeout"), reloadDrainTimeout = pick("reloadDrainTimeout"),
+    maxConnections = pick("maxConnections"),
     memoryLimit = pick("memoryLimit"), tlsCert = opts.tlsCert, tlsKey = opts.tlsKey,
   })
   if not ok then -- start-up failed: one line, no position (it is about the app, not this file)

@@ -16,6 +16,15 @@
 // a loop stopped from inside, lp_loop_stop) has drained every worker;
 // lp_group_destroy.
 //
+// Reload (lp_group_reload, SIGHUP; worker threads only): the boss asks every
+// worker to prepare a new generation of its host state (reload_prepare, on the
+// worker's thread, beside the running one), waits for every answer, then tells
+// every worker to commit (new connections go to the new generation) or, when
+// any failed, to abort (each drops what it prepared): all workers switch, or
+// none. The listeners stay open throughout. Requests that come while one is
+// being prepared make one more reload after it. Old generations drain in the
+// host, which owns them.
+//
 // Shutdown: listeners close; each worker closes its channels gracefully
 // (lp_channel_close_gracefully: input dropped, what was written delivered,
 // FIN, close) and at the deadline closes whatever is left; once it has no
@@ -50,15 +59,22 @@ typedef struct lp_worker_ops {
   void (*stop)(lp_worker *w);
   // The loop has ended: free the host state. The loop itself is freed later.
   void (*free)(lp_worker *w);
+  // Reload (both NULL: not supported). prepare: build the next generation
+  // beside the running one; 0, or -1 with a one-line reason in err. Then
+  // exactly one finish: commit (switch to it) or not (drop it). A worker whose
+  // loop ends between the two drops it in free().
+  int (*reload_prepare)(lp_worker *w, char *err, size_t errlen);
+  void (*reload_finish)(lp_worker *w, bool commit);
 } lp_worker_ops;
 
 typedef struct lp_group_config {
   int workers;              // 0: inline (the boss loop serves too)
   double shutdown_timeout;  // seconds a worker may spend draining
   uint64_t max_connections; // 0: no limit; over it, new connections are closed at once
-  bool handle_signals;      // SIGINT/SIGTERM shut down (a second one forces); SIGHUP is logged, ignored
+  bool handle_signals;      // SIGINT/SIGTERM shut down (a second one forces); SIGHUP reloads
 } lp_group_config;
 
+enum { LP_RELOAD_PREPARE = 1, LP_RELOAD_COMMIT, LP_RELOAD_ABORT };
 enum { LP_WORKER_NEW, LP_WORKER_RUNNING, LP_WORKER_DRAINING, LP_WORKER_STOPPED, LP_WORKER_FAILED };
 
 struct lp_worker {
@@ -72,6 +88,8 @@ struct lp_worker {
   ev_timer deadline;        // draining: close what is left
   ev_check drained;         // draining: watch for the last channel
   lp_task shutdown_task, force_task;
+  lp_task reload_task;      // posted by the boss, one phase at a time
+  int reload_phase;         // LP_RELOAD_*: set by the boss before each post
   bool ok;                  // boss thread: started, not yet stopped
   bool shutdown_posted, force_posted; // boss thread
 };
@@ -104,6 +122,13 @@ struct lp_group {
   atomic_bool stop_asked;   // a worker's loop was stopped from inside
   bool stopping, forcing, done, running;
   int status;               // lp_group_run's result
+  // reload
+  atomic_int reload_asked;  // requests not yet started (any thread)
+  atomic_int reload_answers; // workers that answered the prepare phase
+  atomic_bool reload_failed;
+  char reload_err[LP_GROUP_ERR_MAX]; // the first failure (under lock)
+  int reload_expect;        // boss: workers asked to prepare (0: no reload under way)
+  unsigned reloads;         // boss: reloads committed
 };
 
 // Set up (no thread yet). 0, -EINVAL (worker count) or -ENOMEM.
@@ -120,6 +145,10 @@ int lp_group_listen(lp_group *g, const lp_sockaddr *addr, int backlog, lp_sockad
 int lp_group_run(lp_group *g);
 // Ask for shutdown (boss thread): graceful, or forced (closes at once).
 void lp_group_shutdown(lp_group *g, bool force);
+// Ask for a reload (any thread; what SIGHUP does): 0, or -ENOTSUP when the
+// group has no worker threads or its host cannot reload. The outcome is
+// logged (one line) by the boss.
+int lp_group_reload(lp_group *g);
 // Join the threads and free the worker loops (after run, or after start
 // failed). The boss loop is the caller's.
 void lp_group_destroy(lp_group *g);

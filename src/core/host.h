@@ -15,13 +15,13 @@ struct lp_error;
 typedef struct lp_host_ops {
   // Turn a host message reaching the head into bytes; 0, or -1 with err set
   // (the message is released either way).
-  int (*to_bytes)(lp_loop *loop, struct lp_msg *m, struct lp_bytes *out, struct lp_error *err);
+  int (*to_bytes)(lp_channel *ch, struct lp_msg *m, struct lp_bytes *out, struct lp_error *err);
   // Turn a host message into an LP_MSG_BUF in place (a Buffer handed off, or a
   // string copied), for native handlers that need bytes; 0, or -1 with err set
   // and the message left as it was.
-  int (*to_buf)(lp_loop *loop, struct lp_msg *m, struct lp_error *err);
+  int (*to_buf)(lp_channel *ch, struct lp_msg *m, struct lp_error *err);
   // One line describing a host message, for logs.
-  void (*describe)(lp_loop *loop, const struct lp_msg *m, char *out, size_t outlen);
+  void (*describe)(const lp_channel *ch, const struct lp_msg *m, char *out, size_t outlen);
   // A channel finished its teardown: drop the host's strong references to it.
   void (*channel_teardown)(lp_channel *ch);
   // A context left its pipeline (after handlerRemoved): drop the host's cached handle.
@@ -32,7 +32,7 @@ typedef struct lp_host_ops {
   void (*future_free)(lp_future *f);
   // The error code a host message carries (a native error passed on from the
   // host: its code), or 0.
-  int (*error_code)(lp_loop *loop, const struct lp_msg *m);
+  int (*error_code)(const lp_channel *ch, const struct lp_msg *m);
 } lp_host_ops;
 
 #endif

@@ -36,6 +36,8 @@ lp_channel *l_accept(l_host *h, int fd, const lp_channel_config *cfg, int init_r
     close(fd);
     return NULL;
   }
+  l_channel_adopt(h, ch);
+  ch->flags |= LP_CH_ACCEPTED;
   int rc = lp_channel_apply_socket_options(ch);
   if (rc) lp_log(LP_LOG_DEBUG, ch->id, "socket options: %s", strerror(-rc));
   if (h->closing) {
