@@ -17,7 +17,7 @@ local V = "@V@"
 local Line = {}
 function Line:channelRead(ctx, line)
   local attr = ctx.channel.attr
-  attr.n = (attr.n or 0) + 1
+  attr.n, attr.last = (attr.n or 0) + 1, line
   if line == "states" then -- this worker's states: generation/current/channels/memory
     collectgarbage()
     local t = {}
@@ -232,6 +232,29 @@ describe("hot reload", function()
     assert.equal(0, p:wait(20))
   end)
 
+  it("closes a channel whose migrate raises, with a log line; the others move on", function()
+    local port = launch("-w 1 -p 0", LINE_APP, "v1")
+    local a, b = test.client(port), test.client(port)
+    assert.equal("v1 v1 1 a", ask(a, "a"))
+    assert.equal("v1 v1 1 fail", ask(b, "fail"))
+    write_app(path, LINE_APP, "v2", [[
+  migrate = function(ch, old)
+    if old.last == "fail" then error("cannot move this one") end
+    ch.attr.born, ch.attr.n = "moved", old.n
+    pipeline(ch)
+  end,]])
+    p:kill("HUP")
+    new_code(p, port, "v2", 1)
+    assert.equal("", b:receiveAll(10)) -- closed
+    assert.equal("v2 moved 2 c", ask(a, "c"))
+    assert.matches("migrate%(ch, oldAttr%) raised: [^\n]*cannot move this one", p:stderr())
+    assert.equal(1, count(p:stderr(), "closing the channel: migrate failed\n"))
+    a:close()
+    b:close()
+    p:kill("TERM")
+    assert.equal(0, p:wait(20))
+  end)
+
   for _, case in ipairs {
     { "a syntax error", function(path) return "local x = = 1\n", path .. ":1: unexpected symbol near '='" end },
     { "workerInit raising", function(path)
@@ -295,6 +318,23 @@ describe("hot reload", function()
     assert.is_true((one_state_each(port, 1)))
     p:kill("TERM")
     assert.equal(0, p:wait(20))
+  end)
+
+  it("shuts down on SIGTERM with old states still draining: workerExit once in each, exit 0", function()
+    local port = launch("-w 1 -p 0", LINE_APP, "v1", [[
+  workerExit = function() lupine.log("info", "workerExit " .. V) end,]])
+    local a = test.client(port)
+    assert.equal("v1 v1 1 a", ask(a, "a"))
+    write_app(path, LINE_APP, "v2", [[
+  workerExit = function() lupine.log("info", "workerExit " .. V) end,]])
+    p:kill("HUP")
+    new_code(p, port, "v2", 1)
+    p:kill("TERM")
+    assert.equal(0, p:wait(20))
+    local err = p:stderr()
+    assert.equal(1, count(err, "workerExit v1\n"))
+    assert.equal(1, count(err, "workerExit v2\n"))
+    a:close()
   end)
 
   it("closes the old code's connections gracefully after --reload-drain-timeout", function()

@@ -227,6 +227,7 @@ typedef struct l_gen {
   lp_channel_config cfg;
   ev_timer drain;      // reloadDrainTimeout, while retired
   int drain_stage;     // 0: waiting; 1: channels closed gracefully
+  bool exited;         // workerExit ran (it runs once)
 } l_gen;
 
 struct l_worker {
@@ -353,7 +354,8 @@ static void point_loop(l_worker *lw) {
 
 // workerExit(worker) of a generation, once its channels are gone (or at shutdown).
 static void gen_exit(l_gen *gen) {
-  if (!gen->L || !gen->h || gen->h->closing || gen->app_ref == LUA_NOREF) return;
+  if (!gen || gen->exited || !gen->L || !gen->h || gen->h->closing || gen->app_ref == LUA_NOREF) return;
+  gen->exited = true;
   lua_State *L = gen->L;
   if (!lua_checkstack(L, 4)) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, gen->app_ref);
@@ -369,6 +371,7 @@ static void gen_exit(l_gen *gen) {
 // Close a generation's state (its channels close with it) and keep its record
 // on the dead list. Closing a state runs the loop's queued tasks (l_host_detach).
 static void gen_close(l_gen *gen) {
+  if (!gen) return;
   l_worker *lw = gen->lw;
   if (ev_is_active(&gen->drain)) ev_timer_stop(lw->w->loop->ev, &gen->drain);
   if (gen->h) gen->h->on_empty = NULL;
@@ -481,13 +484,19 @@ static void w_stop(lp_worker *w) {
 static void w_free(lp_worker *w) {
   l_worker *lw = w->host;
   if (!lw) return;
-  if (lw->pending) gen_close(lw->pending);
-  while (lw->retired) {
-    l_gen *gen = lw->retired;
+  // Each close runs queued tasks (a late reload phase among them): unlink first.
+  l_gen *gen = lw->pending;
+  lw->pending = NULL;
+  if (gen) gen_close(gen);
+  while ((gen = lw->retired) != NULL) {
     lw->retired = gen->next;
     gen_close(gen);
   }
-  gen_close(lw->cur);
+  gen = lw->cur;
+  lw->cur = NULL;
+  gen_close(gen);
+  // The reap task lives in lw: let it run (it finds nothing) before lw goes.
+  for (int i = 0; i < 64 && lw->reap_queued; i++) lp_loop_run_tasks(w->loop);
   if (w->threaded) { // no state is left on this loop: nothing may call into one
     w->loop->host = NULL;
     w->loop->host_ops = NULL;
@@ -678,7 +687,7 @@ static void w_reload_finish(lp_worker *w, bool commit) {
   l_gen *gen = lw->pending, *old = lw->cur;
   lw->pending = NULL;
   if (!gen) return;
-  if (!commit) { // another worker failed: this one's new state goes
+  if (!commit || !old) { // another worker failed: this one's new state goes
     gen_exit(gen);
     gen_close(gen);
     return;
