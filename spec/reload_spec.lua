@@ -25,6 +25,8 @@ function Line:channelRead(ctx, line)
       t[#t + 1] = ("%d/%s/%d/%d"):format(s.generation, s.current and "cur" or "old", s.channels, s.memory)
     end
     ctx:writeAndFlush(lupine.workerId() .. " " .. table.concat(t, " ") .. "\n")
+  elseif line:match("^ticks ") then -- how often the timers of a version's states ran
+    ctx:writeAndFlush(tostring(lupine.shared.ticks:get(line:sub(7)) or 0) .. "\n")
   elseif line == "reload" then
     local ok, err = pcall(lupine.reload)
     ctx:writeAndFlush((ok and "reloading" or tostring(err)) .. "\n")
@@ -40,9 +42,18 @@ end
 
 return lupine.app {
   name = "reloadable",
+  shared = { ticks = "1m" },
   init = function(ch)
     ch.attr.born, ch.attr.tbl = V, {}
     pipeline(ch)
+  end,
+  -- what each state starts dies with it: a timer, a subscription, broadcasts to the others
+  workerInit = function(worker)
+    worker.loop:scheduleAtFixedRate(0.005, 0.005, function()
+      lupine.shared.ticks:incr(V, 1, 0)
+      lupine.broadcast("reload-spec", V)
+    end)
+    lupine.subscribe("reload-spec", function() end)
   end,
   @EXTRA@
 }
@@ -316,6 +327,11 @@ describe("hot reload", function()
     assert.same({ 3, 2 }, { st[1].gen, st[2].gen })
     b:close()
     assert.is_true((one_state_each(port, 1)))
+    local c = test.client(port) -- the old states' timers died with them; the current one's runs
+    local v1, v3 = tonumber(ask(c, "ticks v1")), tonumber(ask(c, "ticks v3"))
+    assert.is_true(proc.waitFor(function() return tonumber(ask(c, "ticks v3")) > v3 + 5 end, 10))
+    assert.equal(v1, tonumber(ask(c, "ticks v1")))
+    c:close()
     p:kill("TERM")
     assert.equal(0, p:wait(20))
   end)
