@@ -135,6 +135,19 @@ local function new_code(p, port, v, reloads)
   assert.equal(v .. " " .. v .. " 1 hello", line)
 end
 
+describe("lupine.reload and lupine.workerStates outside a server", function()
+  local lupine = require "lupine"
+  it("refuses to reload a state that serves no app, and lists this state alone", function()
+    assert.has_error(function() lupine.reload() end,
+      "lupine.reload: this Lua state is not serving an app (lupine.serve or the launcher)")
+    local st = lupine.workerStates()
+    assert.equal(1, #st)
+    assert.equal(1, st[1].generation)
+    assert.is_true(st[1].current)
+    assert.is_true(math.type(st[1].channels) == "integer" and st[1].memory > 0)
+  end)
+end)
+
 describe("hot reload", function()
   local path, p
   before_each(function() path = os.tmpname() .. ".lua" end)

@@ -284,7 +284,8 @@ static void on_ctl(struct ev_loop *ev, ev_async *a, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
   lp_group *g = lp_container_of(a, lp_group, ctl);
   if (atomic_exchange(&hangups, 0) > 0) {
-    if (lp_group_reload(g) == 0) lp_log(LP_LOG_INFO, 0, "SIGHUP: reloading the app");
+    if (g->stopping) lp_log(LP_LOG_INFO, 0, "SIGHUP ignored: shutting down");
+    else if (lp_group_reload(g) == 0) lp_log(LP_LOG_INFO, 0, "SIGHUP: reloading the app");
     else lp_log(LP_LOG_WARN, 0, "SIGHUP ignored: reloading needs worker threads (this server runs inline, -w 0)");
   }
   reload_step(g);
