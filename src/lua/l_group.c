@@ -195,9 +195,9 @@ int l_load_app(lua_State *L, const char *source) {
 // handler is running on any channel).
 //
 // Ownership: l_worker and its generations are the worker thread's. A closed
-// generation's record and host stay on the `dead` list until the worker ends,
+// generation's host stays allocated (lw->zombies) until the worker ends,
 // because futures, listeners and blocking jobs that outlive a state still read
-// its host's `closing` flag: a few hundred bytes per reload per worker.
+// its `closing` flag: about 150 bytes per reload per worker.
 
 typedef struct serve_ctx {
   lp_group group;
@@ -217,7 +217,7 @@ typedef struct l_worker l_worker;
 #define LP_RELOAD_STRIP_MAX 1024 // handlers removed from one channel by migrate, at most
 
 typedef struct l_gen {
-  struct l_gen *next;  // in the worker's retired or dead list
+  struct l_gen *next;  // in the worker's retired list
   l_worker *lw;
   lua_State *L;        // the state handlers run on; NULL once closed
   l_host *h;           // NULL when the state failed before it had one
@@ -234,7 +234,8 @@ struct l_worker {
   lp_worker *w;
   l_gen *cur, *pending;
   l_gen *retired;      // draining, newest first
-  l_gen *dead;         // closed (see above)
+  l_host **zombies;    // hosts of closed states (see above)
+  size_t nzombies, zcap;
   unsigned generations; // loaded so far
   lp_task reap_task;   // deferred when a retired generation's last channel goes
   bool reap_queued;
@@ -368,8 +369,20 @@ static void gen_exit(l_gen *gen) {
   lua_pop(L, 1);
 }
 
-// Close a generation's state (its channels close with it) and keep its record
-// on the dead list. Closing a state runs the loop's queued tasks (l_host_detach).
+// Keep a closed state's host until the worker ends; out of memory, never free it.
+static void keep_zombie(l_worker *lw, l_host *h) {
+  if (lw->nzombies == lw->zcap) {
+    size_t cap = lw->zcap ? 2 * lw->zcap : 8;
+    l_host **z = realloc(lw->zombies, cap * sizeof *z);
+    if (!z) return;
+    lw->zombies = z;
+    lw->zcap = cap;
+  }
+  lw->zombies[lw->nzombies++] = h;
+}
+
+// Close a generation's state (its channels close with it) and free its record.
+// Closing a state runs the loop's queued tasks (l_host_detach).
 static void gen_close(l_gen *gen) {
   if (!gen) return;
   l_worker *lw = gen->lw;
@@ -383,9 +396,11 @@ static void gen_close(l_gen *gen) {
     gen->h->launcher = NULL;
     gen->h->group = NULL;
   }
-  gen->L = NULL;
-  gen->next = lw->dead;
-  lw->dead = gen;
+  if (gen->own_state && gen->h) {
+    gen->h->launcher = NULL; // this record goes
+    keep_zombie(lw, gen->h);
+  }
+  free(gen);
 }
 
 // A new generation on its own state, app loaded and workerInit run; NULL with
@@ -417,13 +432,9 @@ static l_gen *gen_boot(l_worker *lw, char *err, size_t errlen) {
   return NULL;
 }
 
-static void free_gens(l_gen *gen) {
-  while (gen) {
-    l_gen *next = gen->next;
-    if (gen->own_state) l_host_free(gen->h);
-    free(gen);
-    gen = next;
-  }
+static void free_zombies(l_worker *lw) {
+  for (size_t i = 0; i < lw->nzombies; i++) l_host_free(lw->zombies[i]);
+  free(lw->zombies);
 }
 
 static int w_start(lp_worker *w, char *err, size_t errlen) {
@@ -464,7 +475,7 @@ static int w_start(lp_worker *w, char *err, size_t errlen) {
     w->loop->host = NULL;
     w->loop->host_ops = NULL;
   }
-  free_gens(lw->dead);
+  free_zombies(lw);
   free(lw);
   w->host = NULL;
   return -1;
@@ -501,7 +512,7 @@ static void w_free(lp_worker *w) {
     w->loop->host = NULL;
     w->loop->host_ops = NULL;
   }
-  free_gens(lw->dead);
+  free_zombies(lw);
   free(lw);
   w->host = NULL;
 }
