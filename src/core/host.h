@@ -2,7 +2,9 @@
 // The core never sees Lua: a message from the host is an opaque LP_MSG_HOST,
 // and the hooks below turn it into bytes, describe it, and drop the host's
 // references when core objects go. All hooks are optional; a loop without a
-// host (C tests) works on native messages only.
+// host (C tests) works on native messages only. The hooks that read a message
+// get its channel: the host may run several states on one loop (a reload),
+// and a message lives in the state that owns the channel (ch->host).
 #ifndef LP_HOST_H
 #define LP_HOST_H
 

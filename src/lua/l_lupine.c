@@ -122,7 +122,7 @@ void l_host_detach(l_host *h) {
     n = n->next; // closing never unlinks at once (teardown is deferred)
     if (ch->host == h) lp_channel_close_now(ch);
   }
-  for (int i = 0; i < 64 && loop->deferred; i++) lp_loop_run_tasks(loop);
+  for (int i = 0; i < 64 && (loop->deferred || loop->posted); i++) lp_loop_run_tasks(loop);
   if (loop->host == h) { // the last state on this loop
     loop->host = NULL;
     loop->host_ops = NULL;

@@ -7,9 +7,10 @@
 // loop from the launcher. After a reload several states share a worker's loop:
 // each channel and each future with a Lua value says which state owns it
 // (ch->host, f->host), and everything reaches Lua through that host, never
-// through loop->host (which names only the newest state). Handlers, listeners, timers and every other call into Lua from C
-// run on the state's main thread (host->L), never on a coroutine: a coroutine
-// that entered C may be suspended or dead by the time the next event comes.
+// through loop->host (which names only the newest state). Handlers, listeners,
+// timers and every other call into Lua from C run on the state's main thread
+// (host->L), never on a coroutine: a coroutine that entered C may be suspended
+// or dead by the time the next event comes.
 #ifndef LP_LBIND_H
 #define LP_LBIND_H
 
