@@ -287,6 +287,41 @@ describe("hot reload", function()
     stop()
   end)
 
+  it("refuses the old state's handles to a channel migrate moved: the old code cannot write to it", function()
+    -- The old state stays alive through a client connection of its own (to a
+    -- server of this spec) and keeps writing to the channels it accepted.
+    local peer = test.server(function(ch) ch.pipeline:addLast("sink", { channelRead = function() end }) end)
+    local old_code = ([[
+  workerInit = function(worker)
+    lupine.connect { port = %d }
+    local seen = {}
+    worker.loop:scheduleAtFixedRate(0.01, 0.01, function()
+      for _, ch in ipairs(lupine._accepted or {}) do
+        local ok, err = pcall(ch.writeAndFlush, ch, "tick\n")
+        if not ok and not seen[err] then seen[err] = true; lupine.log("warn", "old code: " .. tostring(err)) end
+      end
+    end)
+  end,
+  options = {},]]):format(peer.port)
+    local port = launch("-w 1 -p 0", LINE_APP:gsub("pipeline%(ch%)\n  end,", "pipeline(ch)\n    lupine._accepted = lupine._accepted or {}\n    table.insert(lupine._accepted, ch)\n  end,", 1), "v1", old_code)
+    local c = test.client(port)
+    assert.equal("tick", c:receiveLine(10)) -- the old code's timer reaches it
+    write_app(path, LINE_APP, "v2", [[
+  migrate = function(ch, old) ch.attr.born = "moved"; pipeline(ch) end,]])
+    p:kill("HUP")
+    new_code(p, port, "v2", 1)
+    assert.is_true(proc.waitFor(function() return p:stderr():find("old code: ", 1, true) ~= nil end, 10))
+    assert.matches("old code: lupine: this channel belongs to another Lua state %(a reload moved it to the new code%)\n", p:stderr())
+    assert.equal(1, #states(port, 1)[1] - 1) -- the old state lives on, through its client connection
+    c:send("x\n")
+    local line
+    repeat line = c:receiveLine(10) until line ~= "tick" -- ticks written before the move may still arrive
+    assert.equal("v2 moved 1 x", line)
+    c:close()
+    stop()
+    peer:close()
+  end)
+
   for _, case in ipairs {
     { "a syntax error", function(path) return "local x = = 1\n", path .. ":1: unexpected symbol near '='" end },
     { "workerInit raising", function(path)
