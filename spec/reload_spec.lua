@@ -500,6 +500,7 @@ describe("hot reload", function()
     assert.equal(0, failed)
     for id = 1, 2 do -- one state again, about as big as the first (a margin for caches and the GC's pace)
       assert.is_true(after[id][1].memory < 3 * before[id][1].memory, line)
+      assert.equal(1 + reloads, after[id][1].gen) -- every worker took every reload, none twice
     end
     stop()
     assert.equal(0, count(p:stderr(), "error"))

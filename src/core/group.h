@@ -21,8 +21,8 @@
 // worker's thread, beside the running one), waits for every answer, then tells
 // every worker to commit (new connections go to the new generation) or, when
 // any failed, to abort (each drops what it prepared): all workers switch, or
-// none. The listeners stay open throughout. Requests that come while one is
-// being prepared make one more reload after it. Old generations drain in the
+// none. The listeners stay open throughout. Requests that come during a reload
+// make one more after it, once every worker has answered its commit or abort. Old generations drain in the
 // host, which owns them.
 //
 // Shutdown: listeners close; each worker closes its channels gracefully
@@ -88,7 +88,7 @@ struct lp_worker {
   ev_timer deadline;        // draining: close what is left
   ev_check drained;         // draining: watch for the last channel
   lp_task shutdown_task, force_task;
-  lp_task reload_task;      // posted by the boss, one phase at a time
+  lp_task reload_task;      // posted by the boss, one phase at a time, answered each time
   int reload_phase;         // LP_RELOAD_*: set by the boss before each post
   bool ok;                  // boss thread: started, not yet stopped
   bool shutdown_posted, force_posted; // boss thread
@@ -127,7 +127,8 @@ struct lp_group {
   atomic_int reload_answers; // workers that answered the prepare phase
   atomic_bool reload_failed;
   char reload_err[LP_GROUP_ERR_MAX]; // the first failure (under lock)
-  int reload_expect;        // boss: workers asked to prepare (0: no reload under way)
+  int reload_expect;        // boss: answers awaited for reload_phase (0: no phase under way)
+  int reload_phase;         // boss: the phase last posted (LP_RELOAD_*)
   unsigned reloads;         // boss: reloads committed
 };
 
