@@ -70,6 +70,7 @@ lp_channel *lp_channel_new(lp_loop *loop, const lp_transport *transport, int fd,
   ch->refs = 1;
   ch->alloc_idx = ALLOC_START_IDX;
   ch->host_ref = -1;
+  ch->host = loop->host;
   if (cfg) ch->config = *cfg;
   else lp_channel_config_default(&ch->config);
   lp_outbound_init(&ch->out, &loop->out_cache);

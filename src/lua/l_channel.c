@@ -39,7 +39,7 @@ void l_channel_teardown(lp_channel *ch) {
   l_host *h = ch->host;
   if (ch->host_ref >= 0 && !h->closing) luaL_unref(h->L, LUA_REGISTRYINDEX, ch->host_ref);
   ch->host_ref = -1;
-  if (!(ch->flags & LP_CH_UNCOUNTED) && --h->nchannels == 0 && h->on_empty) h->on_empty(h); // a drained old state
+  if ((ch->flags & LP_CH_HOST_COUNTED) && --h->nchannels == 0 && h->on_empty) h->on_empty(h); // a drained old state
 }
 
 lp_channel *l_channel_check(lua_State *L, int i) { return ((l_channel *)l_checkudata(L, i, &l_key_channel, "lupine.Channel"))->ch; }

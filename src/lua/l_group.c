@@ -651,7 +651,8 @@ static void migrate_one(l_gen *old, l_gen *gen, lp_channel *ch) {
   lp_pipeline_leave(p); // removed contexts are freed here, on the old state
   if (ch->host_ref >= 0 && !old->h->closing) luaL_unref(OL, LUA_REGISTRYINDEX, ch->host_ref);
   ch->host_ref = -1;
-  old->h->nchannels--;
+  if (ch->flags & LP_CH_HOST_COUNTED) old->h->nchannels--; // the old state's reap follows the commit
+  ch->flags &= ~(uint32_t)LP_CH_HOST_COUNTED;
   l_channel_adopt(gen->h, ch);
   if (!(ch->flags & LP_CH_CLOSED)) {
     int attr = lua_gettop(L);

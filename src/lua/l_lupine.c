@@ -108,7 +108,10 @@ void l_host_free(l_host *h) { free(h); }
 
 void l_channel_adopt(l_host *h, lp_channel *ch) {
   ch->host = h;
-  if (!(ch->flags & LP_CH_UNCOUNTED)) h->nchannels++;
+  if (!(ch->flags & LP_CH_UNCOUNTED)) {
+    h->nchannels++;
+    ch->flags |= LP_CH_HOST_COUNTED;
+  }
 }
 
 // A worker's state closes while its loop goes on (a reload) or before the loop

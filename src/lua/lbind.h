@@ -127,7 +127,9 @@ l_host *l_host_find(lua_State *L);               // the state's host, or NULL; n
 l_host *l_host_attach(lua_State *L, lp_loop *loop);
 void l_host_free(l_host *h);
 void l_host_detach(l_host *h); // the state is closing: close its channels, let the loop go on
-// A new channel belongs to h's state (counted in h->nchannels until teardown).
+// A new channel belongs to h's state (counted in h->nchannels until teardown,
+// unless LP_CH_UNCOUNTED is set first). Every lp_channel_new in the binding is
+// followed by this: without it the channel belongs to the loop's newest state.
 void l_channel_adopt(l_host *h, lp_channel *ch);
 static inline lp_pool *l_pool(lua_State *L) { return l_host_get(L)->loop->pool; }
 
