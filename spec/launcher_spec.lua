@@ -94,11 +94,20 @@ describe("the lupine launcher", function()
       end
     end)
 
-    it("logs SIGHUP and keeps serving (no reload yet), then shuts down on SIGTERM", function()
+    it("reloads on SIGHUP (workerInit again, the old states' workerExit) and keeps serving, then shuts down on SIGTERM", function()
       p:kill("HUP")
-      assert.is_true(proc.waitFor(function() return p:stderr():find("SIGHUP ignored", 1, true) or p:status() end, 10))
+      assert.is_true(proc.waitFor(function()
+        local _, exits = p:stderr():gsub("workerExit", "")
+        return exits == 2 or p:status()
+      end, 10))
       assert.is_nil(p:status())
-      assert.matches(" warn  w0 SIGHUP ignored: reloading is not supported yet %(SIGTERM shuts down%)\n", p:stderr())
+      local err = p:stderr()
+      assert.matches(" info  w0 SIGHUP: reloading the app\n", err)
+      assert.matches(" info  w0 reload 1: new connections get the new code; open ones finish on the old\n", err)
+      for id = 1, 2 do
+        local _, n = err:gsub("w" .. id .. " workerInit " .. id .. " of 2\n", "")
+        assert.equal(2, n)
+      end
       local id, _, c = who(port)
       assert.is_not_nil(id)
       c:close()

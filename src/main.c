@@ -37,6 +37,7 @@ typedef struct {
   const char *tls_cert, *tls_key; // NULL: the app's tls field, if any
   const char *app;
   bool reuse_port;     // --reuseport: each worker listens on its own socket
+  double reload_drain; // <0: the app's, else 0 (wait for the last connection)
 } options;
 
 static void usage(FILE *out) {
@@ -55,6 +56,8 @@ static void usage(FILE *out) {
           "      --reuseport           each worker listens on its own socket (SO_REUSEPORT) and accepts\n"
           "                            its own connections, instead of the main thread handing them out\n"
           "      --shutdown-timeout S  on SIGINT/SIGTERM, seconds to finish sending before closing (default 10)\n"
+          "      --reload-drain-timeout S  after a reload (SIGHUP), seconds the old code may keep its\n"
+          "                            connections before they are closed gracefully (default 0: no limit)\n"
           "      --max-connections N   above N open connections, close new ones at once (default: no limit)\n"
           "      --memory-limit SIZE   per Lua state, bytes or with K, M, G (default: none); a state over\n"
           "                            it fails the channel it was serving, not the process\n"
@@ -79,6 +82,15 @@ static int parse_int(const char *s, long long min, long long max, long long *out
   long long v = strtoll(s, &end, 10);
   if (errno || end == s || *end || v < min || v > max) return -1;
   *out = v;
+  return 0;
+}
+
+static int parse_seconds(const char *s, double *out) {
+  char *end;
+  errno = 0;
+  double d = strtod(s, &end);
+  if (errno || end == s || *end || !(d >= 0 && d <= 86400)) return -1;
+  *out = d;
   return 0;
 }
 
@@ -154,6 +166,7 @@ static int run(lua_State *L) {
   if (o->port >= 0) set_integer(L, "port", o->port);
   if (o->workers >= 0) set_integer(L, "workers", o->workers);
   if (o->shutdown >= 0) set_number(L, "shutdownTimeout", o->shutdown);
+  if (o->reload_drain >= 0) set_number(L, "reloadDrainTimeout", o->reload_drain);
   if (o->max_conns >= 0) set_integer(L, "maxConnections", o->max_conns);
   if (o->mem_limit >= 0) set_integer(L, "memoryLimit", o->mem_limit);
   if (o->reuse_port) {
@@ -173,14 +186,16 @@ static int run(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
-  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL, false};
-  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY, OPT_TLS_CERT, OPT_TLS_KEY, OPT_REUSEPORT };
+  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL, false, -1};
+  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY, OPT_TLS_CERT, OPT_TLS_KEY, OPT_REUSEPORT,
+         OPT_RELOAD_DRAIN };
   static const struct option longs[] = {
       {"bind", required_argument, NULL, 'b'},
       {"port", required_argument, NULL, 'p'},
       {"workers", required_argument, NULL, 'w'},
       {"log-level", required_argument, NULL, OPT_LOG},
       {"shutdown-timeout", required_argument, NULL, OPT_SHUTDOWN},
+      {"reload-drain-timeout", required_argument, NULL, OPT_RELOAD_DRAIN},
       {"max-connections", required_argument, NULL, OPT_MAXCONN},
       {"memory-limit", required_argument, NULL, OPT_MEMORY},
       {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
@@ -210,15 +225,13 @@ int main(int argc, char **argv) {
       lp_log_set_level(lvl);
       break;
     }
-    case OPT_SHUTDOWN: {
-      char *end;
-      errno = 0;
-      double d = strtod(optarg, &end);
-      if (errno || end == optarg || *end || !(d >= 0 && d <= 86400))
-        return die("invalid shutdown timeout '%s' (seconds, 0..86400)", optarg);
-      o.shutdown = d;
+    case OPT_SHUTDOWN:
+      if (parse_seconds(optarg, &o.shutdown)) return die("invalid shutdown timeout '%s' (seconds, 0..86400)", optarg);
       break;
-    }
+    case OPT_RELOAD_DRAIN:
+      if (parse_seconds(optarg, &o.reload_drain))
+        return die("invalid reload drain timeout '%s' (seconds, 0..86400; 0: no limit)", optarg);
+      break;
     case OPT_MAXCONN:
       if (parse_int(optarg, 0, 1LL << 40, &v)) return die("invalid connection limit '%s' (0: none)", optarg);
       o.max_conns = v;

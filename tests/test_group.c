@@ -3,7 +3,8 @@
 // this thread runs the boss. Checks: round robin across worker threads, echo,
 // SIGTERM draining every written byte before the FIN, channelInactive and
 // stop()/free() once per worker, the shutdown deadline against a peer that
-// never reads, start-up failure, maxConnections, and the inline mode.
+// never reads, start-up failure, maxConnections, the inline mode, and reload
+// (all workers switch or none, asked from another thread, coalesced).
 #include "buffer.h"
 #include "channel.h"
 #include "check.h"
@@ -25,6 +26,12 @@
 
 static atomic_int starts, stops, frees, inactive, stop_with_channels;
 static int fail_id = -1;
+// reload: prepares, commits and aborts seen; each worker's generation (its own thread's)
+static atomic_int prepares, commits, aborts, overlaps, reload_fail_id = -1;
+static int generation[8];
+static bool prepared[8]; // a worker's new generation awaits its commit or abort
+static atomic_bool slow_prepare; // prepares take 50 ms: requests arrive during one
+
 
 static uint8_t pattern(size_t i) { return (uint8_t)(i * 7 + (i >> 12)); }
 
@@ -40,11 +47,11 @@ static void proto_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
   lp_buf *in = m->u.buf;
   uint8_t first = lp_buf_readable(in) ? lp_buf_rptr(in)[0] : 0;
   lp_msg out;
-  if (first == 'w' || first == 'b') {
+  if (first == 'w' || first == 'b' || first == 'g') {
     lp_buf_unref(in);
     lp_buf *b;
-    if (first == 'w') {
-      uint8_t id = (uint8_t)('0' + w->id);
+    if (first != 'b') { // 'g': the generation this worker serves new connections from
+      uint8_t id = (uint8_t)('0' + (first == 'w' ? w->id : generation[w->id]));
       b = lp_buf_from(lp_ctx_channel(ctx)->loop->pool, &id, 1);
     } else {
       b = lp_buf_new(NULL, BULK);
@@ -91,7 +98,25 @@ static void h_free(lp_worker *w) {
   atomic_fetch_add(&frees, 1);
 }
 
-static const lp_worker_ops ops = {h_start, h_accept, h_stop, h_free};
+static const lp_worker_ops ops = {h_start, h_accept, h_stop, h_free, NULL, NULL};
+
+static int h_prepare(lp_worker *w, char *err, size_t errlen) {
+  atomic_fetch_add(&prepares, 1);
+  if (prepared[w->id]) atomic_fetch_add(&overlaps, 1); // a prepare before the last one's finish
+  prepared[w->id] = true;
+  if (atomic_load(&slow_prepare)) usleep(50 * 1000);
+  if (w->id != atomic_load(&reload_fail_id)) return 0;
+  snprintf(err, errlen, "app.lua:3: broken");
+  return -1;
+}
+
+static void h_finish(lp_worker *w, bool commit) {
+  prepared[w->id] = false;
+  if (commit) generation[w->id]++;
+  atomic_fetch_add(commit ? &commits : &aborts, 1);
+}
+
+static const lp_worker_ops reload_ops = {h_start, h_accept, h_stop, h_free, h_prepare, h_finish};
 
 // ---- the client side (its own thread, SIGINT/SIGTERM blocked) ----------------
 
@@ -222,6 +247,47 @@ static void *client_inline(void *arg) {
   return NULL;
 }
 
+static lp_group *reload_group;
+static int reload_gens[4][2]; // per step, the generation each worker answers
+
+static void wait_for(atomic_int *v, int n) {
+  for (int i = 0; i < 500 && atomic_load(v) < n; i++) usleep(10 * 1000);
+}
+
+// Generations of both workers, one new connection each (round robin).
+static void both_gens(int step) {
+  for (int i = 0; i < 2; i++) {
+    int fd = dial(0);
+    int id = ask_worker(fd);
+    char c = 0;
+    if (id >= 1 && id <= 2 && send(fd, "g", 1, MSG_NOSIGNAL) == 1 && recv(fd, &c, 1, MSG_WAITALL) == 1)
+      reload_gens[step][id - 1] = c - '0';
+    close(fd);
+  }
+}
+
+static void *client_reload(void *arg) {
+  LP_UNUSED(arg);
+  both_gens(0);
+  atomic_store(&reload_fail_id, 2); // worker 2 fails: neither switches
+  lp_group_reload(reload_group);    // from this thread, not the boss's
+  wait_for(&aborts, 2);
+  both_gens(1);
+  atomic_store(&reload_fail_id, -1);
+  lp_group_reload(reload_group);
+  wait_for(&commits, 2);
+  both_gens(2);
+  atomic_store(&slow_prepare, true);
+  lp_group_reload(reload_group);
+  wait_for(&prepares, 5); // a prepare is under way: these make one more reload, after it
+  for (int i = 0; i < 4; i++) lp_group_reload(reload_group);
+  wait_for(&commits, 6);
+  usleep(200 * 1000); // no further reload comes
+  both_gens(3);
+  kill(getpid(), SIGINT);
+  return NULL;
+}
+
 static pthread_t spawn(void *(*fn)(void *)) {
   sigset_t block, old;
   sigemptyset(&block);
@@ -240,10 +306,12 @@ static void reset(void) {
   fail_id = -1;
 }
 
-static int serve(lp_loop *boss, int workers, double timeout, uint64_t maxconn, void *(*client)(void *)) {
+static int serve_ops(lp_loop *boss, const lp_worker_ops *o, int workers, double timeout, uint64_t maxconn,
+                     void *(*client)(void *)) {
   lp_group g;
   lp_group_config cfg = {workers, timeout, maxconn, true, false};
-  CHECK(lp_group_init(&g, boss, &cfg, &ops, NULL) == 0);
+  CHECK(lp_group_init(&g, boss, &cfg, o, NULL) == 0);
+  reload_group = &g;
   char err[LP_GROUP_ERR_MAX];
   CHECK(lp_group_start(&g, err, sizeof err) == 0);
   lp_sockaddr addr, bound;
@@ -257,6 +325,10 @@ static int serve(lp_loop *boss, int workers, double timeout, uint64_t maxconn, v
   pthread_join(t, NULL);
   lp_group_destroy(&g);
   return rc;
+}
+
+static int serve(lp_loop *boss, int workers, double timeout, uint64_t maxconn, void *(*client)(void *)) {
+  return serve_ops(boss, &ops, workers, timeout, maxconn, client);
 }
 
 int main(void) {
@@ -297,11 +369,34 @@ int main(void) {
   CHECK(inline_id == 0);
   CHECK(atomic_load(&starts) == 1 && atomic_load(&stops) == 1 && atomic_load(&frees) == 1);
 
+  // Reload: all or nothing, asked from another thread; requests during a
+  // reload make one more, after every worker finished the one before.
+  reset();
+  CHECK(serve_ops(boss, &reload_ops, 2, 5.0, 0, client_reload) == 0);
+  CHECK(reload_gens[0][0] == 0 && reload_gens[0][1] == 0);
+  CHECK(atomic_load(&aborts) == 2 && reload_gens[1][0] == 0 && reload_gens[1][1] == 0); // worker 1 dropped its new one too
+  CHECK(reload_gens[2][0] == 1 && reload_gens[2][1] == 1);
+  int c = atomic_load(&commits);
+  CHECK(c == 2 * 3 && c % 2 == 0); // two more (the burst coalesced into one), never one worker alone
+  CHECK(reload_gens[3][0] == c / 2 && reload_gens[3][1] == c / 2);
+  CHECK(atomic_load(&prepares) == atomic_load(&commits) + atomic_load(&aborts));
+  CHECK(atomic_load(&overlaps) == 0); // each phase reached each worker once, in order
+
+  // Without worker threads, or without the host's hooks, no reload.
+  lp_group g;
+  lp_group_config cfg = {0, 5.0, 0, false, false};
+  CHECK(lp_group_init(&g, boss, &cfg, &reload_ops, NULL) == 0);
+  CHECK(lp_group_reload(&g) == -ENOTSUP);
+  lp_group_destroy(&g);
+  cfg.workers = 2;
+  CHECK(lp_group_init(&g, boss, &cfg, &ops, NULL) == 0);
+  CHECK(lp_group_reload(&g) == -ENOTSUP);
+  lp_group_destroy(&g);
+
   // Start-up failure of worker 2 of 3: reported, the others stopped and joined.
   reset();
   fail_id = 2;
-  lp_group g;
-  lp_group_config cfg = {3, 5.0, 0, false, false};
+  cfg.workers = 3;
   CHECK(lp_group_init(&g, boss, &cfg, &ops, NULL) == 0);
   char err[LP_GROUP_ERR_MAX] = "";
   CHECK(lp_group_start(&g, err, sizeof err) == -1);

@@ -22,7 +22,9 @@ local with_udp = setmetatable({}, { __mode = "k" })
 -- SO_REUSEPORT and the kernel spreads datagrams over them by the sender's
 -- address (one sender's datagrams keep to one worker); UDP has no accept for
 -- a boss to hand out. A fixed port is then required: port 0 would give each
--- worker a port of its own.
+-- worker a port of its own. Every worker binds with SO_REUSEPORT, even alone,
+-- so that a reload's new state binds beside the old one (which closes its
+-- socket when the new code takes over).
 local function udp_worker_init(app, level)
   local udp, user = app.udp, app.workerInit
   if type(udp) ~= "table" or type(udp.init) ~= "function" then
@@ -32,10 +34,10 @@ local function udp_worker_init(app, level)
   return function(worker)
     local opts = {}
     for k, v in pairs(udp) do opts[k] = v end
-    if worker.workers > 1 then
-      if (opts.port or 0) == 0 then error("the app's udp.port must be set with more than one worker (each binds it)", 0) end
-      opts.reusePort = true
+    if worker.workers > 1 and (opts.port or 0) == 0 then
+      error("the app's udp.port must be set with more than one worker (each binds it)", 0)
     end
+    opts.reusePort = true
     local ch, err = lupine.udp(opts)
     if not ch then error(err, 0) end
     if user then return user(worker) end
@@ -67,6 +69,7 @@ local sources = setmetatable({}, { __mode = "k" })
 -- mode "0660" for the file), port (0: any), reusePort (each worker listens
 -- and accepts on its own socket: SO_REUSEPORT), workers (0: inline in this thread's loop and
 -- state; the launcher's default is one per core), shutdownTimeout (10 s),
+-- reloadDrainTimeout (0: after a reload, old states wait for their last connection),
 -- maxConnections, memoryLimit, tlsCert and tlsKey (the launcher's --tls-cert and
 -- --tls-key: serve TLS with them, over the app's tls.cert and tls.key),
 -- shared (dictionaries: lupine.shared), blockingThreads (lupine.blocking's pool; default:
@@ -98,7 +101,8 @@ function lupine.serve(app, opts)
   local ok, err = pcall(core.serve, {
     app = app, source = opts.source or sources[app], name = app.name,
     host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
-    shutdownTimeout = pick("shutdownTimeout"), maxConnections = pick("maxConnections"),
+    shutdownTimeout = pick("shutdownTimeout"), reloadDrainTimeout = pick("reloadDrainTimeout"),
+    maxConnections = pick("maxConnections"),
     memoryLimit = pick("memoryLimit"), tlsCert = opts.tlsCert, tlsKey = opts.tlsKey,
     reusePort = pick("reusePort"), mode = pick("mode"),
   })

@@ -227,7 +227,7 @@ static void on_read(lp_decoder *d, lp_msg *m) {
   lp_loop *loop = loop_of(d);
   if (m->kind == LP_MSG_HOST) {
     lp_error e;
-    if (!loop->host_ops || !loop->host_ops->to_buf || loop->host_ops->to_buf(loop, m, &e) != 0) {
+    if (!loop->host_ops || !loop->host_ops->to_buf || loop->host_ops->to_buf(lp_ctx_channel(ctx), m, &e) != 0) {
       lp_ctx_fire(ctx, LP_EV_READ, m); // not bytes: for a handler further on
       return;
     }
@@ -514,7 +514,7 @@ static void prepender_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promis
   lp_error e;
   if (m->kind == LP_MSG_HOST) {
     const lp_host_ops *h = ch->loop->host_ops;
-    if (!h || !h->to_buf || h->to_buf(ch->loop, m, &e) != 0) { // not bytes: for an encoder nearer the head
+    if (!h || !h->to_buf || h->to_buf(ch, m, &e) != 0) { // not bytes: for an encoder nearer the head
       lp_ctx_op(ctx, op, m, promise);
       return;
     }

@@ -682,7 +682,7 @@ static void on_read(tls_state *st, lp_msg *m) {
   lp_loop *loop = chan(st)->loop;
   if (m->kind == LP_MSG_HOST) {
     lp_error e;
-    if (!loop->host_ops || !loop->host_ops->to_buf || loop->host_ops->to_buf(loop, m, &e) != 0) {
+    if (!loop->host_ops || !loop->host_ops->to_buf || loop->host_ops->to_buf(chan(st), m, &e) != 0) {
       lp_ctx_fire(st->ctx, LP_EV_READ, m); // not bytes
       return;
     }
@@ -762,7 +762,7 @@ static void tls_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
     lp_error e;
     if (m->kind == LP_MSG_HOST) {
       const lp_host_ops *h = ch->loop->host_ops;
-      if (!h || !h->to_buf || h->to_buf(ch->loop, m, &e) != 0) {
+      if (!h || !h->to_buf || h->to_buf(ch, m, &e) != 0) {
         lp_msg_release(m);
         lp_error_named(&e, LP_EUNSUPPORTED, "TLS encrypts bytes only: add an encoder after it");
         lp_channel_fail_promise(ch, promise, &e);

@@ -71,6 +71,7 @@ lp_channel *lp_channel_new(lp_loop *loop, const lp_transport *transport, int fd,
   ch->refs = 1;
   ch->alloc_idx = ALLOC_START_IDX;
   ch->host_ref = -1;
+  ch->host = loop->host;
   if (cfg) ch->config = *cfg;
   else lp_channel_config_default(&ch->config);
   lp_outbound_init(&ch->out, &loop->out_cache);
@@ -269,6 +270,7 @@ static void drop_channel_ref(void *ud) { lp_channel_unref(ud); }
 
 lp_future *lp_channel_new_promise(lp_channel *ch) {
   lp_future *f = lp_future_new(ch->loop);
+  if (f) f->host = ch->host;
   if (f) lp_future_on_unobserved(f, report_unobserved, drop_channel_ref, lp_channel_ref(ch));
   return f;
 }
@@ -345,7 +347,7 @@ static void sock_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
     b.buf = m->u.buf;
     m->kind = LP_MSG_NONE;
   } else if (m->kind == LP_MSG_HOST && ch->loop->host_ops && ch->loop->host_ops->to_bytes) {
-    if (ch->loop->host_ops->to_bytes(ch->loop, m, &b, &e) != 0) {
+    if (ch->loop->host_ops->to_bytes(ch, m, &b, &e) != 0) {
       lp_channel_fail_promise(ch, promise, &e);
       return;
     }
@@ -722,7 +724,7 @@ void lp_channel_describe_msg(const lp_channel *ch, const lp_msg *m, char *out, s
   }
   case LP_MSG_HOST:
     if (ch->loop->host_ops && ch->loop->host_ops->describe) {
-      ch->loop->host_ops->describe(ch->loop, m, out, outlen);
+      ch->loop->host_ops->describe(ch, m, out, outlen);
       break;
     }
     /* fallthrough */

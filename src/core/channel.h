@@ -49,6 +49,8 @@ enum {
   LP_CH_OUTPUT_FAILED = 1 << 13, // a write failed to queue (maxPendingBytes, ENOMEM): no later one is taken
   LP_CH_INPUT_HELD = 1 << 14,  // input_holds > 0: a decoder paused by autoBackpressure holds bytes, no reading
   LP_CH_DRAINING = 1 << 15,    // closing gracefully: input read and dropped, output flushed (lp_channel_close_gracefully)
+  LP_CH_ACCEPTED = 1 << 16,    // set by the host: accepted by a listener (a reload's migrate moves only these)
+  LP_CH_HOST_COUNTED = 1 << 17, // set by the host: counted by its owner (ch->host) until teardown
 };
 
 // A transport: what the head does for each outbound op (Netty's Channel.Unsafe):
@@ -88,6 +90,8 @@ struct lp_channel {
   lp_task teardown;
   void *kind_state;        // the transport's own (connect state, embedded queue)
   int host_ref;            // host's strong reference to its handle, -1 none
+  void *host;              // the host's owner of this channel (the binding: its Lua state's
+                           // host; the loop's host until the binding sets it; a reload may move it)
   struct lp_drain *drain;  // the drainTimeout timer while closing after the peer's EOF, else NULL (owned)
   uint32_t input_holds;    // decoders paused by autoBackpressure with bytes left (LP_CH_INPUT_HELD while > 0)
 };

@@ -45,6 +45,7 @@ struct lp_future {
   void *value;
   void (*value_drop)(void *value);
   int host_ref;
+  void *host;       // the host's owner of host_ref (the binding: a Lua state's host)
   // A promise serves one operation (the binding enforces it): the operation
   // that took it ("write", "close", "connect"; NULL: none yet), and the
   // handler context holding it now (one the operation reached, which may

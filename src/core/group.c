@@ -30,9 +30,9 @@ typedef struct accept_task {
 } accept_task;
 
 // The group that SIGINT/SIGTERM/SIGHUP reach (at most one at a time), and what
-// the handlers were before it took them. SIGHUP is counted apart: it is logged
-// and ignored (until reloading exists), where its default would kill the
-// process with no drain and no word.
+// the handlers were before it took them. SIGHUP is counted apart: it asks for
+// a reload (logged and ignored by an inline group, where its default would
+// kill the process with no drain and no word).
 static lp_group *_Atomic signal_group;
 static struct sigaction saved_int, saved_term, saved_hup;
 static atomic_int hangups; // SIGHUPs received, not yet logged
@@ -183,6 +183,32 @@ static void run_force(lp_task *t, lp_loop *loop) {
   if (w->state == LP_WORKER_DRAINING) lp_channel_close_all(loop);
 }
 
+// The boss's reload phases reach the worker here: one task, which the boss
+// posts again only after every worker has answered the phase before (the task
+// is then off every queue, and the phase is read before answering).
+static void run_reload(lp_task *t, lp_loop *loop) {
+  LP_UNUSED(loop);
+  lp_worker *w = lp_container_of(t, lp_worker, reload_task);
+  lp_group *g = w->group;
+  int phase = w->reload_phase;
+  if (phase != LP_RELOAD_PREPARE) {
+    g->ops->reload_finish(w, phase == LP_RELOAD_COMMIT);
+  } else {
+    char err[LP_GROUP_ERR_MAX] = "";
+    int rc = -1;
+    if (w->state == LP_WORKER_RUNNING) rc = g->ops->reload_prepare(w, err, sizeof err);
+    else snprintf(err, sizeof err, "the server is shutting down");
+    if (rc) {
+      pthread_mutex_lock(&g->lock);
+      if (!g->reload_err[0]) snprintf(g->reload_err, sizeof g->reload_err, "%s", err);
+      pthread_mutex_unlock(&g->lock);
+      atomic_store(&g->reload_failed, true);
+    }
+  }
+  atomic_fetch_add(&g->reload_answers, 1);
+  ev_async_send(g->boss->ev, &g->ctl);
+}
+
 static void *worker_main(void *arg) {
   lp_worker *w = arg;
   lp_group *g = w->group;
@@ -246,11 +272,65 @@ static void finish_run(lp_group *g) {
   lp_loop_stop(g->boss);
 }
 
+// Post one phase to every running worker and expect as many answers.
+static void post_reload(lp_group *g, int phase) {
+  atomic_store(&g->reload_answers, 0); // no worker answers before the posts below
+  g->reload_phase = phase;
+  g->reload_expect = 0;
+  for (int i = 0; i < g->nworkers; i++) {
+    lp_worker *w = &g->workers[i];
+    if (!w->ok) continue;
+    w->reload_phase = phase;
+    w->reload_task.run = run_reload;
+    g->reload_expect++;
+    lp_loop_post(w->loop, &w->reload_task);
+  }
+}
+
+// Boss thread: once every worker has answered the prepare phase, commit or
+// abort everywhere; once every worker has done that, start the next reload
+// asked for meanwhile.
+static void reload_step(lp_group *g) {
+  if (g->reload_expect) {
+    if (atomic_load(&g->reload_answers) < g->reload_expect) return;
+    g->reload_expect = 0;
+    if (g->reload_phase == LP_RELOAD_PREPARE) {
+      if (atomic_load(&g->reload_failed) || g->stopping) {
+        post_reload(g, LP_RELOAD_ABORT);
+        pthread_mutex_lock(&g->lock);
+        if (!g->stopping) lp_log(LP_LOG_ERROR, 0, "reload failed, the old code stays: %s", g->reload_err);
+        pthread_mutex_unlock(&g->lock);
+      } else {
+        post_reload(g, LP_RELOAD_COMMIT);
+        g->reloads++;
+        lp_log(LP_LOG_INFO, 0, "reload %u: new connections get the new code; open ones finish on the old", g->reloads);
+      }
+      return; // the next reload waits until every worker has switched (or dropped)
+    }
+  }
+  if (atomic_load(&g->reload_asked) == 0 || g->stopping) return;
+  atomic_store(&g->reload_asked, 0); // the requests so far: one reload serves them all
+  atomic_store(&g->reload_failed, false);
+  g->reload_err[0] = 0; // no worker writes it before the posts below
+  post_reload(g, LP_RELOAD_PREPARE);
+}
+
+int lp_group_reload(lp_group *g) {
+  if (!g->cfg.workers || !g->ops->reload_prepare || !g->ops->reload_finish) return -ENOTSUP;
+  atomic_fetch_add(&g->reload_asked, 1);
+  ev_async_send(g->boss->ev, &g->ctl);
+  return 0;
+}
+
 static void on_ctl(struct ev_loop *ev, ev_async *a, int revents) {
   LP_UNUSED(ev), LP_UNUSED(revents);
   lp_group *g = lp_container_of(a, lp_group, ctl);
-  if (atomic_exchange(&hangups, 0) > 0)
-    lp_log(LP_LOG_WARN, 0, "SIGHUP ignored: reloading is not supported yet (SIGTERM shuts down)");
+  if (atomic_exchange(&hangups, 0) > 0) {
+    if (g->stopping) lp_log(LP_LOG_INFO, 0, "SIGHUP ignored: shutting down");
+    else if (lp_group_reload(g) == 0) lp_log(LP_LOG_INFO, 0, "SIGHUP: reloading the app");
+    else lp_log(LP_LOG_WARN, 0, "SIGHUP ignored: reloading needs worker threads (this server runs inline, -w 0)");
+  }
+  reload_step(g);
   int n = atomic_exchange(&g->signals, 0);
   if (n > 0) {
     const char *name = sigabbrev_np(atomic_load(&g->last_signal));
@@ -332,6 +412,9 @@ int lp_group_init(lp_group *g, lp_loop *boss, const lp_group_config *cfg, const 
   atomic_init(&g->last_signal, 0);
   atomic_init(&g->finished, 0);
   atomic_init(&g->stop_asked, false);
+  atomic_init(&g->reload_asked, 0);
+  atomic_init(&g->reload_answers, 0);
+  atomic_init(&g->reload_failed, false);
   pthread_mutex_init(&g->lock, NULL);
   pthread_cond_init(&g->cond, NULL);
   ev_async_init(&g->ctl, on_ctl);

@@ -16,6 +16,15 @@
 // a loop stopped from inside, lp_loop_stop) has drained every worker;
 // lp_group_destroy.
 //
+// Reload (lp_group_reload, SIGHUP; worker threads only): the boss asks every
+// worker to prepare a new generation of its host state (reload_prepare, on the
+// worker's thread, beside the running one), waits for every answer, then tells
+// every worker to commit (new connections go to the new generation) or, when
+// any failed, to abort (each drops what it prepared): all workers switch, or
+// none. The listeners stay open throughout. Requests that come during a reload
+// make one more after it, once every worker has answered its commit or abort. Old generations drain in the
+// host, which owns them.
+//
 // Shutdown: listeners close; each worker closes its channels gracefully
 // (lp_channel_close_gracefully: input dropped, what was written delivered,
 // FIN, close) and at the deadline closes whatever is left; once it has no
@@ -51,13 +60,19 @@ typedef struct lp_worker_ops {
   void (*stop)(lp_worker *w);
   // The loop has ended: free the host state. The loop itself is freed later.
   void (*free)(lp_worker *w);
+  // Reload (both NULL: not supported). prepare: build the next generation
+  // beside the running one; 0, or -1 with a one-line reason in err. Then
+  // exactly one finish: commit (switch to it) or not (drop it). A worker whose
+  // loop ends between the two drops it in free().
+  int (*reload_prepare)(lp_worker *w, char *err, size_t errlen);
+  void (*reload_finish)(lp_worker *w, bool commit);
 } lp_worker_ops;
 
 typedef struct lp_group_config {
   int workers;              // 0: inline (the boss loop serves too)
   double shutdown_timeout;  // seconds a worker may spend draining
   uint64_t max_connections; // 0: no limit; over it, new connections are closed at once
-  bool handle_signals;      // SIGINT/SIGTERM shut down (a second one forces); SIGHUP is logged, ignored
+  bool handle_signals;      // SIGINT/SIGTERM shut down (a second one forces); SIGHUP reloads
   // Per-worker listeners: each worker binds its own socket with SO_REUSEPORT
   // and accepts on its own loop (the kernel spreads connections; no hop
   // through the boss). TCP only; with workers = 0 the one loop listens as usual.
@@ -71,6 +86,7 @@ typedef struct lp_admission {
   bool refusing;
 } lp_admission;
 
+enum { LP_RELOAD_PREPARE = 1, LP_RELOAD_COMMIT, LP_RELOAD_ABORT };
 enum { LP_WORKER_NEW, LP_WORKER_RUNNING, LP_WORKER_DRAINING, LP_WORKER_STOPPED, LP_WORKER_FAILED };
 
 struct lp_worker {
@@ -87,6 +103,8 @@ struct lp_worker {
   lp_server *listeners;     // reuse_port: this worker's own (LP_GROUP_MAX_SERVERS), opened by the boss
                             // before run, started, stopped and closed by the worker's thread
   lp_admission admission;   // its own thread's, with listeners
+  lp_task reload_task;      // posted by the boss, one phase at a time, answered each time
+  int reload_phase;         // LP_RELOAD_*: set by the boss before each post
   bool ok;                  // boss thread: started, not yet stopped
   bool shutdown_posted, force_posted; // boss thread
 };
@@ -120,6 +138,14 @@ struct lp_group {
   atomic_bool stop_asked;   // a worker's loop was stopped from inside
   bool stopping, forcing, done, running;
   int status;               // lp_group_run's result
+  // reload
+  atomic_int reload_asked;  // requests not yet started (any thread)
+  atomic_int reload_answers; // workers that answered the prepare phase
+  atomic_bool reload_failed;
+  char reload_err[LP_GROUP_ERR_MAX]; // the first failure (under lock)
+  int reload_expect;        // boss: answers awaited for reload_phase (0: no phase under way)
+  int reload_phase;         // boss: the phase last posted (LP_RELOAD_*)
+  unsigned reloads;         // boss: reloads committed
 };
 
 // Set up (no thread yet). 0, -EINVAL (worker count) or -ENOMEM.
@@ -139,6 +165,10 @@ int lp_group_listen(lp_group *g, const lp_sockaddr *addr, const lp_listen_opts *
 int lp_group_run(lp_group *g);
 // Ask for shutdown (boss thread): graceful, or forced (closes at once).
 void lp_group_shutdown(lp_group *g, bool force);
+// Ask for a reload (any thread; what SIGHUP does): 0, or -ENOTSUP when the
+// group has no worker threads or its host cannot reload. The outcome is
+// logged (one line) by the boss.
+int lp_group_reload(lp_group *g);
 // Join the threads and free the worker loops (after run, or after start
 // failed). The boss loop is the caller's.
 void lp_group_destroy(lp_group *g);

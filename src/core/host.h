@@ -2,7 +2,9 @@
 // The core never sees Lua: a message from the host is an opaque LP_MSG_HOST,
 // and the hooks below turn it into bytes, describe it, and drop the host's
 // references when core objects go. All hooks are optional; a loop without a
-// host (C tests) works on native messages only.
+// host (C tests) works on native messages only. The hooks that read a message
+// get its channel: the host may run several states on one loop (a reload),
+// and a message lives in the state that owns the channel (ch->host).
 #ifndef LP_HOST_H
 #define LP_HOST_H
 
@@ -16,13 +18,13 @@ union lp_sockaddr;
 typedef struct lp_host_ops {
   // Turn a host message reaching the head into bytes; 0, or -1 with err set
   // (the message is released either way).
-  int (*to_bytes)(lp_loop *loop, struct lp_msg *m, struct lp_bytes *out, struct lp_error *err);
+  int (*to_bytes)(lp_channel *ch, struct lp_msg *m, struct lp_bytes *out, struct lp_error *err);
   // Turn a host message into an LP_MSG_BUF in place (a Buffer handed off, or a
   // string copied), for native handlers that need bytes; 0, or -1 with err set
   // and the message left as it was.
-  int (*to_buf)(lp_loop *loop, struct lp_msg *m, struct lp_error *err);
+  int (*to_buf)(lp_channel *ch, struct lp_msg *m, struct lp_error *err);
   // One line describing a host message, for logs.
-  void (*describe)(lp_loop *loop, const struct lp_msg *m, char *out, size_t outlen);
+  void (*describe)(const lp_channel *ch, const struct lp_msg *m, char *out, size_t outlen);
   // A channel finished its teardown: drop the host's strong references to it.
   void (*channel_teardown)(lp_channel *ch);
   // A context left its pipeline (after handlerRemoved): drop the host's cached handle.
@@ -33,11 +35,11 @@ typedef struct lp_host_ops {
   void (*future_free)(lp_future *f);
   // The error code a host message carries (a native error passed on from the
   // host: its code), or 0.
-  int (*error_code)(lp_loop *loop, const struct lp_msg *m);
+  int (*error_code)(const lp_channel *ch, const struct lp_msg *m);
   // A host message reaching a UDP channel's head: its bytes, and the address
   // it is for when it names one (*has_to; else the connected peer). 0, or -1
   // with err set (the message is released either way).
-  int (*to_datagram)(lp_loop *loop, struct lp_msg *m, struct lp_bytes *out, union lp_sockaddr *to, bool *has_to,
+  int (*to_datagram)(lp_channel *ch, struct lp_msg *m, struct lp_bytes *out, union lp_sockaddr *to, bool *has_to,
                      struct lp_error *err);
 } lp_host_ops;
 

@@ -62,7 +62,7 @@ static bool routine_peer_error(const lp_channel *ch, const lp_msg *m) {
   int code = 0;
   if (m && m->kind == LP_MSG_ERROR) code = m->u.err->code;
   else if (m && m->kind == LP_MSG_HOST && ch->loop->host_ops && ch->loop->host_ops->error_code)
-    code = ch->loop->host_ops->error_code(ch->loop, m);
+    code = ch->loop->host_ops->error_code(ch, m);
   return code == -ECONNRESET || code == -EPIPE || code == -ETIMEDOUT;
 }
 

@@ -357,7 +357,7 @@ static int message_bytes(lp_channel *ch, lp_msg *m, lp_bytes *b, lp_sockaddr *to
     return 0;
   }
   const lp_host_ops *host = ch->loop->host_ops;
-  if (m->kind == LP_MSG_HOST && host && host->to_datagram) return host->to_datagram(ch->loop, m, b, to, has_to, e);
+  if (m->kind == LP_MSG_HOST && host && host->to_datagram) return host->to_datagram(ch, m, b, to, has_to, e);
   static const char *const kinds[] = {"nothing", "buffer", "value", "error", "event", "pointer", "datagram"};
   lp_error_named(e, LP_EUNSUPPORTED, "cannot write %s to UDP channel #%llu: write a datagram, a Buffer or a string",
                  kinds[m->kind], (unsigned long long)ch->id);

@@ -346,7 +346,7 @@ static void job_run(lp_work *w, void *tctx) {
 static void log_unobserved(lp_future *f, void *ud) {
   LP_UNUSED(ud);
   char text[1024] = "";
-  l_host *h = f->loop->host;
+  l_host *h = f->host;
   if (h && !h->closing && f->host_ref >= 0) {
     lua_rawgeti(h->L, LUA_REGISTRYINDEX, f->host_ref);
     l_tostring(h->L, -1, text, sizeof text);
@@ -426,6 +426,7 @@ static int submit(lua_State *L, int kind, const char *api, const char *code, siz
   l_host *h = l_host_get(L);
   lp_future *f = lp_future_new(h->loop);
   if (!f) return luaL_error(L, "%s: out of memory", api);
+  f->host = h;
   l_future_push(L, f); // the box owns f from here
   lp_future_unref(f);
   int top = lua_gettop(L) - 1; // below the future

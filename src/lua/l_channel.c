@@ -22,6 +22,7 @@ typedef struct {
 // ---- lupine.Channel ---------------------------------------------------------------
 
 void l_channel_push(lua_State *L, lp_channel *ch) {
+  l_check_state(L, ch->host); // host_ref is in the registry of the channel's own state
   if (ch->host_ref >= 0) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ch->host_ref);
     return;
@@ -35,9 +36,10 @@ void l_channel_push(lua_State *L, lp_channel *ch) {
 }
 
 void l_channel_teardown(lp_channel *ch) {
-  l_host *h = ch->loop->host;
+  l_host *h = ch->host;
   if (ch->host_ref >= 0 && !h->closing) luaL_unref(h->L, LUA_REGISTRYINDEX, ch->host_ref);
   ch->host_ref = -1;
+  if ((ch->flags & LP_CH_HOST_COUNTED) && --h->nchannels == 0 && h->on_empty) h->on_empty(h); // a drained old state
 }
 
 lp_channel *l_channel_check(lua_State *L, int i) { return ((l_channel *)l_checkudata(L, i, &l_key_channel, "lupine.Channel"))->ch; }
@@ -154,7 +156,7 @@ static int channel_shutdown_output(lua_State *L) {
   lp_future *f = lp_future_new(ch->loop);
   if (!f) return luaL_error(L, "shutdownOutput: out of memory");
   l_entry e;
-  l_enter(&e, L, ch->loop->host, NULL, 0);
+  l_enter(&e, L, ch->host, NULL, 0);
   lp_channel_shutdown_output(ch, f);
   l_leave(&e);
   l_future_push(L, f);
@@ -217,7 +219,7 @@ static int channel_index(lua_State *L) {
     break;
   case 'e':
     if (strcmp(k, "executor") == 0) {
-      l_loop_push(L, ch->loop->host);
+      l_loop_push(L, ch->host);
       return 1;
     }
     break;

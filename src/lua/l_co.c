@@ -97,7 +97,7 @@ static const char parked_mark; // what _coParkAny yields: "parked in a lupine wa
 static const char deliver_key; // what deliver resumes with, before the message
 static const char key_tail, key_settle; // registry: co.lua's Tail table and settle function
 
-static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->loop->host; }
+static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->host; }
 
 // After a resume that did not end in a new park in _coParkAny (the coroutine
 // ended, raised, or waits elsewhere): co.lua's settle(co, ok, ...) finishes it.

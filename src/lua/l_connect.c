@@ -59,6 +59,7 @@ int l_connect(lua_State *L) {
     lp_future_fail_code(f, -ENOMEM, "connect");
     return 1;
   }
+  l_channel_adopt(h, ch);
   f->value = lp_channel_ref(ch); // the future's value: the channel
   f->value_drop = drop_channel;
   if (tls && l_tls_add_client(L, tls, ch, host) != 0) {

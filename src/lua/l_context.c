@@ -17,7 +17,7 @@ typedef struct {
   lp_ctx *ctx;
 } l_ctx;
 
-static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->loop->host; }
+static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->host; }
 
 // ---- lupine.Context ------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ void l_context_push(lua_State *L, lp_ctx *c) {
   lua_setfield(L, -2, "handler");
   l_pipeline_push(L, ch);
   lua_setfield(L, -2, "pipeline");
-  l_loop_push(L, ch->loop->host);
+  l_loop_push(L, ch->host);
   lua_setfield(L, -2, "executor");
   lua_rawgetp(L, LUA_REGISTRYINDEX, &l_key_context);
   lua_setmetatable(L, -2);
@@ -117,7 +117,7 @@ int l_outbound_write(lua_State *L, lp_ctx *from, bool flush) {
     l_future_take(L, f, "write", from);
   }
   l_entry e;
-  lp_msg m = l_host_msg(l_enter(&e, L, ch->loop->host, from->pipeline, 2));
+  lp_msg m = l_host_msg(l_enter(&e, L, ch->host, from->pipeline, 2));
   lp_ctx_op(from, LP_OP_WRITE, &m, f);
   if (flush) lp_ctx_op(from, LP_OP_FLUSH, NULL, NULL);
   l_leave(&e);
@@ -149,7 +149,7 @@ int l_outbound_simple(lua_State *L, lp_ctx *from, int op) {
   // at reaches exceptionCaught, as a failed write does.
   lp_future *f = op == LP_OP_CLOSE ? promise_arg(L, 2, from, true, "close") : NULL;
   l_entry e;
-  l_enter(&e, L, ch->loop->host, from->pipeline, 0);
+  l_enter(&e, L, ch->host, from->pipeline, 0);
   lp_ctx_op(from, op, NULL, f);
   l_leave(&e);
   if (!f) lua_settop(L, 1);

@@ -17,7 +17,7 @@
 #include <string.h>
 
 
-static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->loop->host; }
+static inline l_host *host_of(const lp_ctx *c) { return c->pipeline->channel->host; }
 
 // The context table of the handler running now on this thread (each loop has
 // its thread), and its context: lupine.Context methods then skip the table
@@ -32,6 +32,7 @@ L_TLS lp_ctx *l_dispatch_ctx;
 // so values pushed above its top are ours until l_leave restores the top.
 int l_enter_thread(l_entry *e, lua_State *L, int msg) {
   lua_State *M = e->h->L;
+  l_check_state(L, e->h);
   if (msg) {
     luaL_checkstack(L, 1, NULL);
     if (!lua_checkstack(M, 1)) luaL_error(L, "lupine: the main thread's Lua stack is full");
@@ -106,8 +107,8 @@ static void unsupported(lp_error *err, lua_State *L, int idx) {
   lp_error_named(err, LP_EUNSUPPORTED, "cannot write a %s: add an encoder to turn it into bytes", luaL_typename(L, idx));
 }
 
-static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
-  l_host *h = loop->host;
+static int host_to_buf(lp_channel *ch, lp_msg *m, lp_error *err) {
+  l_host *h = ch->host; // the message is on the stack of the channel's state
   lua_State *L = h->L;
   int idx = m->host;
   lp_buf *b = NULL;
@@ -122,13 +123,13 @@ static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
   } else if (lua_type(L, idx) == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
-    b = lp_buf_from(loop->pool, s, len);
+    b = lp_buf_from(ch->loop->pool, s, len);
     if (!b) {
       lp_error_sys(err, ENOMEM, "copying a string");
       return -1;
     }
   } else if (lua_type(L, idx) == LUA_TUSERDATA) { // a lupine.File for an encoder: its bytes, read now
-    int rc = l_file_to_buf(L, idx, loop->pool, &b, err);
+    int rc = l_file_to_buf(L, idx, ch->loop->pool, &b, err);
     if (rc < 0) return -1;
     if (rc > 0) {
       unsupported(err, L, idx);
@@ -143,8 +144,8 @@ static int host_to_buf(lp_loop *loop, lp_msg *m, lp_error *err) {
   return 0;
 }
 
-int l_host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
-  l_host *h = loop->host;
+int l_host_to_bytes(lp_channel *ch, lp_msg *m, lp_bytes *out, lp_error *err) {
+  l_host *h = ch->host;
   lua_State *L = h->L;
   int idx = m->host;
   if (lua_type(L, idx) == LUA_TSTRING) {
@@ -163,14 +164,14 @@ int l_host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err) {
     int rc = l_file_to_bytes(L, idx, out, err);
     if (rc <= 0) return rc;
   }
-  if (host_to_buf(loop, m, err) != 0) return -1;
+  if (host_to_buf(ch, m, err) != 0) return -1;
   out->buf = m->u.buf;
   m->kind = LP_MSG_NONE;
   return 0;
 }
 
-static void host_describe(lp_loop *loop, const lp_msg *m, char *out, size_t outlen) {
-  l_describe_error(((l_host *)loop->host)->L, m->host, out, outlen);
+static void host_describe(const lp_channel *ch, const lp_msg *m, char *out, size_t outlen) {
+  l_describe_error(((l_host *)ch->host)->L, m->host, out, outlen);
 }
 
 // ---- calling Lua handlers ----------------------------------------------------------
@@ -197,7 +198,7 @@ static int decorate(lua_State *L) {
 // own hook would pass on only its text). ud: the channel, with a reference.
 static void report_raised(lp_future *f, void *ud) {
   lp_channel *ch = ud;
-  l_host *h = f->loop->host;
+  l_host *h = ch->host;
   if (!h || h->closing || ch->pipeline.destroyed || f->host_ref < 0 || !lua_checkstack(h->L, 2)) {
     lp_log(LP_LOG_INFO, ch->id, "an outbound operation failed and nobody listened: %s",
            f->cause ? f->cause->message : "(no detail)");
@@ -478,8 +479,8 @@ static int error_code_protected(lua_State *L) {
   return 1;
 }
 
-static int host_error_code(lp_loop *loop, const lp_msg *m) {
-  l_host *h = loop->host;
+static int host_error_code(const lp_channel *ch, const lp_msg *m) {
+  l_host *h = ch->host;
   lua_State *L = h->L;
   if (h->closing || lua_type(L, m->host) != LUA_TTABLE || !lua_checkstack(L, 3)) return 0;
   lua_pushcfunction(L, error_code_protected);

@@ -21,7 +21,7 @@
 
 static const char queues_key = 'q';
 
-static l_host *host_of(lp_channel *ch) { return ch->loop->host; }
+static l_host *host_of(lp_channel *ch) { return ch->host; }
 
 // Push Q for ch; false (nothing pushed) when it is gone.
 static bool push_queues(lua_State *L, lp_channel *ch) {
@@ -116,7 +116,7 @@ static void emb_write(lp_channel *ch, lp_msg *m, lp_future *promise) {
   l_host *h = host_of(ch);
   if (m->kind == LP_MSG_HOST && !h->closing && l_testudata(h->L, m->host, &l_key_buffer)) {
     lp_error e;
-    if (ch->loop->host_ops->to_buf(ch->loop, m, &e) != 0) {
+    if (ch->loop->host_ops->to_buf(ch, m, &e) != 0) {
       lp_msg_release(m);
       lp_channel_fail_promise(ch, promise, &e);
       return;
@@ -212,6 +212,7 @@ static int embedded_channel(lua_State *L) {
   // Active once registered, as Netty's EmbeddedChannel; closed with the loop,
   // but not one of the loop's connections (loop:channelCount()).
   ch->flags |= LP_CH_CONNECTED | LP_CH_UNCOUNTED;
+  l_channel_adopt(h, ch); // not counted: an embedded channel never keeps an old state alive
   lua_rawgetp(L, LUA_REGISTRYINDEX, &queues_key);
   lua_pushvalue(L, q);
   lua_rawsetp(L, -2, ch);

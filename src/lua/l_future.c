@@ -29,14 +29,20 @@ bool l_future_keep(lua_State *L, lp_future *f) {
     lua_pop(L, 1);
     return true;
   }
+  l_host *h = l_host_find(L);
+  if (!h) { // a future's state always has a host; never raise here
+    lua_pop(L, 1);
+    return false;
+  }
   int ref = l_ref(L);
   if (ref == LUA_NOREF) return false;
   f->host_ref = ref;
+  f->host = h; // whose registry holds the reference
   return true;
 }
 
 void l_future_drop(lp_future *f) {
-  l_host *h = f->loop->host;
+  l_host *h = f->host;
   if (h && !h->closing && f->host_ref >= 0) luaL_unref(h->L, LUA_REGISTRYINDEX, f->host_ref);
   f->host_ref = -1;
 }

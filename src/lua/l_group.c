@@ -17,6 +17,7 @@
 
 #include "group.h"
 #include "log.h"
+#include "udp.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -181,6 +182,23 @@ int l_load_app(lua_State *L, const char *source) {
 }
 
 // ---- the per-worker host -----------------------------------------------------------------
+//
+// Generations: a worker serves the app from one Lua state at a time, `cur`,
+// the one new connections go to. A reload prepares the next generation
+// (`pending`: a new state on the same loop, the app loaded afresh, workerInit
+// run) beside it; commit makes it `cur` and retires the old one, which keeps
+// the channels it owns (ch->host) until the last has closed, then runs its
+// workerExit and closes (a deferred task, never inside a handler). Several old
+// generations may drain at once. With reloadDrainTimeout, a generation still
+// draining when it fires has its channels closed gracefully, and closed at
+// once shutdownTimeout later. A new app's migrate(ch, oldAttr) moves each open
+// accepted channel of the old generation to the new one at commit (a task: no
+// handler is running on any channel).
+//
+// Ownership: l_worker and its generations are the worker thread's. A closed
+// generation's host stays allocated (lw->zombies) until the worker ends,
+// because futures, listeners and blocking jobs that outlive a state still read
+// its `closing` flag: about 150 bytes per reload per worker.
 
 typedef struct serve_ctx {
   lp_group group;
@@ -188,42 +206,68 @@ typedef struct serve_ctx {
   char *path, *cpath;  // the caller's package.path / package.cpath
   size_t memory_limit;
   int nworkers;
+  double shutdown_timeout, reload_drain_timeout; // seconds; drain 0: wait for the last channel
   lua_State *L;        // the caller (inline worker)
   l_host *h;
   int app_idx;         // the app table on the caller's stack
   char *tls_cert, *tls_key; // the launcher's --tls-cert/--tls-key (NULL: none)
 } serve_ctx;
 
-typedef struct l_worker {
-  lua_State *L;        // the state handlers run on
-  l_host *h;
-  bool own_state;      // a worker thread's state (closed in free)
-  int init_ref, app_ref, worker_ref;
-  lp_channel_config cfg;
-  const char *tls_cert, *tls_key; // serve_ctx's, for the app's TLS handler
-} l_worker;
+typedef struct l_worker l_worker;
 
-// [1] l_worker, [2] the app table, [3] worker id, [4] worker count: read the
+#define LP_RELOAD_STRIP_MAX 1024 // handlers removed from one channel by migrate, at most
+
+typedef struct l_gen {
+  struct l_gen *next;  // in the worker's retired list
+  l_worker *lw;
+  lua_State *L;        // the state handlers run on; NULL once closed
+  l_host *h;           // NULL when the state failed before it had one
+  bool own_state;      // a worker thread's state (the inline worker uses the caller's)
+  unsigned number;     // 1: the first load; +1 per reload
+  int init_ref, app_ref, worker_ref, migrate_ref;
+  lp_channel_config cfg;
+  ev_timer drain;      // reloadDrainTimeout, while retired
+  int drain_stage;     // 0: waiting; 1: channels closed gracefully
+  bool exited;         // workerExit ran (it runs once)
+} l_gen;
+
+struct l_worker {
+  lp_worker *w;
+  l_gen *cur, *pending;
+  l_gen *retired;      // draining, newest first
+  l_host **zombies;    // hosts of closed states (see above)
+  size_t nzombies, zcap;
+  unsigned generations; // loaded so far
+  lp_task reap_task;   // deferred when a retired generation's last channel goes
+  bool reap_queued;
+  const char *tls_cert, *tls_key; // serve_ctx's, for the app's TLS handler
+};
+
+// [1] l_gen, [2] the app table, [3] worker id, [4] worker count: read the
 // app's options, keep init, make the `worker` table and run workerInit.
 static int worker_setup(lua_State *L) {
-  l_worker *lw = lua_touserdata(L, 1);
+  l_gen *gen = lua_touserdata(L, 1);
   l_checktype(L, 2, LUA_TTABLE);
-  lp_channel_config_default(&lw->cfg);
-  if (lua_getfield(L, 2, "options") != LUA_TNIL) l_channel_config_read(L, lua_gettop(L), &lw->cfg);
+  lp_channel_config_default(&gen->cfg);
+  if (lua_getfield(L, 2, "options") != LUA_TNIL) l_channel_config_read(L, lua_gettop(L), &gen->cfg);
   lua_pop(L, 1);
   if (lua_getfield(L, 2, "init") != LUA_TFUNCTION) return luaL_error(L, "the app has no init(ch) function");
   lua_pop(L, 1);
-  int ty = lua_getfield(L, 2, "workerInit");
-  if (ty != LUA_TNIL && ty != LUA_TFUNCTION) return luaL_error(L, "the app's workerInit must be a function(worker)");
-  ty = lua_getfield(L, 2, "workerExit");
-  if (ty != LUA_TNIL && ty != LUA_TFUNCTION) return luaL_error(L, "the app's workerExit must be a function(worker)");
-  lua_pop(L, 2);
+  static const char *const hooks[] = {"workerInit", "workerExit"};
+  for (int i = 0; i < 2; i++) {
+    int ty = lua_getfield(L, 2, hooks[i]);
+    if (ty != LUA_TNIL && ty != LUA_TFUNCTION) return luaL_error(L, "the app's %s must be a function(worker)", hooks[i]);
+    lua_pop(L, 1);
+  }
+  int ty = lua_getfield(L, 2, "migrate");
+  if (ty != LUA_TNIL && ty != LUA_TFUNCTION) return luaL_error(L, "the app's migrate must be a function(ch, oldAttr)");
+  int migrate = lua_gettop(L);
   lua_createtable(L, 0, 3); // worker = { id, workers, loop }
   lua_pushvalue(L, 3);
   lua_setfield(L, -2, "id");
   lua_pushvalue(L, 4);
   lua_setfield(L, -2, "workers");
-  l_loop_push(L, lw->h);
+  l_loop_push(L, gen->h);
   lua_setfield(L, -2, "loop");
   int worker = lua_gettop(L);
   if (lua_getfield(L, 2, "workerInit") == LUA_TFUNCTION) {
@@ -237,37 +281,41 @@ static int worker_setup(lua_State *L) {
   }
   // The app's `tls` field (or the launcher's certificate): init wrapped to put
   // a TLS handler first, its context built once here for this worker.
-  if (lua_getfield(L, 2, "tls") != LUA_TNIL || lw->tls_cert) {
+  if (lua_getfield(L, 2, "tls") != LUA_TNIL || gen->lw->tls_cert) {
     lua_getglobal(L, "require");
     lua_pushliteral(L, "lupine.tls");
     lua_call(L, 1, 1);
     lua_getfield(L, -1, "_appInit");
     lua_pushvalue(L, 2);
-    if (lw->tls_cert) lua_pushstring(L, lw->tls_cert);
+    if (gen->lw->tls_cert) lua_pushstring(L, gen->lw->tls_cert);
     else lua_pushnil(L);
-    if (lw->tls_key) lua_pushstring(L, lw->tls_key);
+    if (gen->lw->tls_key) lua_pushstring(L, gen->lw->tls_key);
     else lua_pushnil(L);
     lua_call(L, 3, 1); // raises a one-line error naming the file
   } else {
     lua_getfield(L, 2, "init");
   }
   // The references come last: nothing raises after them.
-  lw->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  gen->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 2);
-  lw->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  gen->app_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, worker);
-  lw->worker_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  gen->worker_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, migrate);
+  gen->migrate_ref = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
-// Protected, in a worker thread's new state: [1] lp_worker.
+// Protected, in a worker thread's new state: [1] l_gen.
 static int worker_boot(lua_State *L) {
-  lp_worker *w = lua_touserdata(L, 1);
+  l_gen *gen = lua_touserdata(L, 1);
+  lp_worker *w = gen->lw->w;
   serve_ctx *s = w->group->ud;
-  l_worker *lw = w->host;
   l_state_boot(L, s->path, s->cpath);
-  lw->h = l_host_attach(L, w->loop);
-  lw->h->running = 1; // the group drives this loop: runUntil from here would nest
+  gen->h = l_host_attach(L, w->loop);
+  gen->h->running = 1; // the group drives this loop: runUntil from here would nest
+  gen->h->launcher = gen;
+  gen->h->group = w->group;
   lua_getglobal(L, "require");
   lua_pushliteral(L, "lupine");
   lua_call(L, 1, 1);
@@ -277,7 +325,7 @@ static int worker_boot(lua_State *L) {
   l_load_app(L, s->source);
   int app = lua_gettop(L);
   lua_pushcfunction(L, worker_setup);
-  lua_pushlightuserdata(L, lw);
+  lua_pushlightuserdata(L, gen);
   lua_pushvalue(L, app);
   lua_pushinteger(L, w->id);
   lua_pushinteger(L, s->nworkers);
@@ -292,61 +340,29 @@ static void copy_error(lua_State *L, char *err, size_t errlen) {
   if (nl) *nl = 0;
 }
 
-static int w_start(lp_worker *w, char *err, size_t errlen) {
-  serve_ctx *s = w->group->ud;
-  l_worker *lw = calloc(1, sizeof *lw);
-  if (!lw) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
-  lw->init_ref = lw->app_ref = lw->worker_ref = LUA_NOREF;
-  lw->tls_cert = s->tls_cert;
-  lw->tls_key = s->tls_key;
-  w->host = lw;
-  if (!w->threaded) { // inline: the caller's state and loop
-    lw->L = s->L;
-    lw->h = s->h;
-    lua_State *L = s->L;
-    lua_pushcfunction(L, worker_setup);
-    lua_pushlightuserdata(L, lw);
-    lua_pushvalue(L, s->app_idx);
-    lua_pushinteger(L, 0);
-    lua_pushinteger(L, 0);
-    if (lua_pcall(L, 4, 0, 0) == LUA_OK) return 0;
-    copy_error(L, err, errlen);
-    lua_pop(L, 1);
-  } else {
-    lua_State *L = l_newstate(s->memory_limit);
-    if (L) {
-      lw->L = L;
-      lw->own_state = true;
-      lua_pushcfunction(L, worker_boot);
-      lua_pushlightuserdata(L, w);
-      if (lua_pcall(L, 1, 0, 0) == LUA_OK) return 0;
-      copy_error(L, err, errlen);
-      l_closestate(L);
-    } else {
-      snprintf(err, errlen, "cannot create a Lua state (out of memory)");
-    }
-  }
-  free(lw);
-  w->host = NULL;
-  return -1;
+static l_gen *gen_new(l_worker *lw) {
+  l_gen *gen = calloc(1, sizeof *gen);
+  if (!gen) return NULL;
+  gen->lw = lw;
+  gen->init_ref = gen->app_ref = gen->worker_ref = gen->migrate_ref = LUA_NOREF;
+  gen->number = ++lw->generations;
+  return gen;
 }
 
-static lp_channel *w_accept(lp_worker *w, int fd, const lp_sockaddr *peer) {
-  l_worker *lw = w->host;
-  return l_accept(lw->h, fd, peer, &lw->cfg, lw->init_ref);
+// The loop's "newest state" (loop->host) is the one new connections go to.
+static void point_loop(l_worker *lw) {
+  if (lw->cur && lw->cur->h) lw->w->loop->host = lw->cur->h;
 }
 
-static void w_stop(lp_worker *w) {
-  l_worker *lw = w->host;
-  if (lw->h->closing) return;
-  lua_State *L = lw->h->L;
+// workerExit(worker) of a generation, once its channels are gone (or at shutdown).
+static void gen_exit(l_gen *gen) {
+  if (!gen || gen->exited || !gen->L || !gen->h || gen->h->closing || gen->app_ref == LUA_NOREF) return;
+  gen->exited = true;
+  lua_State *L = gen->L;
   if (!lua_checkstack(L, 4)) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, lw->app_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, gen->app_ref);
   if (lua_getfield(L, -1, "workerExit") == LUA_TFUNCTION) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lw->worker_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, gen->worker_ref);
     l_pcall_log(L, 1, "workerExit", 0);
   } else {
     lua_pop(L, 1);
@@ -354,21 +370,402 @@ static void w_stop(lp_worker *w) {
   lua_pop(L, 1);
 }
 
+// Keep a closed state's host until the worker ends; out of memory, never free it.
+static void keep_zombie(l_worker *lw, l_host *h) {
+  if (lw->nzombies == lw->zcap) {
+    size_t cap = lw->zcap ? 2 * lw->zcap : 8;
+    l_host **z = realloc(lw->zombies, cap * sizeof *z);
+    if (!z) return;
+    lw->zombies = z;
+    lw->zcap = cap;
+  }
+  lw->zombies[lw->nzombies++] = h;
+}
+
+// Close a generation's state (its channels close with it) and free its record.
+// Closing a state runs the loop's queued tasks (l_host_detach).
+static void gen_close(l_gen *gen) {
+  if (!gen) return;
+  l_worker *lw = gen->lw;
+  if (ev_is_active(&gen->drain)) ev_timer_stop(lw->w->loop->ev, &gen->drain);
+  if (gen->h) gen->h->on_empty = NULL;
+  if (gen->L && gen->own_state) {
+    l_closestate(gen->L);
+  } else if (gen->L && !gen->h->closing) { // the inline worker: the caller's state lives on
+    int refs[] = {gen->init_ref, gen->app_ref, gen->worker_ref, gen->migrate_ref};
+    for (size_t i = 0; i < LP_ARRAY_LEN(refs); i++) luaL_unref(gen->L, LUA_REGISTRYINDEX, refs[i]);
+    gen->h->launcher = NULL;
+    gen->h->group = NULL;
+  }
+  if (gen->own_state && gen->h) {
+    gen->h->launcher = NULL; // this record goes
+    keep_zombie(lw, gen->h);
+  }
+  free(gen);
+}
+
+// A new generation on its own state, app loaded and workerInit run; NULL with
+// a one-line reason ("app.lua:3: ...") in err.
+static l_gen *gen_boot(l_worker *lw, char *err, size_t errlen) {
+  serve_ctx *s = lw->w->group->ud;
+  l_gen *gen = gen_new(lw);
+  if (!gen) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  lua_State *L = l_newstate(s->memory_limit);
+  if (!L) {
+    snprintf(err, errlen, "cannot create a Lua state (out of memory)");
+    free(gen);
+    lw->generations--;
+    return NULL;
+  }
+  gen->L = L;
+  gen->own_state = true;
+  lua_pushcfunction(L, worker_boot);
+  lua_pushlightuserdata(L, gen);
+  bool ok = lua_pcall(L, 1, 0, 0) == LUA_OK;
+  if (!ok) copy_error(L, err, errlen);
+  point_loop(lw); // attaching made the new state the loop's newest
+  if (ok) return gen;
+  lw->generations--;
+  gen_close(gen); // its host (when it got one) may still be seen by what workerInit started
+  return NULL;
+}
+
+static void free_zombies(l_worker *lw) {
+  for (size_t i = 0; i < lw->nzombies; i++) l_host_free(lw->zombies[i]);
+  free(lw->zombies);
+}
+
+static int w_start(lp_worker *w, char *err, size_t errlen) {
+  serve_ctx *s = w->group->ud;
+  l_worker *lw = calloc(1, sizeof *lw);
+  if (!lw) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  lw->w = w;
+  lw->tls_cert = s->tls_cert;
+  lw->tls_key = s->tls_key;
+  w->host = lw;
+  if (w->threaded) {
+    lw->cur = gen_boot(lw, err, errlen);
+    if (lw->cur) return 0;
+  } else if ((lw->cur = gen_new(lw)) != NULL) { // inline: the caller's state and loop
+    l_gen *gen = lw->cur;
+    gen->L = s->L;
+    gen->h = s->h;
+    lua_State *L = s->L;
+    lua_pushcfunction(L, worker_setup);
+    lua_pushlightuserdata(L, gen);
+    lua_pushvalue(L, s->app_idx);
+    lua_pushinteger(L, 0);
+    lua_pushinteger(L, 0);
+    if (lua_pcall(L, 4, 0, 0) == LUA_OK) {
+      gen->h->launcher = gen;
+      return 0;
+    }
+    copy_error(L, err, errlen);
+    lua_pop(L, 1);
+    free(gen);
+  } else {
+    snprintf(err, errlen, "out of memory");
+  }
+  if (w->threaded) { // no state is left on this loop
+    w->loop->host = NULL;
+    w->loop->host_ops = NULL;
+  }
+  free_zombies(lw);
+  free(lw);
+  w->host = NULL;
+  return -1;
+}
+
+static lp_channel *w_accept(lp_worker *w, int fd, const lp_sockaddr *peer) {
+  l_gen *gen = ((l_worker *)w->host)->cur;
+  return l_accept(gen->h, fd, peer, &gen->cfg, gen->init_ref);
+}
+
+static void w_stop(lp_worker *w) {
+  l_worker *lw = w->host;
+  for (l_gen *gen = lw->retired; gen; gen = gen->next) gen_exit(gen);
+  gen_exit(lw->cur);
+}
+
 static void w_free(lp_worker *w) {
   l_worker *lw = w->host;
   if (!lw) return;
-  if (lw->own_state) {
-    l_closestate(lw->L);
-  } else if (!lw->h->closing) {
-    luaL_unref(lw->L, LUA_REGISTRYINDEX, lw->init_ref);
-    luaL_unref(lw->L, LUA_REGISTRYINDEX, lw->app_ref);
-    luaL_unref(lw->L, LUA_REGISTRYINDEX, lw->worker_ref);
+  // Each close runs queued tasks (a late reload phase among them): unlink first.
+  l_gen *gen = lw->pending;
+  lw->pending = NULL;
+  if (gen) gen_close(gen);
+  while ((gen = lw->retired) != NULL) {
+    lw->retired = gen->next;
+    gen_close(gen);
   }
+  gen = lw->cur;
+  lw->cur = NULL;
+  gen_close(gen);
+  // The reap task lives in lw: let it run (it finds nothing) before lw goes.
+  for (int i = 0; i < 64 && lw->reap_queued; i++) lp_loop_run_tasks(w->loop);
+  if (w->threaded) { // no state is left on this loop: nothing may call into one
+    w->loop->host = NULL;
+    w->loop->host_ops = NULL;
+  }
+  free_zombies(lw);
   free(lw);
   w->host = NULL;
 }
 
-static const lp_worker_ops worker_ops = {w_start, w_accept, w_stop, w_free};
+// ---- reload -------------------------------------------------------------------------------
+
+// Close every retired generation whose last channel has gone (each close may
+// run queued tasks, a reload's among them: look again after each).
+static void reap(lp_task *t, lp_loop *loop) {
+  LP_UNUSED(loop);
+  l_worker *lw = lp_container_of(t, l_worker, reap_task);
+  lw->reap_queued = false;
+  for (;;) {
+    l_gen **pp = &lw->retired;
+    while (*pp && (*pp)->h->nchannels) pp = &(*pp)->next;
+    l_gen *gen = *pp;
+    if (!gen) return;
+    *pp = gen->next;
+    gen_exit(gen);
+    gen_close(gen);
+  }
+}
+
+static void reap_soon(l_worker *lw) {
+  if (lw->reap_queued) return;
+  lw->reap_queued = true;
+  lw->reap_task.run = reap;
+  lp_loop_defer(lw->w->loop, &lw->reap_task);
+}
+
+static void on_empty(l_host *h) { reap_soon(((l_gen *)h->launcher)->lw); }
+
+static void on_drain_timeout(struct ev_loop *ev, ev_timer *t, int revents) {
+  LP_UNUSED(ev), LP_UNUSED(revents);
+  l_gen *gen = lp_container_of(t, l_gen, drain);
+  lp_loop *loop = gen->lw->w->loop;
+  serve_ctx *s = gen->lw->w->group->ud;
+  bool now = gen->drain_stage++ > 0;
+  size_t n = 0;
+  for (lp_list *l = loop->channels.next; l != &loop->channels;) {
+    lp_channel *ch = lp_container_of(l, lp_channel, link);
+    l = l->next; // closing never unlinks at once
+    if (ch->host != gen->h || (ch->flags & LP_CH_CLOSED)) continue;
+    n++;
+    if (now) lp_channel_close_now(ch);
+    else if (!(ch->flags & LP_CH_DRAINING)) lp_channel_close_gracefully(ch);
+  }
+  if (now) {
+    lp_log(LP_LOG_WARN, 0, "reload: closing the %zu channel(s) of the old code still open %g s after the drain timeout", n,
+           s->shutdown_timeout);
+    return;
+  }
+  lp_log(LP_LOG_INFO, 0, "reloadDrainTimeout (%g s): closing the %zu channel(s) still on the old code", s->reload_drain_timeout, n);
+  ev_timer_set(t, s->shutdown_timeout, 0.);
+  ev_timer_start(loop->ev, t);
+}
+
+// ---- migrate(ch, oldAttr) ----
+
+static void push_flat(lua_State *to, lua_State *from, int idx) {
+  if (lua_type(from, idx) == LUA_TSTRING) {
+    size_t len;
+    const char *s = lua_tolstring(from, idx, &len);
+    lua_pushlstring(to, s, len);
+  } else if (lua_type(from, idx) == LUA_TBOOLEAN) {
+    lua_pushboolean(to, lua_toboolean(from, idx));
+  } else if (lua_isinteger(from, idx)) {
+    lua_pushinteger(to, lua_tointeger(from, idx));
+  } else {
+    lua_pushnumber(to, lua_tonumber(from, idx));
+  }
+}
+
+static bool is_flat(lua_State *L, int idx) {
+  int t = lua_type(L, idx);
+  return t == LUA_TSTRING || t == LUA_TNUMBER || t == LUA_TBOOLEAN;
+}
+
+// Protected, on the new state: [1] the channel, [2] the old state (light
+// userdata). Pushes a copy of the flat entries of the channel's attr table
+// there (string or number keys; string, number or boolean values). The caller
+// restores the old state's stack.
+static int copy_attr(lua_State *L) {
+  lp_channel *ch = lua_touserdata(L, 1);
+  lua_State *from = lua_touserdata(L, 2);
+  lua_newtable(L);
+  if (ch->host_ref < 0 || !lua_checkstack(from, 4)) return 1;
+  lua_rawgeti(from, LUA_REGISTRYINDEX, ch->host_ref); // the channel's box
+  if (lua_getiuservalue(from, -1, 1) != LUA_TTABLE) return 1;
+  lua_pushnil(from);
+  while (lua_next(from, -2)) {
+    int kt = lua_type(from, -2);
+    if ((kt == LUA_TSTRING || kt == LUA_TNUMBER) && is_flat(from, -1)) {
+      push_flat(L, from, -2);
+      push_flat(L, from, -1);
+      lua_rawset(L, -3);
+    }
+    lua_pop(from, 1);
+  }
+  return 1;
+}
+
+// Under pcall: [1] migrate, [2] the channel (light userdata), [3] oldAttr.
+static int call_migrate(lua_State *L) {
+  l_channel_push(L, lua_touserdata(L, 2));
+  lua_replace(L, 2);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+// Move ch from generation old to gen: its flat attributes copied, its handlers
+// removed on the old state (handlerRemoved there), its handle there dropped,
+// then migrate(ch, oldAttr) on the new state builds the pipeline anew. A
+// migrate that raises closes the channel.
+static void migrate_one(l_gen *old, l_gen *gen, lp_channel *ch) {
+  lua_State *OL = old->L, *L = gen->L;
+  int otop = lua_gettop(OL), top = lua_gettop(L);
+  if (!lua_checkstack(L, 6)) return;
+  lua_pushcfunction(L, copy_attr);
+  lua_pushlightuserdata(L, ch);
+  lua_pushlightuserdata(L, OL);
+  bool ok = lua_pcall(L, 2, 1, 0) == LUA_OK;
+  lua_settop(OL, otop);
+  if (!ok) { // out of memory: the channel stays on the old code
+    lua_settop(L, top);
+    return;
+  }
+  lp_channel_ref(ch);
+  lp_pipeline *p = &ch->pipeline;
+  lp_pipeline_enter(p);
+  for (int i = 0; i < LP_RELOAD_STRIP_MAX; i++) { // a handlerRemoved that adds handlers must not loop forever
+    lp_ctx *c = lp_pipeline_first(p);
+    if (!c) break;
+    lp_pipeline_remove(p, c);
+  }
+  lp_pipeline_leave(p); // removed contexts are freed here, on the old state
+  if (ch->host_ref >= 0 && !old->h->closing) luaL_unref(OL, LUA_REGISTRYINDEX, ch->host_ref);
+  ch->host_ref = -1;
+  if (ch->flags & LP_CH_HOST_COUNTED) old->h->nchannels--; // the old state's reap follows the commit
+  ch->flags &= ~(uint32_t)LP_CH_HOST_COUNTED;
+  l_channel_adopt(gen->h, ch);
+  if (!(ch->flags & LP_CH_CLOSED)) {
+    int attr = lua_gettop(L);
+    lua_pushcfunction(L, call_migrate);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, gen->migrate_ref);
+    lua_pushlightuserdata(L, ch);
+    lua_pushvalue(L, attr);
+    lp_pipeline_enter(p);
+    ok = l_pcall_log(L, 3, "migrate(ch, oldAttr)", ch->id);
+    lp_pipeline_leave(p);
+    if (!ok) {
+      lp_log(LP_LOG_WARN, ch->id, "closing the channel: migrate failed");
+      lp_channel_close_now(ch);
+    }
+  }
+  lua_settop(L, top);
+  lp_channel_unref(ch);
+}
+
+static void migrate_all(l_gen *old, l_gen *gen) {
+  lp_loop *loop = gen->lw->w->loop;
+  for (lp_list *l = loop->channels.next; l != &loop->channels;) {
+    lp_channel *ch = lp_container_of(l, lp_channel, link);
+    l = l->next; // closing never unlinks at once; new channels are the new state's
+    if (ch->host == old->h && (ch->flags & LP_CH_ACCEPTED) && !(ch->flags & (LP_CH_CLOSED | LP_CH_DRAINING)) &&
+        ch->pipeline.depth == 0)
+      migrate_one(old, gen, ch);
+  }
+}
+
+static int w_reload_prepare(lp_worker *w, char *err, size_t errlen) {
+  l_worker *lw = w->host;
+  if (lw->pending) { // cannot happen (the boss finishes each reload first): drop it
+    gen_close(lw->pending);
+    lw->pending = NULL;
+  }
+  lw->pending = gen_boot(lw, err, errlen);
+  return lw->pending ? 0 : -1;
+}
+
+static void w_reload_finish(lp_worker *w, bool commit) {
+  l_worker *lw = w->host;
+  serve_ctx *s = w->group->ud;
+  l_gen *gen = lw->pending, *old = lw->cur;
+  lw->pending = NULL;
+  if (!gen) return;
+  if (!commit || !old) { // another worker failed: this one's new state goes
+    gen_exit(gen);
+    gen_close(gen);
+    return;
+  }
+  lw->cur = gen;
+  point_loop(lw);
+  // The old state's UDP channels (an app's udp field: bound beside the new
+  // state's with SO_REUSEPORT) stop now: datagrams go to the new code, and a
+  // socket that never ends would keep the old state from draining.
+  for (lp_list *n = w->loop->channels.next; n != &w->loop->channels;) {
+    lp_channel *ch = lp_container_of(n, lp_channel, link);
+    n = n->next;
+    if (ch->host == old->h && ch->transport == &lp_udp_transport) lp_channel_close_gracefully(ch);
+  }
+  old->next = lw->retired;
+  lw->retired = old;
+  old->h->on_empty = on_empty;
+  if (s->reload_drain_timeout > 0) {
+    ev_timer_init(&old->drain, on_drain_timeout, s->reload_drain_timeout, 0.);
+    ev_timer_start(w->loop->ev, &old->drain);
+  }
+  if (gen->migrate_ref != LUA_NOREF) migrate_all(old, gen);
+  if (old->h->nchannels == 0) reap_soon(lw);
+}
+
+static const lp_worker_ops worker_ops = {w_start, w_accept, w_stop, w_free, w_reload_prepare, w_reload_finish};
+
+// lupine.reload(): ask the server this state belongs to for a reload.
+int l_reload(lua_State *L) {
+  l_host *h = l_host_get(L);
+  if (!h->group) return luaL_error(L, "lupine.reload: this Lua state is not serving an app (lupine.serve or the launcher)");
+  if (lp_group_reload(h->group) != 0)
+    return luaL_error(L, "lupine.reload: reloading needs worker threads (workers = 0 serves inline, in one Lua state)");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void push_state_info(lua_State *L, lua_State *of, l_host *h, unsigned number, bool current) {
+  lua_createtable(L, 0, 4);
+  lua_pushinteger(L, number);
+  lua_setfield(L, -2, "generation");
+  lua_pushboolean(L, current);
+  lua_setfield(L, -2, "current");
+  lua_pushinteger(L, (lua_Integer)h->nchannels);
+  lua_setfield(L, -2, "channels");
+  lua_pushinteger(L, (lua_Integer)lua_gc(of, LUA_GCCOUNT) * 1024 + lua_gc(of, LUA_GCCOUNTB));
+  lua_setfield(L, -2, "memory");
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+// lupine.workerStates(): this worker's Lua states, the current one first, then
+// the ones still draining after reloads, newest first.
+int l_worker_states(lua_State *L) {
+  l_host *h = l_host_get(L);
+  l_gen *me = h->launcher;
+  lua_newtable(L);
+  if (!me) {
+    push_state_info(L, h->L, h, 1, true);
+    return 1;
+  }
+  l_worker *lw = me->lw;
+  push_state_info(L, lw->cur->L, lw->cur->h, lw->cur->number, true);
+  for (l_gen *gen = lw->retired; gen; gen = gen->next) push_state_info(L, gen->L, gen->h, gen->number, false);
+  return 1;
+}
 
 // ---- lupine.core.serve ---------------------------------------------------------------------
 
@@ -399,7 +796,7 @@ static bool is_any_address(const lp_sockaddr *a) {
 }
 
 // core.serve{ app, source, name, host, port, workers, backlog, shutdownTimeout,
-// maxConnections, memoryLimit, reusePort, mode }: serve until shut down (SIGINT/SIGTERM, or the
+// reloadDrainTimeout, maxConnections, memoryLimit, reusePort, mode }: serve until shut down (SIGINT/SIGTERM, or the
 // loop stopped from inside); raises a one-line error when start-up fails,
 // with nothing left listening.
 int l_serve(lua_State *L) {
@@ -415,6 +812,9 @@ int l_serve(lua_State *L) {
   int backlog = (int)l_opt_int(L, 1, "backlog", 511, 1, 65535);
   double timeout = l_opt_number(L, 1, "shutdownTimeout", 10.0);
   if (!(timeout >= 0 && timeout <= 86400)) return luaL_error(L, "option 'shutdownTimeout' must be from 0 to 86400 seconds");
+  double drain = l_opt_number(L, 1, "reloadDrainTimeout", 0.0);
+  if (!(drain >= 0 && drain <= 86400))
+    return luaL_error(L, "option 'reloadDrainTimeout' must be from 0 (wait for the last connection) to 86400 seconds");
   lua_Integer maxconn = l_opt_int(L, 1, "maxConnections", 0, 0, (lua_Integer)1 << 40);
   lua_Integer memlimit = l_opt_int(L, 1, "memoryLimit", 0, 0, (lua_Integer)1 << 46);
   if (memlimit && memlimit < (1 << 20)) return luaL_error(L, "option 'memoryLimit' must be 0 (none) or at least 1 MiB");
@@ -464,6 +864,8 @@ int l_serve(lua_State *L) {
   s->nworkers = workers;
   s->L = L;
   s->h = h;
+  s->shutdown_timeout = timeout;
+  s->reload_drain_timeout = drain;
   s->app_idx = app;
   char err[LP_GROUP_ERR_MAX] = "";
   lp_group_config cfg = {workers, timeout, (uint64_t)maxconn, true, reuse_port};
@@ -474,6 +876,7 @@ int l_serve(lua_State *L) {
     return lua_error(L);
   }
   h->running++;
+  h->group = &s->group; // lupine.reload() from this state's timers
   int rc = 0;
   lp_sockaddr bound;
   if (lp_group_start(&s->group, err, sizeof err) != 0) {
@@ -507,6 +910,7 @@ int l_serve(lua_State *L) {
     _exit(1);
   }
   h->running--;
+  h->group = NULL;
   lp_group_destroy(&s->group);
   ctx_free(s);
   if (!rc) return 0;

@@ -1355,7 +1355,7 @@ static void conn_inbound(lp_ctx *ctx, int ev, lp_msg *m) {
     lp_loop *loop = chan(c)->loop;
     if (m->kind == LP_MSG_HOST) {
       lp_error e;
-      if (!loop->host_ops || !loop->host_ops->to_buf || loop->host_ops->to_buf(loop, m, &e) != 0) {
+      if (!loop->host_ops || !loop->host_ops->to_buf || loop->host_ops->to_buf(chan(c), m, &e) != 0) {
         lp_ctx_fire(ctx, ev, m);
         return;
       }

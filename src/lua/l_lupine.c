@@ -1,9 +1,14 @@
 // l_lupine.c: luaopen_lupine_core, the per-state host, error objects, option
 // parsing and logging from Lua.
 //
-// The host lives in a full userdata in the registry (key: &host_key). Its __gc
-// runs when the state closes: it marks the host closing (no more calls into
-// Lua), then frees the inline loop, which closes every channel still open.
+// The host is malloc'd; a full userdata in the registry (key: &host_key) holds
+// its address. Its __gc runs when the state closes: it marks the host closing
+// (no more calls into Lua), then frees the inline loop (which closes every
+// channel still open) and the host. A worker's host (l_host_attach) belongs to
+// the launcher instead, which frees it with l_host_free once its loop has
+// ended: native objects that outlive the state (a future, a blocking job, a
+// listener) may still look at `closing`, and several states share one loop
+// after a reload.
 #include "lbind.h"
 
 #include "log.h"
@@ -35,26 +40,41 @@ void *l_newudata(lua_State *L, size_t size, int nuv, const void *key) {
 }
 
 static int host_gc(lua_State *L) {
-  l_host *h = lua_touserdata(L, 1);
+  l_host **box = lua_touserdata(L, 1);
+  l_host *h = *box;
+  if (!h) return 0;
+  *box = NULL;
   h->closing = true; // no more calls into this state from here on
-  if (h->loop && h->owns_loop) lp_loop_free(h->loop);
-  else if (h->loop) l_host_detach(h);
+  if (h->loop && h->owns_loop) {
+    lp_loop_free(h->loop);
+    free(h);
+    return 0;
+  }
+  if (h->loop) l_host_detach(h);
   h->loop = NULL;
   return 0;
 }
 
+l_host *l_host_find(lua_State *L) {
+  l_host *h = NULL;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &host_key) == LUA_TUSERDATA) h = *(l_host **)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return h;
+}
+
+// Raises only when out of memory, before anything is attached.
 static l_host *host_new(lua_State *L, lp_loop *loop, bool owns) {
-  l_host *h = lua_newuserdatauv(L, sizeof *h, 0);
-  memset(h, 0, sizeof *h);
+  l_host **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  l_host *h = calloc(1, sizeof *h);
+  if (!h) luaL_error(L, "lupine: out of memory");
+  *box = h;
   // The main thread, even when a coroutine is the first to use lupine: it never dies.
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   h->L = lua_tothread(L, -1);
   lua_pop(L, 1);
-  h->loop = loop;
   h->owns_loop = owns;
-  loop->host = h;
-  loop->host_ops = &l_host_ops;
-  for (int e = 0; e < LP_EV_COUNT; e++) {
+  for (int e = 0; e < LP_EV_COUNT; e++) { // interned before the host is set: a failure leaves no trace
     lua_pushstring(L, lp_event_name[e]);
     h->ev_name_ref[e] = luaL_ref(L, LUA_REGISTRYINDEX);
   }
@@ -63,14 +83,17 @@ static l_host *host_new(lua_State *L, lp_loop *loop, bool owns) {
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &host_key);
+  h->loop = loop;
+  loop->host = h; // the newest state on the loop
+  loop->host_ops = &l_host_ops;
   return h;
 }
 
 l_host *l_host_get(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &host_key) == LUA_TUSERDATA) {
-    l_host *h = lua_touserdata(L, -1);
+    l_host *h = *(l_host **)lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (!h->loop) luaL_error(L, "lupine: the event loop of this Lua state is gone");
+    if (!h || !h->loop) luaL_error(L, "lupine: the event loop of this Lua state is gone");
     return h;
   }
   lua_pop(L, 1);
@@ -81,15 +104,32 @@ l_host *l_host_get(lua_State *L) {
 
 l_host *l_host_attach(lua_State *L, lp_loop *loop) { return host_new(L, loop, false); }
 
-// A worker's state closes before its loop is freed: close what is still open
-// and run what is queued (it sees `closing` and leaves Lua alone), so that no
-// task or hook reaches this state afterwards.
+void l_host_free(l_host *h) { free(h); }
+
+void l_channel_adopt(l_host *h, lp_channel *ch) {
+  ch->host = h;
+  if (!(ch->flags & LP_CH_UNCOUNTED)) {
+    h->nchannels++;
+    ch->flags |= LP_CH_HOST_COUNTED;
+  }
+}
+
+// A worker's state closes while its loop goes on (a reload) or before the loop
+// is freed: close its channels and run what is queued (it sees `closing` and
+// leaves Lua alone), so that no task or hook reaches this state afterwards.
+// Other states' channels on the same loop are left alone.
 void l_host_detach(l_host *h) {
   lp_loop *loop = h->loop;
-  lp_channel_close_all(loop);
+  for (lp_list *n = loop->channels.next; n != &loop->channels;) {
+    lp_channel *ch = lp_container_of(n, lp_channel, link);
+    n = n->next; // closing never unlinks at once (teardown is deferred)
+    if (ch->host == h) lp_channel_close_now(ch);
+  }
   for (int i = 0; i < 64 && (loop->deferred || loop->posted); i++) lp_loop_run_tasks(loop);
-  loop->host = NULL;
-  loop->host_ops = NULL;
+  if (loop->host == h) { // the last state on this loop
+    loop->host = NULL;
+    loop->host_ops = NULL;
+  }
 }
 
 // ---- errors ------------------------------------------------------------------
@@ -533,6 +573,8 @@ static const luaL_Reg funcs[] = {
     {"workerId", lupine_worker_id},
     {"serve", l_serve},
     {"cpuCount", l_cpu_count},
+    {"reload", l_reload},
+    {"workerStates", l_worker_states},
     {"traceback", lupine_traceback},
     {NULL, NULL},
 };

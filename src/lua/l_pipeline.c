@@ -79,7 +79,7 @@ static void prepare_ctx(lua_State *L, lp_ctx *c) {
 }
 
 static void link_ctx(lua_State *L, lp_pipeline *p, int where, const char *base, lp_ctx *c) {
-  l_host *h = p->channel->loop->host;
+  l_host *h = p->channel->host;
   l_entry e;
   l_enter(&e, L, h, NULL, 0); // may raise: before the reference below
   c->refs++; // held across the add: a handlerAdded that fails removes it again (and may free it)
@@ -160,7 +160,7 @@ static int pipeline_remove(lua_State *L) {
   lp_ctx *c = check_find(L, p, 2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->host_ref); // the removed handler, returned
   l_entry e;
-  l_enter(&e, L, p->channel->loop->host, NULL, 0);
+  l_enter(&e, L, p->channel->host, NULL, 0);
   lp_pipeline_remove(p, c);
   l_leave(&e);
   return 1;
@@ -183,7 +183,7 @@ static int pipeline_replace(lua_State *L) {
   free(c->name);
   c->name = nm;
   l_entry e;
-  l_enter(&e, L, p->channel->loop->host, NULL, 0);
+  l_enter(&e, L, p->channel->host, NULL, 0);
   int rc = lp_pipeline_replace(p, old, c);
   l_leave(&e);
   if (rc) {
@@ -227,7 +227,7 @@ static int pipeline_fire(lua_State *L) {
   bool with_msg = ev == LP_EV_READ || ev == LP_EV_USER_EVENT || ev == LP_EV_EXCEPTION;
   if (with_msg) l_checkany(L, 2);
   l_entry e;
-  lp_msg m = l_host_msg(l_enter(&e, L, p->channel->loop->host, p, with_msg ? 2 : 0));
+  lp_msg m = l_host_msg(l_enter(&e, L, p->channel->host, p, with_msg ? 2 : 0));
   lp_pipeline_fire(p, ev, with_msg ? &m : NULL);
   l_leave(&e);
   lua_settop(L, 1);

@@ -29,7 +29,7 @@ static int push_addrs(lua_State *L) {
 
 static void on_lookup(void *ud, const lp_error *err, const lp_sockaddr *addrs, size_t n) {
   lp_future *f = ud;
-  l_host *h = f->loop->host;
+  l_host *h = f->host;
   if (err) {
     lp_future_fail(f, err);
   } else if (h && !h->closing) {
@@ -57,6 +57,7 @@ static int l_resolve(lua_State *L) {
   l_host *h = l_host_get(L);
   lp_future *f = lp_future_new(h->loop);
   if (!f) return luaL_error(L, "lupine.resolve: out of memory");
+  f->host = h; // on_lookup pushes the addresses on this state
   l_future_push(L, f); // the box holds one reference, the lookup the other
   if (!lp_resolve(h->loop, host, port, on_lookup, f)) {
     lp_future_fail_code(f, -ENOMEM, "resolve");

@@ -37,6 +37,8 @@ lp_channel *l_accept(l_host *h, int fd, const lp_sockaddr *peer, const lp_channe
     close(fd);
     return NULL;
   }
+  l_channel_adopt(h, ch);
+  ch->flags |= LP_CH_ACCEPTED;
   // accept()'s answer, not getpeername()'s: a peer that reset at once has no
   // address any more by the time the channel is made (a worker's task later).
   if (peer && peer->sa.sa_family) lp_chaddr_set(&ch->remote, peer);

@@ -51,12 +51,12 @@ void l_datagram_settle(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
-int l_host_to_datagram(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_sockaddr *to, bool *has_to, lp_error *err) {
-  l_host *h = loop->host;
+int l_host_to_datagram(lp_channel *ch, lp_msg *m, lp_bytes *out, lp_sockaddr *to, bool *has_to, lp_error *err) {
+  l_host *h = ch->host;
   lua_State *L = h->L;
   *has_to = false;
   l_datagram *d = l_testudata(L, m->host, &l_key_datagram);
-  if (!d) return l_host_to_bytes(loop, m, out, err);
+  if (!d) return l_host_to_bytes(ch, m, out, err);
   if (d->received) {
     lp_error_named(err, LP_EUNSUPPORTED,
                    "cannot write a received datagram: answer its sender with lupine.datagram(data, msg)");
@@ -68,7 +68,7 @@ int l_host_to_datagram(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_sockaddr *to,
   }
   lua_getiuservalue(L, m->host, 1);
   lp_msg inner = l_host_msg(lua_gettop(L));
-  int rc = l_host_to_bytes(loop, &inner, out, err);
+  int rc = l_host_to_bytes(ch, &inner, out, err);
   lua_pop(L, 1);
   if (rc) return rc;
   *to = d->addr;
@@ -178,6 +178,7 @@ static int open_channel(lua_State *L, udp_args *a) {
     lua_pushfstring(L, "UDP %s %s", step, lp_addr_format(at, addr, sizeof addr));
     return l_fail(L, rc, lua_tostring(L, -1));
   }
+  l_channel_adopt(h, ch); // this state's (during a reload's prepare, the new one's, not the loop's newest)
   l_channel_push(L, ch);
   int chi = lua_gettop(L);
   if (a->init) {

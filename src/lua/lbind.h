@@ -1,12 +1,16 @@
 // lbind.h: what the Lua binding files share. Each l_<type>.c exposes one
 // native type to Lua; l_lupine.c opens the module and owns the per-state host.
 //
-// The host: every lua_State that uses lupine has one l_host (in its registry),
-// holding the loop that state drives. In the inline mode the host creates the
-// loop on first use; a worker thread's state gets its worker loop from the
-// launcher. Handlers, listeners, timers and every other call into Lua from C
-// run on the state's main thread (host->L), never on a coroutine: a coroutine
-// that entered C may be suspended or dead by the time the next event comes.
+// The host: every lua_State that uses lupine has one l_host (its address in
+// the registry), holding the loop that state drives. In the inline mode the
+// host creates the loop on first use; a worker thread's state gets its worker
+// loop from the launcher. After a reload several states share a worker's loop:
+// each channel and each future with a Lua value says which state owns it
+// (ch->host, f->host), and everything reaches Lua through that host, never
+// through loop->host (which names only the newest state). Handlers, listeners,
+// timers and every other call into Lua from C run on the state's main thread
+// (host->L), never on a coroutine: a coroutine that entered C may be suspended
+// or dead by the time the next event comes.
 #ifndef LP_LBIND_H
 #define LP_LBIND_H
 
@@ -22,7 +26,8 @@
 #include "server.h"
 #include "host.h"
 
-typedef struct l_host {
+typedef struct l_host l_host;
+struct l_host {
   lua_State *L;     // the main thread of the state: all calls into Lua run on it
   lp_loop *loop;
   bool owns_loop;   // inline mode: freed with the state
@@ -30,7 +35,11 @@ typedef struct l_host {
   int running;      // nesting of loop runs driven from this state
   int loop_ref;     // the state's lupine.Loop object (0: not made yet)
   int ev_name_ref[LP_EV_COUNT]; // interned event names, for fast method lookups
-} l_host;
+  size_t nchannels; // channels owned (l_channel_adopt), until their teardown
+  void (*on_empty)(l_host *h); // nchannels fell to 0 (l_group.c: a draining old state)
+  void *launcher;   // l_group.c's record of this state (a generation), NULL elsewhere
+  void *group;      // the lp_group this state serves in (lupine.reload), NULL elsewhere
+};
 
 // ---- userdata types -----------------------------------------------------------------
 // Every lupine userdata starts with the address of its type's key (L_BOX_HEAD),
@@ -112,8 +121,16 @@ const char *l_optcstring(lua_State *L, int arg, const char *def);
 
 // ---- l_lupine.c ----------------------------------------------------------------
 l_host *l_host_get(lua_State *L);                 // creates the inline loop on first use
-l_host *l_host_attach(lua_State *L, lp_loop *loop); // a worker state: use this loop
-void l_host_detach(l_host *h); // the state is closing: let the loop go on without it
+l_host *l_host_find(lua_State *L);               // the state's host, or NULL; never raises
+// A worker state: use this loop. The caller owns the host: l_host_free once
+// the loop has ended (the state's close only marks it closing).
+l_host *l_host_attach(lua_State *L, lp_loop *loop);
+void l_host_free(l_host *h);
+void l_host_detach(l_host *h); // the state is closing: close its channels, let the loop go on
+// A new channel belongs to h's state (counted in h->nchannels until teardown,
+// unless LP_CH_UNCOUNTED is set first). Every lp_channel_new in the binding is
+// followed by this: without it the channel belongs to the loop's newest state.
+void l_channel_adopt(l_host *h, lp_channel *ch);
 static inline lp_pool *l_pool(lua_State *L) { return l_host_get(L)->loop->pool; }
 
 // ---- entering the core from Lua --------------------------------------------------
@@ -129,6 +146,15 @@ typedef struct l_entry {
   lp_pipeline *p; // its depth is counted while the entry is open (NULL: none)
   int top;        // the main thread's top to restore; -1 when entered from it
 } l_entry;
+// Raise when L is not a thread of h's state: a channel a reload moved to the
+// new code (migrate) is out of reach of the old state's handles.
+static inline void l_check_state(lua_State *L, const l_host *h) {
+  if (LP_LIKELY(L == h->L)) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  bool same = lua_tothread(L, -1) == h->L;
+  lua_pop(L, 1);
+  if (!same) luaL_error(L, "lupine: this channel belongs to another Lua state (a reload moved it to the new code)");
+}
 // The coroutine case of l_enter; with a message it may raise (stack
 // overflow), before it changes anything; without one it never raises.
 int l_enter_thread(l_entry *e, lua_State *L, int msg);
@@ -273,6 +299,8 @@ int l_fail_listen(lua_State *L, int rc, const lp_sockaddr *addr);
 // ---- l_group.c -------------------------------------------------------------------
 int l_serve(lua_State *L);                      // lupine.core.serve{...}: a group of loops
 int l_cpu_count(lua_State *L);                  // lupine.cpuCount()
+int l_reload(lua_State *L);                     // lupine.reload()
+int l_worker_states(lua_State *L);              // lupine.workerStates()
 // A state whose allocator enforces limit bytes (0: none); NULL when out of
 // memory. Close it with l_closestate.
 lua_State *l_newstate(size_t limit);
@@ -384,8 +412,8 @@ void l_datagram_push(lua_State *L, lp_msg *m);
 void l_datagram_push_lent(lua_State *L, lp_msg *m);
 void l_datagram_settle(lua_State *L, int idx);
 // Host hook to_datagram: a lupine.Datagram's data and recipient, or a Buffer or string without one.
-int l_host_to_datagram(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_sockaddr *to, bool *has_to, lp_error *err);
+int l_host_to_datagram(lp_channel *ch, lp_msg *m, lp_bytes *out, lp_sockaddr *to, bool *has_to, lp_error *err);
 // Host hook to_bytes (l_dispatch.c): a Buffer handed off, a string copied or pinned.
-int l_host_to_bytes(lp_loop *loop, lp_msg *m, lp_bytes *out, lp_error *err);
+int l_host_to_bytes(lp_channel *ch, lp_msg *m, lp_bytes *out, lp_error *err);
 
 #endif
