@@ -49,6 +49,8 @@ enum {
   LP_CH_OUTPUT_FAILED = 1 << 13, // a write failed to queue (maxPendingBytes, ENOMEM): no later one is taken
   LP_CH_INPUT_HELD = 1 << 14,  // input_holds > 0: a decoder paused by autoBackpressure holds bytes, no reading
   LP_CH_DRAINING = 1 << 15,    // closing gracefully: input read and dropped, output flushed (lp_channel_close_gracefully)
+  LP_CH_IN_STATS = 1 << 16,    // counted in the loop's statistics as accepted or connected, and active (stats.h)
+  LP_CH_STATS_OFF = 1 << 17,   // never counted (the admin listener's own connections)
 };
 
 // A transport: what the head does for each outbound op (Netty's Channel.Unsafe):
@@ -90,6 +92,10 @@ struct lp_channel {
   int host_ref;            // host's strong reference to its handle, -1 none
   struct lp_drain *drain;  // the drainTimeout timer while closing after the peer's EOF, else NULL (owned)
   uint32_t input_holds;    // decoders paused by autoBackpressure with bytes left (LP_CH_INPUT_HELD while > 0)
+  uint8_t close_cause;     // LP_CLOSE_*: why it ended, recorded before or at close (first one wins)
+  int close_errno;         // with LP_CLOSE_RESET / LP_CLOSE_ERROR: the errno
+  double created;          // loop time when made
+  uint64_t bytes_in, bytes_out; // read from and written to the socket
 };
 
 // A channel over fd (-1 for none), not yet registered. NULL on ENOMEM.
@@ -103,6 +109,17 @@ int lp_channel_apply_socket_options(lp_channel *ch);
 void lp_channel_register(lp_channel *ch);
 // The connection is now established (accepted, or a connect that finished).
 void lp_channel_activate(lp_channel *ch);
+
+// Record why the channel is about to close (LP_CLOSE_*, err: an errno or 0);
+// the first cause recorded before the close wins.
+static inline void lp_channel_set_close_cause(lp_channel *ch, int cause, int err) {
+  if (ch->close_cause || (ch->flags & LP_CH_CLOSED)) return;
+  ch->close_cause = (uint8_t)cause;
+  ch->close_errno = err;
+}
+// Leave the channel out of the loop's statistics (the admin listener's own
+// connections): call before it is registered.
+void lp_channel_stats_off(lp_channel *ch);
 
 // Outbound operations through the whole pipeline (from the tail).
 void lp_channel_write(lp_channel *ch, lp_msg *m, lp_future *promise);

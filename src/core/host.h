@@ -33,6 +33,9 @@ typedef struct lp_host_ops {
   // The error code a host message carries (a native error passed on from the
   // host: its code), or 0.
   int (*error_code)(lp_loop *loop, const struct lp_msg *m);
+  // Bytes of memory the host's state for this loop uses (its Lua state), for
+  // statistics; called on the loop's thread.
+  size_t (*memory)(lp_loop *loop);
 } lp_host_ops;
 
 #endif

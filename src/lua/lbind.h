@@ -346,6 +346,7 @@ void l_shared_open(lua_State *L);   // shared: the process's shared dictionaries
 void l_broadcast_open(lua_State *L); // broadcast, subscribe, unsubscribe, setBroadcastLimit (l_broadcast.c)
 void l_resp_open(lua_State *L);      // _resp: the RESP codec for lupine.redis (l_resp.c)
 void l_http_open(lua_State *L);    // _http (l_http.c): lupine.http's native side
+void l_stats_open(lua_State *L);   // stats, _statsOff, _channels (l_stats.c): lupine.stats, lua/lupine/admin.lua
 void l_co_open(lua_State *L);      // _onUnobserved, _logChannel (l_co.c): lua/lupine/co.lua
 
 #endif
