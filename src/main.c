@@ -35,6 +35,8 @@ typedef struct {
   long long max_conns; // -1: the app's
   long long mem_limit; // -1: the app's
   const char *tls_cert, *tls_key; // NULL: the app's tls field, if any
+  const char *admin;   // NULL: the app's admin field, if any
+  const char *log_format; // NULL: the app's logFormat, if any
   const char *app;
 } options;
 
@@ -58,6 +60,9 @@ static void usage(FILE *out) {
           "                            overrides the app's tls.cert\n"
           "      --tls-key FILE        the certificate's PEM private key\n"
           "      --log-level LVL       debug, info, warn, error or off (default info); the log goes to stderr\n"
+          "      --log-format FMT      text or json (one JSON object a line; default text)\n"
+          "      --admin [HOST:]PORT   serve /stats, /metrics, /channels and POST /reload over HTTP there\n"
+          "                            (default: off; a port alone listens on 127.0.0.1)\n"
           "  -h, --help                this text\n"
           "      --version             print the version\n");
 }
@@ -96,6 +101,15 @@ static int parse_size(const char *s, long long *out) {
   if (v > (1LL << 46) / unit) return -1;
   *out = v * unit;
   return 0;
+}
+
+// --admin: PORT, HOST:PORT or [V6]:PORT (the host itself is checked when it is used).
+static bool valid_admin(const char *s) {
+  const char *colon = strrchr(s, ':');
+  const char *port = colon ? colon + 1 : s;
+  long long v;
+  if (colon == s || parse_int(port, 0, 65535, &v)) return false;
+  return !colon || s[0] != '[' || colon[-1] == ']';
 }
 
 // package.preload: the core module and the embedded lupine.* sources. The
@@ -160,13 +174,21 @@ static int run(lua_State *L) {
     lua_pushstring(L, o->tls_key);
     lua_setfield(L, -2, "tlsKey");
   }
+  if (o->admin) {
+    lua_pushstring(L, o->admin);
+    lua_setfield(L, -2, "admin");
+  }
+  if (o->log_format) {
+    lua_pushstring(L, o->log_format);
+    lua_setfield(L, -2, "logFormat");
+  }
   lua_call(L, 2, 0);
   return 0;
 }
 
 int main(int argc, char **argv) {
-  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL};
-  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY, OPT_TLS_CERT, OPT_TLS_KEY };
+  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL, NULL, NULL};
+  enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY, OPT_TLS_CERT, OPT_TLS_KEY, OPT_ADMIN, OPT_LOG_FORMAT };
   static const struct option longs[] = {
       {"bind", required_argument, NULL, 'b'},
       {"port", required_argument, NULL, 'p'},
@@ -177,6 +199,8 @@ int main(int argc, char **argv) {
       {"memory-limit", required_argument, NULL, OPT_MEMORY},
       {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
       {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+      {"admin", required_argument, NULL, OPT_ADMIN},
+      {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
@@ -220,6 +244,17 @@ int main(int argc, char **argv) {
       break;
     case OPT_TLS_CERT: o.tls_cert = optarg; break;
     case OPT_TLS_KEY: o.tls_key = optarg; break;
+    case OPT_ADMIN:
+      if (!valid_admin(optarg)) return die("invalid admin address '%s' ([HOST:]PORT, e.g. 127.0.0.1:9100)", optarg);
+      o.admin = optarg;
+      break;
+    case OPT_LOG_FORMAT: {
+      int f = lp_log_parse_format(optarg);
+      if (f < 0) return die("invalid log format '%s' (text, json)", optarg);
+      lp_log_set_format(f); // from here on: start-up errors too
+      o.log_format = optarg;
+      break;
+    }
     case 'h': usage(stdout); return 0;
     case OPT_VERSION: printf("lupine %s (%s)\n", LP_VERSION, LUA_RELEASE); return 0;
     case ':':

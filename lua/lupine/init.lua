@@ -34,8 +34,10 @@ local sources = setmetatable({}, { __mode = "k" })
 -- maxConnections, memoryLimit, tlsCert and tlsKey (the launcher's --tls-cert and
 -- --tls-key: serve TLS with them, over the app's tls.cert and tls.key),
 -- shared (dictionaries: lupine.shared), blockingThreads (lupine.blocking's pool; default:
--- one thread per core), and source (the app's file or module, which
--- worker threads load into their own states). The start-up line goes to stdout.
+-- one thread per core), admin ("[HOST:]PORT": the admin listener, lupine.admin,
+-- on this state's loop), logFormat ("text" or "json"), and source (the app's
+-- file or module, which worker threads load into their own states). The
+-- start-up lines go to stdout.
 function lupine.serve(app, opts)
   check_app(app, 2)
   opts = opts or {}
@@ -59,12 +61,28 @@ function lupine.serve(app, opts)
   end
   local workers = pick("workers")
   if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
+  local log_format = pick("logFormat")
+  if log_format ~= nil then
+    if log_format ~= "text" and log_format ~= "json" then
+      error("lupine: option 'logFormat' must be \"text\" or \"json\"", 0)
+    end
+    core.setLogFormat(log_format)
+  end
+  local admin_spec, admin = pick("admin"), nil
+  if admin_spec ~= nil then
+    local err
+    admin, err = require("lupine.admin").start(admin_spec)
+    if not admin then error("lupine: admin: " .. tostring(err), 0) end
+    io.stdout:write(("lupine: admin listening on %s:%d\n"):format(admin.host, admin.port))
+    io.stdout:flush()
+  end
   local ok, err = pcall(core.serve, {
     app = app, source = opts.source or sources[app], name = app.name,
     host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
     shutdownTimeout = pick("shutdownTimeout"), maxConnections = pick("maxConnections"),
     memoryLimit = pick("memoryLimit"), tlsCert = opts.tlsCert, tlsKey = opts.tlsKey,
   })
+  if admin then admin.close() end
   if not ok then -- start-up failed: one line, no position (it is about the app, not this file)
     err = tostring(err)
     error(err:find("^lupine: ") and err or "lupine: " .. err, 0)
@@ -99,7 +117,7 @@ end
 -- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
 function lupine.channelGroup(name) return require("lupine.group").new(name) end
 
-local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true, co = true, http = true }
+local submodules = { admin = true, codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true, co = true, http = true }
 -- Coroutines (lua/lupine/co.lua): loaded on first use.
 local from_co = { spawn = true, sleep = true, await = true, tcp = true }
 return setmetatable(lupine, {

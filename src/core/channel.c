@@ -229,9 +229,11 @@ static void read_loop(lp_channel *ch) {
   }
   ch->flags &= ~(uint32_t)LP_CH_IN_READ;
   if (nmsg) {
-    LP_STAT_ADD(&ch->loop->stats, reads, nmsg);
-    LP_STAT_ADD(&ch->loop->stats, bytes_in, total);
     ch->bytes_in += total;
+    if (LP_LIKELY(ch->flags & LP_CH_IN_STATS)) {
+      LP_STAT_ADD(&ch->loop->stats, reads, nmsg);
+      LP_STAT_ADD(&ch->loop->stats, bytes_in, total);
+    }
   }
   if (nmsg && !(ch->flags & LP_CH_CLOSED)) lp_pipeline_fire(&ch->pipeline, LP_EV_READ_COMPLETE, NULL);
   // Shrink slowly: two events in a row that used under half the guess.
@@ -345,9 +347,11 @@ static void do_flush(lp_channel *ch) {
     bool would_block;
     ssize_t w = lp_outbound_write(&ch->out, ch->fd, &would_block);
     if (w > 0) {
-      LP_STAT_ADD(&ch->loop->stats, writes, 1);
-      LP_STAT_ADD(&ch->loop->stats, bytes_out, (uint64_t)w);
       ch->bytes_out += (uint64_t)w;
+      if (LP_LIKELY(ch->flags & LP_CH_IN_STATS)) {
+        LP_STAT_ADD(&ch->loop->stats, writes, 1);
+        LP_STAT_ADD(&ch->loop->stats, bytes_out, (uint64_t)w);
+      }
     } else if (w < 0) {
       lp_channel_set_close_cause(ch, close_cause_of((int)-w), (int)-w);
       lp_error e;
