@@ -458,7 +458,7 @@ describe("the launcher's --admin and --log-format json", function()
     assert.equal(2, resets_logged)
   end)
 
-  it("lists live channels of every worker on /channels", function()
+  it("gives lupine.stats() in a worker, and lists live channels of every worker on /channels", function()
     local _, port, aport = launch("-w 2 -p 0 --admin 127.0.0.1:0 spec/apps/stats_echo.lua")
     local clients = {}
     for i = 1, 3 do
@@ -480,6 +480,8 @@ describe("the launcher's --admin and --log-format json", function()
       workers[ch.worker] = true
     end
     assert.is_true(workers[1] and workers[2])
+    clients[1]:send("stats?") -- answered by lupine.stats() in that worker: it sees all of them
+    assert.matches("^worker=[12] workers=2 accepted=3 boss=true$", clients[1]:receiveLine())
     for _, c in ipairs(clients) do c:close() end
   end)
 
