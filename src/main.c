@@ -138,6 +138,12 @@ static void set_integer(lua_State *L, const char *k, long long v) {
   lua_setfield(L, -2, k);
 }
 
+static void set_string(lua_State *L, const char *k, const char *v) { // NULL: not given
+  if (!v) return;
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
 // Runs in protected mode: load the app and hand it to lupine.serve.
 static int run(lua_State *L) {
   const options *o = lua_touserdata(L, 1);
@@ -166,22 +172,10 @@ static int run(lua_State *L) {
   if (o->shutdown >= 0) set_number(L, "shutdownTimeout", o->shutdown);
   if (o->max_conns >= 0) set_integer(L, "maxConnections", o->max_conns);
   if (o->mem_limit >= 0) set_integer(L, "memoryLimit", o->mem_limit);
-  if (o->tls_cert) {
-    lua_pushstring(L, o->tls_cert);
-    lua_setfield(L, -2, "tlsCert");
-  }
-  if (o->tls_key) {
-    lua_pushstring(L, o->tls_key);
-    lua_setfield(L, -2, "tlsKey");
-  }
-  if (o->admin) {
-    lua_pushstring(L, o->admin);
-    lua_setfield(L, -2, "admin");
-  }
-  if (o->log_format) {
-    lua_pushstring(L, o->log_format);
-    lua_setfield(L, -2, "logFormat");
-  }
+  set_string(L, "tlsCert", o->tls_cert);
+  set_string(L, "tlsKey", o->tls_key);
+  set_string(L, "admin", o->admin);
+  set_string(L, "logFormat", o->log_format);
   lua_call(L, 2, 0);
   return 0;
 }
