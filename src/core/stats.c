@@ -216,16 +216,14 @@ static void describe_handlers(const lp_channel *ch, char *out, size_t outlen) {
 static void run_ask(lp_task *t, lp_loop *loop) {
   lp_chan_part *part = lp_container_of(t, lp_chan_part, ask);
   lp_chan_query *q = part->q;
-  size_t cap = q->max_per_loop < loop->nchannels ? q->max_per_loop : loop->nchannels;
-  part->infos = cap ? calloc(cap, sizeof *part->infos) : NULL;
+  size_t cap = q->max_per_loop < loop->nchannels ? q->max_per_loop : loop->nchannels, seen = 0;
+  part->infos = cap ? calloc(cap, sizeof *part->infos) : NULL; // NULL (out of memory): an answer with none
   double now = ev_now(loop->ev);
-  for (lp_list *n = loop->channels.next; n != &loop->channels && part->infos; n = n->next) {
+  for (lp_list *n = loop->channels.next; n != &loop->channels; n = n->next) {
     const lp_channel *ch = lp_container_of(n, lp_channel, link);
     if (!(ch->flags & LP_CH_IN_STATS)) continue;
-    if (part->n == cap) {
-      part->truncated = true;
-      break;
-    }
+    seen++;
+    if (part->n == cap || !part->infos) continue; // counted, not listed
     lp_chan_info *ci = &part->infos[part->n++];
     ci->id = ch->id;
     lp_addr_format(&ch->local, ci->local, sizeof ci->local);
@@ -237,6 +235,7 @@ static void run_ask(lp_task *t, lp_loop *loop) {
     ci->unwritable = ch->flags & LP_CH_UNWRITABLE;
     describe_handlers(ch, ci->handlers, sizeof ci->handlers);
   }
+  part->truncated = seen > part->n;
   part->reply.run = run_reply;
   lp_loop_post(q->asker, &part->reply);
 }

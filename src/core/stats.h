@@ -12,7 +12,8 @@
 // due time is ev_now() + tick, exactly what libev schedules it for. When it
 // runs, lag = ev_time() - due: how late the loop handled an event that was
 // ready, which counts the callbacks that ran before it in the same iteration
-// (a handler that computes for 200 ms shows as 200 ms) plus the poll's timer
+// (a handler that computes for 300 ms makes the next sample at least 200 ms,
+// since the timer was due at most one tick into it) plus the poll's timer
 // granularity (under 1 ms with epoll). The last LP_STATS_LAG_SAMPLES samples
 // (a window of tick * samples seconds) give p50, p99 and max.
 //
