@@ -377,6 +377,18 @@ describe("the admin listener, inline", function()
   end)
 end)
 
+describe("lupine.log with fields, lupine.setLogFormat", function()
+  it("refuses fields it cannot write, at every level", function()
+    assert.has_error(function() lupine.log("debug", "m", { x = {} }) end,
+      "bad argument #3 to 'log' (field 'x' must be a string, number or boolean, got table)")
+    local many = {}
+    for i = 1, 33 do many["k" .. i] = i end
+    assert.has_error(function() lupine.log("debug", "m", many) end, "bad argument #3 to 'log' (at most 32 fields)")
+    assert.has_error(function() lupine.setLogFormat("xml") end, "bad argument #1 to 'setLogFormat' (one of text, json)")
+    lupine.log("debug", "fine", { n = 1, s = "two words", b = false, f = 0.5 })
+  end)
+end)
+
 describe("lupine.admin.json", function()
   it("encodes strings, numbers, arrays and objects as JSON that lua-cjson reads back", function()
     local v = { s = 'a"b\\c\n\1', i = 42, f = 0.25, t = true, list = { 1, 2, 3 }, empty = {}, nested = { x = -1 } }
