@@ -387,6 +387,47 @@ describe("lupine.log with fields, lupine.setLogFormat", function()
     assert.has_error(function() lupine.setLogFormat("xml") end, "bad argument #1 to 'setLogFormat' (one of text, json)")
     lupine.log("debug", "fine", { n = 1, s = "two words", b = false, f = 0.5 })
   end)
+
+  -- Lines written by a Lua process of its own, whose stderr the spec reads.
+  local function lines_of(script)
+    local build = os.getenv("LUPINE_BUILD") or "build"
+    local err = os.tmpname()
+    local p = test.spawn({ "lua5.4", "-e", script }, {
+      env = { LUA_PATH = "./lua/?.lua;./lua/?/init.lua;;", LUA_CPATH = "./" .. build .. "/lib/?.so;;" }, stderr = err,
+      stdout = "/dev/null" })
+    assert.equal(0, p:wait(10))
+    p:stop()
+    local f = assert(io.open(err))
+    local out = {}
+    for line in f:lines() do out[#out + 1] = line end
+    f:close()
+    os.remove(err)
+    return out
+  end
+
+  it("writes fields as key=value in text lines, and cut JSON lines still parse", function()
+    local text = lines_of([[local l = require "lupine"
+      l.log("warn", "hello", { s = "two words", q = 'a"b' })]])
+    assert.equal(1, #text)
+    assert.matches('^%S+ warn  w0 hello ', text[1])
+    assert.truthy(text[1]:find(' s="two words"', 1, true) and text[1]:find(' q="a\\"b"', 1, true), text[1])
+    local json = lines_of([[local l = require "lupine"
+      l.setLogFormat("json")
+      l.log("warn", ("x"):rep(5000), { a = 1 })
+      l.log("warn", ('"\\'):rep(3000))
+      l.log("warn", ("y"):rep(3900), { k = ("z"):rep(300) })
+      l.log("warn", ("y"):rep(3900), { a = 1, k = ("z"):rep(300), b = true })
+      l.log("warn", "short", { a = 1, b = "\n" })]])
+    assert.equal(5, #json)
+    for i, line in ipairs(json) do
+      assert.is_true(#line <= 4096, "line " .. i .. " is " .. #line .. " bytes")
+      local ok, rec = pcall(cjson.decode, line)
+      assert.is_true(ok, "line " .. i .. " is not JSON: " .. line:sub(-80))
+      assert.equal("warn", rec.level)
+    end
+    assert.matches("^x+$", cjson.decode(json[1]).message)
+    assert.same({ a = 1, b = "\n" }, cjson.decode(json[5]).fields)
+  end)
 end)
 
 describe("lupine.admin.json", function()

@@ -41,11 +41,15 @@ int lp_log_parse_format(const char *name) {
 typedef struct {
   char buf[LP_LOG_LINE_MAX];
   size_t n;
+  bool cut; // something did not fit
 } line;
 
 static void add(line *l, const char *s, size_t len) {
   size_t room = sizeof l->buf - CLOSING_ROOM - l->n;
-  if (len > room) len = room;
+  if (len > room) {
+    len = room;
+    l->cut = true;
+  }
   memcpy(l->buf + l->n, s, len);
   l->n += len;
 }
@@ -70,7 +74,10 @@ static void add_json(line *l, const char *s) {
     } else {
       add(l, (const char *)&c, 1);
     }
-    if (l->n >= sizeof l->buf - CLOSING_ROOM - 6) break; // no half escape at the cut
+    if (l->n >= sizeof l->buf - CLOSING_ROOM - 6) { // no half escape at the cut
+      l->cut = s[1] != 0;
+      break;
+    }
   }
 }
 
@@ -90,6 +97,7 @@ static void emit(int lvl, uint64_t channel_id, const lp_log_field *fields, size_
   vsnprintf(msg, sizeof msg, fmt, ap);
   line l;
   l.n = 0;
+  l.cut = false;
   char stamp[48], num[32];
   struct timespec ts;
   struct tm tm;
@@ -110,9 +118,14 @@ static void emit(int lvl, uint64_t channel_id, const lp_log_field *fields, size_
     adds(&l, ",\"message\":\"");
     add_json(&l, msg);
     adds(&l, "\"");
-    if (nfields) {
+    // A cut inside the fields goes back to the last whole field (or to no
+    // fields at all); a cut before them leaves a string open, closed below.
+    bool cut_in_fields = false;
+    if (nfields && !l.cut) {
+      size_t before = l.n; // no fields at all
       adds(&l, ",\"fields\":{");
-      for (size_t i = 0; i < nfields; i++) {
+      size_t good = l.cut ? before : l.n; // where the last whole field (or the "{") ends
+      for (size_t i = 0; i < nfields && !l.cut; i++) {
         adds(&l, i ? ",\"" : "\"");
         add_json(&l, fields[i].key);
         adds(&l, "\":");
@@ -123,20 +136,22 @@ static void emit(int lvl, uint64_t channel_id, const lp_log_field *fields, size_
           add_json(&l, fields[i].value);
           adds(&l, "\"");
         }
+        if (!l.cut) good = l.n;
       }
-      adds(&l, "}");
+      if (!l.cut) adds(&l, "}");
+      if (l.cut) {
+        cut_in_fields = true;
+        l.n = good;
+        if (good != before) l.buf[l.n++] = '}';
+      }
     }
-    // Cut short: close the string it was in (an escape never is cut in half),
-    // then the objects.
-    if (l.n >= sizeof l.buf - CLOSING_ROOM - 6) {
+    if (l.cut && !cut_in_fields) { // cut in the message: close its string
       bool in_string = false;
       for (size_t i = 0; i < l.n; i++) {
         if (l.buf[i] == '\\') i++;
         else if (l.buf[i] == '"') in_string = !in_string;
       }
       if (in_string) l.buf[l.n++] = '"';
-      l.buf[l.n] = 0;
-      if (nfields && strstr(l.buf, ",\"fields\":{")) l.buf[l.n++] = '}';
     }
     l.buf[l.n++] = '}';
   } else {
