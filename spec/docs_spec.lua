@@ -234,6 +234,7 @@ describe("docs/reference.md", function()
     check("test", ".", funcs(test))
     check("ws", ".", funcs(require "lupine.ws"))
     check("tls", ".", funcs(require "lupine.tls"))
+    check("admin", ".", funcs(require "lupine.admin"))
     local http = require "lupine.http"
     check("http", ".", funcs(http))
     check("test.http", ".", funcs(test.http))

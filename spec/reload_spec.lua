@@ -245,6 +245,22 @@ describe("hot reload", function()
     assert.equal(0, count(p:stderr(), "error"))
   end)
 
+  it("reloads on POST /reload to the admin listener, as on SIGHUP", function()
+    local port = launch("-w 2 -p 0 --admin 0", LINE_APP, "v1")
+    local aport
+    assert.is_true(proc.waitFor(function()
+      aport = tonumber(p:stdout():match("admin listening on [^\n]-:(%d+)\n"))
+      return aport ~= nil
+    end, 10), p:stdout())
+    write_app(path, LINE_APP, "v2")
+    local r = test.http.post(("http://127.0.0.1:%d/reload"):format(aport), "")
+    assert.equal(200, r.status)
+    assert.equal("reloading\n", r.body)
+    new_code(p, port, "v2", 1)
+    require("lupine.http").closeIdle()
+    stop()
+  end)
+
   it("moves an app's UDP sockets to the new code: the old state's close, and the old states drain", function()
     local probe = test.udpServer(function() end) -- a free UDP port for both workers to bind
     local uport = probe.localPort

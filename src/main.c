@@ -35,6 +35,8 @@ typedef struct {
   long long max_conns; // -1: the app's
   long long mem_limit; // -1: the app's
   const char *tls_cert, *tls_key; // NULL: the app's tls field, if any
+  const char *admin;   // NULL: the app's admin field, if any
+  const char *log_format; // NULL: the app's logFormat, if any
   const char *app;
   bool reuse_port;     // --reuseport: each worker listens on its own socket
   double reload_drain; // <0: the app's, else 0 (wait for the last connection)
@@ -65,6 +67,9 @@ static void usage(FILE *out) {
           "                            overrides the app's tls.cert\n"
           "      --tls-key FILE        the certificate's PEM private key\n"
           "      --log-level LVL       debug, info, warn, error or off (default info); the log goes to stderr\n"
+          "      --log-format FMT      text or json (one JSON object a line; default text)\n"
+          "      --admin [HOST:]PORT   serve /stats, /metrics, /channels and POST /reload over HTTP there\n"
+          "                            (default: off; a port alone listens on 127.0.0.1)\n"
           "  -h, --help                this text\n"
           "      --version             print the version\n");
 }
@@ -114,6 +119,15 @@ static int parse_size(const char *s, long long *out) {
   return 0;
 }
 
+// --admin: PORT, HOST:PORT or [V6]:PORT (the host itself is checked when it is used).
+static bool valid_admin(const char *s) {
+  const char *colon = strrchr(s, ':');
+  const char *port = colon ? colon + 1 : s;
+  long long v;
+  if (colon == s || parse_int(port, 0, 65535, &v)) return false;
+  return !colon || s[0] != '[' || colon[-1] == ']';
+}
+
 // package.preload: the core module and the embedded lupine.* sources. The
 // launcher's states and every worker state run this (l_preload).
 static int preload_embedded(lua_State *L) {
@@ -137,6 +151,12 @@ static void set_number(lua_State *L, const char *k, double v) {
 
 static void set_integer(lua_State *L, const char *k, long long v) {
   lua_pushinteger(L, (lua_Integer)v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_string(lua_State *L, const char *k, const char *v) { // NULL: not given
+  if (!v) return;
+  lua_pushstring(L, v);
   lua_setfield(L, -2, k);
 }
 
@@ -173,22 +193,18 @@ static int run(lua_State *L) {
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "reusePort");
   }
-  if (o->tls_cert) {
-    lua_pushstring(L, o->tls_cert);
-    lua_setfield(L, -2, "tlsCert");
-  }
-  if (o->tls_key) {
-    lua_pushstring(L, o->tls_key);
-    lua_setfield(L, -2, "tlsKey");
-  }
+  set_string(L, "tlsCert", o->tls_cert);
+  set_string(L, "tlsKey", o->tls_key);
+  set_string(L, "admin", o->admin);
+  set_string(L, "logFormat", o->log_format);
   lua_call(L, 2, 0);
   return 0;
 }
 
 int main(int argc, char **argv) {
-  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL, false, -1};
+  options o = {NULL, -1, -1, -1, -1, -1, NULL, NULL, NULL, NULL, NULL, false, -1};
   enum { OPT_LOG = 256, OPT_VERSION, OPT_SHUTDOWN, OPT_MAXCONN, OPT_MEMORY, OPT_TLS_CERT, OPT_TLS_KEY, OPT_REUSEPORT,
-         OPT_RELOAD_DRAIN };
+         OPT_RELOAD_DRAIN, OPT_ADMIN, OPT_LOG_FORMAT };
   static const struct option longs[] = {
       {"bind", required_argument, NULL, 'b'},
       {"port", required_argument, NULL, 'p'},
@@ -201,6 +217,8 @@ int main(int argc, char **argv) {
       {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
       {"tls-key", required_argument, NULL, OPT_TLS_KEY},
       {"reuseport", no_argument, NULL, OPT_REUSEPORT},
+      {"admin", required_argument, NULL, OPT_ADMIN},
+      {"log-format", required_argument, NULL, OPT_LOG_FORMAT},
       {"help", no_argument, NULL, 'h'},
       {"version", no_argument, NULL, OPT_VERSION},
       {NULL, 0, NULL, 0},
@@ -243,6 +261,17 @@ int main(int argc, char **argv) {
     case OPT_TLS_CERT: o.tls_cert = optarg; break;
     case OPT_TLS_KEY: o.tls_key = optarg; break;
     case OPT_REUSEPORT: o.reuse_port = true; break;
+    case OPT_ADMIN:
+      if (!valid_admin(optarg)) return die("invalid admin address '%s' ([HOST:]PORT, e.g. 127.0.0.1:9100)", optarg);
+      o.admin = optarg;
+      break;
+    case OPT_LOG_FORMAT: {
+      int f = lp_log_parse_format(optarg);
+      if (f < 0) return die("invalid log format '%s' (text, json)", optarg);
+      lp_log_set_format(f); // from here on: start-up errors too
+      o.log_format = optarg;
+      break;
+    }
     case 'h': usage(stdout); return 0;
     case OPT_VERSION: printf("lupine %s (%s)\n", LP_VERSION, LUA_RELEASE); return 0;
     case ':':

@@ -73,8 +73,10 @@ local sources = setmetatable({}, { __mode = "k" })
 -- maxConnections, memoryLimit, tlsCert and tlsKey (the launcher's --tls-cert and
 -- --tls-key: serve TLS with them, over the app's tls.cert and tls.key),
 -- shared (dictionaries: lupine.shared), blockingThreads (lupine.blocking's pool; default:
--- one thread per core), and source (the app's file or module, which
--- worker threads load into their own states). The start-up line goes to stdout.
+-- one thread per core), admin ("[HOST:]PORT": the admin listener, lupine.admin,
+-- on this state's loop), logFormat ("text" or "json"), and source (the app's
+-- file or module, which worker threads load into their own states). The
+-- start-up lines go to stdout.
 function lupine.serve(app, opts)
   check_app(app, 2)
   opts = opts or {}
@@ -98,6 +100,27 @@ function lupine.serve(app, opts)
   end
   local workers = pick("workers")
   if workers == nil then workers = lupine.launched and core.cpuCount() or 0 end
+  local log_format = pick("logFormat")
+  if log_format ~= nil then
+    if log_format ~= "text" and log_format ~= "json" then
+      error("lupine: option 'logFormat' must be \"text\" or \"json\"", 0)
+    end
+    core.setLogFormat(log_format)
+  end
+  local admin_spec, admin = pick("admin"), nil
+  if admin_spec ~= nil then
+    local err
+    admin, err = require("lupine.admin").start(admin_spec)
+    if not admin then error("lupine: admin: " .. tostring(err), 0) end
+    io.stdout:write(("lupine: admin listening on %s:%d\n"):format(admin.host, admin.port))
+    io.stdout:flush()
+    -- POST /reload: as SIGHUP (this state serves the app once core.serve runs)
+    require("lupine.admin").setReloadHook(function()
+      local asked, why = pcall(lupine.reload)
+      if asked then return true end
+      return nil, tostring(why)
+    end)
+  end
   local ok, err = pcall(core.serve, {
     app = app, source = opts.source or sources[app], name = app.name,
     host = pick("host"), port = pick("port"), workers = workers, backlog = app.backlog,
@@ -106,6 +129,10 @@ function lupine.serve(app, opts)
     memoryLimit = pick("memoryLimit"), tlsCert = opts.tlsCert, tlsKey = opts.tlsKey,
     reusePort = pick("reusePort"), mode = pick("mode"),
   })
+  if admin then
+    admin.close()
+    require("lupine.admin").setReloadHook(nil)
+  end
   if not ok then -- start-up failed: one line, no position (it is about the app, not this file)
     err = tostring(err)
     error(err:find("^lupine: ") and err or "lupine: " .. err, 0)
@@ -140,7 +167,7 @@ end
 -- lupine.channelGroup([name]): a ChannelGroup of this state's loop (lua/lupine/group.lua).
 function lupine.channelGroup(name) return require("lupine.group").new(name) end
 
-local submodules = { codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true, co = true, http = true }
+local submodules = { admin = true, codec = true, test = true, handler = true, group = true, ws = true, tls = true, redis = true, co = true, http = true }
 -- Coroutines (lua/lupine/co.lua): loaded on first use.
 local from_co = { spawn = true, sleep = true, await = true, tcp = true }
 return setmetatable(lupine, {

@@ -79,8 +79,11 @@ lp_channel *lp_channel_new(lp_loop *loop, const lp_transport *transport, int fd,
   lp_list_init(&ch->link);
   ev_io_init(&ch->read_watcher, on_readable, fd, EV_READ);
   ev_io_init(&ch->write_watcher, on_writable, fd, EV_WRITE);
+  ch->created = lp_loop_now(loop);
   if (fd >= 0) {
-    ch->flags |= LP_CH_CONNECTED;
+    ch->flags |= LP_CH_CONNECTED | LP_CH_IN_STATS; // accepted
+    LP_STAT_ADD(&loop->stats, accepted, 1);
+    LP_STAT_ADD(&loop->stats, active, 1);
     lp_sockaddr a;
     if (lp_sock_local(fd, &a) == 0) lp_chaddr_set(&ch->local, &a);
     if (lp_sock_peer(fd, &a) == 0) lp_chaddr_set(&ch->remote, &a);
@@ -88,11 +91,28 @@ lp_channel *lp_channel_new(lp_loop *loop, const lp_transport *transport, int fd,
   return ch;
 }
 
+void lp_channel_stats_off(lp_channel *ch) {
+  ch->flags |= LP_CH_STATS_OFF;
+  if (!(ch->flags & LP_CH_IN_STATS)) return;
+  ch->flags &= ~(uint32_t)LP_CH_IN_STATS;
+  LP_STAT_SUB(&ch->loop->stats, accepted, 1);
+  LP_STAT_SUB(&ch->loop->stats, active, 1);
+}
+
+// The channel ends: out of the active count, into its cause's.
+static void count_closed(lp_channel *ch) {
+  if (!(ch->flags & LP_CH_IN_STATS)) return;
+  ch->flags &= ~(uint32_t)LP_CH_IN_STATS;
+  LP_STAT_SUB(&ch->loop->stats, active, 1);
+  lp_stats_closed(ch->loop, ch->close_cause, ch, ch->close_errno ? lp_errno_name(ch->close_errno) : NULL);
+}
+
 void lp_channel_unref(lp_channel *ch) {
   if (--ch->refs) return;
   if (ch->transport->free) ch->transport->free(ch);
   if (ch->close_future) lp_future_unref(ch->close_future);
   drain_stop(ch);
+  count_closed(ch); // never registered nor closed
   if (ch->fd >= 0) close(ch->fd); // never registered
   lp_chaddr_free(&ch->local);
   lp_chaddr_free(&ch->remote);
@@ -130,6 +150,11 @@ void lp_channel_register(lp_channel *ch) {
 void lp_channel_activate(lp_channel *ch) {
   if (ch->flags & (LP_CH_ACTIVE | LP_CH_CLOSED)) return;
   ch->flags |= LP_CH_ACTIVE | LP_CH_WAS_ACTIVE | LP_CH_CONNECTED;
+  if (!(ch->flags & (LP_CH_IN_STATS | LP_CH_STATS_OFF | LP_CH_UNCOUNTED)) && ch->transport == &lp_socket_transport) {
+    ch->flags |= LP_CH_IN_STATS; // a client connection, now established
+    LP_STAT_ADD(&ch->loop->stats, connected, 1);
+    LP_STAT_ADD(&ch->loop->stats, active, 1);
+  }
   lp_channel_ref(ch);
   lp_channel_fire(ch, LP_EV_ACTIVE, NULL);
   lp_channel_update_reading(ch); // the head's channelActive: read if autoRead
@@ -152,6 +177,7 @@ void lp_channel_update_reading(lp_channel *ch) {
 
 static void input_eof(lp_channel *ch) {
   if (!ch->config.allow_half_closure || (ch->flags & LP_CH_OUTPUT_SHUTDOWN)) {
+    lp_channel_set_close_cause(ch, LP_CLOSE_EOF, 0);
     close_after_flush(ch); // a FIN never discards what was written to the peer
     return;
   }
@@ -160,6 +186,10 @@ static void input_eof(lp_channel *ch) {
   static const lp_event_info ev = {"inputShutdown", NULL, -1, NULL, 0};
   lp_msg m = lp_msg_event(&ev);
   lp_channel_fire(ch, LP_EV_USER_EVENT, &m);
+}
+
+static int close_cause_of(int err) {
+  return err == ECONNRESET || err == EPIPE ? LP_CLOSE_RESET : err == ETIMEDOUT ? LP_CLOSE_TIMEOUT : LP_CLOSE_ERROR;
 }
 
 static void read_loop(lp_channel *ch) {
@@ -203,6 +233,13 @@ static void read_loop(lp_channel *ch) {
     if (ch->alloc_idx < ALLOC_MAX_IDX) ch->alloc_idx++;
   }
   ch->flags &= ~(uint32_t)LP_CH_IN_READ;
+  if (nmsg) {
+    ch->bytes_in += total;
+    if (LP_LIKELY(ch->flags & LP_CH_IN_STATS)) {
+      LP_STAT_ADD(&ch->loop->stats, reads, nmsg);
+      LP_STAT_ADD(&ch->loop->stats, bytes_in, total);
+    }
+  }
   if (nmsg && !(ch->flags & LP_CH_CLOSED)) lp_pipeline_fire(&ch->pipeline, LP_EV_READ_COMPLETE, NULL);
   // Shrink slowly: two events in a row that used under half the guess.
   if (nmsg && ch->alloc_idx > 0 && total < ((size_t)1 << (LP_POOL_MIN_SHIFT + ch->alloc_idx - 1))) {
@@ -215,6 +252,7 @@ static void read_loop(lp_channel *ch) {
   }
   if (!(ch->flags & LP_CH_CLOSED)) {
     if (err) {
+      lp_channel_set_close_cause(ch, close_cause_of(err), err);
       lp_error e;
       lp_error_sys(&e, err, "read");
       lp_msg m = lp_msg_err(&e);
@@ -314,7 +352,14 @@ static void do_flush(lp_channel *ch) {
   for (int spin = 0; spin < LP_WRITE_SPIN_COUNT && lp_outbound_has_flushed(&ch->out); spin++) {
     bool would_block;
     ssize_t w = lp_outbound_write(&ch->out, ch->fd, &would_block);
-    if (w < 0) {
+    if (w > 0) {
+      ch->bytes_out += (uint64_t)w;
+      if (LP_LIKELY(ch->flags & LP_CH_IN_STATS)) {
+        LP_STAT_ADD(&ch->loop->stats, writes, 1);
+        LP_STAT_ADD(&ch->loop->stats, bytes_out, (uint64_t)w);
+      }
+    } else if (w < 0) {
+      lp_channel_set_close_cause(ch, close_cause_of((int)-w), (int)-w);
       lp_error e;
       if (w == LP_EFILESHORT) // the stream would have a hole: fail the region and close
         lp_error_named(&e, LP_EFILESHORT, "the file ended with %zu bytes of the region still to send (channel #%llu)",
@@ -453,6 +498,7 @@ void lp_channel_close_now(lp_channel *ch) {
   lp_outbound_fail(&ch->out, &e, false, true);
   trim_after_peak(ch);
   if (ch->close_future) lp_future_succeed(ch->close_future);
+  count_closed(ch);
   ch->teardown.run = teardown;
   lp_loop_defer(ch->loop, &ch->teardown);
   // The loop's reference now belongs to the teardown task.
@@ -629,6 +675,8 @@ static void on_drain_timeout(struct ev_loop *ev, ev_timer *w, int revents) {
            unsent, ch->config.drain_timeout);
   else // a lingering close: all was sent, the peer did not close its side
     lp_log(LP_LOG_DEBUG, ch->id, "closing: the peer did not close within %g s (drainTimeout)", ch->config.drain_timeout);
+  if (ch->close_cause == LP_CLOSE_EOF) ch->close_cause = LP_CLOSE_NONE; // the peer closed, then did not read: a timeout
+  lp_channel_set_close_cause(ch, LP_CLOSE_TIMEOUT, 0);
   lp_channel_close_now(ch); // frees ch->drain (and w)
 }
 
@@ -675,6 +723,7 @@ static void drain_input(lp_channel *ch) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n < 0) { // reset: nothing more can be delivered
+      lp_channel_set_close_cause(ch, close_cause_of(errno), errno);
       lp_channel_close_now(ch);
       return;
     }

@@ -51,6 +51,8 @@ enum {
   LP_CH_DRAINING = 1 << 15,    // closing gracefully: input read and dropped, output flushed (lp_channel_close_gracefully)
   LP_CH_ACCEPTED = 1 << 16,    // set by the host: accepted by a listener (a reload's migrate moves only these)
   LP_CH_HOST_COUNTED = 1 << 17, // set by the host: counted by its owner (ch->host) until teardown
+  LP_CH_IN_STATS = 1 << 18,    // counted in the loop's statistics as accepted or connected, and active (stats.h)
+  LP_CH_STATS_OFF = 1 << 19,   // never counted (the admin listener's own connections)
 };
 
 // A transport: what the head does for each outbound op (Netty's Channel.Unsafe):
@@ -94,6 +96,10 @@ struct lp_channel {
                            // host; the loop's host until the binding sets it; a reload may move it)
   struct lp_drain *drain;  // the drainTimeout timer while closing after the peer's EOF, else NULL (owned)
   uint32_t input_holds;    // decoders paused by autoBackpressure with bytes left (LP_CH_INPUT_HELD while > 0)
+  uint8_t close_cause;     // LP_CLOSE_*: why it ended, recorded before or at close (first one wins)
+  int close_errno;         // with LP_CLOSE_RESET / LP_CLOSE_ERROR: the errno
+  double created;          // loop time when made
+  uint64_t bytes_in, bytes_out; // read from and written to the socket
 };
 
 // A channel over fd (-1 for none), not yet registered. NULL on ENOMEM.
@@ -107,6 +113,17 @@ int lp_channel_apply_socket_options(lp_channel *ch);
 void lp_channel_register(lp_channel *ch);
 // The connection is now established (accepted, or a connect that finished).
 void lp_channel_activate(lp_channel *ch);
+
+// Record why the channel is about to close (LP_CLOSE_*, err: an errno or 0);
+// the first cause recorded before the close wins.
+static inline void lp_channel_set_close_cause(lp_channel *ch, int cause, int err) {
+  if (ch->close_cause || (ch->flags & LP_CH_CLOSED)) return;
+  ch->close_cause = (uint8_t)cause;
+  ch->close_errno = err;
+}
+// Leave the channel out of the loop's statistics (the admin listener's own
+// connections): call before it is registered.
+void lp_channel_stats_off(lp_channel *ch);
 
 // Outbound operations through the whole pipeline (from the tail).
 void lp_channel_write(lp_channel *ch, lp_msg *m, lp_future *promise);

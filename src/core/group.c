@@ -53,6 +53,8 @@ static void register_fd(lp_worker *w, int fd, const lp_sockaddr *peer) {
   if (w->state != LP_WORKER_RUNNING) { // shutting down: accepted before the listener closed
     close(fd);
     uncount(g);
+    LP_STAT_ADD(&w->loop->stats, accepted, 1);
+    lp_stats_closed(w->loop, LP_CLOSE_SHUTDOWN, NULL, "accepted while shutting down");
     return;
   }
   lp_channel *ch = g->ops->accept(w, fd, peer);
@@ -84,7 +86,10 @@ static bool admit(lp_group *g, lp_server *s, lp_admission *adm) {
         lp_log(LP_LOG_WARN, 0, "maxConnections (%llu) reached: closing new connections until some close",
                (unsigned long long)g->cfg.max_connections);
       }
-      lp_log(LP_LOG_DEBUG, 0, "connection closed at once: maxConnections reached");
+      // counted on the accepting loop (the boss, or a worker with its own listener);
+      // the close line replaces the old debug line
+      LP_STAT_ADD(&s->loop->stats, accepted, 1);
+      lp_stats_closed(s->loop, LP_CLOSE_MAXCONN, NULL, NULL);
       return false;
     }
   } while (!atomic_compare_exchange_weak(&g->open, &open, open + 1));
@@ -132,6 +137,21 @@ static void worker_finish(lp_worker *w) {
   }
 }
 
+// Shutdown closes ch (gracefully, or now when forced): the cause it ends with.
+static void close_for_shutdown(lp_channel *ch, bool now) {
+  lp_channel_set_close_cause(ch, LP_CLOSE_SHUTDOWN, 0);
+  if (now) lp_channel_close_now(ch);
+  else lp_channel_close_gracefully(ch);
+}
+
+static void close_all_for_shutdown(lp_loop *loop) {
+  for (lp_list *n = loop->channels.next; n != &loop->channels;) {
+    lp_channel *ch = lp_container_of(n, lp_channel, link);
+    n = n->next; // closing never unlinks at once (teardown is deferred)
+    close_for_shutdown(ch, true);
+  }
+}
+
 // Draining: close gracefully what opened meanwhile (clients made by
 // handlers); finish when no channel is left.
 static void check_drained(lp_worker *w) {
@@ -140,7 +160,7 @@ static void check_drained(lp_worker *w) {
   for (lp_list *n = loop->channels.next; n != &loop->channels;) {
     lp_channel *ch = lp_container_of(n, lp_channel, link);
     n = n->next; // closing never unlinks at once (teardown is deferred)
-    if (!(ch->flags & (LP_CH_CLOSED | LP_CH_DRAINING))) lp_channel_close_gracefully(ch);
+    if (!(ch->flags & (LP_CH_CLOSED | LP_CH_DRAINING))) close_for_shutdown(ch, false);
   }
   if (loop->nchannels == 0) worker_finish(w);
 }
@@ -155,7 +175,7 @@ static void on_deadline(struct ev_loop *ev, ev_timer *t, int revents) {
   lp_worker *w = lp_container_of(t, lp_worker, deadline);
   lp_log(LP_LOG_WARN, 0, "shutdown deadline (%g s) reached: closing %zu channel(s) with data still unsent",
          w->group->cfg.shutdown_timeout, w->loop->nchannels);
-  lp_channel_close_all(w->loop);
+  close_all_for_shutdown(w->loop);
 }
 
 static void run_shutdown(lp_task *t, lp_loop *loop) {
@@ -168,7 +188,7 @@ static void run_shutdown(lp_task *t, lp_loop *loop) {
   for (lp_list *n = loop->channels.next; n != &loop->channels;) {
     lp_channel *ch = lp_container_of(n, lp_channel, link);
     n = n->next;
-    lp_channel_close_gracefully(ch);
+    close_for_shutdown(ch, false);
   }
   ev_now_update(loop->ev); // a long handler may have run since the last poll: time the deadline from now
   ev_timer_init(&w->deadline, on_deadline, w->group->cfg.shutdown_timeout, 0.);
@@ -180,7 +200,7 @@ static void run_shutdown(lp_task *t, lp_loop *loop) {
 
 static void run_force(lp_task *t, lp_loop *loop) {
   lp_worker *w = lp_container_of(t, lp_worker, force_task);
-  if (w->state == LP_WORKER_DRAINING) lp_channel_close_all(loop);
+  if (w->state == LP_WORKER_DRAINING) close_all_for_shutdown(loop);
 }
 
 // The boss's reload phases reach the worker here: one task, which the boss
@@ -419,6 +439,7 @@ int lp_group_init(lp_group *g, lp_loop *boss, const lp_group_config *cfg, const 
   pthread_cond_init(&g->cond, NULL);
   ev_async_init(&g->ctl, on_ctl);
   ev_timer_init(&g->hard_stop, on_hard_stop, 1., 0.);
+  boss->group = g;
   return 0;
 }
 
@@ -466,13 +487,17 @@ int lp_group_start(lp_group *g, char *err, size_t errlen) {
   pthread_sigmask(SIG_BLOCK, &block, &old);
   int launched = 0;
   char failure[LP_GROUP_ERR_MAX] = "";
-  for (int i = 0; i < g->nworkers; i++) {
+  // Every loop exists before any thread starts: a worker may read the others'
+  // statistics from its first line on (lupine.stats() in workerInit).
+  for (int i = 0; i < g->nworkers && !failure[0]; i++) {
     lp_worker *w = &g->workers[i];
     w->loop = lp_loop_new(w->id);
-    if (!w->loop) {
+    if (!w->loop)
       snprintf(failure, sizeof failure, "cannot create the event loop of worker %d (out of memory or descriptors)", w->id);
-      break;
-    }
+    else w->loop->group = g;
+  }
+  for (int i = 0; i < g->nworkers && !failure[0]; i++) {
+    lp_worker *w = &g->workers[i];
     int rc = pthread_create(&w->thread, NULL, worker_main, w);
     if (rc) {
       snprintf(failure, sizeof failure, "cannot start the thread of worker %d: %s", w->id, strerror(rc));
@@ -611,6 +636,7 @@ void lp_group_destroy(lp_group *g) {
     if (w->threaded && w->loop) lp_loop_free(w->loop);
   }
   if (ev_is_active(&g->hard_stop)) ev_timer_stop(g->boss->ev, &g->hard_stop);
+  if (g->boss->group == g) g->boss->group = NULL;
   free(g->workers);
   g->workers = NULL;
   pthread_mutex_destroy(&g->lock);

@@ -41,6 +41,10 @@ typedef struct lp_host_ops {
   // with err set (the message is released either way).
   int (*to_datagram)(lp_channel *ch, struct lp_msg *m, struct lp_bytes *out, union lp_sockaddr *to, bool *has_to,
                      struct lp_error *err);
+  // Bytes of memory the host's state for this loop uses (its Lua state: the
+  // newest one, new connections', when a reload left older ones draining), for
+  // statistics; called on the loop's thread.
+  size_t (*memory)(lp_loop *loop);
 } lp_host_ops;
 
 #endif

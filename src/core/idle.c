@@ -96,6 +96,7 @@ static void raise_timeout(timer_state *st, int code, double secs) {
   if (code == LP_EREADTIMEOUT) lp_error_named(&e, code, "nothing read for %g s", secs);
   else lp_error_named(&e, code, "a write did not complete within %g s", secs);
   lp_msg m = lp_msg_err(&e);
+  lp_channel_set_close_cause(lp_ctx_channel(st->ctx), LP_CLOSE_TIMEOUT, 0); // the close below follows, whatever the handlers do
   lp_ctx_fire(st->ctx, LP_EV_EXCEPTION, &m);
   lp_ctx_op(st->ctx, LP_OP_CLOSE, NULL, NULL);
 }

@@ -116,6 +116,7 @@ lp_loop *lp_loop_new(int id) {
   ev_unref(loop->ev);
   ev_idle_init(&loop->idle, on_idle);
   ev_timer_init(&loop->trim, on_trim, TRIM_DELAY, 0.);
+  lp_stats_start(loop);
   return loop;
 }
 
@@ -143,6 +144,7 @@ void lp_loop_free(lp_loop *loop) {
   ev_ref(loop->ev);
   ev_prepare_stop(loop->ev, &loop->prepare);
   if (ev_is_active(&loop->idle)) ev_idle_stop(loop->ev, &loop->idle);
+  lp_stats_stop(loop);
   if (ev_is_active(&loop->trim)) {
     ev_ref(loop->ev);
     ev_timer_stop(loop->ev, &loop->trim);

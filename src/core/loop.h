@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "outbound.h"
+#include "stats.h"
 #include <ev.h>
 #include <pthread.h>
 
@@ -54,6 +55,8 @@ struct lp_loop {
   uint8_t nhooks;
   uint8_t hook_phase[LP_LOOP_MAX_HOOKS];
   lp_loop_hook hooks[LP_LOOP_MAX_HOOKS];
+  struct lp_group *group;  // the group this loop serves in (group.c sets it; NULL: none)
+  lp_stats stats;          // written by this loop's thread only (stats.h)
 };
 
 lp_loop *lp_loop_new(int id);    // NULL on ENOMEM; caller frees with lp_loop_free

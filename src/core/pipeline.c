@@ -79,7 +79,10 @@ void lp_pipeline_tail_exception(lp_pipeline *p, lp_msg *m) {
            closing ? " (closing the channel)" : "", what);
   }
   lp_msg_release(m);
-  if (closing) lp_channel_close(ch, NULL);
+  if (closing) {
+    lp_channel_set_close_cause(ch, LP_CLOSE_EXCEPTION, 0);
+    lp_channel_close(ch, NULL);
+  }
 }
 
 // ---- contexts ------------------------------------------------------------

@@ -35,6 +35,8 @@ static bool shed(lp_server *s, int err) {
     if (fd >= 0) {
       close(fd);
       s->dropped++;
+      LP_STAT_ADD(&s->loop->stats, accepted, 1);
+      lp_stats_closed(s->loop, LP_CLOSE_EMFILE, NULL, err == EMFILE ? NULL : lp_errno_name(err));
     }
     s->spare_fd = open_spare();
     if (fd >= 0 && s->spare_fd >= 0) return true; // try the next one

@@ -125,6 +125,7 @@ int lp_udp_open(lp_loop *loop, const lp_sockaddr *local, const lp_sockaddr *remo
   // registered, as Netty's bound DatagramChannel) and asked for the peer,
   // which only a connected socket has; the watchers are ours.
   if (!remote) lp_chaddr_free(&ch->remote); // (zeroes it: no peer)
+  lp_channel_stats_off(ch); // a UDP socket is no connection: out of the connection counts (stats.h)
   ev_io_init(&ch->read_watcher, on_readable, fd, EV_READ);
   ev_io_init(&ch->write_watcher, on_writable, fd, EV_WRITE);
   *out = ch;

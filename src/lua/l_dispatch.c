@@ -225,13 +225,17 @@ static void handler_failed(lp_ctx *c, int ev, lua_State *L, lp_future *promise) 
   lua_pushinteger(L, ev);
   lua_pcall(L, 3, 1, 0); // on failure (out of memory) that error stands in
   lp_channel *ch = lp_ctx_channel(c);
+  lp_stats_handler_error(ch->loop, c->name ? c->name : "?");
   char text[LP_ERROR_MESSAGE_MAX];
   if (ev == LP_EV_EXCEPTION) { // not passed on (it would loop): handled as the tail would
     bool closing = ch->config.close_on_exception && !(ch->flags & LP_CH_CLOSED);
     lp_log(LP_LOG_WARN, ch->id, "exceptionCaught raised%s: %s", closing ? " (closing the channel)" : "",
            l_describe_error(L, -1, text, sizeof text));
     lua_pop(L, 1);
-    if (closing) lp_channel_close(ch, NULL);
+    if (closing) {
+      lp_channel_set_close_cause(ch, LP_CLOSE_EXCEPTION, 0);
+      lp_channel_close(ch, NULL);
+    }
     return;
   }
   if (promise && !lp_future_done(promise)) { // an outbound op failed: its promise says so
@@ -490,7 +494,14 @@ static int host_error_code(const lp_channel *ch, const lp_msg *m) {
   return code;
 }
 
+// The Lua state's memory, for lupine.stats() (what collectgarbage("count") says).
+static size_t host_memory(lp_loop *loop) {
+  l_host *h = loop->host;
+  if (!h || h->closing) return 0;
+  return (size_t)lua_gc(h->L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(h->L, LUA_GCCOUNTB);
+}
+
 const lp_host_ops l_host_ops = {
     l_host_to_bytes, host_to_buf, host_describe, l_channel_teardown, host_ctx_removed, host_ctx_free, l_future_drop,
-    host_error_code, l_host_to_datagram,
+    host_error_code, l_host_to_datagram, host_memory,
 };

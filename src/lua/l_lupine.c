@@ -531,6 +531,44 @@ static int lupine_set_log_level(lua_State *L) {
   return 0;
 }
 
+static int lupine_set_log_format(lua_State *L) {
+  int f = lp_log_parse_format(l_checkcstring(L, 1));
+  if (f < 0) return l_argerror(L, 1, "one of text, json");
+  lp_log_set_format(f);
+  return 0;
+}
+
+#define LOG_FIELDS_MAX 32
+
+// The fields table at idx (flat: string keys; string, number or boolean
+// values) into f: each key and its value's text are left on the stack, which
+// keeps the pointers in f valid until the caller returns. Returns the count.
+static size_t log_fields(lua_State *L, int idx, lp_log_field *f) {
+  size_t n = 0;
+  luaL_checkstack(L, 2 * LOG_FIELDS_MAX + 4, "lupine.log: too many fields");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) { // ... key value
+    if (lua_type(L, -2) != LUA_TSTRING || !l_is_cstring(L, -2))
+      l_argerror(L, idx, "fields must have string keys without NUL bytes");
+    if (n == LOG_FIELDS_MAX) l_argerror(L, idx, "at most 32 fields");
+    int t = lua_type(L, -1);
+    bool raw = t == LUA_TBOOLEAN;
+    if (t == LUA_TNUMBER) { // JSON has no NaN or infinities: those stay strings
+      lua_Number x = lua_tonumber(L, -1);
+      raw = lua_isinteger(L, -1) || (x == x && x - x == 0);
+    } else if (t != LUA_TSTRING && t != LUA_TBOOLEAN) {
+      return (size_t)luaL_error(L, "bad argument #%d to 'log' (field '%s' must be a string, number or boolean, got %s)",
+                                idx, lua_tostring(L, -2), luaL_typename(L, -1));
+    }
+    luaL_tolstring(L, -1, NULL);
+    if (!l_is_cstring(L, -1)) l_argerror(L, idx, "field values must not contain NUL bytes");
+    lua_replace(L, -2);   // ... key text
+    lua_pushvalue(L, -2); // ... key text key: the pair stays, the copy drives lua_next
+    f[n++] = (lp_log_field){lua_tostring(L, -3), lua_tostring(L, -2), raw};
+  }
+  return n;
+}
+
 static int lupine_log(lua_State *L) {
   static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
   const char *name = l_checkcstring(L, 1);
@@ -539,6 +577,12 @@ static int lupine_log(lua_State *L) {
     if (strcmp(name, levels[i]) == 0) lvl = i;
   if (lvl < 0) return l_argerror(L, 1, lua_pushfstring(L, "invalid option '%s'", name));
   int n = lua_gettop(L);
+  // A plain table last (no __tostring) holds the fields: lupine.log(level, msg, fields).
+  int fields = 0;
+  if (n >= 3 && lua_type(L, n) == LUA_TTABLE && luaL_getmetafield(L, n, "__tostring") == LUA_TNIL) fields = n--;
+  else if (n >= 3 && lua_type(L, n) == LUA_TTABLE) lua_pop(L, 1);
+  lp_log_field f[LOG_FIELDS_MAX];
+  size_t nf = fields ? log_fields(L, fields, f) : 0; // keys and texts stay on the stack, above the arguments
   if (!LP_LOG_ENABLED(lvl)) { // string arguments are checked at every level: a test with logging off sees the error too
     for (int i = 2; i <= n; i++)
       if (lua_type(L, i) == LUA_TSTRING && !l_is_cstring(L, i)) l_argerror(L, i, L_NUL_MESSAGE);
@@ -553,7 +597,7 @@ static int lupine_log(lua_State *L) {
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
-  lp_log(lvl, 0, "%s", lua_tostring(L, -1));
+  lp_log_fields(lvl, 0, f, nf, "%s", lua_tostring(L, -1));
   return 0;
 }
 
@@ -570,6 +614,7 @@ static const luaL_Reg funcs[] = {
     {"connect", l_connect},
     {"setLogLevel", lupine_set_log_level},
     {"log", lupine_log},
+    {"setLogFormat", lupine_set_log_format},
     {"workerId", lupine_worker_id},
     {"serve", l_serve},
     {"cpuCount", l_cpu_count},
@@ -615,6 +660,7 @@ int luaopen_lupine_core(lua_State *L) {
   l_http_open(L);     // _http: the HTTP server codec and handler (lua/lupine/http.lua)
   l_co_open(L);       // _onUnobserved, _logChannel: lua/lupine/co.lua
   l_udp_open(L);      // udp, udp.open, datagram (l_udp.c)
+  l_stats_open(L);    // stats, _statsOff, _channels (l_stats.c)
   lua_pushliteral(L, LP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;
