@@ -56,6 +56,22 @@ describe("lupine.udp", function()
     server:close()
   end)
 
+  it("counts its bytes in lupine.stats(), and no connections", function()
+    local before = lupine.stats().total
+    local server, _, port = echo_server()
+    local c = test.udpClient(port)
+    for i = 1, 10 do assert.equal(("d"):rep(i * 10), c:send(("d"):rep(i * 10)):receive()) end
+    local after = lupine.stats().total
+    -- both ends are UDP channels of this loop: 550 bytes each way at each end
+    assert.equal(2 * 550, after.bytesIn - before.bytesIn)
+    assert.equal(2 * 550, after.bytesOut - before.bytesOut)
+    assert.is_true(after.reads - before.reads >= 2 and after.writes - before.writes >= 2)
+    assert.equal(before.active, after.active)
+    assert.equal(before.accepted, after.accepted)
+    c:close()
+    server:close()
+  end)
+
   it("serves IPv6", function()
     if not has_ipv6_loopback() then return pending("needs IPv6 on the loopback interface") end
     local server, _, port = echo_server { host = "::1" }

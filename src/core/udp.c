@@ -220,6 +220,13 @@ static void read_loop(lp_channel *ch) {
       if (errno != EAGAIN && errno != EWOULDBLOCK) err = errno;
       break;
     }
+    if (n > 0) { // bytes and reads count (a recvmmsg is one read); datagrams are no connections (stats.h)
+      uint64_t bytes = 0;
+      for (int i = 0; i < n; i++) bytes += u->hdr[i].msg_len;
+      ch->bytes_in += bytes;
+      LP_STAT_ADD(&ch->loop->stats, reads, 1);
+      LP_STAT_ADD(&ch->loop->stats, bytes_in, bytes);
+    }
     lp_dgram *got[LP_UDP_BATCH];
     int ready = 0;
     for (; ready < n; ready++) {
@@ -315,6 +322,11 @@ static void send_batch(lp_channel *ch) {
       if (ch->flags & LP_CH_CLOSED) return;
       continue;
     }
+    uint64_t bytes = 0;
+    for (int i = 0; i < k; i++) bytes += iov[i].iov_len;
+    ch->bytes_out += bytes;
+    LP_STAT_ADD(&ch->loop->stats, writes, 1);
+    LP_STAT_ADD(&ch->loop->stats, bytes_out, bytes);
     for (int i = 0; i < k; i++) lp_outbound_done_head(ob);
   }
   if (ch->flags & LP_CH_CLOSED) return;
