@@ -25,6 +25,12 @@ function Line:channelRead(ctx, line)
       t[#t + 1] = ("%d/%s/%d/%d"):format(s.generation, s.current and "cur" or "old", s.channels, s.memory)
     end
     ctx:writeAndFlush(lupine.workerId() .. " " .. table.concat(t, " ") .. "\n")
+  elseif line == "mem" then -- this worker's states, their memory summed, and what lupine.stats() says
+    local sum, n = 0, 0
+    for _, st in ipairs(lupine.workerStates()) do sum, n = sum + st.memory, n + 1 end
+    local mine
+    for _, w in ipairs(lupine.stats().workers) do if w.id == lupine.workerId() then mine = w end end
+    ctx:writeAndFlush(("%d %d %d\n"):format(n, sum, mine.luaMemory))
   elseif line:match("^ticks ") then -- how often the timers of a version's states ran
     ctx:writeAndFlush(tostring(lupine.shared.ticks:get(line:sub(7)) or 0) .. "\n")
   elseif line == "reload" then
@@ -243,6 +249,21 @@ describe("hot reload", function()
     end
     stop()
     assert.equal(0, count(p:stderr(), "error"))
+  end)
+
+  it("counts every state a worker holds in lupine.stats()'s luaMemory while old ones drain", function()
+    local port = launch("-w 1 -p 0", LINE_APP, "v1")
+    local old = test.client(port)
+    assert.equal("v1 v1 1 a", ask(old, "a"))
+    reload_to(port, "v2", 1)
+    local c = test.client(port)
+    local n, sum, stat = ask(c, "mem"):match("^(%d+) (%d+) (%d+)$")
+    n, sum, stat = tonumber(n), tonumber(sum), tonumber(stat)
+    assert.equal(2, n) -- the new state, and the old one kept by `old`
+    assert.is_true(math.abs(stat - sum) < 64 * 1024, ("stats %d, states %d"):format(stat, sum))
+    c:close()
+    old:close()
+    stop()
   end)
 
   it("reloads on POST /reload to the admin listener, as on SIGHUP", function()

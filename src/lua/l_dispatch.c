@@ -498,6 +498,7 @@ static int host_error_code(const lp_channel *ch, const lp_msg *m) {
 static size_t host_memory(lp_loop *loop) {
   l_host *h = loop->host;
   if (!h || h->closing) return 0;
+  if (h->launcher) return l_worker_memory(h); // a worker: every state on its loop (reloads drain old ones)
   return (size_t)lua_gc(h->L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(h->L, LUA_GCCOUNTB);
 }
 

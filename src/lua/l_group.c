@@ -245,6 +245,19 @@ struct l_worker {
 
 // [1] l_gen, [2] the app table, [3] worker id, [4] worker count: read the
 // app's options, keep init, make the `worker` table and run workerInit.
+static size_t state_memory(const l_gen *gen) {
+  if (!gen || !gen->L || !gen->h || gen->h->closing) return 0;
+  return (size_t)lua_gc(gen->L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(gen->L, LUA_GCCOUNTB);
+}
+
+size_t l_worker_memory(l_host *h) {
+  const l_gen *gen = h->launcher;
+  const l_worker *lw = gen->lw;
+  size_t sum = state_memory(lw->cur);
+  for (const l_gen *g = lw->retired; g; g = g->next) sum += state_memory(g);
+  return sum;
+}
+
 static int worker_setup(lua_State *L) {
   l_gen *gen = lua_touserdata(L, 1);
   l_checktype(L, 2, LUA_TTABLE);

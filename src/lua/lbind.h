@@ -415,6 +415,9 @@ void l_datagram_settle(lua_State *L, int idx);
 int l_host_to_datagram(lp_channel *ch, lp_msg *m, lp_bytes *out, lp_sockaddr *to, bool *has_to, lp_error *err);
 // Host hook to_bytes (l_dispatch.c): a Buffer handed off, a string copied or pinned.
 int l_host_to_bytes(lp_channel *ch, lp_msg *m, lp_bytes *out, lp_error *err);
+// The Lua memory of every state of a launcher worker (h->launcher set): the
+// current one and those still draining after reloads; on the worker's thread.
+size_t l_worker_memory(l_host *h);
 void l_stats_open(lua_State *L);   // stats, _statsOff, _channels (l_stats.c): lupine.stats, lua/lupine/admin.lua
 
 #endif
