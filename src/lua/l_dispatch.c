@@ -148,7 +148,8 @@ int l_host_to_bytes(lp_channel *ch, lp_msg *m, lp_bytes *out, lp_error *err) {
   l_host *h = ch->host;
   lua_State *L = h->L;
   int idx = m->host;
-  if (lua_type(L, idx) == LUA_TSTRING) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TSTRING) {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
     if (len > L_STRING_COPY_MAX) { // written in place: the string stays pinned until written
@@ -160,9 +161,9 @@ int l_host_to_bytes(lp_channel *ch, lp_msg *m, lp_bytes *out, lp_error *err) {
       out->ud = h;
       return 0;
     }
-  } else if (lua_type(L, idx) == LUA_TUSERDATA) { // a lupine.File: the region itself, for sendfile
-    int rc = l_file_to_bytes(L, idx, out, err);
-    if (rc <= 0) return rc;
+  } else if (t == LUA_TUSERDATA && lua_rawlen(L, idx) >= sizeof(void *) &&
+             *(const void *const *)lua_touserdata(L, idx) == &l_key_file) { // the region itself, for sendfile
+    return l_file_to_bytes(L, idx, out, err);                             // (a Buffer, the usual, goes on)
   }
   if (host_to_buf(ch, m, err) != 0) return -1;
   out->buf = m->u.buf;
