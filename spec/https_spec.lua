@@ -57,6 +57,50 @@ describe("HTTPS (the HTTP examples over TLS)", function()
   end)
 end)
 
+describe("HTTPS error answers", function()
+  local certs
+  setup(function() certs = require("tls_certs").make() end)
+  teardown(function() if certs then certs:remove() end end)
+  local leaks = leak_check()
+  before_each(leaks.before)
+  after_each(leaks.after)
+
+  it("end with close_notify before the FIN (Python's ssl sees a clean close, not a truncation)", function()
+    local http = require "lupine.http"
+    local server = test.server(http.server {
+      tls = { cert = certs.server, key = certs.serverKey },
+      handler = function(_, res) res:send(200, "ok") end,
+    })
+    local script = ([[
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=%q)
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost : bad\r\n\r\n")
+        got = b""
+        try:
+            while True:
+                d = s.recv(4096)
+                if not d:
+                    print("clean", got.split(b"\r\n")[0].decode())
+                    break
+                got += d
+        except ssl.SSLEOFError:
+            print("truncated", got.split(b"\r\n")[0].decode())
+]]):format(certs.ca)
+    local out = os.tmpname()
+    local p <close> = test.spawn({ "sh", "-c", "unset LD_PRELOAD; exec python3 -c \"$0\" \"$1\"", script, tostring(server.port) },
+      { stdout = out })
+    test.eventually(function() return p:status() ~= nil end, 15, "python's TLS client to finish")
+    local f = assert(io.open(out))
+    local got = f:read("a")
+    f:close()
+    os.remove(out)
+    assert.equal("clean HTTP/1.1 400 Bad Request\n", got)
+    server:close()
+  end)
+end)
+
 describe("lupine.http's client over https://", function()
   local certs
   setup(function() certs = require("tls_certs").make() end)

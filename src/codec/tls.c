@@ -562,6 +562,21 @@ static void handshake_done(tls_state *st) {
   if (!dead(st)) fire_handshake_event(st, true);
 }
 
+// Once per connection, after a successful handshake, while the channel is open.
+static void send_close_notify(tls_state *st) {
+  if (!st->done || st->failed || st->notify_sent || (chan(st)->flags & LP_CH_CLOSED)) return;
+  st->notify_sent = true;
+  ERR_clear_error();
+  SSL_shutdown(st->ssl);
+  ERR_clear_error();
+  flush_out(st, NULL, true);
+}
+
+void lp_tls_notify_close(lp_channel *ch) {
+  lp_ctx *ctx = lp_tls_find(&ch->pipeline);
+  if (ctx) send_close_notify(ctx->state);
+}
+
 static void got_close_notify(tls_state *st) {
   st->notify_received = true;
   lp_event_info ev = {"tlsClosed", NULL, -1, NULL, 0};
@@ -815,15 +830,9 @@ static void tls_outbound(lp_ctx *ctx, int op, lp_msg *m, lp_future *promise) {
   case LP_OP_CLOSE:
     st->closing = true;
     stop_timer(st);
-    if (st->done && !st->failed && !st->notify_sent && !(ch->flags & LP_CH_CLOSED)) {
-      // close_notify goes out ahead of the close; a record of 24 bytes is
-      // written at once unless the socket is full, when the close drops it.
-      st->notify_sent = true;
-      ERR_clear_error();
-      SSL_shutdown(st->ssl);
-      ERR_clear_error();
-      flush_out(st, NULL, true);
-    }
+    // close_notify goes out ahead of the close; a record of 24 bytes is
+    // written at once unless the socket is full, when the close drops it.
+    send_close_notify(st);
     if (!st->done) {
       lp_error e;
       lp_error_named(&e, LP_ECLOSED, "channel #%llu closed before the TLS handshake completed",

@@ -72,6 +72,10 @@ bool lp_tls_context_is_server(const lp_tls_context *c);
 lp_ctx *lp_tls_handler_new(lp_pipeline *p, const char *name, lp_tls_context *c, const char *server_name);
 // The first TLS handler in p, or NULL.
 lp_ctx *lp_tls_find(lp_pipeline *p);
+// Send close_notify now, ahead of a close that bypasses the pipeline (a
+// lingering close: FIN after the output, then wait for the peer's); nothing
+// without a TLS handler, before its handshake, or once sent.
+void lp_tls_notify_close(lp_channel *ch);
 
 typedef struct lp_tls_info {
   bool done, success, resumed, verified;

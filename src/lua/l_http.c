@@ -44,6 +44,7 @@
 #include "http.h"
 #include "http_codec.h"
 #include "log.h"
+#include "tls.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -153,7 +154,10 @@ static inline bool holding(const http_conn *c) { return c->mode == MODE_CODEC &&
 // client may still be sending; a close now could reset the answer away).
 static void close_listener(lp_future *f, void *ud) {
   lp_channel *ch = ud;
-  if (lp_future_ok(f) && ch->transport == &lp_socket_transport) lp_channel_close_lingering(ch);
+  if (lp_future_ok(f) && ch->transport == &lp_socket_transport) {
+    lp_tls_notify_close(ch); // TLS: the record goes out before the FIN
+    lp_channel_close_lingering(ch);
+  }
   else lp_channel_close(ch, NULL);
   lp_channel_unref(ch);
 }
