@@ -302,6 +302,10 @@ static void test_smuggling(void) {
   // Targets by form.
   req(S("GET * HTTP/1.1\r\nHost: h\r\n\r\n"), "!400 HttpBadRequest: asterisk-form target is for OPTIONS only");
   req(S("CONNECT /x HTTP/1.1\r\nHost: h\r\n\r\n"), "!400 HttpBadRequest: CONNECT needs a host:port target");
+  req(S("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\nContent-Length: 3\r\n\r\nabc"),
+      "!400 HttpBadRequest: CONNECT with Content-Length or Transfer-Encoding");
+  req(S("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+      "!400 HttpBadRequest: CONNECT with Content-Length or Transfer-Encoding");
   req(S("GET x/y HTTP/1.1\r\nHost: h\r\n\r\n"), "!400 HttpBadRequest: malformed request target");
   req(S("OPTIONS h:43 HTTP/1.1\r\nHost: h\r\n\r\n"), "!400 HttpBadRequest: malformed request target");
   req(S("GET http:/// HTTP/1.1\r\nHost: h\r\n\r\n"), "!400 HttpBadRequest: malformed request target");

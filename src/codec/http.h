@@ -43,7 +43,8 @@
 // than 1.x (505); an Expect other than 100-continue (417); a request target
 // that is not origin-form, absolute-form (scheme://authority...),
 // authority-form (CONNECT only) or "*" (OPTIONS only), or holds a character
-// outside RFC 3986's. Responses follow the same rules (kind HttpBadResponse
+// outside RFC 3986's; a CONNECT with Content-Length or Transfer-Encoding (it has
+// no content: what follows is the tunnel's). Responses follow the same rules (kind HttpBadResponse
 // for 400), except that a Transfer-Encoding not ending in chunked, or no
 // length at all, makes the body run to the end of the input, and codings
 // before chunked are left to the caller. After a message that ends the

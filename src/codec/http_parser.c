@@ -448,6 +448,10 @@ static int end_head(lp_http_parser *p, lp_buf *in, const uint8_t *b) {
   h->keep_alive = h->version == 11 ? !p->conn_close : p->conn_keep_alive && !p->conn_close;
   bool no_body = false;
   if (!resp) {
+    // RFC 9110 9.3.6: a CONNECT request has no content; what follows its head
+    // is the tunnel's, so a length or coding for it is refused, not read.
+    if (h->method == LP_HTTP_M_CONNECT && (p->cl_seen || p->te_seen))
+      return fail(p, 400, "CONNECT with Content-Length or Transfer-Encoding");
     h->upgrade = h->method == LP_HTTP_M_CONNECT || (p->has_upgrade && p->conn_upgrade && h->version == 11);
   } else {
     bool tunnel = p->request_method == LP_HTTP_M_CONNECT && h->status / 100 == 2;
