@@ -55,17 +55,8 @@ describe("HTTPS (the HTTP examples over TLS)", function()
     assert.truthy(out:find('"tea"', 1, true), out)
     server:close()
   end)
-end)
 
-describe("HTTPS error answers", function()
-  local certs
-  setup(function() certs = require("tls_certs").make() end)
-  teardown(function() if certs then certs:remove() end end)
-  local leaks = leak_check()
-  before_each(leaks.before)
-  after_each(leaks.after)
-
-  it("end with close_notify before the FIN (Python's ssl sees a clean close, not a truncation)", function()
+  it("ends an error answer with close_notify before the FIN (Python's ssl sees a clean close, not a truncation)", function()
     local http = require "lupine.http"
     local server = test.server(http.server {
       tls = { cert = certs.server, key = certs.serverKey },
