@@ -203,11 +203,13 @@ static void run_ours(const uint8_t *s, size_t n) {
         put(m, lp_http_at(h->base, h->headers[i].value), h->headers[i].value.len);
       }
       ours.body.len = 0;
-      if (h->upgrade) { // CONNECT or Upgrade: the oracle ends the message at its head (no body)
-        put(m, "\n\n", 2);
-        ours.n++;
+      if (h->upgrade) { // CONNECT or Upgrade: comparison ends with this message
         ours.stop = true;
-        break;
+        if (!h->chunked && h->content_length <= 0) { // no body: the oracle ends it at its head
+          put(m, "\n\n", 2);
+          ours.n++;
+          break;
+        } // else both read the body first (an Upgrade request with content), then stop at its end
       }
     } else if (rc == LP_HTTP_BODY) {
       put(&ours.body, b->data + p.body_index, p.body_len);
