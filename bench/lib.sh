@@ -1,6 +1,7 @@
 # bench/lib.sh: what bench/run, bench/memory and bench/callgrind share: the
 # build, CPU pinning, the servers under test, starting and stopping them.
-# Sourced from the repository root; sets BUILD, JOBS, REF, LG.
+# Sourced from the repository root; sets BUILD, JOBS, REF, LG (the load generator
+# lg_run drives: bench/loadgen; bench/lines.sh points it at bench/linegen).
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-2}
 REF=$BUILD/bench/ref_echo
@@ -33,14 +34,15 @@ fi
 # server_cmd NAME: the server's environment in SENV, its command in SCMD.
 server_cmd() {
   SENV=()
+  local luaenv=(PORT=0 "LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;")
   case $1 in
   ref) SCMD=("$REF" -p 0) ;;
-  inline)
-    SENV=(PORT=0 "LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;")
-    SCMD=(lua5.4 examples/echo.lua) ;;
+  inline | echo) SENV=("${luaenv[@]}") SCMD=(lua5.4 examples/echo.lua) ;; # echo: bench/ws.sh, bench/lines.sh
   co) # the same echo written as a coroutine per connection (handle)
-    SENV=(PORT=0 "LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;")
-    SCMD=(lua5.4 examples/co_echo.lua) ;;
+    SENV=("${luaenv[@]}") SCMD=(lua5.4 examples/co_echo.lua) ;;
+  ws) SENV=("${luaenv[@]}") SCMD=(lua5.4 bench/ws_echo.lua) ;; # bench/ws.sh (loadgen -W)
+  lines) SENV=("${luaenv[@]}" LINES=buffer) SCMD=(lua5.4 bench/line_echo.lua) ;; # bench/lines.sh
+  lines-str) SENV=("${luaenv[@]}" LINES=string) SCMD=(lua5.4 bench/line_echo.lua) ;;
   co_w1) SCMD=("$BUILD/lupine" -p 0 -w 1 examples/co_echo.lua) ;;
   w0) SCMD=("$BUILD/lupine" -p 0 -w 0 examples/echo.lua) ;;
   w1) SCMD=("$BUILD/lupine" -p 0 -w 1 examples/echo.lua) ;;
@@ -50,14 +52,14 @@ server_cmd() {
   udp_lupine) # examples/udp_echo.lua's UDP side inline, on a free port
     SENV=("LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;")
     SCMD=(lua5.4 bench/udp_serve.lua) ;;
-  *) echo "bench: unknown server '$1' (ref inline co co_w1 w0 w1 w2 w2rp udp_ref udp_lupine)"; exit 2 ;;
+  *) echo "bench: unknown server '$1' (ref inline echo co co_w1 w0 w1 w2 w2rp udp_ref udp_lupine ws lines lines-str)"; exit 2 ;;
   esac
 }
 server_cpus() { [[ $1 == w2* ]] && echo "$SRV2_CPUS" || echo "$SRV_CPUS"; }
 server_label() {
   case $1 in
   ref) echo "reference (C, libev, 1 thread)" ;;
-  inline) echo "lupine inline (lua5.4)" ;;
+  inline | echo) echo "lupine inline (lua5.4)" ;;
   co) echo "lupine co_echo inline (coroutines)" ;;
   co_w1) echo "lupine -w 1 co_echo (coroutines)" ;;
   w0) echo "lupine -w 0 (launcher, 1 loop)" ;;
@@ -66,6 +68,9 @@ server_label() {
   w2rp) echo "lupine -w 2 --reuseport (CPUs $SRV2_CPUS)" ;;
   udp_ref) echo "reference UDP echo (C, libev, recvfrom/sendto)" ;;
   udp_lupine) echo "lupine examples/udp_echo.lua inline" ;;
+  ws) echo "lupine bench/ws_echo.lua inline (WebSocket frames)" ;;
+  lines) echo "lupine bench/line_echo.lua inline (lineFrame, Buffers)" ;;
+  lines-str) echo "lupine bench/line_echo.lua inline (lineFrame, strings)" ;;
   esac
 }
 # server_line NAME: the command line as a shell would take it.
@@ -127,7 +132,7 @@ stop() {
 . bench/results.sh # median, res_get, res_ratio
 
 # lg_run NAME RUN SECS LOADGEN_ARGS...: one measured run: start server NAME, drive
-# it with loadgen (pinned to LG_CPUS, -P its PID), stop it; prints the result
+# it with $LG (pinned to LG_CPUS, -P its PID), stop it; prints the result
 # and appends `NAME RUN key=value ...` to $RES (logs under $OUT); exits on failure.
 lg_run() {
   local s=$1 r=$2 secs=$3 line

@@ -17,6 +17,8 @@
 # Raw results go to bench/out/lines-<time>/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh # servers ref echo lines lines-str, start, stop, pin, lg_run; results.sh
+LG=$BUILD/bench/linegen # what lg_run drives
 CONNS=${LINES_CONNS:-50}
 SIZE=${LINES_SIZE:-64}
 INFLIGHT=${LINES_INFLIGHT:-16}
@@ -24,7 +26,6 @@ SECS=${LINES_SECS:-5}
 WARMUP=${LINES_WARMUP:-1}
 RUNS=${LINES_RUNS:-3}
 SERVERS=${LINES_SERVERS:-ref echo lines lines-str}
-BUILD=${BUILD:-build}
 OUT=bench/out/lines-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 
@@ -35,54 +36,15 @@ if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUPINE_BENCH=O
   exit 1
 fi
 
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then SRV_PIN=(taskset -c 0) LG_PIN=(taskset -c 1)
-else SRV_PIN=() LG_PIN=(); echo "lines: unpinned (fewer than 2 CPUs or no taskset)"; fi
-LUAENV=("LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;" PORT=0)
-server_cmd() {
-  case $1 in
-  ref) CMD=("$BUILD/bench/ref_echo" -p 0) ;;
-  echo) CMD=(env "${LUAENV[@]}" lua5.4 examples/echo.lua) ;;
-  lines) CMD=(env "${LUAENV[@]}" LINES=buffer lua5.4 bench/line_echo.lua) ;;
-  lines-str) CMD=(env "${LUAENV[@]}" LINES=string lua5.4 bench/line_echo.lua) ;;
-  *) echo "lines: unknown server '$1'"; exit 2 ;;
-  esac
-}
-
-pid=
-stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
 trap stop EXIT
-start() { # name log: sets pid, port
-  server_cmd "$1"
-  : >"$2.out"
-  "${SRV_PIN[@]}" "${CMD[@]}" >"$2.out" 2>"$2.err" &
-  pid=$! port=
-  for _ in $(seq 200); do
-    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$2.out" | head -1)
-    [ -n "$port" ] && return 0
-    sleep 0.05
-  done
-  echo "lines: $1 did not start: $(head -3 "$2.err")"
-  exit 1
-}
 
 RES=$OUT/results.txt
 : >"$RES"
 LG_ARGS=(-c "$CONNS" -s "$SIZE" -i "$INFLIGHT" -w "$WARMUP" -d "$SECS")
 for r in $(seq "$RUNS"); do
-  for s in $SERVERS; do
-    start "$s" "$OUT/$s-$r"
-    if ! line=$(timeout $((${SECS%.*} + 60)) "${LG_PIN[@]}" "$BUILD/bench/linegen" -p "$port" "${LG_ARGS[@]}" -P "$pid" 2>"$OUT/$s-$r.lgerr"); then
-      echo "run $r $s: FAILED: $(cat "$OUT/$s-$r.lgerr")"
-      stop
-      exit 1
-    fi
-    stop
-    echo "run $r $s: $line"
-    echo "$s $r $line" >>"$RES"
-  done
+  for s in $SERVERS; do lg_run "$s" "$r" "$SECS" "${LG_ARGS[@]}"; done
 done
 
-. bench/results.sh # median, res_get, res_ratio
 echo
 echo "lines echoed per second: median of $RUNS runs; $CONNS connections, $SIZE-byte lines, $INFLIGHT in flight each; ${SECS} s after ${WARMUP} s"
 printf '%-10s %10s %7s %7s %10s %7s %7s %5s %5s\n' server "lines/s" "x echo" "x ref" "cpu us/ln" "x echo" "x ref" srv lg
@@ -95,4 +57,5 @@ echo "x echo, x ref: median over runs of the ratio to that server's figure in th
 echo "  better; cpu us/ln, the server's CPU time per line: lower is better). srv, lg: CPU seconds per second of"
 echo "  the server and of linegen; both well under 1.00 means the machine (shared) was the limit, and cpu us/ln"
 echo "  is the figure to compare."
-echo "load: ${LG_PIN[*]} $BUILD/bench/linegen -p PORT ${LG_ARGS[*]} -P PID   (results: $RES)"
+pin "$LG_CPUS"
+echo "load: ${PIN[*]} $LG -p PORT ${LG_ARGS[*]} -P PID   (results: $RES)"

@@ -15,13 +15,13 @@
 # Raw results go to bench/out/ws-<time>/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh # servers echo and ws, start, stop, pin, lg_run; results.sh
 CONNS=${WS_CONNS:-50}
 SIZE=${WS_SIZE:-64}
 SECS=${WS_SECS:-5}
 WARMUP=${WS_WARMUP:-1}
 RUNS=${WS_RUNS:-3}
 SERVERS=${WS_SERVERS:-echo ws}
-BUILD=${BUILD:-build}
 OUT=bench/out/ws-$(date +%Y%m%d-%H%M%S)
 mkdir -p "$OUT"
 
@@ -32,52 +32,19 @@ if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLUPINE_BENCH=O
   exit 1
 fi
 
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then SRV_PIN=(taskset -c 0) LG_PIN=(taskset -c 1)
-else SRV_PIN=() LG_PIN=(); echo "ws: unpinned (fewer than 2 CPUs or no taskset)"; fi
-LUAENV=("LUA_PATH=./lua/?.lua;./lua/?/init.lua;;" "LUA_CPATH=./$BUILD/lib/?.so;;" PORT=0)
-server_cmd() {
-  case $1 in
-  echo) CMD=(env "${LUAENV[@]}" lua5.4 examples/echo.lua) LG_WS=() ;;
-  ws) CMD=(env "${LUAENV[@]}" lua5.4 bench/ws_echo.lua) LG_WS=(-W) ;;
-  *) echo "ws: unknown server '$1'"; exit 2 ;;
-  esac
-}
-
-pid=
-stop() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; pid=; }
 trap stop EXIT
-start() { # name log: sets pid, port
-  server_cmd "$1"
-  : >"$2.out"
-  "${SRV_PIN[@]}" "${CMD[@]}" >"$2.out" 2>"$2.err" &
-  pid=$! port=
-  for _ in $(seq 200); do
-    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$2.out" | head -1)
-    [ -n "$port" ] && return 0
-    sleep 0.05
-  done
-  echo "ws: $1 did not start: $(head -3 "$2.err")"
-  exit 1
-}
 
 RES=$OUT/results.txt
 : >"$RES"
 LG_ARGS=(-c "$CONNS" -s "$SIZE" -w "$WARMUP" -d "$SECS")
 for r in $(seq "$RUNS"); do
   for s in $SERVERS; do
-    start "$s" "$OUT/$s-$r"
-    if ! line=$(timeout $((${SECS%.*} + 60)) "${LG_PIN[@]}" "$BUILD/bench/loadgen" -p "$port" "${LG_WS[@]}" "${LG_ARGS[@]}" -P "$pid" 2>"$OUT/$s-$r.lgerr"); then
-      echo "run $r $s: FAILED: $(cat "$OUT/$s-$r.lgerr")"
-      stop
-      exit 1
-    fi
-    stop
-    echo "run $r $s: $line"
-    echo "$s $r $line" >>"$RES"
+    LG_WS=()
+    [ "$s" = ws ] && LG_WS=(-W) # masked text frames in, unmasked frames back
+    lg_run "$s" "$r" "$SECS" "${LG_WS[@]}" "${LG_ARGS[@]}"
   done
 done
 
-. bench/results.sh # median, res_get, res_ratio
 echo
 echo "round trips per second: median of $RUNS runs; $CONNS connections, $SIZE-byte messages, ping-pong; ${SECS} s after ${WARMUP} s"
 printf '%-6s %10s %7s %10s %7s %5s %5s\n' server "rt/s" "x echo" "cpu us/rt" "x echo" srv lg
@@ -89,4 +56,5 @@ echo "x echo: median over runs of the ratio to TCP echo's figure in the same run
 echo "  cpu us/rt, the server's CPU time per round trip: lower is better). srv, lg: CPU seconds per second"
 echo "  of the server and of loadgen; both well under 1.00 means the machine (shared) was the limit, and"
 echo "  cpu us/rt is the figure to compare."
-echo "load: ${LG_PIN[*]} $BUILD/bench/loadgen -p PORT [-W] ${LG_ARGS[*]} -P PID   (results: $RES)"
+pin "$LG_CPUS"
+echo "load: ${PIN[*]} $LG -p PORT [-W] ${LG_ARGS[*]} -P PID   (results: $RES)"
