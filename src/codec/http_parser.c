@@ -149,16 +149,11 @@ static const char *kind_of(const lp_http_parser *p, int status) {
 // The parser fails for good: ERROR now and on every later call.
 static int fail(lp_http_parser *p, int status, const char *fmt, ...) LP_PRINTF(3, 4);
 static int fail(lp_http_parser *p, int status, const char *fmt, ...) {
-  lp_error *e = &p->error;
   p->state = S_ERROR;
   p->status = status;
-  e->code = LP_EHTTP;
-  e->kind = kind_of(p, status);
-  e->limit = e->length = -1;
-  int n = snprintf(e->message, sizeof e->message, "%s: ", e->kind);
   va_list ap;
   va_start(ap, fmt);
-  if (n > 0 && (size_t)n < sizeof e->message) vsnprintf(e->message + n, sizeof e->message - (size_t)n, fmt, ap);
+  lp_error_vkind(&p->error, LP_EHTTP, kind_of(p, status), fmt, ap);
   va_end(ap);
   return LP_HTTP_ERROR;
 }

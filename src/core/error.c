@@ -37,13 +37,17 @@ void lp_error_sys(lp_error *e, int err, const char *what) {
            e->kind, strerror(err));
 }
 
-void lp_error_named(lp_error *e, int code, const char *fmt, ...) {
+void lp_error_vkind(lp_error *e, int code, const char *kind, const char *fmt, va_list ap) {
   e->code = code;
-  e->kind = lp_error_kind(code);
+  e->kind = kind;
   e->limit = e->length = -1;
-  int n = snprintf(e->message, sizeof e->message, "%s: ", e->kind);
+  int n = snprintf(e->message, sizeof e->message, "%s: ", kind);
+  if (n > 0 && (size_t)n < sizeof e->message) vsnprintf(e->message + n, sizeof e->message - (size_t)n, fmt, ap);
+}
+
+void lp_error_named(lp_error *e, int code, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  if (n > 0 && (size_t)n < sizeof e->message) vsnprintf(e->message + n, sizeof e->message - (size_t)n, fmt, ap);
+  lp_error_vkind(e, code, lp_error_kind(code), fmt, ap);
   va_end(ap);
 }

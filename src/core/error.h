@@ -7,6 +7,8 @@
 
 #include "common.h"
 
+#include <stdarg.h>
+
 enum {
   LP_ECLOSED = -10001,      // ClosedChannel: operation on a closed channel
   LP_EWRITEFULL = -10002,   // WriteBufferFull: maxPendingBytes exceeded
@@ -47,6 +49,9 @@ typedef struct lp_error {
 void lp_error_sys(lp_error *e, int err /* positive errno */, const char *what);
 // Fill e for a named error; the message is "Kind: <formatted text>".
 void lp_error_named(lp_error *e, int code, const char *fmt, ...) LP_PRINTF(3, 4);
+// The same with a kind of the caller's (a codec's own names for one code):
+// message "kind: text".
+void lp_error_vkind(lp_error *e, int code, const char *kind, const char *fmt, va_list ap) LP_PRINTF(4, 0);
 // The static kind name of a code: "ClosedChannel", "EPIPE", ...
 const char *lp_error_kind(int code);
 // "ECONNREFUSED" for ECONNREFUSED; never NULL.

@@ -220,6 +220,16 @@ static bool evict_one(lp_shdict *d, stripe *s, const entry *keep, uint64_t now, 
 // Count need more bytes, credit of which come back when the caller frees
 // an entry it holds (keep): evict from s (locked), then from other stripes
 // that can be locked at once. true when reserved.
+// A new entry's fixed part: zeroed, then its key, hash, cost and expiry (0: none).
+static void init_entry(entry *e, uint64_t h, const void *key, size_t klen, size_t cost, uint64_t expire) {
+  memset(e, 0, sizeof *e);
+  e->hash = h;
+  e->klen = (uint32_t)klen;
+  e->cost = cost;
+  e->expire = expire;
+  memcpy(e->data, key, klen);
+}
+
 static bool reserve(lp_shdict *d, stripe *s, size_t need, size_t credit, const entry *keep, uint64_t now,
                     bool *evicted) {
   if (need > d->capacity + credit) return false;
@@ -328,12 +338,7 @@ int lp_shdict_set(lp_shdict *d, const char *key, size_t klen, const lp_shval *v,
       release(d, cost);
       rc = LP_SHD_NOMEM;
     } else {
-      memset(e, 0, sizeof *e);
-      e->hash = h;
-      e->klen = (uint32_t)klen;
-      e->cost = cost;
-      e->expire = ttl_ms ? now + ttl_ms : 0;
-      memcpy(e->data, key, klen);
+      init_entry(e, h, key, klen, cost, ttl_ms ? now + ttl_ms : 0);
       set_scalar(e, v);
       if (old) drop(d, s, old);
       link_entry(s, e);
@@ -429,12 +434,7 @@ int lp_shdict_incr(lp_shdict *d, const char *key, size_t klen, const lp_shval *d
         release(d, cost);
         rc = LP_SHD_NOMEM;
       } else {
-        memset(n, 0, sizeof *n);
-        n->hash = h;
-        n->klen = (uint32_t)klen;
-        n->cost = cost;
-        n->expire = init_ttl_ms ? now + init_ttl_ms : 0;
-        memcpy(n->data, key, klen);
+        init_entry(n, h, key, klen, cost, init_ttl_ms ? now + init_ttl_ms : 0);
         set_scalar(n, out);
         link_entry(s, n);
       }
@@ -500,13 +500,9 @@ int lp_shdict_push(lp_shdict *d, const char *key, size_t klen, const lp_shval *v
     rc = LP_SHD_NOMEM;
   } else {
     if (ecost) {
-      memset(e, 0, sizeof *e);
-      e->hash = h;
-      e->klen = (uint32_t)klen;
-      e->cost = ecost;
+      init_entry(e, h, key, klen, ecost, 0);
       e->type = LP_SHV_LIST;
       lp_list_init(&e->v.list.items);
-      memcpy(e->data, key, klen);
       link_entry(s, e);
     }
     memset(it, 0, sizeof *it);

@@ -99,3 +99,14 @@ const char *l_checkcstring(lua_State *L, int arg) {
 const char *l_optcstring(lua_State *L, int arg, const char *def) {
   return lua_isnoneornil(L, arg) ? def : l_checkcstring(L, arg);
 }
+
+void l_check_options(lua_State *L, int t, const char *fn, const char *const *known) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    bool ok = false;
+    if (lua_type(L, -2) == LUA_TSTRING)
+      for (int i = 0; known[i] && !ok; i++) ok = strcmp(lua_tostring(L, -2), known[i]) == 0;
+    if (!ok) luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -2, NULL));
+    lua_pop(L, 1);
+  }
+}

@@ -261,10 +261,6 @@ static const luaL_Reg funcs[] = {
 
 void l_embedded_open(lua_State *L) {
   luaL_setfuncs(L, funcs, 0);
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &queues_key);
+  l_push_weak_table(L, &queues_key, "v");
+  lua_pop(L, 1);
 }

@@ -974,18 +974,30 @@ static void write_chunk(http_conn *c, http_res *r, const char *p, size_t n, bool
 }
 
 // res:write(chunk): stream a body chunk (the head goes first, on the first call).
+// The start of res:write and res:finish: the chunk (argument 2) and the head,
+// sent first. NULL when there is nothing to send it to, with the method's
+// results in *ret (the connection went: res itself; it went while the head
+// was written: none). finish marks a response whose connection went done.
+static http_conn *stream_chunk(lua_State *L, http_res *r, bool last, const char **p, size_t *n, int *ret) {
+  if (!r->c) {
+    if (last) r->done = true;
+    lua_settop(L, 1);
+    *ret = 1;
+    return NULL;
+  }
+  *p = body_bytes(L, 2, n, last ? "res:finish" : "res:write");
+  if (!r->started) start_stream(L, r);
+  *ret = 0;
+  return r->c;
+}
+
 static int res_write(lua_State *L) {
   http_res *r = check_res(L, "write");
-  if (!r->c) { // the connection went: nothing to send it to
-    r->done = r->done || false;
-    lua_settop(L, 1);
-    return 1;
-  }
+  const char *p;
   size_t n;
-  const char *p = body_bytes(L, 2, &n, "res:write");
-  if (!r->started) start_stream(L, r);
-  if (!r->c) return 0;
-  http_conn *c = r->c;
+  int ret;
+  http_conn *c = stream_chunk(L, r, false, &p, &n, &ret);
+  if (!c) return ret;
   l_entry e;
   res_enter(L, r, &e);
   if (n) write_chunk(c, r, p, n, false);
@@ -998,16 +1010,11 @@ static int res_write(lua_State *L) {
 // res:finish([chunk]): the last chunk (if any) and the end of the response.
 static int res_finish(lua_State *L) {
   http_res *r = check_res(L, "finish");
-  if (!r->c) { // the connection went: nothing to send it to
-    r->done = r->done || true;
-    lua_settop(L, 1);
-    return 1;
-  }
+  const char *p;
   size_t n;
-  const char *p = body_bytes(L, 2, &n, "res:finish");
-  if (!r->started) start_stream(L, r);
-  if (!r->c) return 0;
-  http_conn *c = r->c;
+  int ret;
+  http_conn *c = stream_chunk(L, r, true, &p, &n, &ret);
+  if (!c) return ret;
   bool keep = r->info.keep_alive && !c->closing;
   l_entry e;
   res_enter(L, r, &e);
@@ -1499,18 +1506,6 @@ static void factory_free(l_native *self) {
 static const char *const codec_known[] = {"maxInitialLineLength", "maxHeaderSize", "maxHeaders", "maxBody",
                                           "maxChunkLine", "headerTimeout", "bodyTimeout", "handler", NULL};
 
-static void check_known(lua_State *L, int t, const char *fn, const char *const *known) {
-  lua_pushnil(L);
-  while (lua_next(L, t)) {
-    bool ok = false;
-    if (lua_type(L, -2) == LUA_TSTRING)
-      for (int i = 0; known[i]; i++)
-        if (strcmp(lua_tostring(L, -2), known[i]) == 0) ok = true;
-    if (!ok) luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -2, NULL));
-    lua_pop(L, 1);
-  }
-}
-
 static int new_factory(lua_State *L, int mode) {
   const char *fn = mode == MODE_CODEC ? "http.serverCodec" : mode == MODE_SERVER ? "http.server" : "http.clientCodec";
   if (lua_isnoneornil(L, 1)) {
@@ -1518,7 +1513,7 @@ static int new_factory(lua_State *L, int mode) {
     lua_newtable(L);
   }
   l_checktype(L, 1, LUA_TTABLE);
-  check_known(L, 1, fn, codec_known);
+  l_check_options(L, 1, fn, codec_known);
   lp_http_config cfg;
   lp_http_config_default(&cfg, mode == MODE_CLIENT);
   const lua_Integer lim = (lua_Integer)LP_HTTP_LIMIT_MAX;

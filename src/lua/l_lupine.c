@@ -188,17 +188,19 @@ bool l_is_error(lua_State *L, int idx) {
 // error alive.
 static const char tracebacks_key = 't';
 
-static void push_tracebacks(lua_State *L) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &tracebacks_key) == LUA_TTABLE) return;
+void l_push_weak_table(lua_State *L, const void *key, const char *mode) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return;
   lua_pop(L, 1);
   lua_newtable(L);
   lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "k");
+  lua_pushstring(L, mode);
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &tracebacks_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
 }
+
+static void push_tracebacks(lua_State *L) { l_push_weak_table(L, &tracebacks_key, "k"); }
 
 void l_push_traceback_of(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);

@@ -123,19 +123,24 @@ static int d_set(lua_State *L) { return set_like(L, LP_SHSET_ANY); }
 static int d_add(lua_State *L) { return set_like(L, LP_SHSET_ADD); }
 static int d_replace(lua_State *L) { return set_like(L, LP_SHSET_REPLACE); }
 
+// A value read from the dictionary: it, nil when absent, or the failure.
+static int push_found(lua_State *L, int rc, const lp_shval *v) {
+  if (rc == LP_SHD_NOTFOUND) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (rc) return fail(L, rc);
+  pushval(L, v);
+  return 1;
+}
+
 static int get_like(lua_State *L, bool take) {
   l_shdict *b = checkdict(L);
   size_t klen;
   const char *k = checkkey(L, 2, &klen);
   lp_shval v;
   int rc = take ? lp_shdict_take(b->d, k, klen, &v, &b->sc) : lp_shdict_get(b->d, k, klen, &v, &b->sc, NULL);
-  if (rc == LP_SHD_NOTFOUND) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (rc) return fail(L, rc);
-  pushval(L, &v);
-  return 1;
+  return push_found(L, rc, &v);
 }
 
 static int d_get(lua_State *L) { return get_like(L, false); }
@@ -263,13 +268,7 @@ static int pop_like(lua_State *L, bool left) {
   const char *k = checkkey(L, 2, &klen);
   lp_shval v;
   int rc = lp_shdict_pop(b->d, k, klen, left, &v, &b->sc);
-  if (rc == LP_SHD_NOTFOUND) {
-    lua_pushnil(L);
-    return 1;
-  }
-  if (rc) return fail(L, rc);
-  pushval(L, &v);
-  return 1;
+  return push_found(L, rc, &v);
 }
 
 static int d_lpop(lua_State *L) { return pop_like(L, true); }

@@ -103,14 +103,7 @@ static int version_opt(lua_State *L, int t, const char *what, const char *field)
 static void read_options(lua_State *L, int t, bool server, lp_tls_options *o, uint8_t *alpn, size_t alpncap) {
   const char *what = server ? "lupine.tls.server" : "lupine.tls.client";
   const char *const *keys = server ? server_keys : client_keys;
-  lua_pushnil(L);
-  while (lua_next(L, t)) {
-    lua_pop(L, 1);
-    bool known = false;
-    if (lua_type(L, -1) == LUA_TSTRING)
-      for (int i = 0; keys[i] && !known; i++) known = strcmp(lua_tostring(L, -1), keys[i]) == 0;
-    if (!known) luaL_error(L, "%s: unknown option '%s'", what, luaL_tolstring(L, -1, NULL));
-  }
+  l_check_options(L, t, what, keys);
   memset(o, 0, sizeof *o);
   o->server = server;
   o->cert = l_opt_string(L, t, "cert", NULL);
@@ -275,16 +268,7 @@ void l_tls_client_factory(lua_State *L, int opts) {
   if (!lua_istable(L, opts)) luaL_error(L, "lupine.connect: 'tls' must be a table of TLS client options");
   // One context per options table and state: connects that pass the same
   // table share it (and its session cache), as accepted channels share theirs.
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cache_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "k");
-    lua_setfield(L, -2, "__mode");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &cache_key);
-  }
+  l_push_weak_table(L, &cache_key, "k");
   lua_pushvalue(L, opts);
   if (lua_rawget(L, -2) != LUA_TUSERDATA) {
     lua_pop(L, 1);

@@ -525,18 +525,6 @@ static lp_ctx *ws_make(l_native *self, lp_pipeline *p, const char *name, lua_Sta
 
 // ---- Lua functions ---------------------------------------------------------------------------
 
-static void check_options(lua_State *L, int t, const char *fn, const char *const *known) {
-  lua_pushnil(L);
-  while (lua_next(L, t)) {
-    bool ok = false;
-    if (lua_type(L, -2) == LUA_TSTRING)
-      for (int i = 0; known[i]; i++)
-        if (strcmp(lua_tostring(L, -2), known[i]) == 0) ok = true;
-    if (!ok) luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -2, NULL));
-    lua_pop(L, 1);
-  }
-}
-
 static bool opt_bool(lua_State *L, int t, const char *fn, const char *field, bool def) {
   int ty = lua_getfield(L, t, field);
   if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) luaL_error(L, "%s: option '%s' must be a boolean", fn, field);
@@ -563,7 +551,7 @@ static void deflate_options(lua_State *L, int t, const char *fn, ws_factory *f) 
   }
   if (ty != LUA_TTABLE) luaL_error(L, "%s: option 'deflate' must be a boolean or a table", fn);
   int d = lua_gettop(L);
-  check_options(L, d, "lupine.ws.frameCodec: deflate", known);
+  l_check_options(L, d, "lupine.ws.frameCodec: deflate", known);
   bool server = f->cfg.server;
   bool snc = opt_bool(L, d, fn, "serverNoContextTakeover", false);
   bool cnc = opt_bool(L, d, fn, "clientNoContextTakeover", false);
@@ -594,7 +582,7 @@ static int ws_frame_codec(lua_State *L) {
     lua_newtable(L);
   }
   l_checktype(L, 1, LUA_TTABLE);
-  check_options(L, 1, fn, known);
+  l_check_options(L, 1, fn, known);
   lp_ws_config cfg;
   lp_ws_config_default(&cfg, opt_bool(L, 1, fn, "server", true));
   if (lua_getfield(L, 1, "maxMessageSize") != LUA_TNIL) {

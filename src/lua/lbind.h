@@ -211,6 +211,11 @@ bool l_pcall_log(lua_State *L, int nargs, const char *what, uint64_t channel_id)
 // Read an integer option field, raising "<what>: option 'name' must be ..." on a wrong type.
 lua_Integer l_opt_int(lua_State *L, int t, const char *field, lua_Integer def, lua_Integer min, lua_Integer max);
 bool l_opt_bool(lua_State *L, int t, const char *field, bool def);
+// Every key of the option table at t must be one of known (NULL-terminated):
+// else "<fn>: unknown option 'key'".
+void l_check_options(lua_State *L, int t, const char *fn, const char *const *known);
+// The registry table under key, made on first use with weak mode ("k", "v"), pushed.
+void l_push_weak_table(lua_State *L, const void *key, const char *mode);
 double l_opt_number(lua_State *L, int t, const char *field, double def);
 // A string option that becomes a C string: a NUL byte in it raises "option
 // 'host' must not contain NUL bytes" (C would see only what comes before it).
