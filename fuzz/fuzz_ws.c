@@ -21,35 +21,11 @@
 #include <string.h>
 
 #include "trace.h"
+#include "utf8_oracle.h" // tests/: fuzz/run passes -Itests
 
 static void fail(const char *what) {
   fprintf(stderr, "fuzz_ws: %s\n", what);
   abort();
-}
-
-
-static bool utf8_oracle(const uint8_t *p, size_t n) {
-  size_t i = 0;
-  while (i < n) {
-    uint32_t c = p[i], min;
-    size_t k;
-    if (c < 0x80) {
-      i++;
-      continue;
-    }
-    if ((c & 0xe0) == 0xc0) k = 1, c &= 0x1f, min = 0x80;
-    else if ((c & 0xf0) == 0xe0) k = 2, c &= 0x0f, min = 0x800;
-    else if ((c & 0xf8) == 0xf0) k = 3, c &= 0x07, min = 0x10000;
-    else return false;
-    if (n - i - 1 < k) return false;
-    for (size_t j = 1; j <= k; j++) {
-      if ((p[i + j] & 0xc0) != 0x80) return false;
-      c = c << 6 | (p[i + j] & 0x3f);
-    }
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return false;
-    i += k + 1;
-  }
-  return true;
 }
 
 // Decode the stream fed in pieces: chunk 0 = whole, 1 = byte by byte, else

@@ -12,6 +12,18 @@ local function installed(prog)
   return out ~= ""
 end
 
+-- examples/co_memcached.lua on a test server, a client to it, and cmd(line,
+-- reply): send line and assert that the next bytes are exactly reply.
+local function session()
+  local server = test.server(dofile("examples/co_memcached.lua"))
+  local c = test.client(server.port)
+  local function cmd(line, reply)
+    c:send(line)
+    assert.equal(reply, c:receive(#reply))
+  end
+  return server, c, cmd
+end
+
 describe("examples/co_memcached.lua", function()
   local leaks = leak_check()
   before_each(leaks.before)
@@ -52,12 +64,7 @@ describe("examples/co_memcached.lua", function()
   end)
 
   it("get, set, add, replace, delete, incr, decr, touch, with replies as memcached's", function()
-    local server = test.server(dofile("examples/co_memcached.lua"))
-    local c = test.client(server.port)
-    local function cmd(line, reply)
-      c:send(line)
-      assert.equal(reply, c:receive(#reply))
-    end
+    local server, c, cmd = session()
     cmd("set a 5 0 3\r\nabc\r\n", "STORED\r\n")
     cmd("get a\r\n", "VALUE a 5 3\r\nabc\r\nEND\r\n")
     cmd("get a missing a\r\n", "VALUE a 5 3\r\nabc\r\nVALUE a 5 3\r\nabc\r\nEND\r\n")
@@ -86,12 +93,7 @@ describe("examples/co_memcached.lua", function()
   end)
 
   it("expires items: exptime in seconds, negative at once, a Unix time in the past", function()
-    local server = test.server(dofile("examples/co_memcached.lua"))
-    local c = test.client(server.port)
-    local function cmd(line, reply)
-      c:send(line)
-      assert.equal(reply, c:receive(#reply))
-    end
+    local server, c, cmd = session()
     cmd("set gone 0 -1 1\r\nx\r\n", "STORED\r\n")
     cmd("get gone\r\n", "END\r\n")
     cmd(("set old 0 %d 1\r\nx\r\n"):format(os.time() - 10), "STORED\r\n") -- past 30 days: a Unix time

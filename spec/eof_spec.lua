@@ -7,6 +7,7 @@
 local lupine = require "lupine"
 local test = require "lupine.test"
 local proc = require "proc"
+local half_close = require "half_close"
 
 local loop = lupine.loop()
 
@@ -18,41 +19,8 @@ end
 
 local MiB = 1024 * 1024
 
--- Start a client of port with a small receive buffer: it sends data, shuts
--- its write side down, then reads slowly (one read() every 2 ms) until the
--- server closes. Returns its state: got() is what came back, done whether
--- the server closed; cleanup() closes it.
-local function half_close_client(port, data)
-  local st = { chunks = {}, done = false }
-  local f = lupine.connect {
-    port = port, timeout = 5,
-    options = { autoRead = false, rcvBuf = 16384, allowHalfClosure = true, maxPendingBytes = 64 * MiB },
-    init = function(ch)
-      ch.pipeline:addLast("slow", {
-        channelRead = function(_, _, buf) st.chunks[#st.chunks + 1] = buf:readString() end,
-        userEventTriggered = function(_, _, evt) if evt.kind == "inputShutdown" then st.done = true end end,
-        channelInactive = function() st.done = true end,
-      })
-    end,
-  }
-  f:addListener(function()
-    if not f:isSuccess() then st.done, st.err = true, tostring(f:cause()) return end
-    local ch = f:get()
-    st.ch = ch
-    ch:writeAndFlush(data)
-    ch:shutdownOutput()
-    st.reader = loop:scheduleAtFixedRate(0.002, 0.002, function() if ch:isOpen() then ch:read() end end)
-  end)
-  function st.got() return table.concat(st.chunks) end
-  function st.cleanup()
-    if st.reader then st.reader:cancel() end
-    if st.ch then st.ch:close() end
-  end
-  return st
-end
-
 local function half_close_roundtrip(port, data, timeout)
-  local st = half_close_client(port, data)
+  local st = half_close.client(port, data, 64 * MiB)
   local ok = pcall(loop.runUntil, loop, function() return st.done end, timeout or 60)
   st.cleanup()
   assert.is_nil(st.err)

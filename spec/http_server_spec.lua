@@ -22,6 +22,25 @@ local function serve(spec)
   return test.server(app)
 end
 
+-- Start the launcher on app (one worker, port 0) with its stdout (and its
+-- stderr too when with_stderr) in a temporary file; waits for the start-up
+-- line. Returns the process, the port and the file's path (the caller stops
+-- the one and removes the other).
+local function launch(app, with_stderr)
+  local out = os.tmpname()
+  local p = test.spawn({ build .. "/lupine", "-w", "1", "-p", "0", app },
+    { stdout = out, stderr = with_stderr and out or nil, env = { LD_PRELOAD = "" } })
+  local port
+  test.eventually(function()
+    local f = io.open(out)
+    local s = f and f:read("a") or ""
+    if f then f:close() end
+    port = tonumber(s:match("listening on 127%.0%.0%.1:(%d+)"))
+    return port ~= nil
+  end, 10, "the start-up line")
+  return p, port, out
+end
+
 describe("examples/http_hello.lua", function()
   local leaks = leak_check()
   local app = dofile("examples/http_hello.lua")
@@ -71,17 +90,7 @@ c.close()
   end)
 
   it("serves under the launcher", function()
-    local out = os.tmpname()
-    local p = test.spawn({ build .. "/lupine", "-w", "1", "-p", "0", "examples/http_hello.lua" },
-      { stdout = out, env = { LD_PRELOAD = "" } })
-    local port
-    test.eventually(function()
-      local f = io.open(out)
-      local s = f and f:read("a") or ""
-      if f then f:close() end
-      port = tonumber(s:match("listening on 127%.0%.0%.1:(%d+)"))
-      return port ~= nil
-    end, 10, "the start-up line")
+    local p, port, out = launch("examples/http_hello.lua")
     local body, code = run { "curl", "-sS", ("http://127.0.0.1:%d/"):format(port) }
     assert.equal(0, code)
     assert.equal("hello\n", body)
@@ -262,17 +271,7 @@ describe("lupine.http.server faults", function()
   before_each(leaks.before)
   after_each(leaks.after)
   it("answers 500 to a handler that raises; the message goes to the log only; the connection stays", function()
-    local out = os.tmpname()
-    local p = test.spawn({ build .. "/lupine", "-w", "1", "-p", "0", "spec/apps/http_raises.lua" },
-      { stdout = out, stderr = out, env = { LD_PRELOAD = "" } })
-    local port
-    test.eventually(function()
-      local f = io.open(out)
-      local s = f and f:read("a") or ""
-      if f then f:close() end
-      port = tonumber(s:match("listening on 127%.0%.0%.1:(%d+)"))
-      return port ~= nil
-    end, 10, "the start-up line")
+    local p, port, out = launch("spec/apps/http_raises.lua", true)
     local c = test.client(port)
     c:send("GET /boom HTTP/1.1\r\nHost: a\r\n\r\n")
     local want = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 22\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nInternal Server Error\n"

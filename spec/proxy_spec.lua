@@ -4,6 +4,7 @@
 -- memory measured (the proxy runs as its own process there).
 local lupine = require "lupine"
 local test = require "lupine.test"
+local half_close = require "half_close"
 
 local loop = lupine.loop()
 
@@ -58,26 +59,9 @@ describe("examples/proxy.lua", function()
     local clients = {}
     for i = 1, 20 do
       local data = pattern(i == 1 and 4 * 1024 * 1024 or 256 * 1024)
-      local st = { data = data, chunks = {}, done = false }
+      local st = half_close.client(proxy.port, data)
+      st.data = data
       clients[i] = st
-      local f = lupine.connect {
-        port = proxy.port, timeout = 5,
-        options = { autoRead = false, rcvBuf = 16384, allowHalfClosure = true },
-        init = function(ch)
-          ch.pipeline:addLast("slow", {
-            channelRead = function(_, _, buf) st.chunks[#st.chunks + 1] = buf:readString() end,
-            userEventTriggered = function(_, _, evt) if evt.kind == "inputShutdown" then st.done = true end end,
-            channelInactive = function() st.done = true end,
-          })
-        end,
-      }
-      f:addListener(function()
-        assert(f:isSuccess(), tostring((f:cause())))
-        st.ch = f:get()
-        st.ch:writeAndFlush(data)
-        st.ch:shutdownOutput()
-        st.reader = loop:scheduleAtFixedRate(0.002, 0.002, function() if st.ch:isOpen() then st.ch:read() end end)
-      end)
     end
     local ok = pcall(loop.runUntil, loop, function()
       for _, st in ipairs(clients) do if not st.done then return false end end
@@ -85,9 +69,8 @@ describe("examples/proxy.lua", function()
     end, 90)
     local short = {}
     for i, st in ipairs(clients) do
-      if st.reader then st.reader:cancel() end
-      if st.ch then st.ch:close() end
-      local got = table.concat(st.chunks)
+      st.cleanup()
+      local got = st.got()
       if got ~= st.data then short[#short + 1] = ("client %d: %d of %d bytes"):format(i, #got, #st.data) end
     end
     assert.is_true(ok, "not every client saw the end of its echo")

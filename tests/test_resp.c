@@ -37,18 +37,22 @@ static void requests(const char *s, size_t n, size_t split, char *out, size_t ou
   lp_resp_req_free(&r);
 }
 
-static void req_same(const char *s, const char *want) {
-  size_t n = strlen(s);
+// describe (requests or replies) gives want for s whole and for s split at
+// every byte.
+typedef void describe_fn(const char *s, size_t n, size_t split, char *out, size_t outlen);
+static void split_same(describe_fn *describe, const char *s, size_t n, const char *want) {
   char whole[4096], split[4096];
-  requests(s, n, 0, whole, sizeof whole);
+  describe(s, n, 0, whole, sizeof whole);
   if (strcmp(whole, want) != 0) fprintf(stderr, "got  %s\nwant %s\n", whole, want);
   CHECK(strcmp(whole, want) == 0);
   for (size_t k = 1; k < n; k++) {
-    requests(s, n, k, split, sizeof split);
+    describe(s, n, k, split, sizeof split);
     if (strcmp(split, want) != 0) fprintf(stderr, "split %zu: %s\n", k, split);
     CHECK(strcmp(split, want) == 0);
   }
 }
+
+static void req_same(const char *s, const char *want) { split_same(requests, s, strlen(s), want); }
 
 static void test_requests(void) {
   req_same("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n*1\r\n$4\r\nPING\r\n", "3:SET,k,value;1:PING;");
@@ -142,17 +146,7 @@ static void replies(const char *s, size_t n, size_t split, char *out, size_t out
   lp_resp_reply_free(&r);
 }
 
-static void rep_same(const char *s, size_t n, const char *want) {
-  char whole[4096], split[4096];
-  replies(s, n, 0, whole, sizeof whole);
-  if (strcmp(whole, want) != 0) fprintf(stderr, "got  %s\nwant %s\n", whole, want);
-  CHECK(strcmp(whole, want) == 0);
-  for (size_t k = 1; k < n; k++) {
-    replies(s, n, k, split, sizeof split);
-    CHECK(strcmp(split, want) == 0);
-  }
-}
-#define REP(lit, want) rep_same(lit, sizeof(lit) - 1, want)
+#define REP(lit, want) split_same(replies, lit, sizeof(lit) - 1, want)
 
 static void test_replies(void) {
   REP("+OK\r\n-ERR bad\r\n:42\r\n:-7\r\n$3\r\nfoo\r\n$0\r\n\r\n$-1\r\n*-1\r\n", "+OK ; -ERR bad ; :42 ; :-7 ; $foo ; $ ; _ ; _ ; ");
