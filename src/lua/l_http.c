@@ -263,6 +263,27 @@ static void push_lower(lua_State *L, const char *s, size_t n) {
   lua_pushlstring(L, tmp, n);
 }
 
+// A head's fields as a table { lower-case name = value }; a repeated field's
+// values joined with ", ".
+static void push_headers(lua_State *L, const lp_http_head *hd) {
+  const uint8_t *base = hd->base;
+  lua_createtable(L, 0, (int)hd->nheaders);
+  for (uint32_t i = 0; i < hd->nheaders; i++) {
+    const lp_http_header *f = &hd->headers[i];
+    push_lower(L, lp_http_at(base, f->name), f->name.len);
+    lua_pushvalue(L, -1);
+    if (LP_UNLIKELY(lua_rawget(L, -3) == LUA_TSTRING)) { // repeated: join
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
+    }
+    lua_rawset(L, -3);
+  }
+}
+
 // Push the request table of p->head (may raise: run it protected):
 // { method, target, path, query, version, headers = { lower-case name = value },
 // keepAlive }. A repeated field's values are joined with ", " (RFC 9110 5.3).
@@ -300,21 +321,7 @@ static void build_request(lua_State *L, http_conn *c) {
   lua_rawgeti(L, S, hd->version == 10 ? S_V10 : S_V11);
   lua_rawset(L, t);
   lua_rawgeti(L, S, S_HEADERS);
-  lua_createtable(L, 0, (int)hd->nheaders);
-  for (uint32_t i = 0; i < hd->nheaders; i++) {
-    const lp_http_header *f = &hd->headers[i];
-    push_lower(L, lp_http_at(base, f->name), f->name.len);
-    lua_pushvalue(L, -1);
-    if (LP_UNLIKELY(lua_rawget(L, -3) == LUA_TSTRING)) { // repeated: join
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
-    }
-    lua_rawset(L, -3);
-  }
+  push_headers(L, hd);
   lua_rawset(L, t);
   lua_rawgeti(L, S, S_KEEPALIVE);
   lua_pushboolean(L, hd->keep_alive);
@@ -343,21 +350,7 @@ static int push_response_head(lua_State *L) {
   lua_setfield(L, -2, "reason");
   lua_pushstring(L, hd->version == 10 ? "1.0" : "1.1");
   lua_setfield(L, -2, "version");
-  lua_createtable(L, 0, (int)hd->nheaders);
-  for (uint32_t i = 0; i < hd->nheaders; i++) {
-    const lp_http_header *f = &hd->headers[i];
-    push_lower(L, lp_http_at(base, f->name), f->name.len);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, -3) == LUA_TSTRING) {
-      lua_pushliteral(L, ", ");
-      lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
-      lua_concat(L, 3);
-    } else {
-      lua_pop(L, 1);
-      lua_pushlstring(L, lp_http_at(base, f->value), f->value.len);
-    }
-    lua_rawset(L, -3);
-  }
+  push_headers(L, hd);
   lua_setfield(L, -2, "headers");
   lua_pushboolean(L, hd->keep_alive);
   lua_setfield(L, -2, "keepAlive");
